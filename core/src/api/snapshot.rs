@@ -1,0 +1,257 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{JsonPatchOperation, SecretRef};
+
+/// Where namespace snapshots are saved: a filesystem path or an S3-compatible bucket.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "multicluster.dev",
+    version = "v1alpha1",
+    kind = "StorageLocation",
+    namespaced,
+    category = "multicluster",
+    status = "StorageLocationStatus",
+    validation = Rule::new("has(self.spec.filesystem) != has(self.spec.s3)").message("set exactly one of spec.filesystem or spec.s3"),
+    printcolumn = r#"{"name":"Path","type":"string","jsonPath":".spec.filesystem.path"}"#,
+    printcolumn = r#"{"name":"Bucket","type":"string","jsonPath":".spec.s3.bucket"}"#,
+    printcolumn = r#"{"name":"Available","type":"string","jsonPath":".status.conditions[?(@.type==\"Available\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageLocationSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<FilesystemLocation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Location>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FilesystemLocation {
+    /// An absolute directory path (on the playground a local directory; in a cluster a mount).
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("path must be absolute"))]
+    pub path: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Location {
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    /// e.g. `https://s3.eu-west-1.amazonaws.com` or a MinIO URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Secret with `accessKeyId` and `secretAccessKey`.
+    pub credentials_secret: SecretRef,
+    /// Path-style addressing (`endpoint/bucket/key`), as MinIO and most on-premise stores need.
+    #[serde(default)]
+    pub force_path_style: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageLocationStatus {
+    /// `Available`: the last check wrote, read back and deleted a probe object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_time: Option<Time>,
+}
+
+/// A snapshot of one namespace of one member: its volumes (CSI snapshots) and its resources.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "multicluster.dev",
+    version = "v1alpha1",
+    kind = "NamespaceSnapshot",
+    namespaced,
+    shortname = "nss",
+    category = "multicluster",
+    status = "NamespaceSnapshotStatus",
+    printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".spec.cluster"}"#,
+    printcolumn = r#"{"name":"Namespace","type":"string","jsonPath":".spec.namespace"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Resources","type":"integer","jsonPath":".status.resourceCount"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceSnapshotSpec {
+    /// Source `MemberCluster`.
+    pub cluster: String,
+    /// Source namespace on that member.
+    pub namespace: String,
+    /// `StorageLocation` (same namespace) the archive goes to.
+    pub location: String,
+    #[serde(default)]
+    pub quiesce: QuiesceMethod,
+    #[serde(default)]
+    pub unsnapshottable_volumes: UnsnapshottablePolicy,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum QuiesceMethod {
+    /// Crash-consistent: snapshot without stopping anything.
+    #[default]
+    None,
+    /// Scale the workloads that mount the volumes to 0, snapshot, scale back.
+    ScaleDown,
+    /// Run the pre/post hook commands named in pod annotations.
+    Hooks,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum UnsnapshottablePolicy {
+    /// A PVC whose driver has no VolumeSnapshotClass fails the snapshot.
+    #[default]
+    Fail,
+    /// Such a PVC is recorded and skipped.
+    Skip,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SnapshotPhase {
+    #[default]
+    Pending,
+    Discovering,
+    Quiescing,
+    Snapshotting,
+    Saving,
+    Completed,
+    Failed,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceSnapshotStatus {
+    #[serde(default)]
+    pub phase: SnapshotPhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeSnapshotStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_count: Option<u32>,
+    /// The applications captured (what a restore is checked against).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inventory: Vec<ApplicationSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSnapshotStatus {
+    pub claim: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_handle: Option<String>,
+    #[serde(default)]
+    pub ready: bool,
+}
+
+/// An application as the conflict check sees it: a workload's identity and what makes it that app.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationSummary {
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveRef {
+    /// e.g. `s3://bucket/prefix/ns-2026….tar.zst` or `file:///…`.
+    pub url: String,
+    /// `sha256:<hex>` of the whole archive.
+    pub checksum: String,
+    pub size_bytes: u64,
+}
+
+/// A restore of a snapshot into a namespace of a member, blocked at admission when that namespace
+/// holds a conflicting application.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "multicluster.dev",
+    version = "v1alpha1",
+    kind = "NamespaceRestore",
+    namespaced,
+    shortname = "nsr",
+    category = "multicluster",
+    status = "NamespaceRestoreStatus",
+    printcolumn = r#"{"name":"Snapshot","type":"string","jsonPath":".spec.snapshot"}"#,
+    printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".spec.targetCluster"}"#,
+    printcolumn = r#"{"name":"Namespace","type":"string","jsonPath":".spec.targetNamespace"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceRestoreSpec {
+    /// `NamespaceSnapshot` (same namespace) to restore.
+    pub snapshot: String,
+    pub target_cluster: String,
+    #[schemars(length(min = 1, max = 63))]
+    pub target_namespace: String,
+    /// Transforms applied to every restored object (as in distribution).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub json_patch: Vec<JsonPatchOperation>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RestorePhase {
+    #[default]
+    Pending,
+    Hydrating,
+    Restoring,
+    Completed,
+    Failed,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceRestoreStatus {
+    #[serde(default)]
+    pub phase: RestorePhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<RestoreConflict>,
+    #[serde(default)]
+    pub objects_written: u32,
+    #[serde(default)]
+    pub objects_total: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreConflict {
+    pub kind: String,
+    pub name: String,
+    /// What differs, e.g. "image nginx:1.25 in shop-2, nginx:1.27 in the snapshot".
+    pub reason: String,
+}

@@ -1,0 +1,112 @@
+use schemars::JsonSchema;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::Role;
+
+/// How traffic and workloads are shared between members, and how they move when one fails.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "multicluster.dev",
+    version = "v1alpha1",
+    kind = "TrafficPolicy",
+    namespaced,
+    shortname = "tp",
+    category = "multicluster",
+    status = "TrafficPolicyStatus",
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Healthy","type":"string","jsonPath":".status.healthy"}"#,
+    printcolumn = r#"{"name":"Unhealthy","type":"string","jsonPath":".status.unhealthy"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficPolicySpec {
+    #[serde(default)]
+    pub mode: TrafficMode,
+    #[schemars(length(min = 1))]
+    pub members: Vec<TrafficMember>,
+    /// Consecutive healthy probes before a recovered member gets its share back.
+    #[serde(default = "default_failback")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failback_after_healthy_probes: u32,
+    /// Services (by name, in this namespace on the members) whose traffic the policy steers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+}
+
+fn default_failback() -> u32 {
+    3
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TrafficMode {
+    /// Every member is active.
+    #[default]
+    MultiActive,
+    /// Actives serve; several standbys take over in priority order.
+    ActiveStandby,
+    /// Actives serve; one standby takes over.
+    ActiveWithOneStandby,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficMember {
+    /// A `MemberCluster` name.
+    pub name: String,
+    #[serde(default = "default_weight")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub weight: u32,
+    /// Lower is preferred.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 1000))]
+    pub priority: u32,
+    #[serde(default)]
+    pub role: Role,
+    /// Overrides the member's own survival ratio for this policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_survival_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ready_nodes: Option<u32>,
+    /// Per-node weights and priorities; a backend carries its node's weight.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeWeight>,
+}
+
+fn default_weight() -> u32 {
+    100
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeWeight {
+    pub name: String,
+    #[serde(default = "default_weight")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub weight: u32,
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 1000))]
+    pub priority: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficPolicyStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub healthy: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unhealthy: Vec<String>,
+    /// Member → weight in effect now (0 for a member that gets no traffic).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub active_weights: BTreeMap<String, u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,14 @@
+//! Shared library of kubectl-multicluster and multicluster-webhook.
+//!
+//! It holds what both programs must agree on: the `multicluster.dev/v1alpha1` API types (and the
+//! CRDs generated from them), the well-known annotation and label keys, the pinned versions of the
+//! real components the playground runs, and (as later capabilities land) the pure decision
+//! functions. Nothing in here performs I/O: the programs carry data to these functions and back.
+
+pub mod api;
+pub mod crds;
+pub mod keys;
+pub mod versions;
+
+/// The namespace the hub keeps its own objects (credentials, distributions, intents) in.
+pub const SYSTEM_NAMESPACE: &str = "multicluster-system";

@@ -1,0 +1,312 @@
+//! The command line: parsing with clap, then one small function per command that calls into the
+//! library and prints the result (stdout) or the error (stderr).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::local;
+use crate::output::{self, OutputFormat, Tabular};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubectl multicluster",
+    bin_name = "kubectl multicluster",
+    version,
+    about = "Manage a fleet of Kubernetes clusters from one hub cluster",
+    long_about = "Manage a fleet of Kubernetes clusters from one hub cluster.\n\n\
+        Start with a local playground (a hub and two members, real API servers on this machine):\n  \
+        kubectl multicluster local up",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// kubectl does not pass its global flags to plugins, so the plugin takes them itself.
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context of the hub cluster
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Namespace for namespaced objects
+    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Output format
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t)]
+    pub output: OutputFormat,
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides
+    #[arg(short = 'v', long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a local playground: a hub and member clusters as real API servers on this machine
+    #[command(subcommand)]
+    Local(LocalCommand),
+    /// Print the plugin's version and the Kubernetes version its playground runs
+    Version,
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LocalCommand {
+    /// Start a hub and N members (kube-apiserver + etcd each), install the CRDs, write a kubeconfig
+    #[command(
+        after_help = "The contexts hub, member-1, … are written to DIR/kubeconfig and merged into \
+        your kubeconfig (--kubeconfig, else the first file of $KUBECONFIG, else ~/.kube/config), \
+        with hub as the current context; `local down` removes them again."
+    )]
+    Up {
+        /// Number of member clusters besides the hub
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=20))]
+        members: u32,
+        #[command(flatten)]
+        dir: DirArg,
+        /// Do not merge the contexts into your kubeconfig; use DIR/kubeconfig only
+        #[arg(long)]
+        no_merge_kubeconfig: bool,
+    },
+    /// Stop every process the playground started (API servers before etcd) and remove its state
+    Down {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Show what runs: each cluster's processes and whether its API server is ready
+    Status {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DirArg {
+    /// Playground directory (default: ~/.local/state/kubectl-multicluster/local)
+    #[arg(long, value_name = "DIR", env = "MULTICLUSTER_LOCAL_DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+impl DirArg {
+    fn resolve(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(local::default_dir)
+    }
+}
+
+/// Parses the command line, runs the command, and maps an error to exit code 1 with the whole
+/// chain of causes on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,kube_client::client::builder=off",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let format = cli.global.output;
+    match cli.command {
+        Command::Local(cmd) => run_local(cmd, &cli.global).await,
+        Command::Version => output::print(format, &VersionInfo::current()),
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "kubectl-multicluster",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn run_local(cmd: LocalCommand, global: &GlobalArgs) -> anyhow::Result<()> {
+    let progress = |msg: &str| eprintln!("{msg}");
+    match cmd {
+        LocalCommand::Up {
+            members,
+            dir,
+            no_merge_kubeconfig,
+        } => {
+            let merge_into = (!no_merge_kubeconfig).then(|| {
+                global
+                    .kubeconfig
+                    .clone()
+                    .unwrap_or_else(local::kubeconfig::default_path)
+            });
+            let opts = local::UpOptions {
+                dir: dir.resolve(),
+                members,
+                merge_into,
+            };
+            let state = local::up(&opts, &progress).await?;
+            output::print(global.output, &state)?;
+            print_next_steps(&state);
+            Ok(())
+        }
+        LocalCommand::Down { dir } => {
+            let dir = dir.resolve();
+            match local::down(&dir)? {
+                Some(report) => {
+                    if let Some(k) = &report.kubeconfig_cleaned {
+                        progress(&format!(
+                            "Removed the playground's contexts from {}",
+                            k.display()
+                        ));
+                    }
+                    output::print(global.output, &report)
+                }
+                None => {
+                    progress(&format!(
+                        "No playground in {}: nothing to stop",
+                        dir.display()
+                    ));
+                    Ok(())
+                }
+            }
+        }
+        LocalCommand::Status { dir } => {
+            let dir = dir.resolve();
+            match local::status(&dir).await? {
+                Some(report) => output::print(global.output, &report),
+                None => anyhow::bail!(
+                    "no playground in {}; start one with `kubectl multicluster local up`",
+                    dir.display()
+                ),
+            }
+        }
+    }
+}
+
+fn print_next_steps(state: &local::PlaygroundState) {
+    let contexts: Vec<&str> = state.clusters.iter().map(|c| c.name.as_str()).collect();
+    let member = contexts.get(1).copied().unwrap_or("hub");
+    match &state.merged_into {
+        Some(file) => eprintln!(
+            "\nContexts {} are in {} (current: hub) and in {}.",
+            contexts.join(", "),
+            file.display(),
+            state.kubeconfig.display()
+        ),
+        None => eprintln!(
+            "\nContexts {} are in {}. Use it with:\n  export KUBECONFIG={}",
+            contexts.join(", "),
+            state.kubeconfig.display(),
+            state.kubeconfig.display()
+        ),
+    }
+    eprintln!(
+        "Next:\n  kubectl --context {member} get namespaces\n  kubectl --context hub get crds\n  \
+         kubectl multicluster local status\n  kubectl multicluster local down"
+    );
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionInfo {
+    pub plugin: String,
+    /// The Kubernetes release the playground's API servers are built from.
+    pub playground_kubernetes: String,
+}
+
+impl VersionInfo {
+    fn current() -> Self {
+        Self {
+            plugin: env!("CARGO_PKG_VERSION").to_owned(),
+            playground_kubernetes: multicluster_core::versions::kubernetes().to_owned(),
+        }
+    }
+}
+
+impl Tabular for VersionInfo {
+    fn headers(&self) -> Vec<&'static str> {
+        vec!["component", "version"]
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        vec![
+            vec!["kubectl-multicluster".into(), self.plugin.clone()],
+            vec![
+                "playground kube-apiserver".into(),
+                self.playground_kubernetes.clone(),
+            ],
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_says_kubectl_multicluster() {
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("kubectl multicluster"), "{help}");
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "kubectl-multicluster",
+            "local",
+            "status",
+            "--context",
+            "hub",
+            "-o",
+            "json",
+            "-n",
+            "ns1",
+            "--kubeconfig",
+            "/tmp/kc",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.output, OutputFormat::Json);
+        assert_eq!(cli.global.context.as_deref(), Some("hub"));
+        assert_eq!(cli.global.namespace.as_deref(), Some("ns1"));
+    }
+}

@@ -1,0 +1,6 @@
+//! The `kubectl multicluster` plugin as a library: the command line (`cli`), the local playground
+//! (`local`, also used by the end-to-end tests) and output formatting (`output`).
+
+pub mod cli;
+pub mod local;
+pub mod output;

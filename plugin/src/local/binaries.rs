@@ -1,0 +1,92 @@
+//! Where the playground's kube-apiserver and etcd come from: the cache that
+//! `tests/install-deps.sh` fills, one directory per pinned version. Nothing is downloaded at run time.
+
+use std::path::{Path, PathBuf};
+
+use multicluster_core::versions;
+
+/// The command that fills the cache, named in every "missing binary" error.
+pub const INSTALL_COMMAND: &str = "tests/install-deps.sh";
+
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub kube_apiserver: PathBuf,
+    pub etcd: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{component} {version} is not installed (looked for {path}).\n\
+     Install the playground's binaries with `{INSTALL_COMMAND}` from a checkout of kubectl-multicluster \
+     (it builds kube-apiserver from the k8s.io/kubernetes Go module once, about 4 minutes, and unpacks \
+     Debian's etcd-server), or point MULTICLUSTER_CACHE_DIR at a cache that holds them."
+)]
+pub struct MissingBinary {
+    pub component: &'static str,
+    pub version: &'static str,
+    pub path: String,
+}
+
+/// `$MULTICLUSTER_CACHE_DIR`, else `${XDG_CACHE_HOME:-~/.cache}/kubectl-multicluster`: the same rule
+/// as the install script.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MULTICLUSTER_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home_dir().join(".cache"));
+    base.join("kubectl-multicluster")
+}
+
+pub(crate) fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+impl Binaries {
+    /// The binaries of the pinned versions in `cache`, or an error naming the install command.
+    pub fn locate(cache: &Path) -> Result<Self, MissingBinary> {
+        let kube_apiserver = cache
+            .join("kubernetes")
+            .join(versions::kubernetes())
+            .join("kube-apiserver");
+        let etcd = cache
+            .join("etcd")
+            .join(versions::etcd_debian())
+            .join("etcd");
+        for (component, version, path) in [
+            ("kube-apiserver", versions::kubernetes(), &kube_apiserver),
+            ("etcd", versions::etcd_debian(), &etcd),
+        ] {
+            if !path.is_file() {
+                return Err(MissingBinary {
+                    component,
+                    version,
+                    path: path.display().to_string(),
+                });
+            }
+        }
+        Ok(Self {
+            kube_apiserver,
+            etcd,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_name_the_install_command() {
+        let empty = tempfile::tempdir().unwrap();
+        let err = Binaries::locate(empty.path()).unwrap_err().to_string();
+        assert!(err.contains(INSTALL_COMMAND), "{err}");
+        assert!(
+            err.contains("etcd") || err.contains("kube-apiserver"),
+            "{err}"
+        );
+    }
+}

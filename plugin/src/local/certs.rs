@@ -1,0 +1,101 @@
+//! Fresh certificates for one playground cluster: its own CA, the API server's serving certificate,
+//! an admin client certificate (`O=system:masters`) and the service-account signing key.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+/// PEM text of everything a cluster needs; written to its directory by the caller.
+#[derive(Debug)]
+pub struct ClusterCerts {
+    pub ca_cert: String,
+    pub serving_cert: String,
+    pub serving_key: String,
+    pub admin_cert: String,
+    pub admin_key: String,
+    pub service_account_key: String,
+    pub service_account_pub: String,
+}
+
+/// The first address of the playground's service range: the `kubernetes` Service's ClusterIP,
+/// which in-cluster clients dial and the serving certificate must therefore name.
+pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
+
+pub fn generate(cluster: &str) -> Result<ClusterCerts, rcgen::Error> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name = name(
+        &format!("kubectl-multicluster playground CA ({cluster})"),
+        None,
+    );
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let serving_key = KeyPair::generate()?;
+    let mut serving = CertificateParams::new(vec![
+        "localhost".to_owned(),
+        "kubernetes".to_owned(),
+        "kubernetes.default".to_owned(),
+        "kubernetes.default.svc".to_owned(),
+        "kubernetes.default.svc.cluster.local".to_owned(),
+    ])?;
+    serving
+        .subject_alt_names
+        .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    serving
+        .subject_alt_names
+        .push(SanType::IpAddress(IpAddr::V4(KUBERNETES_SERVICE_IP)));
+    serving.distinguished_name = name("kube-apiserver", None);
+    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let serving_cert = serving.signed_by(&serving_key, &issuer)?;
+
+    let admin_key = KeyPair::generate()?;
+    let mut admin = CertificateParams::new(Vec::<String>::new())?;
+    admin.distinguished_name = name("multicluster-admin", Some("system:masters"));
+    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let admin_cert = admin.signed_by(&admin_key, &issuer)?;
+
+    let sa_key = KeyPair::generate()?;
+    Ok(ClusterCerts {
+        ca_cert: ca_cert.pem(),
+        serving_cert: serving_cert.pem(),
+        serving_key: serving_key.serialize_pem(),
+        admin_cert: admin_cert.pem(),
+        admin_key: admin_key.serialize_pem(),
+        service_account_pub: sa_key.public_key_pem(),
+        service_account_key: sa_key.serialize_pem(),
+    })
+}
+
+fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    if let Some(org) = organization {
+        dn.push(DnType::OrganizationName, org);
+    }
+    dn
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cluster_gets_fresh_pem_material() {
+        let a = generate("hub").unwrap();
+        let b = generate("hub").unwrap();
+        assert!(a.ca_cert.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(a.admin_key.contains("PRIVATE KEY"));
+        assert!(a.service_account_pub.contains("PUBLIC KEY"));
+        assert_ne!(a.ca_cert, b.ca_cert, "certificates must never be reused");
+    }
+}

@@ -1,0 +1,706 @@
+//! The local playground: a hub and N members, each a real kube-apiserver with its own etcd on
+//! 127.0.0.1, started side by side and waited for once.
+//!
+//! `kubectl multicluster local up|down|status` and the end-to-end tests use this same code. The
+//! playground directory holds everything it starts and writes:
+//!
+//! ```text
+//! DIR/.kubectl-multicluster-playground   marker: only a directory holding it is ever deleted
+//! DIR/state.json                         pids, ports and paths, for `down` and `status`
+//! DIR/kubeconfig                         contexts hub, member-1, … (admin client certificates)
+//! DIR/<cluster>/pki/                     CA, serving certificate, service-account key
+//! DIR/<cluster>/etcd/                    etcd data
+//! DIR/<cluster>/{etcd,kube-apiserver}.log
+//! ```
+
+pub mod binaries;
+pub mod certs;
+pub mod kubeconfig;
+pub mod process;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use futures::future::try_join_all;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde::{Deserialize, Serialize};
+
+use crate::output::Tabular;
+use binaries::Binaries;
+
+const MARKER_FILE: &str = ".kubectl-multicluster-playground";
+const STATE_FILE: &str = "state.json";
+const STATE_FORMAT: u32 = 1;
+/// Field manager of everything `local up` applies.
+const FIELD_MANAGER: &str = "kubectl-multicluster";
+/// Generous: a cold disk on a loaded 2-core machine can take tens of seconds.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// `${XDG_STATE_HOME:-~/.local/state}/kubectl-multicluster/local`
+pub fn default_dir() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| binaries::home_dir().join(".local").join("state"))
+        .join("kubectl-multicluster")
+        .join("local")
+}
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub dir: PathBuf,
+    pub members: u32,
+    /// Also merge the contexts into this kubeconfig (and make `hub` current).
+    pub merge_into: Option<PathBuf>,
+}
+
+/// What `local up` recorded; `down` and `status` work from this alone.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaygroundState {
+    pub format: u32,
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    /// The user's kubeconfig the contexts were merged into, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<PathBuf>,
+    pub clusters: Vec<ClusterState>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterState {
+    /// Also the kubeconfig context name.
+    pub name: String,
+    pub server: String,
+    pub apiserver: ProcessState,
+    pub etcd: ProcessState,
+    pub etcd_endpoint: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessState {
+    pub pid: u32,
+    pub log: PathBuf,
+}
+
+impl PlaygroundState {
+    pub fn marker(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    /// The playground recorded in `dir`, if there is one.
+    pub fn load(dir: &Path) -> anyhow::Result<Option<Self>> {
+        let path = dir.join(STATE_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let state: Self = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a playground state file this version understands",
+                path.display()
+            )
+        })?;
+        if state.format != STATE_FORMAT {
+            bail!(
+                "{} has format {}, this kubectl-multicluster writes format {STATE_FORMAT}",
+                path.display(),
+                state.format
+            );
+        }
+        Ok(Some(state))
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        let path = self.dir.join(STATE_FILE);
+        let tmp = self.dir.join(".state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Pids of the API servers, then of the etcds: the order they must be stopped in (an API
+    /// server whose etcd is already gone takes from 20 s to minutes to shut down).
+    fn pids_in_stop_order(&self) -> (Vec<u32>, Vec<u32>) {
+        (
+            self.clusters.iter().map(|c| c.apiserver.pid).collect(),
+            self.clusters.iter().map(|c| c.etcd.pid).collect(),
+        )
+    }
+
+    fn any_running(&self) -> bool {
+        let marker = self.marker();
+        let (apiservers, etcds) = self.pids_in_stop_order();
+        apiservers
+            .iter()
+            .chain(&etcds)
+            .any(|&pid| process::is_ours(pid, &marker))
+    }
+
+    /// A client for one of the playground's clusters, from its own kubeconfig.
+    pub async fn client(&self, context: &str) -> anyhow::Result<Client> {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
+        client_for(&kubeconfig, context).await
+    }
+}
+
+impl Tabular for PlaygroundState {
+    fn headers(&self) -> Vec<&'static str> {
+        vec!["context", "server", "apiserver pid", "etcd"]
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        self.clusters
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    c.server.clone(),
+                    c.apiserver.pid.to_string(),
+                    c.etcd_endpoint.clone(),
+                ]
+            })
+            .collect()
+    }
+}
+
+async fn client_for(kubeconfig: &Kubeconfig, context: &str) -> anyhow::Result<Client> {
+    let options = KubeConfigOptions {
+        context: Some(context.to_owned()),
+        ..Default::default()
+    };
+    let mut config = Config::from_custom_kubeconfig(kubeconfig.clone(), &options).await?;
+    config.connect_timeout = Some(Duration::from_secs(2));
+    config.read_timeout = Some(Duration::from_secs(10));
+    Ok(Client::try_from(config)?)
+}
+
+/// Names of the clusters of a playground with `members` members.
+pub fn cluster_names(members: u32) -> Vec<String> {
+    std::iter::once("hub".to_owned())
+        .chain((1..=members).map(|i| format!("member-{i}")))
+        .collect()
+}
+
+struct Ports {
+    etcd_client: u16,
+    etcd_peer: u16,
+    apiserver: u16,
+}
+
+/// Free loopback ports, all held until every one is chosen so that none is handed out twice.
+fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
+    let listeners = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect()
+}
+
+fn etcd_args(cluster_dir: &Path, ports: &Ports) -> Vec<String> {
+    let client = format!("http://127.0.0.1:{}", ports.etcd_client);
+    let peer = format!("http://127.0.0.1:{}", ports.etcd_peer);
+    vec![
+        "--name=default".into(),
+        format!("--data-dir={}", cluster_dir.join("etcd").display()),
+        format!("--listen-client-urls={client}"),
+        format!("--advertise-client-urls={client}"),
+        format!("--listen-peer-urls={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        format!("--initial-cluster=default={peer}"),
+        "--log-level=warn".into(),
+    ]
+}
+
+/// An envtest-style API server: no kubelet, no controllers, RBAC on, admission webhooks on.
+fn apiserver_args(cluster_dir: &Path, ports: &Ports) -> Vec<String> {
+    let pki = cluster_dir.join("pki");
+    let p = |f: &str| pki.join(f).display().to_string();
+    vec![
+        format!("--etcd-servers=http://127.0.0.1:{}", ports.etcd_client),
+        format!("--secure-port={}", ports.apiserver),
+        "--bind-address=127.0.0.1".into(),
+        // Needed on machines without a default route.
+        "--advertise-address=127.0.0.1".into(),
+        format!("--cert-dir={}", pki.display()),
+        format!("--tls-cert-file={}", p("apiserver.crt")),
+        format!("--tls-private-key-file={}", p("apiserver.key")),
+        format!("--client-ca-file={}", p("ca.crt")),
+        "--authorization-mode=RBAC".into(),
+        "--service-cluster-ip-range=10.96.0.0/16".into(),
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+        format!("--service-account-key-file={}", p("sa.pub")),
+        format!("--service-account-signing-key-file={}", p("sa.key")),
+        // No controller-manager creates the default ServiceAccount this plugin would wait for.
+        "--disable-admission-plugins=ServiceAccount".into(),
+        "--endpoint-reconciler-type=none".into(),
+        "--allow-privileged=true".into(),
+        "--profiling=false".into(),
+    ]
+}
+
+/// Makes `dir` ready for a new playground: refuses when one still runs there or when the
+/// directory is not ours; clears what a stopped or failed playground left.
+fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+    if let Some(old) = PlaygroundState::load(dir)?
+        && old.any_running()
+    {
+        bail!(
+            "a playground is already running in {} ({}).\n\
+             Stop it with `kubectl multicluster local down --dir {0}`, or start another one with a different --dir.",
+            dir.display(),
+            old.clusters
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    remove_playground_dir(dir)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(
+        dir.join(MARKER_FILE),
+        "kubectl multicluster local playground\n",
+    )?;
+    Ok(())
+}
+
+/// Deletes a playground directory, and only that: a directory without our marker is left alone.
+fn remove_playground_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    if !dir.join(MARKER_FILE).exists() {
+        let empty = std::fs::read_dir(dir)?.next().is_none();
+        if empty {
+            return Ok(());
+        }
+        bail!(
+            "{} exists and is not a playground directory; choose another --dir (nothing was changed)",
+            dir.display()
+        );
+    }
+    std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
+}
+
+/// Starts a hub and `members` members, installs the CRDs into the hub and waits until every API
+/// server is ready and every CRD is Established. On failure or Ctrl-C it stops what it started and
+/// keeps the logs in the directory.
+pub async fn up(
+    opts: &UpOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<PlaygroundState> {
+    let bins = Binaries::locate(&binaries::cache_dir())?;
+    let dir = std::path::absolute(&opts.dir)?;
+    prepare_dir(&dir)?;
+    let started = Instant::now();
+    let names = cluster_names(opts.members);
+    progress(&format!(
+        "Starting {} (kube-apiserver {}, etcd {}) in {}",
+        names.join(", "),
+        multicluster_core::versions::kubernetes(),
+        multicluster_core::versions::etcd_debian(),
+        dir.display()
+    ));
+
+    let result = tokio::select! {
+        r = start_and_wait(&dir, &names, &bins, opts, progress) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    };
+    match result {
+        Ok(state) => {
+            progress(&format!(
+                "Ready in {:.1}s: {} clusters, {} CRDs Established",
+                started.elapsed().as_secs_f64(),
+                state.clusters.len(),
+                multicluster_core::crds::all().len()
+            ));
+            Ok(state)
+        }
+        Err(e) => {
+            if let Some(state) = PlaygroundState::load(&dir).ok().flatten() {
+                stop_processes(&state);
+                let _ = std::fs::remove_file(dir.join(STATE_FILE));
+            }
+            Err(e.context(format!(
+                "the playground did not come up; everything it started was stopped, logs are kept in {}/<cluster>/*.log",
+                dir.display()
+            )))
+        }
+    }
+}
+
+async fn start_and_wait(
+    dir: &Path,
+    names: &[String],
+    bins: &Binaries,
+    opts: &UpOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<PlaygroundState> {
+    let ports = free_ports(names.len() * 3)?;
+    let mut state = PlaygroundState {
+        format: STATE_FORMAT,
+        dir: dir.to_owned(),
+        kubeconfig: dir.join("kubeconfig"),
+        merged_into: None,
+        clusters: Vec::new(),
+    };
+    let mut access = Vec::new();
+    let mut children = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let ports = Ports {
+            etcd_client: ports[3 * i],
+            etcd_peer: ports[3 * i + 1],
+            apiserver: ports[3 * i + 2],
+        };
+        let cluster_dir = dir.join(name);
+        let pki = cluster_dir.join("pki");
+        std::fs::create_dir_all(&pki)?;
+        let certs = certs::generate(name)?;
+        for (file, pem) in [
+            ("ca.crt", &certs.ca_cert),
+            ("apiserver.crt", &certs.serving_cert),
+            ("apiserver.key", &certs.serving_key),
+            ("sa.key", &certs.service_account_key),
+            ("sa.pub", &certs.service_account_pub),
+        ] {
+            std::fs::write(pki.join(file), pem)?;
+        }
+        let etcd_log = cluster_dir.join("etcd.log");
+        let apiserver_log = cluster_dir.join("kube-apiserver.log");
+        // etcd and the API server start together: the API server retries until etcd answers,
+        // which is faster than waiting for etcd first.
+        let etcd = process::spawn(&bins.etcd, &etcd_args(&cluster_dir, &ports), &etcd_log)
+            .with_context(|| format!("starting {}", bins.etcd.display()))?;
+        let apiserver = process::spawn(
+            &bins.kube_apiserver,
+            &apiserver_args(&cluster_dir, &ports),
+            &apiserver_log,
+        )
+        .with_context(|| format!("starting {}", bins.kube_apiserver.display()))?;
+        state.clusters.push(ClusterState {
+            name: name.clone(),
+            server: format!("https://127.0.0.1:{}", ports.apiserver),
+            apiserver: ProcessState {
+                pid: apiserver.id(),
+                log: apiserver_log,
+            },
+            etcd: ProcessState {
+                pid: etcd.id(),
+                log: etcd_log,
+            },
+            etcd_endpoint: format!("http://127.0.0.1:{}", ports.etcd_client),
+        });
+        // Recorded at once, so that `local down` can stop them even if this command dies now.
+        state.save()?;
+        children.push((etcd, apiserver));
+        access.push(certs);
+    }
+
+    let cluster_access: Vec<_> = state
+        .clusters
+        .iter()
+        .zip(&access)
+        .map(|(c, certs)| kubeconfig::ClusterAccess {
+            context: &c.name,
+            server: &c.server,
+            ca_pem: &certs.ca_cert,
+            client_cert_pem: &certs.admin_cert,
+            client_key_pem: &certs.admin_key,
+        })
+        .collect();
+    let kubeconfig = kubeconfig::build(&cluster_access)?;
+    kubeconfig::write(&state.kubeconfig, &kubeconfig)?;
+
+    let waits = state
+        .clusters
+        .iter()
+        .zip(children.iter_mut())
+        .map(|(cluster, (etcd, apiserver))| wait_ready(&kubeconfig, cluster, etcd, apiserver));
+    let clients = try_join_all(waits).await?;
+    progress(&format!("All {} API servers ready", clients.len()));
+    install_hub_objects(&clients[0]).await?;
+
+    if let Some(target) = &opts.merge_into {
+        let mut user = kubeconfig::read_or_empty(target)?;
+        kubeconfig::merge(&mut user, &kubeconfig);
+        kubeconfig::write(target, &user)?;
+        state.merged_into = Some(target.clone());
+        state.save()?;
+    }
+    Ok(state)
+}
+
+/// Polls `/readyz` until it answers ok; fails at once, with the log's tail, if a process exits.
+async fn wait_ready(
+    kubeconfig: &Kubeconfig,
+    cluster: &ClusterState,
+    etcd: &mut std::process::Child,
+    apiserver: &mut std::process::Child,
+) -> anyhow::Result<Client> {
+    let client = client_for(kubeconfig, &cluster.name).await?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        for (what, child, log) in [
+            ("etcd", &mut *etcd, &cluster.etcd.log),
+            ("kube-apiserver", &mut *apiserver, &cluster.apiserver.log),
+        ] {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "{what} of {} exited ({status}); last lines of {}:\n{}",
+                    cluster.name,
+                    log.display(),
+                    process::log_tail(log, 15)
+                );
+            }
+        }
+        let request = http::Request::get("/readyz").body(Vec::new())?;
+        if let Ok(body) = client.request_text(request).await
+            && body.trim() == "ok"
+        {
+            return Ok(client);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the API server of {} was not ready after {}s; last lines of {}:\n{}",
+                cluster.name,
+                READY_TIMEOUT.as_secs(),
+                cluster.apiserver.log.display(),
+                process::log_tail(&cluster.apiserver.log, 15)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The hub's namespace and every `multicluster.dev` CRD, applied together and waited for once.
+async fn install_hub_objects(hub: &Client) -> anyhow::Result<()> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let namespaces: Api<Namespace> = Api::all(hub.clone());
+    let namespace = serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": multicluster_core::SYSTEM_NAMESPACE}
+    });
+    let crds: Api<CustomResourceDefinition> = Api::all(hub.clone());
+    let all = multicluster_core::crds::all();
+    let applies = all.iter().map(|crd| {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let crds = crds.clone();
+        let params = params.clone();
+        async move {
+            crds.patch(&name, &params, &Patch::Apply(crd))
+                .await
+                .with_context(|| format!("installing CRD {name}"))?;
+            let established = kube::runtime::wait::await_condition(
+                crds,
+                &name,
+                kube::runtime::wait::conditions::is_crd_established(),
+            );
+            tokio::time::timeout(Duration::from_secs(30), established)
+                .await
+                .map_err(|_| anyhow!("CRD {name} was not Established within 30s"))??;
+            anyhow::Ok(())
+        }
+    });
+    let namespace = Patch::Apply(&namespace);
+    let (ns, crds) = tokio::join!(
+        namespaces.patch(multicluster_core::SYSTEM_NAMESPACE, &params, &namespace),
+        try_join_all(applies)
+    );
+    ns.context("creating the multicluster-system namespace")?;
+    crds?;
+    Ok(())
+}
+
+fn stop_processes(state: &PlaygroundState) -> Vec<u32> {
+    let marker = state.marker();
+    let (apiservers, etcds) = state.pids_in_stop_order();
+    let mut killed = process::terminate_all(&apiservers, &marker, Duration::from_secs(20));
+    killed.extend(process::terminate_all(
+        &etcds,
+        &marker,
+        Duration::from_secs(10),
+    ));
+    killed
+}
+
+/// What `local down` did.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct DownReport {
+    pub dir: PathBuf,
+    pub stopped: Vec<String>,
+    /// Processes that ignored SIGTERM and were killed.
+    pub killed: Vec<u32>,
+    pub kubeconfig_cleaned: Option<PathBuf>,
+}
+
+impl Tabular for DownReport {
+    fn headers(&self) -> Vec<&'static str> {
+        vec!["stopped", "dir"]
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        self.stopped
+            .iter()
+            .map(|c| vec![c.clone(), self.dir.display().to_string()])
+            .collect()
+    }
+}
+
+/// Stops the processes recorded in `dir` (API servers before their etcds), removes the contexts it
+/// merged into the user's kubeconfig, and deletes the directory. `None` when no playground is there.
+pub fn down(dir: &Path) -> anyhow::Result<Option<DownReport>> {
+    let dir = std::path::absolute(dir)?;
+    let Some(state) = PlaygroundState::load(&dir)? else {
+        return Ok(None);
+    };
+    let killed = stop_processes(&state);
+    let mut cleaned = None;
+    if let Some(target) = &state.merged_into
+        && target.exists()
+    {
+        let ours = Kubeconfig::read_from(&state.kubeconfig)?;
+        let mut user = kubeconfig::read_or_empty(target)?;
+        kubeconfig::unmerge(&mut user, &ours);
+        kubeconfig::write(target, &user)?;
+        cleaned = Some(target.clone());
+    }
+    remove_playground_dir(&dir)?;
+    Ok(Some(DownReport {
+        dir,
+        stopped: state.clusters.iter().map(|c| c.name.clone()).collect(),
+        killed,
+        kubeconfig_cleaned: cleaned,
+    }))
+}
+
+/// One row of `local status`.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    pub name: String,
+    pub server: String,
+    pub apiserver_running: bool,
+    pub etcd_running: bool,
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub clusters: Vec<ClusterStatus>,
+}
+
+impl Tabular for StatusReport {
+    fn headers(&self) -> Vec<&'static str> {
+        vec!["context", "server", "apiserver", "etcd", "ready", "version"]
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        let running = |b: bool| if b { "running" } else { "stopped" }.to_owned();
+        self.clusters
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    c.server.clone(),
+                    running(c.apiserver_running),
+                    running(c.etcd_running),
+                    c.ready.to_string(),
+                    c.version.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect()
+    }
+}
+
+/// What runs in `dir`: each process checked by pid, each API server asked for `/readyz`.
+pub async fn status(dir: &Path) -> anyhow::Result<Option<StatusReport>> {
+    let dir = std::path::absolute(dir)?;
+    let Some(state) = PlaygroundState::load(&dir)? else {
+        return Ok(None);
+    };
+    let marker = state.marker();
+    let kubeconfig = Kubeconfig::read_from(&state.kubeconfig)?;
+    let probes = state.clusters.iter().map(|c| {
+        let kubeconfig = &kubeconfig;
+        let marker = &marker;
+        async move {
+            let apiserver_running = process::is_ours(c.apiserver.pid, marker);
+            let (ready, version) = if apiserver_running {
+                probe(kubeconfig, &c.name).await
+            } else {
+                (false, None)
+            };
+            ClusterStatus {
+                name: c.name.clone(),
+                server: c.server.clone(),
+                apiserver_running,
+                etcd_running: process::is_ours(c.etcd.pid, marker),
+                ready,
+                version,
+            }
+        }
+    });
+    let clusters = futures::future::join_all(probes).await;
+    Ok(Some(StatusReport {
+        dir,
+        kubeconfig: state.kubeconfig,
+        clusters,
+    }))
+}
+
+async fn probe(kubeconfig: &Kubeconfig, context: &str) -> (bool, Option<String>) {
+    let Ok(client) = client_for(kubeconfig, context).await else {
+        return (false, None);
+    };
+    let ready = match http::Request::get("/readyz").body(Vec::new()) {
+        Ok(req) => client
+            .request_text(req)
+            .await
+            .is_ok_and(|b| b.trim() == "ok"),
+        Err(_) => false,
+    };
+    let version = client.apiserver_version().await.ok().map(|v| v.git_version);
+    (ready, version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_hub_then_numbered_members() {
+        assert_eq!(cluster_names(2), ["hub", "member-1", "member-2"]);
+        assert_eq!(cluster_names(0), ["hub"]);
+    }
+
+    #[test]
+    fn a_foreign_directory_is_never_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("precious.txt"), "keep me").unwrap();
+        let err = prepare_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not a playground directory"), "{err}");
+        assert!(dir.path().join("precious.txt").exists());
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let ports = free_ports(9).unwrap();
+        let mut sorted = ports.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ports.len());
+    }
+}

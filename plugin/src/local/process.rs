@@ -1,0 +1,107 @@
+//! Starting the playground's processes detached from the terminal, and stopping exactly those.
+//!
+//! A pid alone is not proof: after a reboot or a long time the number may belong to someone else.
+//! Every process the playground starts has the playground directory in its command line, so a pid
+//! counts as ours only while `/proc/<pid>/cmdline` still mentions that directory.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Starts `program` in its own process group (so Ctrl-C in the terminal that ran `local up` does not
+/// reach it) with stdout and stderr appended to `log`.
+pub fn spawn(program: &Path, args: &[String], log: &Path) -> std::io::Result<Child> {
+    let out = File::options().create(true).append(true).open(log)?;
+    let err = out.try_clone()?;
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+}
+
+/// Whether `pid` is alive, not a zombie, and started with `marker` (the playground directory) in
+/// its command line.
+pub fn is_ours(pid: u32, marker: &str) -> bool {
+    let proc_dir = Path::new("/proc").join(pid.to_string());
+    let Ok(cmdline) = std::fs::read(proc_dir.join("cmdline")) else {
+        return false;
+    };
+    // A zombie (exited, not yet reaped by its parent) has an empty command line; this also
+    // reads its state to be sure.
+    let zombie = std::fs::read_to_string(proc_dir.join("stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false);
+    !zombie && String::from_utf8_lossy(&cmdline).contains(marker)
+}
+
+/// Sends SIGTERM to every pid that is still ours, waits up to `grace` for all of them to exit,
+/// then SIGKILLs what is left. Returns the pids that had to be killed.
+pub fn terminate_all(pids: &[u32], marker: &str, grace: Duration) -> Vec<u32> {
+    let signal_all = |signal| {
+        for &pid in pids {
+            if is_ours(pid, marker) {
+                // The process may exit between the check and the signal: nothing to do then.
+                let _ = kill(Pid::from_raw(pid as i32), signal);
+            }
+        }
+    };
+    signal_all(Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if pids.iter().all(|&pid| !is_ours(pid, marker)) {
+            return Vec::new();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stubborn: Vec<u32> = pids
+        .iter()
+        .copied()
+        .filter(|&p| is_ours(p, marker))
+        .collect();
+    signal_all(Signal::SIGKILL);
+    stubborn
+}
+
+/// The last `lines` lines of a log file, for error messages.
+pub fn log_tail(log: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_ours_only_while_it_runs_with_the_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().to_str().unwrap().to_owned();
+        let log = dir.path().join("sleep.log");
+        let mut child = spawn(
+            Path::new("/bin/sh"),
+            // `; true` keeps sh from exec-ing sleep, so the marker ($0) stays in the command line.
+            &["-c".into(), "sleep 30; true".into(), marker.clone()],
+            &log,
+        )
+        .unwrap();
+        let pid = child.id();
+        assert!(is_ours(pid, &marker));
+        assert!(!is_ours(pid, "/some/other/playground"));
+        assert!(terminate_all(&[pid], &marker, Duration::from_secs(5)).is_empty());
+        child.wait().unwrap();
+        assert!(!is_ours(pid, &marker));
+    }
+}

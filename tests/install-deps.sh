@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Installs the real control-plane binaries the playground (`kubectl multicluster local up`) and the
+# end-to-end tests run, into a per-version cache directory, and prints where they are.
+#
+#   kube-apiserver  built from the k8s.io/kubernetes Go module (no registry ships the binary)
+#   etcd            Debian's etcd-server package, unpacked without running its install scripts
+#                   (its postinst would start a system etcd on the default ports)
+#
+# Work already done is skipped, so a warm machine pays nothing. Versions: tests/versions.env.
+# Cache root: $MULTICLUSTER_CACHE_DIR, else ${XDG_CACHE_HOME:-~/.cache}/kubectl-multicluster.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+cache=${MULTICLUSTER_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-multicluster}
+k8s_dir="$cache/kubernetes/$KUBERNETES_VERSION"
+etcd_dir="$cache/etcd/$ETCD_DEBIAN_VERSION"
+log() { printf '%s\n' "install-deps: $*" >&2; }
+
+install_kube_apiserver() {
+  if [[ -x "$k8s_dir/kube-apiserver" ]]; then
+    log "kube-apiserver $KUBERNETES_VERSION already in $k8s_dir"
+    return
+  fi
+  command -v go >/dev/null || { log "go is required to build kube-apiserver"; exit 1; }
+  log "building kube-apiserver $KUBERNETES_VERSION from the k8s.io/kubernetes module (about 4 min on 2 cores, once)"
+  local minor="${KUBERNETES_VERSION#v1.}"; minor="${minor%%.*}"
+  local staging_version="v0.${KUBERNETES_VERSION#v1.}"
+  local work; work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  (
+    cd "$work"
+    go mod init multicluster.dev/kube-apiserver-build >/dev/null 2>&1
+    # k8s.io/kubernetes replaces its staging modules with ./staging/...; a consumer must replace each
+    # with its published tag. Take the list from the module's own go.mod, as it changes per minor.
+    local gomod
+    gomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    [[ -n "$gomod" ]] || { echo "install-deps: could not download k8s.io/kubernetes@$KUBERNETES_VERSION" >&2; exit 1; }
+    local staging
+    staging=$(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod" | sort -u)
+    [[ -n "$staging" ]] || { echo "install-deps: no staging replace lines found in $gomod" >&2; exit 1; }
+    local args=()
+    for m in $staging; do args+=("-replace=$m=$m@$staging_version"); done
+    go mod edit "${args[@]}"
+    go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBERNETES_VERSION" >&2
+    local pkg=k8s.io/component-base/version
+    mkdir -p "$k8s_dir"
+    CGO_ENABLED=0 go build -trimpath -o "$k8s_dir/kube-apiserver.tmp" \
+      -ldflags "-s -w -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor" \
+      k8s.io/kubernetes/cmd/kube-apiserver
+    mv "$k8s_dir/kube-apiserver.tmp" "$k8s_dir/kube-apiserver"
+  )
+  log "kube-apiserver: $("$k8s_dir/kube-apiserver" --version)"
+}
+
+install_etcd() {
+  if [[ -x "$etcd_dir/etcd" ]]; then
+    log "etcd $ETCD_DEBIAN_VERSION already in $etcd_dir"
+    return
+  fi
+  log "fetching Debian etcd-server $ETCD_DEBIAN_VERSION (unpacked, install scripts not run)"
+  local work; work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  (
+    cd "$work"
+    if ! apt-get download "etcd-server=$ETCD_DEBIAN_VERSION" >&2 2>/dev/null; then
+      apt-get update >&2
+      apt-get download "etcd-server=$ETCD_DEBIAN_VERSION" >&2
+    fi
+    dpkg-deb -x etcd-server_*.deb root
+    mkdir -p "$etcd_dir"
+    install -m 0755 root/usr/bin/etcd "$etcd_dir/etcd"
+  )
+  log "etcd: $("$etcd_dir/etcd" --version | head -1)"
+}
+
+install_etcd
+install_kube_apiserver
+# stdout: where the binaries are, one KEY=path a line, for scripts to source.
+echo "KUBE_APISERVER=$k8s_dir/kube-apiserver"
+echo "ETCD=$etcd_dir/etcd"

@@ -1,0 +1,191 @@
+//! End-to-end test support: one real playground (a hub and two members, each a kube-apiserver
+//! with its own etcd, started by `kubectl multicluster local up`, the same code users run) per test
+//! binary, and a fresh namespace per test.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! let pg = multicluster_tests::playground();
+//! let hub = pg.client("hub").await?;
+//! let ns = multicluster_tests::fresh_namespace(&hub, "my-test").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The playground outlives no test run: a watchdog process runs `local down` as soon as the test
+//! binary that started it exits, whether it passed, failed or panicked.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::PostParams;
+use kube::{Api, Client};
+use kubectl_multicluster::local::PlaygroundState;
+
+/// Members of the shared playground besides the hub.
+pub const MEMBERS: u32 = 2;
+
+#[derive(Debug)]
+pub struct Playground {
+    pub state: PlaygroundState,
+}
+
+static PLAYGROUND: OnceLock<Playground> = OnceLock::new();
+
+/// The playground of this test binary, started on first use.
+pub fn playground() -> &'static Playground {
+    PLAYGROUND.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("multicluster-e2e-{}", std::process::id()));
+        let state = start_playground(&dir, MEMBERS, &[]);
+        Playground { state }
+    })
+}
+
+/// Starts a playground in `dir` through the plugin binary and arranges for `local down` to run
+/// when this test process exits. Panics with the plugin's stderr when it fails.
+pub fn start_playground(dir: &Path, members: u32, extra_args: &[&str]) -> PlaygroundState {
+    let mut args = vec![
+        "local".to_owned(),
+        "up".to_owned(),
+        "--dir".to_owned(),
+        dir.display().to_string(),
+        "--members".to_owned(),
+        members.to_string(),
+        "-o".to_owned(),
+        "json".to_owned(),
+    ];
+    if !extra_args.contains(&"--kubeconfig") {
+        args.push("--no-merge-kubeconfig".to_owned());
+    }
+    args.extend(extra_args.iter().map(|s| (*s).to_owned()));
+    let out = Command::new(plugin_bin())
+        .args(&args)
+        .output()
+        .expect("run kubectl-multicluster");
+    assert!(
+        out.status.success(),
+        "`kubectl multicluster {}` failed:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    start_watchdog(dir);
+    serde_json::from_slice(&out.stdout).expect("local up -o json prints the playground state")
+}
+
+/// A detached shell that waits for this process to exit, then stops the playground in `dir`.
+// The watchdog must outlive this process, so it is never waited for.
+#[allow(clippy::zombie_processes)]
+fn start_watchdog(dir: &Path) {
+    use std::os::unix::process::CommandExt;
+    let script =
+        r#"while kill -0 "$1" 2>/dev/null; do sleep 0.5; done; exec "$2" local down --dir "$3""#;
+    let _ = Command::new("/bin/sh")
+        .args(["-c", script, "watchdog"])
+        .arg(std::process::id().to_string())
+        .arg(plugin_bin())
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start the playground watchdog");
+}
+
+impl Playground {
+    /// A kube-rs client for `hub`, `member-1`, … (make one per test: a client is tied to the
+    /// runtime of the test that made it).
+    pub async fn client(&self, context: &str) -> anyhow::Result<Client> {
+        self.state.client(context).await
+    }
+
+    /// `kubectl` with this playground's kubeconfig, and the plugin under test first on PATH so that
+    /// `kubectl multicluster …` runs it.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", &self.state.kubeconfig)
+            .env("PATH", path_with_target_dir());
+        cmd
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.state.dir
+    }
+}
+
+/// The directory cargo put this workspace's binaries in (`target/debug`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    // target/debug/deps/<test binary> → target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned()
+}
+
+/// The `kubectl-multicluster` binary built from this workspace.
+pub fn plugin_bin() -> PathBuf {
+    let bin = target_dir().join("kubectl-multicluster");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the binaries first (`cargo build --workspace`; tests/run does it)",
+        bin.display()
+    );
+    bin
+}
+
+fn path_with_target_dir() -> std::ffi::OsString {
+    let mut paths = vec![target_dir()];
+    if let Some(path) = std::env::var_os("PATH") {
+        paths.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(paths).expect("PATH")
+}
+
+/// Runs a command and returns its output; the caller asserts on it.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// `run` that also requires success, returning stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A new namespace with a unique name starting with `prefix`. The playground has no namespace
+/// controller (a deleted namespace stays Terminating), so tests never reuse or delete one.
+pub async fn fresh_namespace(client: &Client, prefix: &str) -> anyhow::Result<String> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"multicluster.dev/e2e": "true"}}
+    }))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await?;
+    Ok(name)
+}
+
+/// A unique name for a cluster-scoped object made by a test.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
