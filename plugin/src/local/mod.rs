@@ -420,14 +420,23 @@ async fn start_and_wait(
     let kubeconfig = kubeconfig::build(&cluster_access)?;
     kubeconfig::write(&state.kubeconfig, &kubeconfig)?;
 
+    // The hub's CRDs go in as soon as the hub is ready, while the members may still be starting:
+    // on two cores that takes the CRDs off the critical path.
+    let kubeconfig_ref = &kubeconfig;
     let waits = state
         .clusters
         .iter()
         .zip(children.iter_mut())
-        .map(|(cluster, (etcd, apiserver))| wait_ready(&kubeconfig, cluster, etcd, apiserver));
-    let clients = try_join_all(waits).await?;
-    progress(&format!("All {} API servers ready", clients.len()));
-    install_hub_objects(&clients[0]).await?;
+        .enumerate()
+        .map(|(i, (cluster, (etcd, apiserver)))| async move {
+            let client = wait_ready(kubeconfig_ref, cluster, etcd, apiserver).await?;
+            if i == 0 {
+                install_hub_objects(&client).await?;
+                progress("Hub ready, CRDs Established");
+            }
+            anyhow::Ok(())
+        });
+    try_join_all(waits).await?;
 
     if let Some(target) = &opts.merge_into {
         let mut user = kubeconfig::read_or_empty(target)?;
