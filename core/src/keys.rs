@@ -1,7 +1,12 @@
 //! Annotation and label keys users see. All live under the `multicluster.dev/` prefix.
 
-/// Carried by a write (annotation) to prove the writer holds the current intent.
+/// Carried by a write (annotation) to prove the writer holds the current intent. The hub's mutating
+/// webhook never lets it be stored (it moves it to [`WRITTEN_WITH_INTENT_ID`]), so an object read back
+/// and written again without it is a write that carries no intent ID.
 pub const INTENT_ID: &str = "multicluster.dev/intent-id";
+/// Stored on a managed object: the intent ID its last admitted write carried. Set only by the
+/// mutating webhook, from [`INTENT_ID`] of that very request; removed when a request carries none.
+pub const WRITTEN_WITH_INTENT_ID: &str = "multicluster.dev/written-with-intent-id";
 /// Label on a managed resource naming the `Intent` that fences it.
 pub const MANAGED_BY_INTENT: &str = "multicluster.dev/managed-by-intent";
 /// Annotation holding the virtual IP handed out to a Service.

@@ -7,8 +7,10 @@
 
 pub mod api;
 pub mod crds;
+pub mod fencing;
 pub mod keys;
 pub mod versions;
+pub mod webhooks;
 
 /// The namespace the hub keeps its own objects (credentials, distributions, intents) in.
 pub const SYSTEM_NAMESPACE: &str = "multicluster-system";

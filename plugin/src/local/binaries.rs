@@ -75,6 +75,31 @@ impl Binaries {
     }
 }
 
+/// The hub server binary: next to this plugin (as `cargo install` and the release archives put it),
+/// else on PATH.
+pub fn hub_server() -> Result<PathBuf, MissingHubServer> {
+    const NAME: &str = "multicluster-webhook";
+    let beside = std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name(NAME));
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(NAME));
+    beside
+        .into_iter()
+        .chain(on_path)
+        .find(|p| p.is_file())
+        .ok_or(MissingHubServer)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "multicluster-webhook (the hub server) is neither next to kubectl-multicluster nor on PATH; \
+     install it with `cargo install --locked --path webhook` from a checkout of kubectl-multicluster"
+)]
+pub struct MissingHubServer;
+
 #[cfg(test)]
 mod tests {
     use super::*;

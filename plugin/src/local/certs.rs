@@ -76,6 +76,44 @@ pub fn generate(cluster: &str) -> Result<ClusterCerts, rcgen::Error> {
     })
 }
 
+/// A CA and a serving certificate for 127.0.0.1/localhost, for the hub server the playground runs
+/// as a local process (the API server calls it at `https://127.0.0.1:PORT`, trusting the CA).
+#[derive(Debug)]
+pub struct ServingCerts {
+    pub ca_cert: String,
+    pub cert: String,
+    pub key: String,
+}
+
+pub fn generate_loopback_serving(service: &str) -> Result<ServingCerts, rcgen::Error> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name = name(
+        &format!("kubectl-multicluster playground CA ({service})"),
+        None,
+    );
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    params.distinguished_name = name(service, None);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(ServingCerts {
+        ca_cert: ca_cert.pem(),
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
+}
+
 fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);

@@ -70,6 +70,19 @@ pub struct PlaygroundState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged_into: Option<PathBuf>,
     pub clusters: Vec<ClusterState>,
+    /// The hub server (`multicluster-webhook serve`) running as a local process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_server: Option<HubServerState>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct HubServerState {
+    pub process: ProcessState,
+    /// Base URL of the admission listener the webhook configurations point at.
+    pub url: String,
+    /// `host:port` of the plain-HTTP health listener.
+    pub health: String,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -141,6 +154,7 @@ impl PlaygroundState {
         apiservers
             .iter()
             .chain(&etcds)
+            .chain(self.hub_server.as_ref().map(|h| &h.process.pid))
             .any(|&pid| process::is_ours(pid, &marker))
     }
 
@@ -156,7 +170,8 @@ impl Tabular for PlaygroundState {
         vec!["context", "server", "apiserver pid", "etcd"]
     }
     fn rows(&self) -> Vec<Vec<String>> {
-        self.clusters
+        let mut rows: Vec<Vec<String>> = self
+            .clusters
             .iter()
             .map(|c| {
                 vec![
@@ -166,7 +181,16 @@ impl Tabular for PlaygroundState {
                     c.etcd_endpoint.clone(),
                 ]
             })
-            .collect()
+            .collect();
+        if let Some(h) = &self.hub_server {
+            rows.push(vec![
+                "(hub server)".into(),
+                h.url.clone(),
+                h.process.pid.to_string(),
+                "-".into(),
+            ]);
+        }
+        rows
     }
 }
 
@@ -299,6 +323,7 @@ pub async fn up(
     progress: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<PlaygroundState> {
     let bins = Binaries::locate(&binaries::cache_dir())?;
+    let hub_server_bin = binaries::hub_server()?;
     let dir = std::path::absolute(&opts.dir)?;
     prepare_dir(&dir)?;
     let started = Instant::now();
@@ -312,7 +337,7 @@ pub async fn up(
     ));
 
     let result = tokio::select! {
-        r = start_and_wait(&dir, &names, &bins, opts, progress) => r,
+        r = start_and_wait(&dir, &names, &bins, &hub_server_bin, opts, progress) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
     match result {
@@ -342,16 +367,19 @@ async fn start_and_wait(
     dir: &Path,
     names: &[String],
     bins: &Binaries,
+    hub_server_bin: &Path,
     opts: &UpOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<PlaygroundState> {
-    let ports = free_ports(names.len() * 3)?;
+    // Three ports per cluster, two for the hub server.
+    let ports = free_ports(names.len() * 3 + 2)?;
     let mut state = PlaygroundState {
         format: STATE_FORMAT,
         dir: dir.to_owned(),
         kubeconfig: dir.join("kubeconfig"),
         merged_into: None,
         clusters: Vec::new(),
+        hub_server: None,
     };
     let mut access = Vec::new();
     let mut children = Vec::new();
@@ -420,23 +448,38 @@ async fn start_and_wait(
     let kubeconfig = kubeconfig::build(&cluster_access)?;
     kubeconfig::write(&state.kubeconfig, &kubeconfig)?;
 
-    // The hub's CRDs go in as soon as the hub is ready, while the members may still be starting:
-    // on two cores that takes the CRDs off the critical path.
+    // The hub's CRDs and the hub server go in as soon as the hub is ready, while the members may
+    // still be starting: on two cores that takes them off the critical path.
+    let hub_cluster = state.clusters[0].clone();
+    let member_clusters = state.clusters[1..].to_vec();
+    let (hub_children, member_children) = children
+        .split_first_mut()
+        .ok_or_else(|| anyhow!("a playground has at least a hub"))?;
     let kubeconfig_ref = &kubeconfig;
-    let waits = state
-        .clusters
-        .iter()
-        .zip(children.iter_mut())
-        .enumerate()
-        .map(|(i, (cluster, (etcd, apiserver)))| async move {
-            let client = wait_ready(kubeconfig_ref, cluster, etcd, apiserver).await?;
-            if i == 0 {
-                install_hub_objects(&client).await?;
-                progress("Hub ready, CRDs Established");
-            }
-            anyhow::Ok(())
-        });
-    try_join_all(waits).await?;
+    let hub_server_ports = (ports[names.len() * 3], ports[names.len() * 3 + 1]);
+    let state_ref = &mut state;
+    let hub = async move {
+        let client = wait_ready(
+            kubeconfig_ref,
+            &hub_cluster,
+            &mut hub_children.0,
+            &mut hub_children.1,
+        )
+        .await?;
+        install_hub_objects(&client).await?;
+        progress("Hub ready, CRDs Established; starting the hub server");
+        start_hub_server(state_ref, &client, hub_server_bin, hub_server_ports).await?;
+        progress("Hub server ready, webhooks registered");
+        anyhow::Ok(())
+    };
+    let members = try_join_all(member_clusters.iter().zip(member_children.iter_mut()).map(
+        |(cluster, (etcd, apiserver))| async move {
+            wait_ready(kubeconfig_ref, cluster, etcd, apiserver)
+                .await
+                .map(drop)
+        },
+    ));
+    tokio::try_join!(hub, members)?;
 
     if let Some(target) = &opts.merge_into {
         let mut user = kubeconfig::read_or_empty(target)?;
@@ -490,6 +533,99 @@ async fn wait_ready(
     }
 }
 
+/// Starts `multicluster-webhook serve` for the hub with a fresh loopback certificate, waits for its
+/// readiness (it has listed the Intents), then registers the webhook configurations pointing at it.
+async fn start_hub_server(
+    state: &mut PlaygroundState,
+    hub: &Client,
+    bin: &Path,
+    (admission_port, health_port): (u16, u16),
+) -> anyhow::Result<()> {
+    let dir = state.dir.join("hub-server");
+    std::fs::create_dir_all(&dir)?;
+    let certs = certs::generate_loopback_serving("multicluster-webhook")?;
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert, &certs.cert)?;
+    std::fs::write(&key, &certs.key)?;
+    std::fs::write(dir.join("ca.crt"), &certs.ca_cert)?;
+    let health = format!("127.0.0.1:{health_port}");
+    let args: Vec<String> = vec![
+        "serve".into(),
+        format!("--listen=127.0.0.1:{admission_port}"),
+        format!("--health-listen={health}"),
+        format!("--tls-cert-file={}", cert.display()),
+        format!("--tls-key-file={}", key.display()),
+        format!("--kubeconfig={}", state.kubeconfig.display()),
+        "--context=hub".into(),
+    ];
+    let log = dir.join("multicluster-webhook.log");
+    let mut child =
+        process::spawn(bin, &args, &log).with_context(|| format!("starting {}", bin.display()))?;
+    let url = format!("https://127.0.0.1:{admission_port}");
+    state.hub_server = Some(HubServerState {
+        process: ProcessState {
+            pid: child.id(),
+            log: log.clone(),
+        },
+        url: url.clone(),
+        health: health.clone(),
+    });
+    state.save()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http_ok(&health, "/readyz").await {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the hub server exited ({status}); last lines of {}:\n{}",
+                log.display(),
+                process::log_tail(&log, 15)
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the hub server was not ready after 30s; see {}",
+                log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let endpoint = multicluster_core::webhooks::Endpoint::Url(url);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mutating = multicluster_core::webhooks::mutating(&endpoint, &certs.ca_cert);
+    let validating = multicluster_core::webhooks::validating(&endpoint, &certs.ca_cert);
+    let name = multicluster_core::webhooks::CONFIGURATION_NAME;
+    Api::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>::all(
+        hub.clone(),
+    )
+    .patch(name, &params, &Patch::Apply(&mutating))
+    .await
+    .context("registering the mutating webhook configuration")?;
+    Api::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>::all(
+        hub.clone(),
+    )
+    .patch(name, &params, &Patch::Apply(&validating))
+    .await
+    .context("registering the validating webhook configuration")?;
+    Ok(())
+}
+
+/// A plain-HTTP GET that answers whether the status is 200 (the hub server's health port).
+pub async fn http_ok(host_port: &str, path: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(host_port).await.ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {host_port}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await.ok()?;
+        Some(head.ends_with(b" 200"))
+    };
+    tokio::time::timeout(Duration::from_secs(1), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
 /// The hub's namespace and every `multicluster.dev` CRD, applied together and waited for once.
 async fn install_hub_objects(hub: &Client) -> anyhow::Result<()> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -532,7 +668,14 @@ async fn install_hub_objects(hub: &Client) -> anyhow::Result<()> {
 fn stop_processes(state: &PlaygroundState) -> Vec<u32> {
     let marker = state.marker();
     let (apiservers, etcds) = state.pids_in_stop_order();
-    let mut killed = process::terminate_all(&apiservers, &marker, Duration::from_secs(20));
+    // The hub server first: it talks to the hub's API server.
+    let hub_server: Vec<u32> = state.hub_server.iter().map(|h| h.process.pid).collect();
+    let mut killed = process::terminate_all(&hub_server, &marker, Duration::from_secs(10));
+    killed.extend(process::terminate_all(
+        &apiservers,
+        &marker,
+        Duration::from_secs(20),
+    ));
     killed.extend(process::terminate_all(
         &etcds,
         &marker,
@@ -610,6 +753,16 @@ pub struct StatusReport {
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
     pub clusters: Vec<ClusterStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub_server: Option<HubServerStatus>,
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct HubServerStatus {
+    pub url: String,
+    pub running: bool,
+    pub ready: bool,
 }
 
 impl Tabular for StatusReport {
@@ -618,6 +771,16 @@ impl Tabular for StatusReport {
     }
     fn rows(&self) -> Vec<Vec<String>> {
         let running = |b: bool| if b { "running" } else { "stopped" }.to_owned();
+        let hub_server = self.hub_server.iter().map(|h| {
+            vec![
+                "(hub server)".to_owned(),
+                h.url.clone(),
+                running(h.running),
+                "-".to_owned(),
+                h.ready.to_string(),
+                "-".to_owned(),
+            ]
+        });
         self.clusters
             .iter()
             .map(|c| {
@@ -630,6 +793,7 @@ impl Tabular for StatusReport {
                     c.version.clone().unwrap_or_else(|| "-".into()),
                 ]
             })
+            .chain(hub_server)
             .collect()
     }
 }
@@ -663,10 +827,22 @@ pub async fn status(dir: &Path) -> anyhow::Result<Option<StatusReport>> {
         }
     });
     let clusters = futures::future::join_all(probes).await;
+    let hub_server = match &state.hub_server {
+        Some(h) => {
+            let running = process::is_ours(h.process.pid, &marker);
+            Some(HubServerStatus {
+                url: h.url.clone(),
+                running,
+                ready: running && http_ok(&h.health, "/readyz").await,
+            })
+        }
+        None => None,
+    };
     Ok(Some(StatusReport {
         dir,
         kubeconfig: state.kubeconfig,
         clusters,
+        hub_server,
     }))
 }
 

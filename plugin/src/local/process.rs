@@ -98,6 +98,12 @@ mod tests {
         )
         .unwrap();
         let pid = child.id();
+        // Right after spawn the kernel may not show the new command line yet (the parent of a
+        // vfork-style spawn resumes during exec): wait for it, as `down` never runs that early.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !is_ours(pid, &marker) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert!(is_ours(pid, &marker));
         assert!(!is_ours(pid, "/some/other/playground"));
         assert!(terminate_all(&[pid], &marker, Duration::from_secs(5)).is_empty());

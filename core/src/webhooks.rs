@@ -1,0 +1,177 @@
+//! The MutatingWebhookConfiguration and ValidatingWebhookConfiguration of the hub server, built in
+//! one place for every way of installing it (the playground's local process today, the in-cluster
+//! Service with `init` later).
+//!
+//! Choices, and why:
+//! - `failurePolicy: Fail` for the intent fence: fencing must not silently lapse while the hub server
+//!   is down. What that can block is kept small: the `objectSelector` sends only objects labelled
+//!   `multicluster.dev/managed-by-intent`, and the `namespaceSelector` never matches `kube-system`,
+//!   `kube-node-lease` or `multicluster-system` (so the hub server can always be repaired).
+//! - `reinvocationPolicy: Never` for the mutating step: it moves the request's intent ID aside, and
+//!   running it twice would read the moved ID as one inherited from the stored object.
+//! - `sideEffects: None`: nothing is written while admitting, so dry-run requests are safe.
+//! - `timeoutSeconds: 5`: the fence answers from memory; a slow answer means trouble, not work.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ValidatingWebhook,
+    ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
+
+use crate::SYSTEM_NAMESPACE;
+use crate::keys::MANAGED_BY_INTENT;
+
+/// Name of both configurations.
+pub const CONFIGURATION_NAME: &str = "multicluster-webhook";
+
+/// Namespaces the webhooks never act in.
+pub const EXEMPT_NAMESPACES: [&str; 3] = ["kube-system", "kube-node-lease", SYSTEM_NAMESPACE];
+
+/// How the API server reaches the hub server.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// A URL base such as `https://127.0.0.1:8443` (the playground's local process).
+    Url(String),
+    /// The in-cluster Service `multicluster-system/<name>` on port 443.
+    Service { name: String },
+}
+
+fn client_config(endpoint: &Endpoint, path: &str, ca_bundle_pem: &str) -> WebhookClientConfig {
+    let ca_bundle = Some(ByteString(ca_bundle_pem.as_bytes().to_vec()));
+    match endpoint {
+        Endpoint::Url(base) => WebhookClientConfig {
+            url: Some(format!("{}{path}", base.trim_end_matches('/'))),
+            ca_bundle,
+            service: None,
+        },
+        Endpoint::Service { name } => WebhookClientConfig {
+            service: Some(
+                k8s_openapi::api::admissionregistration::v1::ServiceReference {
+                    namespace: SYSTEM_NAMESPACE.to_owned(),
+                    name: name.clone(),
+                    path: Some(path.to_owned()),
+                    port: Some(443),
+                },
+            ),
+            ca_bundle,
+            url: None,
+        },
+    }
+}
+
+fn not_exempt() -> LabelSelector {
+    LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "kubernetes.io/metadata.name".to_owned(),
+            operator: "NotIn".to_owned(),
+            values: Some(EXEMPT_NAMESPACES.iter().map(|s| (*s).to_owned()).collect()),
+        }]),
+        match_labels: None,
+    }
+}
+
+fn managed_objects() -> LabelSelector {
+    LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: MANAGED_BY_INTENT.to_owned(),
+            operator: "Exists".to_owned(),
+            values: None,
+        }]),
+        match_labels: None,
+    }
+}
+
+/// Every resource of every group (not subresources: a status write is the owner's, not a manager's).
+fn all_writes() -> Vec<RuleWithOperations> {
+    vec![RuleWithOperations {
+        api_groups: Some(vec!["*".to_owned()]),
+        api_versions: Some(vec!["*".to_owned()]),
+        resources: Some(vec!["*".to_owned()]),
+        operations: Some(vec!["CREATE".to_owned(), "UPDATE".to_owned()]),
+        scope: Some("*".to_owned()),
+    }]
+}
+
+fn meta() -> ObjectMeta {
+    ObjectMeta {
+        name: Some(CONFIGURATION_NAME.to_owned()),
+        labels: Some(
+            [(
+                "app.kubernetes.io/part-of".to_owned(),
+                "kubectl-multicluster".to_owned(),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    }
+}
+
+pub fn mutating(endpoint: &Endpoint, ca_bundle_pem: &str) -> MutatingWebhookConfiguration {
+    MutatingWebhookConfiguration {
+        metadata: meta(),
+        webhooks: Some(vec![MutatingWebhook {
+            name: "intent-carry.multicluster.dev".to_owned(),
+            client_config: client_config(endpoint, "/mutate/intent", ca_bundle_pem),
+            rules: Some(all_writes()),
+            object_selector: Some(managed_objects()),
+            namespace_selector: Some(not_exempt()),
+            admission_review_versions: vec!["v1".to_owned()],
+            side_effects: "None".to_owned(),
+            failure_policy: Some("Fail".to_owned()),
+            reinvocation_policy: Some("Never".to_owned()),
+            timeout_seconds: Some(5),
+            match_policy: Some("Equivalent".to_owned()),
+            ..Default::default()
+        }]),
+    }
+}
+
+pub fn validating(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWebhookConfiguration {
+    ValidatingWebhookConfiguration {
+        metadata: meta(),
+        webhooks: Some(vec![ValidatingWebhook {
+            name: "intent-fence.multicluster.dev".to_owned(),
+            client_config: client_config(endpoint, "/validate/intent", ca_bundle_pem),
+            rules: Some(all_writes()),
+            object_selector: Some(managed_objects()),
+            namespace_selector: Some(not_exempt()),
+            admission_review_versions: vec!["v1".to_owned()],
+            side_effects: "None".to_owned(),
+            failure_policy: Some("Fail".to_owned()),
+            timeout_seconds: Some(5),
+            match_policy: Some("Equivalent".to_owned()),
+            ..Default::default()
+        }]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exempt_namespaces_are_never_matched_and_only_managed_objects_are_sent() {
+        let v = validating(&Endpoint::Url("https://127.0.0.1:1".into()), "CA");
+        let hook = &v.webhooks.unwrap()[0];
+        let ns = hook
+            .namespace_selector
+            .as_ref()
+            .unwrap()
+            .match_expressions
+            .as_ref()
+            .unwrap();
+        assert_eq!(ns[0].operator, "NotIn");
+        for exempt in ["kube-system", "kube-node-lease", "multicluster-system"] {
+            assert!(ns[0].values.as_ref().unwrap().iter().any(|v| v == exempt));
+        }
+        assert_eq!(
+            hook.client_config.url.as_deref(),
+            Some("https://127.0.0.1:1/validate/intent")
+        );
+        assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
+        assert_eq!(hook.admission_review_versions, ["v1"]);
+    }
+}

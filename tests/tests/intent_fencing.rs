@@ -1,0 +1,301 @@
+//! Intent-ID fencing end to end: the real hub API server calls the hub server (started by
+//! `kubectl multicluster local up` as a local process, registered with `clientConfig.url`) over
+//! TLS on every `kubectl apply` of a managed object.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use multicluster_tests::{fresh_namespace, playground, run, run_ok};
+
+/// `kubectl apply -f -` (plus `extra` flags) of `manifest` on the hub.
+fn apply(manifest: &str, extra: &[&str]) -> Output {
+    let mut child = playground()
+        .kubectl()
+        .args(["--context", "hub", "apply", "-f", "-"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn intent(ns: &str, id: &str, holder: &str) -> String {
+    format!(
+        "apiVersion: multicluster.dev/v1alpha1\nkind: Intent\nmetadata: {{name: orders, namespace: {ns}}}\n\
+         spec: {{intentId: {id}, holder: {holder}}}\n"
+    )
+}
+
+/// A ConfigMap managed by Intent `orders`, carrying `intent_id` when given.
+fn managed_config(ns: &str, intent_id: Option<&str>, value: &str) -> String {
+    let annotations = intent_id
+        .map(|id| format!("  annotations: {{multicluster.dev/intent-id: {id}}}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: orders-config\n  namespace: {ns}\n  \
+         labels: {{multicluster.dev/managed-by-intent: orders}}\n{annotations}data: {{value: \"{value}\"}}\n"
+    )
+}
+
+fn stored_value(ns: &str) -> String {
+    run_ok(playground().kubectl().args([
+        "--context",
+        "hub",
+        "-n",
+        ns,
+        "get",
+        "configmap",
+        "orders-config",
+        "-o",
+        "jsonpath={.data.value}",
+    ]))
+}
+
+#[tokio::test]
+async fn writes_of_a_managed_object_need_the_current_intent_id() {
+    let hub = playground().client("hub").await.unwrap();
+    let ns = fresh_namespace(&hub, "fence").await.unwrap();
+    let out = apply(&intent(&ns, "v1", "alice"), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Without an intent ID: denied, naming the Intent and saying what to do.
+    let out = apply(&managed_config(&ns, None, "1"), &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("Intent {ns}/orders")) && err.contains("carries no intent ID"),
+        "{err}"
+    );
+    assert!(err.contains("multicluster.dev/intent-id"), "{err}");
+
+    // With a wrong ID: denied, naming the holder.
+    let out = apply(&managed_config(&ns, Some("stale"), "1"), &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("\"stale\"") && err.contains("\"alice\""),
+        "{err}"
+    );
+
+    // With the current ID: admitted. The ID is not stored as sent (so it cannot be inherited by a
+    // later write); the stored object records which ID its last write carried.
+    let out = apply(&managed_config(&ns, Some("v1"), "1"), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let annotations = run_ok(playground().kubectl().args([
+        "--context",
+        "hub",
+        "-n",
+        &ns,
+        "get",
+        "configmap",
+        "orders-config",
+        "-o",
+        "jsonpath={.metadata.annotations}",
+    ]));
+    assert!(
+        annotations.contains("\"multicluster.dev/written-with-intent-id\":\"v1\""),
+        "{annotations}"
+    );
+    assert!(
+        !annotations.contains("\"multicluster.dev/intent-id\":"),
+        "{annotations}"
+    );
+
+    // A write that does not carry the ID itself (a merge patch by someone else) is denied, although
+    // the stored object was last written with the current ID.
+    let out = run(playground().kubectl().args([
+        "--context",
+        "hub",
+        "-n",
+        &ns,
+        "label",
+        "configmap",
+        "orders-config",
+        "touched=yes",
+    ]));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("carries no intent ID"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Removing the label is a write the fence checks too.
+    let out = run(playground().kubectl().args([
+        "--context",
+        "hub",
+        "-n",
+        &ns,
+        "label",
+        "configmap",
+        "orders-config",
+        "multicluster.dev/managed-by-intent-",
+    ]));
+    assert!(
+        !out.status.success(),
+        "unlabelling without the intent ID must be denied"
+    );
+
+    // A new intent ID fences off the old one at once.
+    assert!(apply(&intent(&ns, "v2", "bob"), &[]).status.success());
+    let out = apply(&managed_config(&ns, Some("v1"), "2"), &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("\"bob\""), "{}", stderr(&out));
+    assert_eq!(stored_value(&ns), "1", "a denied write changes nothing");
+    let out = apply(&managed_config(&ns, Some("v2"), "2"), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stored_value(&ns), "2");
+}
+
+#[tokio::test]
+async fn dry_run_is_fenced_the_same_way_and_changes_nothing() {
+    let hub = playground().client("hub").await.unwrap();
+    let ns = fresh_namespace(&hub, "dryrun").await.unwrap();
+    assert!(apply(&intent(&ns, "d1", "carol"), &[]).status.success());
+    assert!(
+        apply(&managed_config(&ns, Some("d1"), "1"), &[])
+            .status
+            .success()
+    );
+
+    let out = apply(
+        &managed_config(&ns, Some("wrong"), "9"),
+        &["--dry-run=server"],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("\"wrong\""), "{}", stderr(&out));
+    let out = apply(&managed_config(&ns, Some("d1"), "9"), &["--dry-run=server"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stored_value(&ns), "1", "a dry run writes nothing");
+}
+
+#[tokio::test]
+async fn unmanaged_objects_and_kube_system_are_never_blocked() {
+    let hub = playground().client("hub").await.unwrap();
+    let ns = fresh_namespace(&hub, "free").await.unwrap();
+    let plain = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: plain, namespace: {ns}}}\ndata: {{a: b}}\n"
+    );
+    assert!(apply(&plain, &[]).status.success());
+
+    // Labelled as managed by an Intent that does not even exist, in kube-system: still admitted,
+    // because the webhooks never act there.
+    let system = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: fenced-looking\n  namespace: kube-system\n  \
+                  labels: {multicluster.dev/managed-by-intent: nothing-here}\ndata: {a: b}\n";
+    let out = apply(system, &[]);
+    assert!(
+        out.status.success(),
+        "kube-system must never be blocked: {}",
+        stderr(&out)
+    );
+
+    // The same object in an ordinary namespace is denied, naming the missing Intent.
+    let elsewhere = system.replace("kube-system", &ns);
+    let out = apply(&elsewhere, &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("no Intent {ns}/nothing-here")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// POSTs `body` to the hub server's admission port with curl (trusting the playground's CA for it)
+/// and returns (HTTP status, response body).
+fn post_to_hub_server(path: &str, body: &[u8]) -> (u16, String) {
+    let hub_server = playground()
+        .state
+        .hub_server
+        .as_ref()
+        .expect("local up starts the hub server");
+    let ca = playground().dir().join("hub-server/ca.crt");
+    let mut child = Command::new("curl")
+        // HTTP/1.1 with `Expect: 100-continue` (curl sends it for large bodies) lets the server refuse
+        // an oversized body before it is sent.
+        .args([
+            "-sS",
+            "--http1.1",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+        ])
+        .arg(&ca)
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+        ])
+        .arg(format!("{}{path}", hub_server.url))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_owned())
+}
+
+#[test]
+fn malformed_admission_bodies_get_an_error_response_and_the_server_keeps_serving() {
+    let valid = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "name": "x", "namespace": "default", "operation": "CREATE",
+            "userInfo": {"username": "admin"},
+            "object": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "default"}},
+            "oldObject": null, "dryRun": false}
+    });
+    let text = valid.to_string();
+    let mut wrong_version = valid.clone();
+    wrong_version["apiVersion"] = "admission.k8s.io/v1beta1".into();
+    let mut no_uid = valid.clone();
+    no_uid["request"].as_object_mut().unwrap().remove("uid");
+    let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(10 * 1024 * 1024));
+
+    for (what, body, expected) in [
+        (
+            "truncated JSON",
+            text[..text.len() / 2].to_owned(),
+            "not a valid AdmissionReview",
+        ),
+        (
+            "wrong apiVersion",
+            wrong_version.to_string(),
+            "only admission.k8s.io/v1",
+        ),
+        ("missing uid", no_uid.to_string(), "uid"),
+    ] {
+        let (code, body) = post_to_hub_server("/validate/intent", body.as_bytes());
+        assert_eq!(code, 400, "{what}: {body}");
+        assert!(body.contains(expected), "{what}: {body}");
+    }
+    let (code, _) = post_to_hub_server("/validate/intent", huge.as_bytes());
+    assert_eq!(code, 413, "a 10 MB body is refused as too large");
+
+    // And a well-formed review is still answered.
+    let (code, body) = post_to_hub_server("/validate/intent", text.as_bytes());
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"allowed\":true"), "{body}");
+}

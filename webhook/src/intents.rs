@@ -1,0 +1,75 @@
+//! The Intents the fence checks against: a watch-fed in-memory store (so an admission review costs
+//! no API call), with a live read as the fallback before any denial, because the watch may lag a
+//! just-created or just-rotated Intent by a few milliseconds.
+
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use multicluster_core::api::Intent;
+use multicluster_core::fencing::IntentView;
+
+#[derive(Clone)]
+pub struct Intents {
+    store: Store<Intent>,
+    client: Client,
+}
+
+impl std::fmt::Debug for Intents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intents")
+            .field("cached", &self.store.len())
+            .finish()
+    }
+}
+
+fn view(intent: &Intent) -> Option<IntentView> {
+    Some(IntentView {
+        namespace: intent.metadata.namespace.clone()?,
+        name: intent.metadata.name.clone()?,
+        intent_id: intent.spec.intent_id.clone(),
+        holder: intent.spec.holder.clone(),
+        epoch: intent.status.as_ref().map_or(0, |s| s.epoch),
+    })
+}
+
+impl Intents {
+    /// Starts watching every Intent; the returned store fills in the background.
+    pub fn watch(client: Client) -> Self {
+        let api: Api<Intent> = Api::all(client.clone());
+        let (store, writer) = reflector::store();
+        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            stream
+                .for_each(|event| async move {
+                    if let Err(e) = event {
+                        tracing::warn!(error = %e, "watching Intents");
+                    }
+                })
+                .await;
+        });
+        Self { store, client }
+    }
+
+    /// Resolves once the first full list of Intents is in the store.
+    pub async fn ready(&self) -> bool {
+        self.store.wait_until_ready().await.is_ok()
+    }
+
+    pub fn cached(&self, namespace: &str, name: &str) -> Option<IntentView> {
+        let key = ObjectRef::new(name).within(namespace);
+        self.store.get(&key).and_then(|i| view(&i))
+    }
+
+    /// A live read, bypassing the watch.
+    pub async fn live(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<IntentView>, kube::Error> {
+        let api: Api<Intent> = Api::namespaced(self.client.clone(), namespace);
+        Ok(api.get_opt(name).await?.as_ref().and_then(view))
+    }
+}

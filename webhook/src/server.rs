@@ -1,0 +1,164 @@
+//! The two listeners: admission over HTTPS (one route per webhook, bounded bodies) and health,
+//! readiness and metrics over plain HTTP on its own port, both with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use clap::Args;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+use crate::admission::{self, AppState};
+use crate::intents::Intents;
+use crate::metrics::Metrics;
+use crate::tls;
+
+/// Largest AdmissionReview body accepted. An object is at most ~1.5 MiB (etcd's limit) and a review
+/// holds the old and the new one; anything far beyond that is not from an API server.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address of the HTTPS admission listener
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Address of the plain-HTTP listener for /healthz, /readyz and /metrics
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub health_listen: SocketAddr,
+    /// PEM certificate (chain) served on the admission port; re-read when the file changes
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of that certificate; re-read when the file changes
+    #[arg(long, value_name = "FILE")]
+    pub tls_key_file: PathBuf,
+    /// Kubeconfig of the hub (default: in-cluster service account, else $KUBECONFIG)
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context in --kubeconfig
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+pub fn admission_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/mutate/intent", post(admission::mutate_intent))
+        .route("/validate/intent", post(admission::validate_intent))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+#[derive(Debug)]
+struct HealthState {
+    app: Arc<AppState>,
+    ready: Arc<AtomicBool>,
+}
+
+pub fn health_router(app: Arc<AppState>, ready: Arc<AtomicBool>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(s): State<Arc<HealthState>>| async move {
+                if s.ready.load(Ordering::Acquire) {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "waiting for the first list of Intents",
+                    )
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(s): State<Arc<HealthState>>| async move {
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    s.app.metrics.encode(),
+                )
+            }),
+        )
+        .with_state(Arc::new(HealthState { app, ready }))
+}
+
+async fn hub_client(args: &ServeArgs) -> anyhow::Result<Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)?;
+            let options = KubeConfigOptions {
+                context: args.context.clone(),
+                ..Default::default()
+            };
+            Config::from_custom_kubeconfig(kubeconfig, &options).await?
+        }
+        None => Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// Serves until SIGTERM or Ctrl-C, then lets requests in flight finish.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let resolver = Arc::new(
+        tls::ReloadingCert::load(&args.tls_cert_file, &args.tls_key_file, tls::provider())
+            .context("loading the serving certificate")?,
+    );
+    let tls_config = tls::server_config(resolver)?;
+    let client = hub_client(&args).await.context("connecting to the hub")?;
+    let intents = Intents::watch(client);
+    let state = Arc::new(AppState {
+        intents: Arc::new(intents.clone()),
+        metrics: Metrics::default(),
+    });
+    let ready = Arc::new(AtomicBool::new(false));
+    {
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            if intents.ready().await {
+                ready.store(true, Ordering::Release);
+                tracing::info!("Intents listed: ready");
+            }
+        });
+    }
+
+    let admission_listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let health_listener = tokio::net::TcpListener::bind(args.health_listen)
+        .await
+        .with_context(|| format!("binding {}", args.health_listen))?;
+    tracing::info!(admission = %args.listen, health = %args.health_listen, "serving");
+    let admission = axum::serve(
+        tls::TlsListener::new(admission_listener, tls_config)?,
+        admission_router(state.clone()),
+    )
+    .with_graceful_shutdown(shutdown_signal());
+    let health = axum::serve(health_listener, health_router(state, ready))
+        .with_graceful_shutdown(shutdown_signal());
+    let (a, h) = tokio::join!(admission.into_future(), health.into_future());
+    a.context("admission server")?;
+    h.context("health server")?;
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! TLS for the admission port: rustls (TLS 1.2 and 1.3), a certificate re-read when its files
+//! change, and a listener that does handshakes off the accept path.
+//!
+//! A Secret mounted as a volume rotates by swapping its `..data` symlink: the paths stay, the files
+//! behind them change. The resolver stats both files on each handshake (two `stat` calls, far
+//! cheaper than the handshake itself) and reloads when their identity or modification time changed,
+//! so a rotated certificate is served without a restart. A half-written pair that fails to load is
+//! logged and the previous certificate kept.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} holds no PEM certificate or key usable here: {source}")]
+    Pem {
+        path: String,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("the key in {path} cannot be used: {source}")]
+    Key {
+        path: String,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// Identity of the files behind the paths: changes when a Secret volume swaps `..data`.
+type Stamp = [(u64, u64, i64, i64); 2];
+
+fn stamp(cert: &Path, key: &Path) -> io::Result<Stamp> {
+    let one =
+        |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()));
+    Ok([one(cert)?, one(key)?])
+}
+
+#[derive(Debug)]
+pub struct ReloadingCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<(Stamp, Arc<CertifiedKey>)>,
+}
+
+impl ReloadingCert {
+    pub fn load(
+        cert_path: &Path,
+        key_path: &Path,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Self, TlsError> {
+        let stamp = stamp(cert_path, key_path).map_err(|source| TlsError::Read {
+            path: cert_path.display().to_string(),
+            source,
+        })?;
+        let key = load_certified_key(cert_path, key_path, &provider)?;
+        Ok(Self {
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
+            provider,
+            current: RwLock::new((stamp, key)),
+        })
+    }
+
+    fn refresh(&self) {
+        let Ok(now) = stamp(&self.cert_path, &self.key_path) else {
+            return; // mid-swap: keep serving what we have
+        };
+        if self.current.read().is_ok_and(|c| c.0 == now) {
+            return;
+        }
+        match load_certified_key(&self.cert_path, &self.key_path, &self.provider) {
+            Ok(key) => {
+                if let Ok(mut current) = self.current.write() {
+                    *current = (now, key);
+                    tracing::info!(cert = %self.cert_path.display(), "serving certificate reloaded");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "new certificate files do not load; still serving the previous one")
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.refresh();
+        self.current.read().ok().map(|c| c.1.clone())
+    }
+}
+
+fn load_certified_key(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let pem_err = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| TlsError::Pem { path, source }
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(pem_err(cert))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_err(cert))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(pem_err(key))?;
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|source| TlsError::Key {
+            path: key.display().to_string(),
+            source,
+        })?;
+    Ok(Arc::new(CertifiedKey::new(certs, signing_key)))
+}
+
+/// A server configuration for TLS 1.2+ that takes its certificate from `resolver`.
+pub fn server_config(resolver: Arc<ReloadingCert>) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = resolver.provider.clone();
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The ring provider, chosen explicitly so that no process-wide default is needed.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// An axum listener over TLS. Accepting and handshaking happen in their own tasks, so a slow or
+/// silent client never holds up the others; finished connections queue for axum.
+#[derive(Debug)]
+pub struct TlsListener {
+    local_addr: SocketAddr,
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+}
+
+/// A handshake that has not finished in this time is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl TlsListener {
+    pub fn new(listener: TcpListener, config: rustls::ServerConfig) -> io::Result<Self> {
+        let local_addr = listener.local_addr()?;
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let (tx, ready) = mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Usually EMFILE: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                // Nagle's algorithm adds tens of milliseconds to small responses.
+                let _ = stream.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let conn_tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = conn_tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+                if tx.is_closed() {
+                    break;
+                }
+            }
+        });
+        Ok(Self { local_addr, ready })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accept task only ends when this listener is gone.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local_addr)
+    }
+}
