@@ -1,0 +1,147 @@
+//! The admission router in-process (no cluster): real AdmissionReview JSON in, the verdict out.
+//! The Intents come from a fixed table standing in for the watch-fed cache.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use futures::future::BoxFuture;
+use http::{Request, StatusCode};
+use multicluster_core::fencing::IntentView;
+use multicluster_webhook::admission::{AppState, IntentLookup};
+use multicluster_webhook::metrics::Metrics;
+use multicluster_webhook::server::admission_router;
+use tower::ServiceExt;
+
+const FIXTURE: &str = include_str!("fixtures/configmap-update.json");
+
+/// Plays the Intent cache: Intent shop/orders with the given current ID.
+#[derive(Debug)]
+struct FixedIntent(&'static str);
+
+impl IntentLookup for FixedIntent {
+    fn cached(&self, namespace: &str, name: &str) -> Option<IntentView> {
+        (namespace == "shop" && name == "orders").then(|| IntentView {
+            namespace: "shop".into(),
+            name: "orders".into(),
+            intent_id: self.0.into(),
+            holder: "bob".into(),
+            epoch: 2,
+        })
+    }
+    fn live<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<IntentView>, String>> {
+        Box::pin(async move { Ok(self.cached(namespace, name)) })
+    }
+}
+
+async fn post(
+    current_id: &'static str,
+    path: &str,
+    body: String,
+) -> (StatusCode, serde_json::Value) {
+    let state = Arc::new(AppState {
+        intents: Arc::new(FixedIntent(current_id)),
+        metrics: Metrics::default(),
+    });
+    let response = admission_router(state)
+        .oneshot(
+            Request::post(path)
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn the_mutating_step_moves_the_carried_id_aside() {
+    let (status, review) = post("v2", "/mutate/intent", FIXTURE.to_owned()).await;
+    assert_eq!(status, StatusCode::OK);
+    let response = &review["response"];
+    assert_eq!(response["uid"], "3c6d2f0e-5b1a-4f44-9b7e-2f1d7c9e8a10");
+    assert_eq!(response["allowed"], true);
+    assert_eq!(response["patchType"], "JSONPatch");
+    // kube-rs sends the patch bytes as a JSON array of numbers, which the API server's decoder
+    // accepts for a []byte field as well as base64 (the end-to-end tests rely on that).
+    let bytes: Vec<u8> = serde_json::from_value(response["patch"].clone()).unwrap();
+    let patch: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        patch,
+        serde_json::json!([
+            {"op": "remove", "path": "/metadata/annotations/multicluster.dev~1intent-id"},
+            {"op": "add", "path": "/metadata/annotations/multicluster.dev~1written-with-intent-id", "value": "v2"}
+        ])
+    );
+}
+
+/// The fixture as the validating webhook sees it: after the mutating step.
+fn after_mutation(carried: Option<&str>) -> String {
+    let mut review: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
+    let annotations = review["request"]["object"]["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap();
+    annotations.remove("multicluster.dev/intent-id");
+    match carried {
+        Some(id) => annotations.insert("multicluster.dev/written-with-intent-id".into(), id.into()),
+        None => annotations.remove("multicluster.dev/written-with-intent-id"),
+    };
+    review.to_string()
+}
+
+#[tokio::test]
+async fn the_validating_step_admits_the_current_id_only() {
+    let (_, review) = post("v2", "/validate/intent", after_mutation(Some("v2"))).await;
+    assert_eq!(review["response"]["allowed"], true, "{review}");
+
+    let (_, review) = post("v2", "/validate/intent", after_mutation(Some("v1"))).await;
+    assert_eq!(review["response"]["allowed"], false);
+    let message = review["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Intent shop/orders") && message.contains("\"bob\""),
+        "{message}"
+    );
+
+    let (_, review) = post("v2", "/validate/intent", after_mutation(None)).await;
+    assert_eq!(review["response"]["allowed"], false);
+    let message = review["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("carries no intent ID"), "{message}");
+}
+
+#[tokio::test]
+async fn malformed_reviews_get_400_with_the_reason() {
+    for (body, expected) in [
+        (
+            FIXTURE[..FIXTURE.len() / 2].to_owned(),
+            "not a valid AdmissionReview",
+        ),
+        (
+            FIXTURE.replace("admission.k8s.io/v1", "admission.k8s.io/v1beta1"),
+            "only admission.k8s.io/v1",
+        ),
+        (
+            FIXTURE.replace("\"uid\": \"3c6d", "\"xuid\": \"3c6d"),
+            "uid",
+        ),
+        (
+            "{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\"}".to_owned(),
+            "no request",
+        ),
+    ] {
+        let (status, review) = post("v2", "/validate/intent", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let message = review["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{message}");
+    }
+}
