@@ -109,6 +109,27 @@ impl Playground {
         cmd
     }
 
+    /// `kubectl --context CONTEXT apply -f - EXTRA…` with `manifest` on stdin; the caller asserts on
+    /// the output (a rejected apply is often the point).
+    pub fn apply(&self, context: &str, manifest: &str, extra: &[&str]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .kubectl()
+            .args(["--context", context, "apply", "-f", "-"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(manifest.as_bytes())
+                .expect("write the manifest to kubectl");
+        }
+        child.wait_with_output().expect("wait for kubectl")
+    }
+
     pub fn dir(&self) -> &Path {
         &self.state.dir
     }

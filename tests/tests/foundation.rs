@@ -7,9 +7,6 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::process::Stdio;
-
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -262,21 +259,7 @@ async fn an_object_of_every_kind_round_trips_through_the_hub() {
 
 /// Feeds `manifest` to `kubectl apply -f -` and returns (success, stderr).
 fn kubectl_apply(namespace: &str, manifest: &serde_json::Value) -> (bool, String) {
-    let mut child = playground()
-        .kubectl()
-        .args(["--context", "hub", "-n", namespace, "apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(manifest.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = playground().apply("hub", &manifest.to_string(), &["-n", namespace]);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

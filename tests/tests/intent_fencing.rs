@@ -12,22 +12,7 @@ use multicluster_tests::{fresh_namespace, playground, run, run_ok};
 
 /// `kubectl apply -f -` (plus `extra` flags) of `manifest` on the hub.
 fn apply(manifest: &str, extra: &[&str]) -> Output {
-    let mut child = playground()
-        .kubectl()
-        .args(["--context", "hub", "apply", "-f", "-"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(manifest.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    playground().apply("hub", manifest, extra)
 }
 
 fn stderr(out: &Output) -> String {

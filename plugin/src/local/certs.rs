@@ -25,20 +25,7 @@ pub struct ClusterCerts {
 pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 
 pub fn generate(cluster: &str) -> Result<ClusterCerts, rcgen::Error> {
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name = name(
-        &format!("kubectl-multicluster playground CA ({cluster})"),
-        None,
-    );
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
+    let (ca_cert, issuer) = new_ca(cluster)?;
 
     let serving_key = KeyPair::generate()?;
     let mut serving = CertificateParams::new(vec![
@@ -86,19 +73,7 @@ pub struct ServingCerts {
 }
 
 pub fn generate_loopback_serving(service: &str) -> Result<ServingCerts, rcgen::Error> {
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name = name(
-        &format!("kubectl-multicluster playground CA ({service})"),
-        None,
-    );
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
+    let (ca_cert, issuer) = new_ca(service)?;
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
     params
@@ -112,6 +87,24 @@ pub fn generate_loopback_serving(service: &str) -> Result<ServingCerts, rcgen::E
         cert: cert.pem(),
         key: key.serialize_pem(),
     })
+}
+
+/// A fresh self-signed CA named after what it signs for, and the issuer that signs with it.
+fn new_ca(label: &str) -> Result<(rcgen::Certificate, Issuer<'static, KeyPair>), rcgen::Error> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name = name(
+        &format!("kubectl-multicluster playground CA ({label})"),
+        None,
+    );
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key)?;
+    Ok((cert, Issuer::new(params, key)))
 }
 
 fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
