@@ -14,8 +14,13 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use crate::SYSTEM_NAMESPACE;
-use crate::keys::{INTENT_ID, MANAGED_BY_INTENT, WRITTEN_WITH_INTENT_ID};
+use crate::api::{IntentSpec, IntentStatus};
+use crate::keys::{
+    DELETE_APPROVED_INTENT_ID, INTENT_ID, MANAGED_BY_INTENT, WRITTEN_WITH_INTENT_ID,
+};
 
 /// What the fence needs to know of an `Intent`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +138,74 @@ pub fn check_write(
         }
     }
     FenceVerdict::Allowed
+}
+
+/// A DELETE of a managed object: admitted only when the stored object carries a deletion approval
+/// (`delete-approved-intent-id`) equal to the Intent's current ID, written by an admitted (so
+/// fenced) update. A manager that lost its intent can therefore neither approve nor delete.
+pub fn check_delete(
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+    old_labels: Option<&BTreeMap<String, String>>,
+    old_annotations: Option<&BTreeMap<String, String>>,
+    lookup: impl Fn(&str, &str) -> Option<IntentView>,
+) -> FenceVerdict {
+    let Some((intent_ns, intent_name)) = fencing_intent(namespace, old_labels) else {
+        return FenceVerdict::NotManaged;
+    };
+    let object = match namespace {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    };
+    let Some(intent) = lookup(intent_ns, intent_name) else {
+        // The Intent is gone: nothing fences the object any more.
+        return FenceVerdict::Allowed;
+    };
+    let approved = old_annotations.and_then(|a| a.get(DELETE_APPROVED_INTENT_ID));
+    if approved == Some(&intent.intent_id) {
+        return FenceVerdict::Allowed;
+    }
+    FenceVerdict::Denied(format!(
+        "{object} is managed by Intent {intent_ns}/{intent_name} (held by {:?}, epoch {}): a delete carries no \
+         intent ID, so the holder first approves it with an update that carries the current ID in {INTENT_ID} and \
+         sets {DELETE_APPROVED_INTENT_ID} to that ID, then deletes",
+        intent.holder, intent.epoch
+    ))
+}
+
+/// The status an Intent should have: a new epoch when its ID differs from the one the status last
+/// recorded, `None` when the status is current. `now` is when the change is recorded.
+pub fn next_status(
+    spec: &IntentSpec,
+    status: Option<&IntentStatus>,
+    now: Time,
+) -> Option<IntentStatus> {
+    let current = status.cloned().unwrap_or_default();
+    if current.observed_intent_id.as_deref() == Some(spec.intent_id.as_str()) {
+        if current.observed_holder.as_deref() == Some(spec.holder.as_str()) {
+            return None;
+        }
+        // Same ID, new holder name: a correction, not a rotation.
+        return Some(IntentStatus {
+            observed_holder: Some(spec.holder.clone()),
+            ..current
+        });
+    }
+    Some(IntentStatus {
+        epoch: current.epoch + 1,
+        previous_intent_id: current
+            .observed_intent_id
+            .clone()
+            .or(current.previous_intent_id.clone()),
+        previous_holder: current
+            .observed_holder
+            .clone()
+            .or(current.previous_holder.clone()),
+        observed_intent_id: Some(spec.intent_id.clone()),
+        observed_holder: Some(spec.holder.clone()),
+        last_rotation_time: Some(now),
+    })
 }
 
 #[cfg(test)]
@@ -282,5 +355,71 @@ mod tests {
         assert_eq!(patch[0]["op"], "remove");
 
         assert!(carry_intent_id(None).is_empty());
+    }
+
+    fn now() -> Time {
+        Time("2026-11-22T12:00:00Z".parse().unwrap())
+    }
+
+    #[test]
+    fn registration_starts_at_epoch_one_and_each_rotation_bumps_it() {
+        let spec = IntentSpec {
+            intent_id: "v1".into(),
+            holder: "alice".into(),
+        };
+        let first = next_status(&spec, None, now()).unwrap();
+        assert_eq!(first.epoch, 1);
+        assert_eq!(first.previous_intent_id, None);
+        assert_eq!(
+            next_status(&spec, Some(&first), now()),
+            None,
+            "nothing to record twice"
+        );
+
+        let rotated = IntentSpec {
+            intent_id: "v2".into(),
+            holder: "bob".into(),
+        };
+        let second = next_status(&rotated, Some(&first), now()).unwrap();
+        assert_eq!(second.epoch, 2);
+        assert_eq!(second.previous_intent_id.as_deref(), Some("v1"));
+        assert_eq!(second.previous_holder.as_deref(), Some("alice"));
+        assert_eq!(second.observed_intent_id.as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn a_new_holder_name_alone_is_not_a_rotation() {
+        let spec = IntentSpec {
+            intent_id: "v1".into(),
+            holder: "alice".into(),
+        };
+        let first = next_status(&spec, None, now()).unwrap();
+        let renamed = IntentSpec {
+            intent_id: "v1".into(),
+            holder: "alice@team".into(),
+        };
+        let status = next_status(&renamed, Some(&first), now()).unwrap();
+        assert_eq!(status.epoch, 1);
+        assert_eq!(status.observed_holder.as_deref(), Some("alice@team"));
+    }
+
+    #[test]
+    fn a_delete_needs_an_approval_with_the_current_id() {
+        let l = labels(&[(MANAGED_BY_INTENT, "orders")]);
+        let approved = labels(&[(DELETE_APPROVED_INTENT_ID, "current")]);
+        let stale = labels(&[(DELETE_APPROVED_INTENT_ID, "old")]);
+        let del = |a: Option<&BTreeMap<String, String>>| {
+            check_delete("ConfigMap", Some("shop"), "c", Some(&l), a, lookup_current)
+        };
+        assert_eq!(del(Some(&approved)), FenceVerdict::Allowed);
+        let FenceVerdict::Denied(msg) = del(Some(&stale)) else {
+            panic!("stale approval")
+        };
+        assert!(msg.contains(DELETE_APPROVED_INTENT_ID), "{msg}");
+        assert!(matches!(del(None), FenceVerdict::Denied(_)));
+        assert_eq!(
+            check_delete("ConfigMap", Some("shop"), "c", None, None, lookup_current),
+            FenceVerdict::NotManaged
+        );
     }
 }

@@ -15,3 +15,7 @@ pub const VIP: &str = "multicluster.dev/vip";
 pub const HOSTNAME: &str = "multicluster.dev/hostname";
 /// Label on an object a `Distribution` copied to a member, naming that Distribution.
 pub const DISTRIBUTION: &str = "multicluster.dev/distribution";
+/// Stored on a managed object by a write that carried the current intent ID: the holder of that ID
+/// approves deleting the object. A DELETE carries no object, so it cannot carry an intent ID itself;
+/// it is admitted only while this annotation equals the Intent's current ID.
+pub const DELETE_APPROVED_INTENT_ID: &str = "multicluster.dev/delete-approved-intent-id";

@@ -9,6 +9,7 @@ pub mod api;
 pub mod crds;
 pub mod fencing;
 pub mod keys;
+pub mod lease;
 pub mod versions;
 pub mod webhooks;
 

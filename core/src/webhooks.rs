@@ -85,12 +85,12 @@ fn managed_objects() -> LabelSelector {
 }
 
 /// Every resource of every group (not subresources: a status write is the owner's, not a manager's).
-fn all_writes() -> Vec<RuleWithOperations> {
+fn every_resource(operations: &[&str]) -> Vec<RuleWithOperations> {
     vec![RuleWithOperations {
         api_groups: Some(vec!["*".to_owned()]),
         api_versions: Some(vec!["*".to_owned()]),
         resources: Some(vec!["*".to_owned()]),
-        operations: Some(vec!["CREATE".to_owned(), "UPDATE".to_owned()]),
+        operations: Some(operations.iter().map(|o| (*o).to_owned()).collect()),
         scope: Some("*".to_owned()),
     }]
 }
@@ -115,7 +115,7 @@ pub fn mutating(endpoint: &Endpoint, ca_bundle_pem: &str) -> MutatingWebhookConf
         webhooks: Some(vec![MutatingWebhook {
             name: "intent-carry.multicluster.dev".to_owned(),
             client_config: client_config(endpoint, "/mutate/intent", ca_bundle_pem),
-            rules: Some(all_writes()),
+            rules: Some(every_resource(&["CREATE", "UPDATE"])),
             object_selector: Some(managed_objects()),
             namespace_selector: Some(not_exempt()),
             admission_review_versions: vec!["v1".to_owned()],
@@ -135,7 +135,7 @@ pub fn validating(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWebhook
         webhooks: Some(vec![ValidatingWebhook {
             name: "intent-fence.multicluster.dev".to_owned(),
             client_config: client_config(endpoint, "/validate/intent", ca_bundle_pem),
-            rules: Some(all_writes()),
+            rules: Some(every_resource(&["CREATE", "UPDATE", "DELETE"])),
             object_selector: Some(managed_objects()),
             namespace_selector: Some(not_exempt()),
             admission_review_versions: vec!["v1".to_owned()],

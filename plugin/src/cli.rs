@@ -53,6 +53,11 @@ pub enum Command {
     /// Run a local playground: a hub and member clusters as real API servers on this machine
     #[command(subcommand)]
     Local(LocalCommand),
+    /// Register, rotate and show intents (intent-ID fencing of managed objects)
+    #[command(subcommand)]
+    Intent(crate::intent::IntentCommand),
+    /// Apply manifests carrying an Intent's ID; with --interval, keep applying until fenced off (exit 3)
+    Apply(crate::intent::ApplyArgs),
     /// Print the plugin's version and the Kubernetes version its playground runs
     Version,
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
@@ -123,6 +128,10 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<crate::intent::Fenced>().is_some() => {
+            eprintln!("{e:#}");
+            ExitCode::from(crate::intent::FENCED_EXIT_CODE)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -149,6 +158,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let format = cli.global.output;
     match cli.command {
         Command::Local(cmd) => run_local(cmd, &cli.global).await,
+        Command::Intent(cmd) => {
+            let client = hub_client(&cli.global).await?;
+            let ns = namespace(&cli.global, &client);
+            crate::intent::run(cmd, client, &ns, format).await
+        }
+        Command::Apply(args) => {
+            let client = hub_client(&cli.global).await?;
+            let ns = namespace(&cli.global, &client);
+            crate::intent::apply(args, client, &ns).await
+        }
         Command::Version => output::print(format, &VersionInfo::current()),
         Command::Completion { shell } => {
             clap_complete::generate(
@@ -160,6 +179,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn hub_client(global: &GlobalArgs) -> anyhow::Result<kube::Client> {
+    crate::hub::client(global.kubeconfig.as_deref(), global.context.as_deref()).await
+}
+
+/// `-n`, else the kubeconfig context's namespace, else `default`, as kubectl does.
+fn namespace(global: &GlobalArgs, client: &kube::Client) -> String {
+    global
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned())
 }
 
 async fn run_local(cmd: LocalCommand, global: &GlobalArgs) -> anyhow::Result<()> {

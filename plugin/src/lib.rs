@@ -2,5 +2,7 @@
 //! (`local`, also used by the end-to-end tests) and output formatting (`output`).
 
 pub mod cli;
+pub mod hub;
+pub mod intent;
 pub mod local;
 pub mod output;

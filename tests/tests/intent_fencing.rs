@@ -284,3 +284,153 @@ fn malformed_admission_bodies_get_an_error_response_and_the_server_keeps_serving
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"allowed\":true"), "{body}");
 }
+
+#[tokio::test]
+async fn rotating_the_intent_stops_the_running_manager_at_its_next_write() {
+    let pg = playground();
+    let hub = pg.client("hub").await.unwrap();
+    let ns = fresh_namespace(&hub, "manager").await.unwrap();
+    let register = run_ok(pg.kubectl().args([
+        "multicluster",
+        "intent",
+        "register",
+        "orders",
+        "--holder",
+        "alice",
+        "-n",
+        &ns,
+        "--context",
+        "hub",
+        "-o",
+        "json",
+    ]));
+    let registered: serde_json::Value = serde_json::from_str(&register).unwrap();
+    assert_eq!(
+        registered["epoch"], 1,
+        "the hub server records the first epoch: {registered}"
+    );
+
+    // The manager: `kubectl multicluster apply --intent orders --interval 200ms`, running.
+    let manifest = pg.dir().join(format!("{ns}-manager.yaml"));
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: managed}\ndata: {a: b}\n",
+    )
+    .unwrap();
+    let mut manager = pg
+        .kubectl()
+        .args([
+            "multicluster",
+            "apply",
+            "--intent",
+            "orders",
+            "--interval",
+            "200ms",
+            "-n",
+            &ns,
+            "--context",
+            "hub",
+            "-f",
+        ])
+        .arg(&manifest)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !run(pg
+        .kubectl()
+        .args(["--context", "hub", "-n", &ns, "get", "configmap", "managed"]))
+    .status
+    .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the manager never wrote its ConfigMap"
+        );
+        assert!(
+            manager.try_wait().unwrap().is_none(),
+            "the manager stopped before rotation"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let rotated = run_ok(pg.kubectl().args([
+        "multicluster",
+        "intent",
+        "rotate",
+        "orders",
+        "--holder",
+        "bob",
+        "-n",
+        &ns,
+        "--context",
+        "hub",
+        "-o",
+        "json",
+    ]));
+    let rotated: serde_json::Value = serde_json::from_str(&rotated).unwrap();
+    assert_eq!(rotated["epoch"], 2, "{rotated}");
+    assert_eq!(rotated["previousHolder"], "alice", "{rotated}");
+
+    // Its next write is refused and it exits with code 3, saying who holds the intent now.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = manager.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            manager.kill().unwrap();
+            panic!("the fenced-off manager kept running after the rotation");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = manager.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("fenced off") && err.contains("\"bob\"") && err.contains("epoch 2"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_delete_needs_an_approval_written_with_the_current_id() {
+    let hub = playground().client("hub").await.unwrap();
+    let ns = fresh_namespace(&hub, "delete").await.unwrap();
+    assert!(apply(&intent(&ns, "k1", "dave"), &[]).status.success());
+    assert!(
+        apply(&managed_config(&ns, Some("k1"), "1"), &[])
+            .status
+            .success()
+    );
+    let delete = || {
+        run(playground().kubectl().args([
+            "--context",
+            "hub",
+            "-n",
+            &ns,
+            "delete",
+            "configmap",
+            "orders-config",
+        ]))
+    };
+
+    let out = delete();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("multicluster.dev/delete-approved-intent-id"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The holder approves with a write that carries the current ID, then the delete goes through.
+    let approve = managed_config(&ns, Some("k1"), "1").replace(
+        "annotations: {multicluster.dev/intent-id: k1}",
+        "annotations: {multicluster.dev/intent-id: k1, multicluster.dev/delete-approved-intent-id: k1}",
+    );
+    let out = apply(&approve, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = delete();
+    assert!(out.status.success(), "{}", stderr(&out));
+}

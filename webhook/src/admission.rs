@@ -157,11 +157,52 @@ pub async fn mutate_intent(State(state): State<Arc<AppState>>, body: Bytes) -> R
     .await
 }
 
+/// A DELETE of a managed object (see `multicluster_core::fencing::check_delete`), decided on live
+/// data before any denial, like writes.
+async fn validate_delete(
+    intents: &dyn IntentLookup,
+    req: &AdmissionRequest<DynamicObject>,
+    response: AdmissionResponse,
+) -> AdmissionResponse {
+    let old = req.old_object.as_ref();
+    let decide = |lookup: &dyn Fn(&str, &str) -> Option<IntentView>| {
+        fencing::check_delete(
+            &req.kind.kind,
+            req.namespace.as_deref(),
+            &req.name,
+            labels(old),
+            annotations(old),
+            lookup,
+        )
+    };
+    if !matches!(
+        decide(&|ns, n| intents.cached(ns, n)),
+        FenceVerdict::Denied(_)
+    ) {
+        return response;
+    }
+    let Some((ns, n)) = fencing::fencing_intent(req.namespace.as_deref(), labels(old)) else {
+        return response;
+    };
+    match intents.live(ns, n).await {
+        Ok(live) => match decide(&|_, _| live.clone()) {
+            FenceVerdict::Denied(reason) => response.deny(reason),
+            _ => response,
+        },
+        Err(e) => response.deny(format!(
+            "cannot read Intent {ns}/{n} to check this delete ({e}); refused because fencing must not lapse"
+        )),
+    }
+}
+
 /// `POST /validate/intent`: step 2 of the fence.
 pub async fn validate_intent(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let intents = state.intents.clone();
     review(&state, "validate-intent", &body, async |req| {
         let response = AdmissionResponse::from(req);
+        if matches!(req.operation, Operation::Delete) {
+            return validate_delete(intents.as_ref(), req, response).await;
+        }
         if !is_write(&req.operation) {
             return response;
         }

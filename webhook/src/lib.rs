@@ -4,6 +4,8 @@
 
 pub mod admission;
 pub mod intents;
+pub mod leader;
+pub mod loops;
 pub mod metrics;
 pub mod server;
 pub mod tls;

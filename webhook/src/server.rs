@@ -127,7 +127,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let tls_config = tls::server_config(resolver)?;
     let client = hub_client(&args).await.context("connecting to the hub")?;
-    let intents = Intents::watch(client);
+    let intents = Intents::watch(client.clone());
+    let leading = crate::leader::elect(client.clone(), crate::leader::identity());
+    {
+        let client = client.clone();
+        crate::leader::while_leading(leading, "intent-epochs", move || {
+            crate::loops::intent_epochs(client.clone())
+        });
+    }
     let state = Arc::new(AppState {
         intents: Arc::new(intents.clone()),
         metrics: Metrics::default(),

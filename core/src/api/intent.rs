@@ -31,9 +31,15 @@ pub struct IntentSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IntentStatus {
-    /// Bumped every time the intent ID changes.
+    /// 1 when first registered, bumped every time the intent ID changes (set by the hub server).
     #[serde(default)]
     pub epoch: u64,
+    /// The intent ID this status describes; differs from `spec.intentId` until the hub server
+    /// has recorded a rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_intent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_holder: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_intent_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
