@@ -8,6 +8,7 @@
 pub mod api;
 pub mod crds;
 pub mod fencing;
+pub mod install;
 pub mod keys;
 pub mod lease;
 pub mod versions;

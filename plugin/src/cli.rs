@@ -53,6 +53,8 @@ pub enum Command {
     /// Run a local playground: a hub and member clusters as real API servers on this machine
     #[command(subcommand)]
     Local(LocalCommand),
+    /// Install the hub server into the hub cluster and register its webhooks (--dry-run prints the YAML)
+    Init(crate::init::InitArgs),
     /// Register, rotate and show intents (intent-ID fencing of managed objects)
     #[command(subcommand)]
     Intent(crate::intent::IntentCommand),
@@ -158,6 +160,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let format = cli.global.output;
     match cli.command {
         Command::Local(cmd) => run_local(cmd, &cli.global).await,
+        Command::Init(args) => {
+            let client = if args.dry_run {
+                None
+            } else {
+                Some(hub_client(&cli.global).await?)
+            };
+            crate::init::run(args, client, format).await
+        }
         Command::Intent(cmd) => {
             let client = hub_client(&cli.global).await?;
             let ns = namespace(&cli.global, &client);

@@ -1,8 +1,10 @@
 //! The `kubectl multicluster` plugin as a library: the command line (`cli`), the local playground
 //! (`local`, also used by the end-to-end tests) and output formatting (`output`).
 
+pub mod apply;
 pub mod cli;
 pub mod hub;
+pub mod init;
 pub mod intent;
 pub mod local;
 pub mod output;

@@ -73,12 +73,25 @@ pub struct ServingCerts {
 }
 
 pub fn generate_loopback_serving(service: &str) -> Result<ServingCerts, rcgen::Error> {
+    generate_serving(
+        service,
+        &["localhost".to_owned()],
+        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+    )
+}
+
+/// A fresh CA and a serving certificate it signed for `dns_names` and `ips`.
+pub fn generate_serving(
+    service: &str,
+    dns_names: &[String],
+    ips: &[IpAddr],
+) -> Result<ServingCerts, rcgen::Error> {
     let (ca_cert, issuer) = new_ca(service)?;
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
+    let mut params = CertificateParams::new(dns_names.to_vec())?;
     params
         .subject_alt_names
-        .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
     params.distinguished_name = name(service, None);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let cert = params.signed_by(&key, &issuer)?;

@@ -24,8 +24,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use futures::future::try_join_all;
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -37,8 +35,7 @@ use binaries::Binaries;
 const MARKER_FILE: &str = ".kubectl-multicluster-playground";
 const STATE_FILE: &str = "state.json";
 const STATE_FORMAT: u32 = 1;
-/// Field manager of everything `local up` applies.
-const FIELD_MANAGER: &str = "kubectl-multicluster";
+use crate::apply::FIELD_MANAGER;
 /// Generous: a cold disk on a loaded 2-core machine can take tens of seconds.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -628,41 +625,16 @@ pub async fn http_ok(host_port: &str, path: &str) -> bool {
 
 /// The hub's namespace and every `multicluster.dev` CRD, applied together and waited for once.
 async fn install_hub_objects(hub: &Client) -> anyhow::Result<()> {
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let namespaces: Api<Namespace> = Api::all(hub.clone());
-    let namespace = serde_json::json!({
+    let namespace = [serde_json::json!({
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": multicluster_core::SYSTEM_NAMESPACE}
-    });
-    let crds: Api<CustomResourceDefinition> = Api::all(hub.clone());
-    let all = multicluster_core::crds::all();
-    let applies = all.iter().map(|crd| {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        let crds = crds.clone();
-        let params = params.clone();
-        async move {
-            crds.patch(&name, &params, &Patch::Apply(crd))
-                .await
-                .with_context(|| format!("installing CRD {name}"))?;
-            let established = kube::runtime::wait::await_condition(
-                crds,
-                &name,
-                kube::runtime::wait::conditions::is_crd_established(),
-            );
-            tokio::time::timeout(Duration::from_secs(30), established)
-                .await
-                .map_err(|_| anyhow!("CRD {name} was not Established within 30s"))??;
-            anyhow::Ok(())
-        }
-    });
-    let namespace = Patch::Apply(&namespace);
+    })];
     let (ns, crds) = tokio::join!(
-        namespaces.patch(multicluster_core::SYSTEM_NAMESPACE, &params, &namespace),
-        try_join_all(applies)
+        crate::apply::apply_objects(hub, &namespace),
+        crate::apply::install_crds(hub)
     );
     ns.context("creating the multicluster-system namespace")?;
-    crds?;
-    Ok(())
+    crds
 }
 
 fn stop_processes(state: &PlaygroundState) -> Vec<u32> {

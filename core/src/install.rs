@@ -1,0 +1,247 @@
+//! What `kubectl multicluster init` installs into a hub, and what `manifests/` holds: the hub
+//! server's namespace, ServiceAccount, least-privilege RBAC, Deployment, Service and
+//! PodDisruptionBudget, and its webhook configurations. Objects are JSON values so that `init`,
+//! `init --dry-run` and the checked-in YAML are the same bytes.
+
+use serde_json::{Value, json};
+
+use crate::SYSTEM_NAMESPACE;
+use crate::lease::LEASE_NAME;
+use crate::webhooks::{self, Endpoint};
+
+/// Name of the ServiceAccount, Deployment, Service, PDB and RBAC objects.
+pub const NAME: &str = "multicluster-webhook";
+/// The Secret holding the serving certificate (`tls.crt`, `tls.key`, `ca.crt`).
+pub const TLS_SECRET: &str = "multicluster-webhook-tls";
+/// The image, tagged with this release's version (the packaging work publishes it).
+pub fn default_image() -> String {
+    format!(
+        "ghcr.io/multicluster-dev/multicluster-webhook:v{}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// The DNS name the API server uses for the Service: what the serving certificate must name.
+pub fn service_dns_name() -> String {
+    format!("{NAME}.{SYSTEM_NAMESPACE}.svc")
+}
+
+fn labels() -> Value {
+    json!({"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "kubectl-multicluster"})
+}
+
+/// Namespace, ServiceAccount, RBAC, Deployment, Service and PDB, in the order they are applied.
+pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE, "labels": labels()}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": NAME, "namespace": SYSTEM_NAMESPACE, "labels": labels()}}),
+        // Cluster-wide: what the admission decisions and background loops read and record.
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": NAME, "labels": labels()},
+        "rules": [
+            {"apiGroups": ["multicluster.dev"], "resources": ["intents"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["multicluster.dev"], "resources": ["intents/status"], "verbs": ["patch"]},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]}
+        ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": NAME, "labels": labels()},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
+               "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": SYSTEM_NAMESPACE}]}),
+        // Only its own namespace, and only its own Lease once it exists.
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": NAME, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
+        "rules": [
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "resourceNames": [LEASE_NAME], "verbs": ["get", "update"]}
+        ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": NAME, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
+               "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": SYSTEM_NAMESPACE}]}),
+        deployment(image, replicas),
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": NAME, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
+               "spec": {"selector": {"app.kubernetes.io/name": NAME},
+                        "ports": [{"name": "https", "port": 443, "targetPort": "https"}]}}),
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+               "metadata": {"name": NAME, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
+               "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": NAME}}}}),
+    ]
+}
+
+fn deployment(image: &str, replicas: u32) -> Value {
+    let selector = json!({"matchLabels": {"app.kubernetes.io/name": NAME}});
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": NAME, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
+        "spec": {
+            "replicas": replicas,
+            "selector": selector,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels()},
+                "spec": {
+                    "serviceAccountName": NAME,
+                    "priorityClassName": "system-cluster-critical",
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    // One replica per node, and across zones where there are zones.
+                    "topologySpreadConstraints": [
+                        {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                         "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": selector},
+                        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                         "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": selector}
+                    ],
+                    "containers": [{
+                        "name": "webhook",
+                        "image": image,
+                        "args": ["serve", "--listen=0.0.0.0:8443", "--health-listen=0.0.0.0:8080",
+                                 "--tls-cert-file=/tls/tls.crt", "--tls-key-file=/tls/tls.key"],
+                        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                                {"name": "RUST_LOG", "value": "info"}],
+                        "ports": [{"name": "https", "containerPort": 8443}, {"name": "http-health", "containerPort": 8080}],
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http-health"}, "periodSeconds": 5},
+                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http-health"},
+                                          "periodSeconds": 10, "failureThreshold": 3},
+                        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                                      "limits": {"cpu": "1", "memory": "256Mi"}},
+                        "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                            "capabilities": {"drop": ["ALL"]}},
+                        // A Secret volume, so a rotated certificate reaches the server without a restart.
+                        "volumeMounts": [{"name": "tls", "mountPath": "/tls", "readOnly": true}]
+                    }],
+                    "volumes": [{"name": "tls", "secret": {"secretName": TLS_SECRET}}]
+                }
+            }
+        }
+    })
+}
+
+/// The webhook configurations for the in-cluster Service, trusting `ca_bundle_pem`.
+pub fn webhook_objects(ca_bundle_pem: &str) -> Vec<Value> {
+    let endpoint = Endpoint::Service {
+        name: NAME.to_owned(),
+    };
+    let to_value = |v: Result<Value, serde_json::Error>| v.unwrap_or(Value::Null);
+    vec![
+        to_value(serde_json::to_value(webhooks::mutating(
+            &endpoint,
+            ca_bundle_pem,
+        ))),
+        to_value(serde_json::to_value(webhooks::validating(
+            &endpoint,
+            ca_bundle_pem,
+        ))),
+    ]
+}
+
+/// cert-manager variant: a self-signed Issuer and a Certificate writing the serving Secret, and the
+/// webhook configurations with `cert-manager.io/inject-ca-from` instead of a caBundle.
+pub fn cert_manager_objects() -> Vec<Value> {
+    let mut objects = vec![
+        json!({"apiVersion": "cert-manager.io/v1", "kind": "Issuer",
+               "metadata": {"name": NAME, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
+               "spec": {"selfSigned": {}}}),
+        json!({"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+               "metadata": {"name": NAME, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
+               "spec": {"secretName": TLS_SECRET,
+                        "dnsNames": [service_dns_name(), format!("{NAME}.{SYSTEM_NAMESPACE}.svc.cluster.local")],
+                        "issuerRef": {"kind": "Issuer", "name": NAME},
+                        "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"}}}),
+    ];
+    for mut webhook in webhook_objects("") {
+        webhook["metadata"]["annotations"] =
+            json!({"cert-manager.io/inject-ca-from": format!("{SYSTEM_NAMESPACE}/{NAME}")});
+        for hook in webhook["webhooks"].as_array_mut().into_iter().flatten() {
+            if let Some(config) = hook["clientConfig"].as_object_mut() {
+                config.remove("caBundle");
+            }
+        }
+        objects.push(webhook);
+    }
+    objects
+}
+
+/// Several objects as one multi-document YAML text.
+pub fn to_yaml(objects: &[Value]) -> Result<String, serde_saphyr::ser::Error> {
+    let mut out = String::new();
+    for object in objects {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(object)?);
+    }
+    Ok(out)
+}
+
+/// The comment at the top of every generated file under `manifests/`.
+pub fn header() -> String {
+    "# Generated from core/src/install.rs by `cargo xtask gen-crds`. Do not edit.\n\
+     # install.yaml: the hub server (apply it, then either `kubectl multicluster init` for self-signed\n\
+     # certificates, or webhooks-cert-manager.yaml where cert-manager runs).\n"
+        .to_owned()
+}
+
+/// The checked-in files under `manifests/` besides the CRDs.
+pub fn manifest_files() -> Vec<(&'static str, Vec<Value>)> {
+    vec![
+        ("install.yaml", hub_server_objects(&default_image(), 2)),
+        ("webhooks-cert-manager.yaml", cert_manager_objects()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn checked_in_manifests_match_the_code() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests");
+        for (file, objects) in manifest_files() {
+            let path = dir.join(file);
+            let checked_in = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask gen-crds`", path.display()));
+            assert!(
+                checked_in == header() + &to_yaml(&objects).unwrap(),
+                "{file} differs from what core/src/install.rs generates; run `cargo xtask gen-crds` and commit"
+            );
+        }
+    }
+
+    #[test]
+    fn the_hub_server_runs_as_non_root_with_a_read_only_root_filesystem() {
+        let objects = hub_server_objects("img", 2);
+        let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+        let pod = &deployment["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(
+            pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+            true
+        );
+        assert_eq!(deployment["spec"]["replicas"], 2);
+    }
+
+    #[test]
+    fn cert_manager_webhooks_take_their_ca_from_the_certificate() {
+        let objects = cert_manager_objects();
+        let webhooks: Vec<_> = objects
+            .iter()
+            .filter(|o| {
+                o["kind"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("WebhookConfiguration")
+            })
+            .collect();
+        assert_eq!(webhooks.len(), 2);
+        for w in webhooks {
+            assert_eq!(
+                w["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+                "multicluster-system/multicluster-webhook"
+            );
+            assert!(w["webhooks"][0]["clientConfig"].get("caBundle").is_none());
+            assert_eq!(w["webhooks"][0]["clientConfig"]["service"]["name"], NAME);
+        }
+    }
+}

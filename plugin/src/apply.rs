@@ -1,0 +1,88 @@
+//! Server-side apply of the objects the plugin installs (CRDs, the hub server), shared by
+//! `local up` and `init`.
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use futures::future::try_join_all;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DynamicObject, Patch, PatchParams, ValidationDirective};
+use kube::core::GroupVersionKind;
+use kube::discovery::{self, Scope};
+use kube::{Api, Client};
+
+/// Field manager of everything the plugin applies.
+pub const FIELD_MANAGER: &str = "kubectl-multicluster";
+
+/// Server-side apply, forced (the plugin owns these fields) and strict (an unknown field is an
+/// error, not silently dropped).
+fn params() -> PatchParams {
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    params.field_validation = Some(ValidationDirective::Strict);
+    params
+}
+
+/// Every `multicluster.dev` CRD, applied together and waited for until Established.
+pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let all = multicluster_core::crds::all();
+    let applies = all.iter().map(|crd| {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let crds = crds.clone();
+        async move {
+            crds.patch(&name, &params(), &Patch::Apply(crd))
+                .await
+                .with_context(|| format!("installing CRD {name}"))?;
+            let established = kube::runtime::wait::await_condition(
+                crds,
+                &name,
+                kube::runtime::wait::conditions::is_crd_established(),
+            );
+            tokio::time::timeout(Duration::from_secs(30), established)
+                .await
+                .map_err(|_| anyhow!("CRD {name} was not Established within 30s"))??;
+            anyhow::Ok(())
+        }
+    });
+    try_join_all(applies).await?;
+    Ok(())
+}
+
+/// Applies `objects` in order (so a namespace exists before what lives in it) and returns
+/// `kind/name` of each.
+pub async fn apply_objects(
+    client: &Client,
+    objects: &[serde_json::Value],
+) -> anyhow::Result<Vec<String>> {
+    let mut applied = Vec::new();
+    for value in objects {
+        let object: DynamicObject = serde_json::from_value(value.clone())?;
+        let types = object
+            .types
+            .clone()
+            .ok_or_else(|| anyhow!("an object has no apiVersion/kind"))?;
+        let name = object
+            .metadata
+            .name
+            .clone()
+            .ok_or_else(|| anyhow!("a {} has no name", types.kind))?;
+        let gvk = GroupVersionKind::try_from(&types)?;
+        let (resource, caps) = discovery::pinned_kind(client, &gvk)
+            .await
+            .with_context(|| {
+                format!(
+                    "the cluster does not serve {} {}",
+                    types.api_version, types.kind
+                )
+            })?;
+        let api: Api<DynamicObject> = match (caps.scope, &object.metadata.namespace) {
+            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+            _ => Api::all_with(client.clone(), &resource),
+        };
+        api.patch(&name, &params(), &Patch::Apply(&object))
+            .await
+            .with_context(|| format!("applying {} {name}", types.kind))?;
+        applied.push(format!("{}/{name}", types.kind));
+    }
+    Ok(applied)
+}
