@@ -42,6 +42,12 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
         "rules": [
             {"apiGroups": ["multicluster.dev"], "resources": ["intents"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["multicluster.dev"], "resources": ["intents/status"], "verbs": ["patch"]},
+            {"apiGroups": ["multicluster.dev"], "resources": ["vippools"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["multicluster.dev"], "resources": ["vippools/status"], "verbs": ["patch"]},
+            {"apiGroups": ["multicluster.dev"], "resources": ["vipclaims"],
+             "verbs": ["get", "list", "watch", "create", "delete"]},
+            // Whether a claim's Service still exists and holds its address.
+            {"apiGroups": [""], "resources": ["services"], "verbs": ["get"]},
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]}
         ]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",

@@ -19,3 +19,6 @@ pub const DISTRIBUTION: &str = "multicluster.dev/distribution";
 /// approves deleting the object. A DELETE carries no object, so it cannot carry an intent ID itself;
 /// it is admitted only while this annotation equals the Intent's current ID.
 pub const DELETE_APPROVED_INTENT_ID: &str = "multicluster.dev/delete-approved-intent-id";
+/// Label on a Service asking for a virtual IP from the named `VipPool`. A label, not an annotation,
+/// so the API server calls the webhook only for Services that ask.
+pub const VIP_POOL: &str = "multicluster.dev/vip-pool";

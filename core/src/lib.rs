@@ -5,6 +5,7 @@
 //! real components the playground runs, and (as later capabilities land) the pure decision
 //! functions. Nothing in here performs I/O: the programs carry data to these functions and back.
 
+pub mod addresses;
 pub mod api;
 pub mod crds;
 pub mod fencing;

@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 
 use crate::SYSTEM_NAMESPACE;
-use crate::keys::MANAGED_BY_INTENT;
+use crate::keys::{MANAGED_BY_INTENT, VIP_POOL};
 
 /// Name of both configurations.
 pub const CONFIGURATION_NAME: &str = "multicluster-webhook";
@@ -73,10 +73,10 @@ fn not_exempt() -> LabelSelector {
     }
 }
 
-fn managed_objects() -> LabelSelector {
+fn labelled(key: &str) -> LabelSelector {
     LabelSelector {
         match_expressions: Some(vec![LabelSelectorRequirement {
-            key: MANAGED_BY_INTENT.to_owned(),
+            key: key.to_owned(),
             operator: "Exists".to_owned(),
             values: None,
         }]),
@@ -112,20 +112,49 @@ fn meta() -> ObjectMeta {
 pub fn mutating(endpoint: &Endpoint, ca_bundle_pem: &str) -> MutatingWebhookConfiguration {
     MutatingWebhookConfiguration {
         metadata: meta(),
-        webhooks: Some(vec![MutatingWebhook {
-            name: "intent-carry.multicluster.dev".to_owned(),
-            client_config: client_config(endpoint, "/mutate/intent", ca_bundle_pem),
-            rules: Some(every_resource(&["CREATE", "UPDATE"])),
-            object_selector: Some(managed_objects()),
-            namespace_selector: Some(not_exempt()),
-            admission_review_versions: vec!["v1".to_owned()],
-            side_effects: "None".to_owned(),
-            failure_policy: Some("Fail".to_owned()),
-            reinvocation_policy: Some("Never".to_owned()),
-            timeout_seconds: Some(5),
-            match_policy: Some("Equivalent".to_owned()),
-            ..Default::default()
+        webhooks: Some(vec![
+            MutatingWebhook {
+                name: "intent-carry.multicluster.dev".to_owned(),
+                client_config: client_config(endpoint, "/mutate/intent", ca_bundle_pem),
+                rules: Some(every_resource(&["CREATE", "UPDATE"])),
+                object_selector: Some(labelled(MANAGED_BY_INTENT)),
+                namespace_selector: Some(not_exempt()),
+                admission_review_versions: vec!["v1".to_owned()],
+                side_effects: "None".to_owned(),
+                failure_policy: Some("Fail".to_owned()),
+                reinvocation_policy: Some("Never".to_owned()),
+                timeout_seconds: Some(5),
+                match_policy: Some("Equivalent".to_owned()),
+                ..Default::default()
+            },
+            vip_webhook(endpoint, ca_bundle_pem),
+        ]),
+    }
+}
+
+/// Services labelled `multicluster.dev/vip-pool` get a VIP. It creates a `VipClaim`, but never on a
+/// dry run (`NoneOnDryRun`). `Fail`: a Service that asked for a VIP and silently got none would be
+/// wrong in a way nobody notices; one that fails to create says so.
+fn vip_webhook(endpoint: &Endpoint, ca_bundle_pem: &str) -> MutatingWebhook {
+    MutatingWebhook {
+        name: "vip.multicluster.dev".to_owned(),
+        client_config: client_config(endpoint, "/mutate/vip", ca_bundle_pem),
+        rules: Some(vec![RuleWithOperations {
+            api_groups: Some(vec![String::new()]),
+            api_versions: Some(vec!["v1".to_owned()]),
+            resources: Some(vec!["services".to_owned()]),
+            operations: Some(vec!["CREATE".to_owned(), "UPDATE".to_owned()]),
+            scope: Some("Namespaced".to_owned()),
         }]),
+        object_selector: Some(labelled(VIP_POOL)),
+        namespace_selector: Some(not_exempt()),
+        admission_review_versions: vec!["v1".to_owned()],
+        side_effects: "NoneOnDryRun".to_owned(),
+        failure_policy: Some("Fail".to_owned()),
+        reinvocation_policy: Some("Never".to_owned()),
+        timeout_seconds: Some(10),
+        match_policy: Some("Equivalent".to_owned()),
+        ..Default::default()
     }
 }
 
@@ -136,7 +165,7 @@ pub fn validating(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWebhook
             name: "intent-fence.multicluster.dev".to_owned(),
             client_config: client_config(endpoint, "/validate/intent", ca_bundle_pem),
             rules: Some(every_resource(&["CREATE", "UPDATE", "DELETE"])),
-            object_selector: Some(managed_objects()),
+            object_selector: Some(labelled(MANAGED_BY_INTENT)),
             namespace_selector: Some(not_exempt()),
             admission_review_versions: vec!["v1".to_owned()],
             side_effects: "None".to_owned(),

@@ -60,6 +60,9 @@ pub enum Command {
     Intent(crate::intent::IntentCommand),
     /// Apply manifests carrying an Intent's ID; with --interval, keep applying until fenced off (exit 3)
     Apply(crate::intent::ApplyArgs),
+    /// List and show the virtual IPs handed out to Services
+    #[command(subcommand)]
+    Vip(crate::vip::VipCommand),
     /// Print the plugin's version and the Kubernetes version its playground runs
     Version,
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
@@ -178,6 +181,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let ns = namespace(&cli.global, &client);
             crate::intent::apply(args, client, &ns).await
         }
+        Command::Vip(cmd) => crate::vip::run(cmd, hub_client(&cli.global).await?, format).await,
         Command::Version => output::print(format, &VersionInfo::current()),
         Command::Completion { shell } => {
             clap_complete::generate(

@@ -8,3 +8,4 @@ pub mod init;
 pub mod intent;
 pub mod local;
 pub mod output;
+pub mod vip;

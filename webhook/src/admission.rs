@@ -48,6 +48,8 @@ impl IntentLookup for crate::intents::Intents {
 #[derive(Debug)]
 pub struct AppState {
     pub intents: Arc<dyn IntentLookup>,
+    /// `None` where no hub is connected (in-process tests of the fence).
+    pub vips: Option<crate::vips::Vips>,
     pub metrics: Metrics,
 }
 
@@ -193,6 +195,80 @@ async fn validate_delete(
             "cannot read Intent {ns}/{n} to check this delete ({e}); refused because fencing must not lapse"
         )),
     }
+}
+
+/// JSON Patch operations that set `annotations` on an object whose annotations are `current`.
+fn annotation_patch(
+    current: Option<&BTreeMap<String, String>>,
+    annotations: BTreeMap<String, String>,
+) -> Vec<serde_json::Value> {
+    match current {
+        None => vec![
+            serde_json::json!({"op": "add", "path": "/metadata/annotations", "value": annotations}),
+        ],
+        Some(_) => annotations
+            .into_iter()
+            .map(|(k, v)| {
+                let path = format!(
+                    "/metadata/annotations/{}",
+                    k.replace('~', "~0").replace('/', "~1")
+                );
+                serde_json::json!({"op": "add", "path": path, "value": v})
+            })
+            .collect(),
+    }
+}
+
+/// `POST /mutate/vip`: a Service labelled `multicluster.dev/vip-pool: POOL` gets an address from the
+/// pool and its domain name, as annotations (see `multicluster_core::addresses`).
+pub async fn mutate_vip(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let vips = state.vips.clone();
+    review(&state, "mutate-vip", &body, async |req| {
+        let response = AdmissionResponse::from(req);
+        let (Some(service), true) = (req.object.as_ref(), is_write(&req.operation)) else {
+            return response;
+        };
+        let Some(pool) =
+            labels(Some(service)).and_then(|l| l.get(multicluster_core::keys::VIP_POOL))
+        else {
+            return response;
+        };
+        let Some(vips) = vips.as_ref() else {
+            return response
+                .deny("this hub server is not connected to a hub; it cannot hand out VIPs");
+        };
+        let namespace = req.namespace.clone().unwrap_or_default();
+        match vips
+            .assign(
+                pool,
+                &namespace,
+                service,
+                req.old_object.as_ref(),
+                req.dry_run,
+            )
+            .await
+        {
+            Ok(vip_annotations) => {
+                let ops = annotation_patch(annotations(Some(service)), vip_annotations);
+                match serde_json::from_value::<json_patch::Patch>(serde_json::Value::Array(ops))
+                    .map_err(|e| e.to_string())
+                    .and_then(|patch| {
+                        response
+                            .clone()
+                            .with_patch(patch)
+                            .map_err(|e| e.to_string())
+                    }) {
+                    Ok(patched) => patched,
+                    Err(e) => response.deny(format!("internal error building the VIP patch: {e}")),
+                }
+            }
+            Err(reason) => {
+                tracing::info!(%reason, "no VIP");
+                response.deny(reason)
+            }
+        }
+    })
+    .await
 }
 
 /// `POST /validate/intent`: step 2 of the fence.

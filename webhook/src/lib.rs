@@ -9,6 +9,7 @@ pub mod loops;
 pub mod metrics;
 pub mod server;
 pub mod tls;
+pub mod vips;
 
 use clap::{Parser, Subcommand};
 

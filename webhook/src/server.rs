@@ -44,12 +44,19 @@ pub struct ServeArgs {
     /// Context in --kubeconfig
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
+    /// How often the Lease holder releases VIP claims whose Service is gone
+    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+    pub vip_gc_interval_seconds: u64,
+    /// A claim younger than this is never released (its Service may still be being created)
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub vip_claim_grace_seconds: u64,
 }
 
 pub fn admission_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/mutate/intent", post(admission::mutate_intent))
         .route("/validate/intent", post(admission::validate_intent))
+        .route("/mutate/vip", post(admission::mutate_vip))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -128,22 +135,32 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tls_config = tls::server_config(resolver)?;
     let client = hub_client(&args).await.context("connecting to the hub")?;
     let intents = Intents::watch(client.clone());
+    let vips = crate::vips::Vips::watch(client.clone());
     let leading = crate::leader::elect(client.clone(), crate::leader::identity());
     {
         let client = client.clone();
-        crate::leader::while_leading(leading, "intent-epochs", move || {
+        crate::leader::while_leading(leading.clone(), "intent-epochs", move || {
             crate::loops::intent_epochs(client.clone())
+        });
+    }
+    {
+        let client = client.clone();
+        let interval = std::time::Duration::from_secs(args.vip_gc_interval_seconds.max(1));
+        let grace = std::time::Duration::from_secs(args.vip_claim_grace_seconds);
+        crate::leader::while_leading(leading, "vip-claims", move || {
+            crate::loops::vip_claims(client.clone(), interval, grace)
         });
     }
     let state = Arc::new(AppState {
         intents: Arc::new(intents.clone()),
+        vips: Some(vips.clone()),
         metrics: Metrics::default(),
     });
     let ready = Arc::new(AtomicBool::new(false));
     {
         let ready = ready.clone();
         tokio::spawn(async move {
-            if intents.ready().await {
+            if intents.ready().await && vips.ready().await {
                 ready.store(true, Ordering::Release);
                 tracing::info!("Intents listed: ready");
             }

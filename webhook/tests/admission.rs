@@ -47,6 +47,7 @@ async fn post(
 ) -> (StatusCode, serde_json::Value) {
     let state = Arc::new(AppState {
         intents: Arc::new(FixedIntent(current_id)),
+        vips: None,
         metrics: Metrics::default(),
     });
     let response = admission_router(state)

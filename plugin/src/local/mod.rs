@@ -554,6 +554,9 @@ async fn start_hub_server(
         format!("--tls-key-file={}", key.display()),
         format!("--kubeconfig={}", state.kubeconfig.display()),
         "--context=hub".into(),
+        // The playground releases VIPs of deleted Services within seconds, not the default minute.
+        "--vip-gc-interval-seconds=2".into(),
+        "--vip-claim-grace-seconds=5".into(),
     ];
     let log = dir.join("multicluster-webhook.log");
     let mut child =

@@ -1,0 +1,296 @@
+//! VIPs for Services end to end: the real hub API server calls the hub server's mutating webhook
+//! on every create of a Service labelled `multicluster.dev/vip-pool`. This binary has its own
+//! playground, because one test re-points the webhook configuration at a second hub server process.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use multicluster_core::api::{VipClaim, VipPool};
+use multicluster_tests::{fresh_namespace, playground, run_ok, unique_name};
+
+async fn pool(client: &Client, ranges: &[&str], metallb: bool) -> String {
+    let name = unique_name("pool");
+    let pool: VipPool = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"ranges": ranges, "domainSuffix": "mc.example.com",
+                 "ecosystemAnnotations": {"metallb": metallb}}
+    }))
+    .unwrap();
+    Api::<VipPool>::all(client.clone())
+        .create(&PostParams::default(), &pool)
+        .await
+        .unwrap();
+    name
+}
+
+fn service(name: &str, pool: &str) -> Service {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"multicluster.dev/vip-pool": pool}},
+        "spec": {"ports": [{"port": 80}]}
+    }))
+    .unwrap()
+}
+
+fn vip(svc: &Service) -> String {
+    svc.annotations()
+        .get("multicluster.dev/vip")
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn claims_of(client: &Client, pool: &str) -> Vec<VipClaim> {
+    Api::<VipClaim>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|c| c.spec.pool == pool)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_service_gets_a_vip_and_hostname_keeps_it_on_update_and_loses_it_when_deleted() {
+    let client = playground().client("hub").await.unwrap();
+    let ns = fresh_namespace(&client, "vip").await.unwrap();
+    let pool = pool(&client, &["10.231.0.0/24"], true).await;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+
+    let created = services
+        .create(&PostParams::default(), &service("web", &pool))
+        .await
+        .unwrap();
+    let address = vip(&created);
+    assert!(
+        address.starts_with("10.231.0."),
+        "{:?}",
+        created.annotations()
+    );
+    assert_eq!(
+        created.annotations()["multicluster.dev/hostname"],
+        format!("web.{ns}.mc.example.com")
+    );
+    assert_eq!(
+        created.annotations()["metallb.universe.tf/loadBalancerIPs"],
+        address
+    );
+    let claims = claims_of(&client, &pool).await;
+    assert_eq!(claims.len(), 1);
+    assert_eq!(
+        claims[0].name_any(),
+        address,
+        "the claim is named after its address"
+    );
+    assert_eq!(claims[0].spec.owner.name, "web");
+
+    // An update (here a label) keeps the address.
+    let patch = serde_json::json!({"metadata": {"labels": {"tier": "front"}}});
+    let updated = services
+        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    assert_eq!(vip(&updated), address);
+
+    // Deleted: the Lease holder releases the claim (the playground checks every 2 s, 5 s grace).
+    services.delete("web", &Default::default()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !claims_of(&client, &pool).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the claim of a deleted Service was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_pool_is_refused_clearly_and_dry_run_claims_nothing() {
+    let client = playground().client("hub").await.unwrap();
+    let ns = fresh_namespace(&client, "vipfull").await.unwrap();
+    let pool = pool(&client, &["10.232.0.1-10.232.0.2"], false).await;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+
+    // A server-side dry run shows the VIP it would get and claims nothing.
+    let dry = services
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &service("dry", &pool),
+        )
+        .await
+        .unwrap();
+    assert!(vip(&dry).starts_with("10.232.0."));
+    assert!(
+        claims_of(&client, &pool).await.is_empty(),
+        "a dry run must not claim an address"
+    );
+
+    for name in ["a", "b"] {
+        services
+            .create(&PostParams::default(), &service(name, &pool))
+            .await
+            .unwrap();
+    }
+    let err = services
+        .create(&PostParams::default(), &service("c", &pool))
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("VipPool {pool} is full")) && message.contains("all 2 addresses"),
+        "{message}"
+    );
+    assert!(services.get_opt("c").await.unwrap().is_none());
+
+    // A Service naming a pool that does not exist is refused, naming it.
+    let err = services
+        .create(&PostParams::default(), &service("d", "no-such-pool"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("\"no-such-pool\", which does not exist"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn two_hundred_services_created_at_once_through_two_hub_server_processes_get_distinct_vips() {
+    let pg = playground();
+    let client = pg.client("hub").await.unwrap();
+    let hub_server = pg.state.hub_server.as_ref().unwrap();
+    let pool = pool(&client, &["10.233.0.0/24"], false).await;
+
+    // A second hub server process, with the playground's serving certificate, on its own ports.
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let tls = pg.dir().join("hub-server");
+    let mut second = Command::new(multicluster_tests::target_dir().join("multicluster-webhook"))
+        .args([
+            "serve",
+            &format!("--listen=127.0.0.1:{}", ports[0]),
+            &format!("--health-listen=127.0.0.1:{}", ports[1]),
+        ])
+        .arg(format!("--tls-cert-file={}", tls.join("tls.crt").display()))
+        .arg(format!("--tls-key-file={}", tls.join("tls.key").display()))
+        .arg(format!("--kubeconfig={}", pg.state.kubeconfig.display()))
+        .arg("--context=hub")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let health = format!("127.0.0.1:{}", ports[1]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kubectl_multicluster::local::http_ok(&health, "/readyz").await {
+        assert!(
+            Instant::now() < deadline,
+            "the second hub server did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Namespaces labelled `replica: second` go to the second process, all others to the first.
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let mut first = configs.get("multicluster-webhook").await.unwrap();
+    let mut other = first.clone();
+    let exclude = serde_json::json!({"key": "e2e.multicluster.dev/replica", "operator": "NotIn", "values": ["second"]});
+    let include = serde_json::json!({"key": "e2e.multicluster.dev/replica", "operator": "In", "values": ["second"]});
+    for hook in first.webhooks.iter_mut().flatten() {
+        let selector = hook.namespace_selector.get_or_insert_with(Default::default);
+        selector
+            .match_expressions
+            .get_or_insert_with(Vec::new)
+            .push(serde_json::from_value(exclude.clone()).unwrap());
+    }
+    configs
+        .replace("multicluster-webhook", &PostParams::default(), &first)
+        .await
+        .unwrap();
+    other.metadata = kube::api::ObjectMeta {
+        name: Some("multicluster-webhook-second".into()),
+        ..Default::default()
+    };
+    for hook in other.webhooks.iter_mut().flatten() {
+        let url = hook
+            .client_config
+            .url
+            .clone()
+            .unwrap()
+            .replace(&hub_server.url, &format!("https://127.0.0.1:{}", ports[0]));
+        hook.client_config.url = Some(url);
+        hook.namespace_selector = Some(
+            serde_json::from_value(serde_json::json!({"matchExpressions": [include]})).unwrap(),
+        );
+    }
+    configs
+        .create(&PostParams::default(), &other)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await; // a new webhook configuration takes about a second
+
+    let ns_first = fresh_namespace(&client, "vip-first").await.unwrap();
+    let ns_second = unique_name("vip-second");
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": ns_second, "labels": {"e2e.multicluster.dev/replica": "second"}}
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+
+    let creates = (0..200).map(|i| {
+        let ns = if i % 2 == 0 {
+            ns_first.clone()
+        } else {
+            ns_second.clone()
+        };
+        let api: Api<Service> = Api::namespaced(client.clone(), &ns);
+        let svc = service(&format!("svc-{i}"), &pool);
+        async move { api.create(&PostParams::default(), &svc).await }
+    });
+    let results: Vec<_> = futures::stream::iter(creates)
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let services: Vec<Service> = results.into_iter().map(|r| r.unwrap()).collect();
+    let vips: HashSet<String> = services.iter().map(vip).collect();
+    assert!(!vips.contains(""), "every Service got a VIP");
+    assert_eq!(vips.len(), 200, "200 Services, 200 distinct VIPs");
+    assert_eq!(claims_of(&client, &pool).await.len(), 200);
+
+    // The second process really answered half of them.
+    let metrics = run_ok(Command::new("curl").args(["-sS", &format!("http://{health}/metrics")]));
+    let patched = metrics
+        .lines()
+        .find(|l| {
+            l.contains("admission_requests_total")
+                && l.contains("mutate-vip")
+                && l.contains("patched")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert_eq!(patched, 100, "{metrics}");
+
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
