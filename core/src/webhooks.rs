@@ -11,18 +11,21 @@
 //!   running it twice would read the moved ID as one inherited from the stored object.
 //! - `sideEffects: None`: nothing is written while admitting, so dry-run requests are safe.
 //! - `timeoutSeconds: 5`: the fence answers from memory; a slow answer means trouble, not work.
+//! - `matchConditions` (CEL, evaluated by the API server) skip requests with nothing to do: the
+//!   mutating fence step only runs when an intent ID is carried or recorded, the VIP webhook not on
+//!   an update that keeps the Service's address and pool.
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ValidatingWebhook,
-    ValidatingWebhookConfiguration, WebhookClientConfig,
+    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations,
+    ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
 };
 
 use crate::SYSTEM_NAMESPACE;
-use crate::keys::{MANAGED_BY_INTENT, VIP_POOL};
+use crate::keys::{INTENT_ID, MANAGED_BY_INTENT, VIP, VIP_POOL, WRITTEN_WITH_INTENT_ID};
 
 /// Name of both configurations.
 pub const CONFIGURATION_NAME: &str = "multicluster-webhook";
@@ -125,7 +128,15 @@ pub fn mutating(endpoint: &Endpoint, ca_bundle_pem: &str) -> MutatingWebhookConf
                 reinvocation_policy: Some("Never".to_owned()),
                 timeout_seconds: Some(5),
                 match_policy: Some("Equivalent".to_owned()),
-                ..Default::default()
+                // Work exists only when the request carries an intent ID, or the stored object
+                // records one that must now be cleared.
+                match_conditions: Some(vec![MatchCondition {
+                    name: "carries-or-records-an-intent-id".to_owned(),
+                    expression: format!(
+                        "has(object.metadata.annotations) && ('{INTENT_ID}' in object.metadata.annotations || \
+                         '{WRITTEN_WITH_INTENT_ID}' in object.metadata.annotations)"
+                    ),
+                }]),
             },
             vip_webhook(endpoint, ca_bundle_pem),
         ]),
@@ -154,7 +165,17 @@ fn vip_webhook(endpoint: &Endpoint, ca_bundle_pem: &str) -> MutatingWebhook {
         reinvocation_policy: Some("Never".to_owned()),
         timeout_seconds: Some(10),
         match_policy: Some("Equivalent".to_owned()),
-        ..Default::default()
+        // An update that keeps the Service's VIP and pool has nothing to do.
+        match_conditions: Some(vec![MatchCondition {
+            name: "new-or-changed-vip".to_owned(),
+            expression: format!(
+                "request.operation == 'CREATE' || !has(object.metadata.annotations) || \
+                 !('{VIP}' in object.metadata.annotations) || !has(oldObject.metadata.annotations) || \
+                 !('{VIP}' in oldObject.metadata.annotations) || \
+                 object.metadata.annotations['{VIP}'] != oldObject.metadata.annotations['{VIP}'] || \
+                 object.metadata.labels['{VIP_POOL}'] != oldObject.metadata.labels['{VIP_POOL}']"
+            ),
+        }]),
     }
 }
 

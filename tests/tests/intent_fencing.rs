@@ -434,3 +434,40 @@ async fn a_delete_needs_an_approval_written_with_the_current_id() {
     let out = delete();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn custom_resources_are_fenced_like_any_other_object() {
+    let hub = playground().client("hub").await.unwrap();
+    let ns = fresh_namespace(&hub, "fence-cr").await.unwrap();
+    assert!(apply(&intent(&ns, "c1", "erin"), &[]).status.success());
+    // A Distribution (a multicluster.dev custom resource) managed by the Intent.
+    let distribution = |annotations: &str| {
+        format!(
+            "apiVersion: multicluster.dev/v1alpha1\nkind: Distribution\nmetadata:\n  name: config\n  namespace: {ns}\n  \
+             labels: {{multicluster.dev/managed-by-intent: orders}}\n  annotations: {{{annotations}}}\n\
+             spec:\n  sources: [{{object: {{apiVersion: v1, kind: ConfigMap, name: app}}}}]\n  targets: {{members: [member-1]}}\n"
+        )
+    };
+    for (annotations, admitted) in [
+        ("", false),
+        ("multicluster.dev/intent-id: stale", false),
+        ("multicluster.dev/intent-id: c1", true),
+    ] {
+        let out = apply(&distribution(annotations), &[]);
+        assert_eq!(
+            out.status.success(),
+            admitted,
+            "{annotations:?}: {}",
+            stderr(&out)
+        );
+        if !admitted {
+            assert!(
+                stderr(&out).contains(&format!(
+                    "Distribution {ns}/config is managed by Intent {ns}/orders"
+                )),
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
+}

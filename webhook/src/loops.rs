@@ -33,7 +33,12 @@ pub async fn intent_epochs(client: Client) {
             continue;
         };
         let api: Api<Intent> = Api::namespaced(client.clone(), &namespace);
-        let patch = serde_json::json!({ "status": status });
+        // The resourceVersion makes this a compare-and-swap: if the Intent changed since this event,
+        // the write is refused and the next event decides again.
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": intent.metadata.resource_version},
+            "status": status
+        });
         match api
             .patch_status(
                 &intent.name_any(),
@@ -48,6 +53,9 @@ pub async fn intent_epochs(client: Client) {
                 holder = %intent.spec.holder,
                 "intent epoch recorded"
             ),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                tracing::debug!("Intent changed while recording its epoch; the next event decides")
+            }
             Err(e) => tracing::warn!(error = %e, "recording an Intent's epoch"),
         }
     }
