@@ -46,6 +46,9 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
             {"apiGroups": ["multicluster.dev"], "resources": ["vippools/status"], "verbs": ["patch"]},
             {"apiGroups": ["multicluster.dev"], "resources": ["vipclaims"],
              "verbs": ["get", "list", "watch", "create", "delete"]},
+            {"apiGroups": ["multicluster.dev"], "resources": ["memberclusters"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["multicluster.dev"], "resources": ["memberclusters/status"], "verbs": ["patch"]},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
             // Whether a claim's Service still exists and holds its address.
             {"apiGroups": [""], "resources": ["services"], "verbs": ["get"]},
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]}
@@ -59,6 +62,8 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
         "metadata": {"name": NAME, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
         "rules": [
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            // The members' credentials: read to probe, written when the hub renews a token.
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "patch"]},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
              "resourceNames": [LEASE_NAME], "verbs": ["get", "update"]}
         ]}),

@@ -9,9 +9,11 @@ pub mod addresses;
 pub mod api;
 pub mod crds;
 pub mod fencing;
+pub mod health;
 pub mod install;
 pub mod keys;
 pub mod lease;
+pub mod member;
 pub mod versions;
 pub mod webhooks;
 

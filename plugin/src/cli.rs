@@ -53,6 +53,15 @@ pub enum Command {
     /// Run a local playground: a hub and member clusters as real API servers on this machine
     #[command(subcommand)]
     Local(LocalCommand),
+    /// Register a member cluster on the hub (creates the hub's own account on the member)
+    Join(crate::members::JoinArgs),
+    /// Remove a member from the hub (and the hub's account from the member)
+    Unjoin(crate::members::UnjoinArgs),
+    /// Every member with its health, ready/total nodes, version, role, weight and priority
+    #[command(visible_alias = "ls")]
+    List,
+    /// One member in detail: conditions, why it is unhealthy, recent Events
+    Status { name: String },
     /// Install the hub server into the hub cluster and register its webhooks (--dry-run prints the YAML)
     Init(crate::init::InitArgs),
     /// Register, rotate and show intents (intent-ID fencing of managed objects)
@@ -163,6 +172,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let format = cli.global.output;
     match cli.command {
         Command::Local(cmd) => run_local(cmd, &cli.global).await,
+        Command::Join(args) => {
+            let hub = hub_client(&cli.global).await?;
+            crate::members::join(args, hub, cli.global.kubeconfig.as_ref(), format).await
+        }
+        Command::Unjoin(args) => {
+            let hub = hub_client(&cli.global).await?;
+            crate::members::unjoin(args, hub, cli.global.kubeconfig.as_ref()).await
+        }
+        Command::List => crate::members::list(hub_client(&cli.global).await?, format).await,
+        Command::Status { name } => {
+            crate::members::status(hub_client(&cli.global).await?, &name, format).await
+        }
         Command::Init(args) => {
             let client = if args.dry_run {
                 None

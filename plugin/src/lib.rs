@@ -7,5 +7,6 @@ pub mod hub;
 pub mod init;
 pub mod intent;
 pub mod local;
+pub mod members;
 pub mod output;
 pub mod vip;

@@ -141,3 +141,318 @@ pub async fn vip_claims(client: Client, interval: std::time::Duration, grace: st
         tokio::time::sleep(interval).await;
     }
 }
+
+/// Probes every member on its own interval (all due members at once, each with its timeout),
+/// records health in its status, and publishes an Event at every transition. Transitions need the
+/// member's thresholds of consecutive results (`multicluster_core::health::next`).
+pub async fn member_health(client: Client, identity: String) {
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    use kube::runtime::events::{Recorder, Reporter};
+    use multicluster_core::api::MemberCluster;
+    use multicluster_core::health::Streak;
+
+    let members: Api<MemberCluster> = Api::all(client.clone());
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "multicluster-hub".into(),
+            instance: Some(identity),
+        },
+    );
+    let mut streaks: HashMap<String, Streak> = HashMap::new();
+    let mut due: HashMap<String, Instant> = HashMap::new();
+    loop {
+        let list = match members.list(&Default::default()).await {
+            Ok(list) => list.items,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing members");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let now = Instant::now();
+        let to_probe: Vec<MemberCluster> = list
+            .into_iter()
+            .filter(|m| due.get(&m.name_any()).is_none_or(|t| *t <= now))
+            .collect();
+        for m in &to_probe {
+            due.insert(
+                m.name_any(),
+                now + Duration::from_secs(u64::from(m.spec.health.interval_seconds.max(1))),
+            );
+        }
+        let probes = to_probe.iter().map(|m| probe_member(&client, m));
+        let results = futures::future::join_all(probes).await;
+        for (member, (probe, latency)) in to_probe.iter().zip(results) {
+            let name = member.name_any();
+            let streak = *streaks.entry(name.clone()).or_insert_with(|| Streak {
+                healthy: member
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Healthy"))
+                    .filter(|c| c.status != "Unknown")
+                    .map(|c| c.status == "True"),
+                disagreeing: 0,
+            });
+            let (healthy_now, why) = multicluster_core::health::judge(&member.spec.health, &probe);
+            let (streak, changed) =
+                multicluster_core::health::next(&member.spec.health, streak, healthy_now);
+            streaks.insert(name.clone(), streak);
+            let status = health_status(member, &probe, healthy_now, streak, &why, latency);
+            let patch = serde_json::json!({ "status": status });
+            if let Err(e) = members
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::warn!(member = %name, error = %e, "recording member health");
+            }
+            if changed {
+                let healthy = streak.healthy == Some(true);
+                tracing::info!(member = %name, healthy, %why, "member health changed");
+                let event = kube::runtime::events::Event {
+                    type_: if healthy {
+                        kube::runtime::events::EventType::Normal
+                    } else {
+                        kube::runtime::events::EventType::Warning
+                    },
+                    reason: if healthy {
+                        "Healthy".into()
+                    } else {
+                        "Unhealthy".into()
+                    },
+                    note: Some(why.clone()),
+                    action: "Probe".into(),
+                    secondary: None,
+                };
+                if let Err(e) = recorder
+                    .publish(&event, &kube::Resource::object_ref(member, &()))
+                    .await
+                {
+                    tracing::warn!(member = %name, error = %e, "publishing a health Event");
+                }
+            }
+            if let Err(e) = renew_token_if_due(&client, member).await {
+                tracing::warn!(member = %name, error = %e, "renewing the hub's token");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// One probe: the member's version and nodes, within the member's timeout.
+async fn probe_member(
+    client: &Client,
+    member: &multicluster_core::api::MemberCluster,
+) -> (multicluster_core::health::ProbeResult, std::time::Duration) {
+    use k8s_openapi::api::core::v1::Node;
+    use multicluster_core::health::ProbeResult;
+    let started = std::time::Instant::now();
+    let timeout =
+        std::time::Duration::from_secs(u64::from(member.spec.health.timeout_seconds.max(1)));
+    let attempt = async {
+        let member_client = member_client(client, member, timeout).await?;
+        let version = member_client.apiserver_version().await?.git_version;
+        let nodes = Api::<Node>::all(member_client)
+            .list(&Default::default())
+            .await?;
+        let ready = nodes
+            .items
+            .iter()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        anyhow::Ok(ProbeResult::Answered {
+            version,
+            ready_nodes: u32::try_from(ready).unwrap_or(u32::MAX),
+            total_nodes: u32::try_from(nodes.items.len()).unwrap_or(u32::MAX),
+        })
+    };
+    let result = match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(probe)) => probe,
+        Ok(Err(e)) => ProbeResult::Unreachable {
+            reason: format!("{e:#}"),
+        },
+        Err(_) => ProbeResult::Unreachable {
+            reason: format!("no answer within {}s", timeout.as_secs()),
+        },
+    };
+    (result, started.elapsed())
+}
+
+/// A client for a member from the hub's credentials Secret.
+async fn member_client(
+    client: &Client,
+    member: &multicluster_core::api::MemberCluster,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Client> {
+    use k8s_openapi::api::core::v1::Secret;
+    use multicluster_core::member::secret_keys;
+    let secret = Api::<Secret>::namespaced(client.clone(), multicluster_core::SYSTEM_NAMESPACE)
+        .get(&member.spec.credentials_secret.name)
+        .await?;
+    let data = secret.data.unwrap_or_default();
+    let field = |k: &str| {
+        data.get(k)
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            .ok_or_else(|| {
+                anyhow::anyhow!("Secret {} has no {k}", member.spec.credentials_secret.name)
+            })
+    };
+    let config = multicluster_core::member::client_config(
+        &member.spec.endpoint,
+        &field(secret_keys::CA)?,
+        &field(secret_keys::TOKEN)?,
+        timeout,
+    )?;
+    Ok(Client::try_from(config)?)
+}
+
+/// The status a probe leads to: conditions with reasons a person understands, nodes, version,
+/// latency, time.
+fn health_status(
+    member: &multicluster_core::api::MemberCluster,
+    probe: &multicluster_core::health::ProbeResult,
+    healthy_now: bool,
+    streak: multicluster_core::health::Streak,
+    why: &str,
+    latency: std::time::Duration,
+) -> serde_json::Value {
+    use multicluster_core::health::ProbeResult;
+    let now = Timestamp::now();
+    let previous = member.status.clone().unwrap_or_default();
+    let condition = |type_: &str, status: &str, reason: &str, message: String| {
+        // Keep the transition time while the status stays the same.
+        let since = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map_or(now, |c| c.last_transition_time.0);
+        serde_json::json!({"type": type_, "status": status, "reason": reason, "message": message,
+                           "lastTransitionTime": Time(since), "observedGeneration": member.metadata.generation})
+    };
+    let believed = streak.healthy.unwrap_or(healthy_now);
+    let pending = if believed != healthy_now {
+        let needed = if believed {
+            member.spec.health.failure_threshold
+        } else {
+            member.spec.health.success_threshold
+        };
+        format!(
+            " (latest probe disagrees: {why}; {} of {needed} probes needed to change)",
+            streak.disagreeing
+        )
+    } else {
+        String::new()
+    };
+    let (reachable, healthy_reason) = match probe {
+        ProbeResult::Answered { .. } => (
+            condition(
+                "Reachable",
+                "True",
+                "APIAnswered",
+                "the API server answered".into(),
+            ),
+            if believed {
+                "EnoughReadyNodes"
+            } else {
+                "TooFewReadyNodes"
+            },
+        ),
+        ProbeResult::Unreachable { reason } => (
+            condition(
+                "Reachable",
+                "False",
+                "Unreachable",
+                format!("the API server did not answer: {reason}"),
+            ),
+            if believed {
+                "EnoughReadyNodes"
+            } else {
+                "Unreachable"
+            },
+        ),
+    };
+    let message = if believed == healthy_now {
+        why.to_owned()
+    } else {
+        format!("still as before{pending}")
+    };
+    let healthy = condition(
+        "Healthy",
+        if believed { "True" } else { "False" },
+        healthy_reason,
+        message,
+    );
+    let mut status = serde_json::json!({
+        "conditions": [reachable, healthy],
+        "probeLatencyMillis": u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+        "lastProbeTime": Time(now),
+    });
+    if let ProbeResult::Answered {
+        version,
+        ready_nodes,
+        total_nodes,
+    } = probe
+    {
+        status["version"] = serde_json::json!(version);
+        status["readyNodes"] = serde_json::json!(ready_nodes);
+        status["totalNodes"] = serde_json::json!(total_nodes);
+    }
+    status
+}
+
+/// Renews the hub's token on a member at half its lifetime, with the token itself (its account
+/// may request tokens for itself, nothing else), and stores the new one.
+async fn renew_token_if_due(
+    client: &Client,
+    member: &multicluster_core::api::MemberCluster,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    use multicluster_core::member::{HUB_ACCOUNT, TOKEN_LIFETIME_SECONDS, secret_keys};
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), multicluster_core::SYSTEM_NAMESPACE);
+    let name = &member.spec.credentials_secret.name;
+    let secret = secrets.get(name).await?;
+    let expires = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(secret_keys::EXPIRES))
+        .and_then(|v| String::from_utf8_lossy(&v.0).parse::<Timestamp>().ok());
+    let Some(expires) = expires else {
+        return Ok(());
+    };
+    let left = expires.duration_since(Timestamp::now()).as_secs();
+    if left > TOKEN_LIFETIME_SECONDS / 2 {
+        return Ok(());
+    }
+    let member_client = member_client(client, member, std::time::Duration::from_secs(10)).await?;
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(TOKEN_LIFETIME_SECONDS),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token =
+        Api::<ServiceAccount>::namespaced(member_client, multicluster_core::SYSTEM_NAMESPACE)
+            .create_token_request(HUB_ACCOUNT, &Default::default(), &request)
+            .await?;
+    let status = token
+        .status
+        .ok_or_else(|| anyhow::anyhow!("no token returned"))?;
+    let patch = serde_json::json!({"stringData": {
+        secret_keys::TOKEN: status.token,
+        secret_keys::EXPIRES: status.expiration_timestamp.map(|t| t.0.to_string()),
+    }});
+    secrets
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    tracing::info!(member = %member.name_any(), "renewed the hub's token");
+    Ok(())
+}

@@ -147,8 +147,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let client = client.clone();
         let interval = std::time::Duration::from_secs(args.vip_gc_interval_seconds.max(1));
         let grace = std::time::Duration::from_secs(args.vip_claim_grace_seconds);
-        crate::leader::while_leading(leading, "vip-claims", move || {
+        crate::leader::while_leading(leading.clone(), "vip-claims", move || {
             crate::loops::vip_claims(client.clone(), interval, grace)
+        });
+    }
+    {
+        let client = client.clone();
+        let identity = crate::leader::identity();
+        crate::leader::while_leading(leading, "member-health", move || {
+            crate::loops::member_health(client.clone(), identity.clone())
         });
     }
     let state = Arc::new(AppState {

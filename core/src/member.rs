@@ -1,0 +1,159 @@
+//! What joining a member creates, on the member and on the hub, named in one place.
+//!
+//! On the member: a ServiceAccount for the hub, a ClusterRole with only what the hub needs there
+//! (today: read nodes and namespaces for health), and a Role that lets that ServiceAccount renew
+//! its own token. On the hub: a Secret holding the member's endpoint, CA and that token (never the
+//! joining user's credentials) and the `MemberCluster`.
+
+use serde_json::{Value, json};
+
+use crate::SYSTEM_NAMESPACE;
+
+/// The hub's ServiceAccount (and ClusterRole, bindings) on every member.
+pub const HUB_ACCOUNT: &str = "multicluster-hub";
+/// Lifetime of the token the hub holds; the hub renews it at half-life.
+pub const TOKEN_LIFETIME_SECONDS: i64 = 24 * 3600;
+
+/// Keys of the hub-side credentials Secret.
+pub mod secret_keys {
+    pub const SERVER: &str = "server";
+    pub const CA: &str = "ca.crt";
+    pub const TOKEN: &str = "token";
+    /// RFC 3339 time the token expires.
+    pub const EXPIRES: &str = "expires";
+}
+
+/// The hub-side Secret of member `name`.
+pub fn secret_name(member: &str) -> String {
+    format!("member-{member}")
+}
+
+fn labels() -> Value {
+    json!({"app.kubernetes.io/part-of": "kubectl-multicluster", "app.kubernetes.io/component": "hub-access"})
+}
+
+/// The objects `join` applies on the member, in order.
+pub fn member_objects() -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE, "labels": labels()}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE, "labels": labels()}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": HUB_ACCOUNT, "labels": labels()},
+        "rules": [
+            // Health: ready nodes against the survival ratio.
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}
+        ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": HUB_ACCOUNT, "labels": labels()},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": HUB_ACCOUNT},
+               "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
+        // Renewing its own token, and nothing else in the namespace.
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
+               "rules": [{"apiGroups": [""], "resources": ["serviceaccounts/token"],
+                          "resourceNames": [HUB_ACCOUNT], "verbs": ["create"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": HUB_ACCOUNT},
+               "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
+    ]
+}
+
+/// How to reach a member with the hub's stored credentials: its endpoint, CA (PEM) and the hub's
+/// bearer token, with `timeout` on connecting and on each read.
+pub fn client_config(
+    server: &str,
+    ca_pem: &str,
+    token: &str,
+    timeout: std::time::Duration,
+) -> Result<kube::Config, MemberAccessError> {
+    let url = server
+        .parse()
+        .map_err(|_| MemberAccessError::Endpoint(server.to_owned()))?;
+    let mut config = kube::Config::new(url);
+    config.root_cert = Some(der_of(ca_pem)?);
+    config.auth_info.token = Some(token.to_owned().into());
+    config.connect_timeout = Some(timeout);
+    config.read_timeout = Some(timeout);
+    Ok(config)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemberAccessError {
+    #[error("the member endpoint {0:?} is not a URL")]
+    Endpoint(String),
+    #[error("the member's CA certificate is not valid PEM: {0}")]
+    Ca(#[from] base64::DecodeError),
+}
+
+/// DER certificates of PEM text.
+pub fn der_of(pem: &str) -> Result<Vec<Vec<u8>>, base64::DecodeError> {
+    use base64::Engine;
+    let mut certs = Vec::new();
+    let mut current = String::new();
+    let mut inside = false;
+    for line in pem.lines() {
+        match line.trim() {
+            "-----BEGIN CERTIFICATE-----" => {
+                inside = true;
+                current.clear();
+            }
+            "-----END CERTIFICATE-----" => {
+                inside = false;
+                certs.push(base64::engine::general_purpose::STANDARD.decode(&current)?);
+            }
+            l if inside => current.push_str(l),
+            _ => {}
+        }
+    }
+    Ok(certs)
+}
+
+/// PEM text of DER certificates (a kubeconfig's CA as kube reads it).
+pub fn pem_of(der_certs: &[Vec<u8>]) -> String {
+    use base64::Engine;
+    let mut out = String::new();
+    for der in der_certs {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(&String::from_utf8_lossy(line));
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hub_account_can_only_read_nodes_and_namespaces_and_renew_its_token() {
+        let objects = member_objects();
+        let cluster_role = objects.iter().find(|o| o["kind"] == "ClusterRole").unwrap();
+        for rule in cluster_role["rules"].as_array().unwrap() {
+            assert_eq!(rule["verbs"], json!(["get", "list", "watch"]));
+        }
+        let role = objects.iter().find(|o| o["kind"] == "Role").unwrap();
+        assert_eq!(role["rules"][0]["resourceNames"], json!([HUB_ACCOUNT]));
+    }
+
+    #[test]
+    fn pem_round_trips() {
+        let der = vec![vec![1u8; 100], vec![2u8; 3]];
+        assert_eq!(der_of(&pem_of(&der)).unwrap(), der);
+    }
+
+    #[test]
+    fn pem_wraps_base64_at_64_columns() {
+        let pem = pem_of(&[b"foobar".to_vec()]);
+        assert_eq!(
+            pem,
+            "-----BEGIN CERTIFICATE-----\nZm9vYmFy\n-----END CERTIFICATE-----\n"
+        );
+    }
+}

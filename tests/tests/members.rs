@@ -1,0 +1,303 @@
+//! Members end to end: `kubectl multicluster join` against real member API servers, health probed
+//! by the hub server against the survival ratio, and outages. The playground's API servers have no
+//! kubelets: the test creates Node objects and sets their Ready conditions to play nodes, and
+//! stops member-2's API server process (SIGSTOP: it hangs, as a dead host does) to play an outage.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use multicluster_core::api::MemberCluster;
+use multicluster_tests::{playground, run, run_ok};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn multicluster(args: &[&str]) -> std::process::Command {
+    let mut cmd = playground().kubectl();
+    cmd.arg("multicluster")
+        .args(args)
+        .args(["--context", "hub"]);
+    cmd
+}
+
+/// Plays `count` kubelets on a member: Node objects whose Ready condition says `ready` (the first
+/// `ready` of them True, the rest False).
+async fn set_nodes(member: &Client, count: usize, ready: usize) {
+    let nodes: Api<Node> = Api::all(member.clone());
+    for i in 0..count {
+        let name = format!("node-{i}");
+        if nodes.get_opt(&name).await.unwrap().is_none() {
+            let node: Node =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+            nodes.create(&PostParams::default(), &node).await.unwrap();
+        }
+        let status = if i < ready { "True" } else { "False" };
+        let patch = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": status,
+            "reason": "PlayedByTheTest", "message": "no kubelet here", "lastHeartbeatTime": "2026-11-22T12:00:00Z",
+            "lastTransitionTime": "2026-11-22T12:00:00Z"}]}});
+        nodes
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+}
+
+async fn wait_for(
+    hub: &Client,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    check: impl Fn(&MemberCluster) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    let api: Api<MemberCluster> = Api::all(hub.clone());
+    loop {
+        let mc = api.get(name).await.unwrap();
+        if check(&mc) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{name} not {what} after {timeout:?}: {:?}",
+            mc.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn condition<'a>(
+    mc: &'a MemberCluster,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    mc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+fn healthy(mc: &MemberCluster) -> Option<bool> {
+    condition(mc, "Healthy").map(|c| c.status == "True")
+}
+
+#[tokio::test]
+async fn joined_members_are_probed_against_the_survival_ratio_and_outages_are_seen() {
+    let pg = playground();
+    let hub = pg.client("hub").await.unwrap();
+    let m2 = pg.client("member-2").await.unwrap();
+    set_nodes(&pg.client("member-1").await.unwrap(), 4, 4).await;
+    set_nodes(&m2, 4, 4).await;
+
+    for member in ["member-1", "member-2"] {
+        run_ok(&mut multicluster(&[
+            "join",
+            member,
+            "--member-context",
+            member,
+            "--labels",
+            "env=e2e",
+        ]));
+        // Probe every second, flip after 2 consecutive results either way.
+        let patch = serde_json::json!({"spec": {"health": {"intervalSeconds": 1, "timeoutSeconds": 2,
+            "failureThreshold": 2, "successThreshold": 2, "minSurvivalRatio": 0.5}}});
+        Api::<MemberCluster>::all(hub.clone())
+            .patch(member, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+    for member in ["member-1", "member-2"] {
+        wait_for(
+            &hub,
+            member,
+            Duration::from_secs(20),
+            "healthy with 4/4 nodes",
+            |mc| healthy(mc) == Some(true) && mc.status.as_ref().unwrap().ready_nodes == Some(4),
+        )
+        .await;
+    }
+
+    // The hub holds the member's endpoint, CA and a token of the hub's own account: nothing of the
+    // joining user's (an admin client certificate).
+    let secret = Api::<Secret>::namespaced(hub.clone(), "multicluster-system")
+        .get("member-member-2")
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = secret.data.clone().unwrap().into_keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["ca.crt", "expires", "server", "token"]);
+    let data = secret.data.unwrap();
+    let token = String::from_utf8(data["token"].0.clone()).unwrap();
+    let kubeconfig = std::fs::read_to_string(&pg.state.kubeconfig).unwrap();
+    assert!(!kubeconfig.contains(&token));
+    // Who the stored token is, asked of member-2 with nothing but the stored Secret.
+    let ca = pg.dir().join("member-2-ca-from-hub.crt");
+    std::fs::write(&ca, &data["ca.crt"].0).unwrap();
+    let whoami = run_ok(
+        std::process::Command::new("kubectl")
+            .env("KUBECONFIG", "/dev/null")
+            .args([
+                "--server",
+                std::str::from_utf8(&data["server"].0).unwrap(),
+                "--token",
+                &token,
+            ])
+            .arg(format!("--certificate-authority={}", ca.display()))
+            .args([
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username}",
+            ]),
+    );
+    assert_eq!(
+        whoami,
+        "system:serviceaccount:multicluster-system:multicluster-hub"
+    );
+
+    // 1 of 4 nodes ready is below ⌈4 × 0.5⌉: unhealthy within interval × threshold (plus slack).
+    set_nodes(&m2, 4, 1).await;
+    let took = wait_for(
+        &hub,
+        "member-2",
+        Duration::from_secs(15),
+        "unhealthy",
+        |mc| healthy(mc) == Some(false),
+    )
+    .await;
+    let mc = Api::<MemberCluster>::all(hub.clone())
+        .get("member-2")
+        .await
+        .unwrap();
+    let reason = condition(&mc, "Healthy").unwrap();
+    assert_eq!(reason.reason, "TooFewReadyNodes");
+    assert!(
+        reason.message.contains("1 of 4 nodes ready, at least 2"),
+        "{}",
+        reason.message
+    );
+    eprintln!("member-2 unhealthy {took:?} after its nodes went NotReady");
+
+    set_nodes(&m2, 4, 3).await;
+    wait_for(
+        &hub,
+        "member-2",
+        Duration::from_secs(15),
+        "healthy again",
+        |mc| healthy(mc) == Some(true),
+    )
+    .await;
+
+    // An outage: member-2's API server stops answering.
+    let pid = pg
+        .state
+        .clusters
+        .iter()
+        .find(|c| c.name == "member-2")
+        .unwrap()
+        .apiserver
+        .pid;
+    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+    let outage = async {
+        wait_for(
+            &hub,
+            "member-2",
+            Duration::from_secs(20),
+            "unreachable",
+            |mc| {
+                healthy(mc) == Some(false)
+                    && condition(mc, "Reachable").is_some_and(|c| c.status == "False")
+            },
+        )
+        .await;
+        // `list` still answers, and says why.
+        let started = Instant::now();
+        let out = run(&mut multicluster(&["list", "-o", "json"]));
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let row = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "member-2")
+            .unwrap()
+            .clone();
+        (row, started.elapsed())
+    }
+    .await;
+    kill(Pid::from_raw(pid as i32), Signal::SIGCONT).unwrap();
+    let (row, list_took) = outage;
+    assert_eq!(row["healthy"], "False", "{row}");
+    assert_eq!(row["reason"], "Unreachable", "{row}");
+    assert!(
+        list_took < Duration::from_secs(5),
+        "list must not wait for a hung member: {list_took:?}"
+    );
+    wait_for(
+        &hub,
+        "member-2",
+        Duration::from_secs(20),
+        "recovered",
+        |mc| healthy(mc) == Some(true),
+    )
+    .await;
+
+    // Every transition left an Event, and `status` shows them.
+    let status = run_ok(&mut multicluster(&["status", "member-2"]));
+    assert!(
+        status.contains("Unhealthy") && status.contains("1 of 4 nodes ready"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn a_join_that_cannot_reach_the_member_says_so_and_creates_nothing() {
+    let pg = playground();
+    let hub = pg.client("hub").await.unwrap();
+    // A kubeconfig whose member-1 points at a port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let member_1 = pg
+        .state
+        .clusters
+        .iter()
+        .find(|c| c.name == "member-1")
+        .unwrap()
+        .server
+        .clone();
+    let broken = std::fs::read_to_string(&pg.state.kubeconfig)
+        .unwrap()
+        .replace(&member_1, &format!("https://127.0.0.1:{closed}"));
+    let path = pg.dir().join("broken-kubeconfig");
+    std::fs::write(&path, broken).unwrap();
+    let out = run(&mut multicluster(&[
+        "join",
+        "ghost",
+        "--member-context",
+        "member-1",
+        "--member-kubeconfig",
+        path.to_str().unwrap(),
+    ]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach member ghost"), "{err}");
+    assert!(
+        Api::<MemberCluster>::all(hub.clone())
+            .get_opt("ghost")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        Api::<Secret>::namespaced(hub, "multicluster-system")
+            .get_opt("member-ghost")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
