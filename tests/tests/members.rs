@@ -250,6 +250,52 @@ async fn joined_members_are_probed_against_the_survival_ratio_and_outages_are_se
         status.contains("Unhealthy") && status.contains("1 of 4 nodes ready"),
         "{status}"
     );
+
+    // Joining again updates the member; unjoin removes the hub's state and the account on the member.
+    run_ok(&mut multicluster(&[
+        "join",
+        "member-1",
+        "--member-context",
+        "member-1",
+        "--weight",
+        "30",
+    ]));
+    let mc = Api::<MemberCluster>::all(hub.clone())
+        .get("member-1")
+        .await
+        .unwrap();
+    assert_eq!(mc.spec.weight, 30);
+    run_ok(&mut multicluster(&[
+        "unjoin",
+        "member-1",
+        "--member-context",
+        "member-1",
+    ]));
+    assert!(
+        Api::<MemberCluster>::all(hub.clone())
+            .get_opt("member-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        Api::<Secret>::namespaced(hub.clone(), "multicluster-system")
+            .get_opt("member-member-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let m1 = pg.client("member-1").await.unwrap();
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(m1, "multicluster-system");
+    assert!(
+        accounts
+            .get_opt("multicluster-hub")
+            .await
+            .unwrap()
+            .is_none(),
+        "the hub's account stays on the member"
+    );
 }
 
 #[tokio::test]

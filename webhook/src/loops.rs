@@ -142,16 +142,16 @@ pub async fn vip_claims(client: Client, interval: std::time::Duration, grace: st
     }
 }
 
-/// Probes every member on its own interval (all due members at once, each with its timeout),
-/// records health in its status, and publishes an Event at every transition. Transitions need the
-/// member's thresholds of consecutive results (`multicluster_core::health::next`).
+/// Probes every member on its own schedule: one task per member, so a member that hangs until its
+/// timeout never delays the probes of the others. Records health in the member's status and
+/// publishes an Event at every transition; transitions need the member's thresholds of
+/// consecutive results (`multicluster_core::health::next`).
 pub async fn member_health(client: Client, identity: String) {
     use std::collections::HashMap;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use kube::runtime::events::{Recorder, Reporter};
     use multicluster_core::api::MemberCluster;
-    use multicluster_core::health::Streak;
 
     let members: Api<MemberCluster> = Api::all(client.clone());
     let recorder = Recorder::new(
@@ -161,83 +161,102 @@ pub async fn member_health(client: Client, identity: String) {
             instance: Some(identity),
         },
     );
-    let mut streaks: HashMap<String, Streak> = HashMap::new();
-    let mut due: HashMap<String, Instant> = HashMap::new();
+    let mut tasks: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
-        let list = match members.list(&Default::default()).await {
-            Ok(list) => list.items,
+        match members.list(&Default::default()).await {
+            Ok(list) => {
+                let names: Vec<String> = list.items.iter().map(|m| m.name_any()).collect();
+                tasks.retain(|name, task| {
+                    let keep = names.contains(name) && !task.is_finished();
+                    if !keep {
+                        task.abort();
+                    }
+                    keep
+                });
+                for name in names {
+                    tasks.entry(name.clone()).or_insert_with(|| {
+                        tokio::spawn(probe_forever(client.clone(), recorder.clone(), name))
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing members"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// One member's probe loop: probe, record, wait its interval, until the member is gone.
+async fn probe_forever(client: Client, recorder: kube::runtime::events::Recorder, name: String) {
+    use multicluster_core::api::MemberCluster;
+    use multicluster_core::health::Streak;
+
+    let members: Api<MemberCluster> = Api::all(client.clone());
+    let mut streak: Option<Streak> = None;
+    loop {
+        let member = match members.get_opt(&name).await {
+            Ok(Some(member)) => member,
+            Ok(None) => return,
             Err(e) => {
-                tracing::warn!(error = %e, "listing members");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tracing::warn!(member = %name, error = %e, "reading member");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                 continue;
             }
         };
-        let now = Instant::now();
-        let to_probe: Vec<MemberCluster> = list
-            .into_iter()
-            .filter(|m| due.get(&m.name_any()).is_none_or(|t| *t <= now))
-            .collect();
-        for m in &to_probe {
-            due.insert(
-                m.name_any(),
-                now + Duration::from_secs(u64::from(m.spec.health.interval_seconds.max(1))),
-            );
+        let interval =
+            std::time::Duration::from_secs(u64::from(member.spec.health.interval_seconds.max(1)));
+        let next_probe = tokio::time::Instant::now() + interval;
+        // Believe what the status said before this process started, so a restart emits no Event.
+        let current = *streak.get_or_insert_with(|| Streak {
+            healthy: member
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Healthy"))
+                .filter(|c| c.status != "Unknown")
+                .map(|c| c.status == "True"),
+            disagreeing: 0,
+        });
+        let (probe, latency) = probe_member(&client, &member).await;
+        let (healthy_now, why) = multicluster_core::health::judge(&member.spec.health, &probe);
+        let (next, changed) =
+            multicluster_core::health::next(&member.spec.health, current, healthy_now);
+        streak = Some(next);
+        let status = health_status(&member, &probe, healthy_now, next, &why, latency);
+        let patch = serde_json::json!({ "status": status });
+        if let Err(e) = members
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!(member = %name, error = %e, "recording member health");
         }
-        let probes = to_probe.iter().map(|m| probe_member(&client, m));
-        let results = futures::future::join_all(probes).await;
-        for (member, (probe, latency)) in to_probe.iter().zip(results) {
-            let name = member.name_any();
-            let streak = *streaks.entry(name.clone()).or_insert_with(|| Streak {
-                healthy: member
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Healthy"))
-                    .filter(|c| c.status != "Unknown")
-                    .map(|c| c.status == "True"),
-                disagreeing: 0,
-            });
-            let (healthy_now, why) = multicluster_core::health::judge(&member.spec.health, &probe);
-            let (streak, changed) =
-                multicluster_core::health::next(&member.spec.health, streak, healthy_now);
-            streaks.insert(name.clone(), streak);
-            let status = health_status(member, &probe, healthy_now, streak, &why, latency);
-            let patch = serde_json::json!({ "status": status });
-            if let Err(e) = members
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        if changed {
+            let healthy = next.healthy == Some(true);
+            tracing::info!(member = %name, healthy, %why, "member health changed");
+            let event = kube::runtime::events::Event {
+                type_: if healthy {
+                    kube::runtime::events::EventType::Normal
+                } else {
+                    kube::runtime::events::EventType::Warning
+                },
+                reason: if healthy {
+                    "Healthy".into()
+                } else {
+                    "Unhealthy".into()
+                },
+                note: Some(why.clone()),
+                action: "Probe".into(),
+                secondary: None,
+            };
+            if let Err(e) = recorder
+                .publish(&event, &kube::Resource::object_ref(&member, &()))
                 .await
             {
-                tracing::warn!(member = %name, error = %e, "recording member health");
-            }
-            if changed {
-                let healthy = streak.healthy == Some(true);
-                tracing::info!(member = %name, healthy, %why, "member health changed");
-                let event = kube::runtime::events::Event {
-                    type_: if healthy {
-                        kube::runtime::events::EventType::Normal
-                    } else {
-                        kube::runtime::events::EventType::Warning
-                    },
-                    reason: if healthy {
-                        "Healthy".into()
-                    } else {
-                        "Unhealthy".into()
-                    },
-                    note: Some(why.clone()),
-                    action: "Probe".into(),
-                    secondary: None,
-                };
-                if let Err(e) = recorder
-                    .publish(&event, &kube::Resource::object_ref(member, &()))
-                    .await
-                {
-                    tracing::warn!(member = %name, error = %e, "publishing a health Event");
-                }
-            }
-            if let Err(e) = renew_token_if_due(&client, member).await {
-                tracing::warn!(member = %name, error = %e, "renewing the hub's token");
+                tracing::warn!(member = %name, error = %e, "publishing a health Event");
             }
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Err(e) = renew_token_if_due(&client, &member).await {
+            tracing::warn!(member = %name, error = %e, "renewing the hub's token");
+        }
+        tokio::time::sleep_until(next_probe).await;
     }
 }
 
