@@ -347,3 +347,97 @@ async fn a_join_that_cannot_reach_the_member_says_so_and_creates_nothing() {
             .is_none()
     );
 }
+
+/// A kubeconfig with one context `who` reaching member-1 with a bearer token instead of the admin
+/// certificate.
+fn kubeconfig_with_token(
+    dir: &std::path::Path,
+    server: &str,
+    ca: &std::path::Path,
+    token: &str,
+) -> std::path::PathBuf {
+    let path = dir.join(format!("token-kubeconfig-{}", token.len()));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: m\n  cluster:\n    server: {server}\n    certificate-authority: {}\n\
+             users:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: who\n  context:\n    cluster: m\n    user: u\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_join_with_bad_credentials_or_too_few_permissions_says_which_and_creates_nothing() {
+    let pg = playground();
+    let hub = pg.client("hub").await.unwrap();
+    let m1 = pg.client("member-1").await.unwrap();
+    let member_1 = pg
+        .state
+        .clusters
+        .iter()
+        .find(|c| c.name == "member-1")
+        .unwrap();
+    let ca = pg.dir().join("member-1").join("pki").join("ca.crt");
+
+    // Wrong credentials: a token the member does not know.
+    let bogus = kubeconfig_with_token(pg.dir(), &member_1.server, &ca, "not-a-real-token");
+    let out = run(&mut multicluster(&[
+        "join",
+        "intruder",
+        "--member-context",
+        "who",
+        "--member-kubeconfig",
+        bogus.to_str().unwrap(),
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("rejected the credentials"), "{err}");
+
+    // Valid credentials without the permissions join needs: a ServiceAccount with no role.
+    let ns = multicluster_tests::fresh_namespace(&m1, "nobody")
+        .await
+        .unwrap();
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "nobody"}})).unwrap();
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(m1.clone(), &ns);
+    accounts.create(&PostParams::default(), &sa).await.unwrap();
+    let token = accounts
+        .create_token_request("nobody", &PostParams::default(), &Default::default())
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
+        .unwrap();
+    let weak = kubeconfig_with_token(pg.dir(), &member_1.server, &ca, &token);
+    let out = run(&mut multicluster(&[
+        "join",
+        "weakling",
+        "--member-context",
+        "who",
+        "--member-kubeconfig",
+        weak.to_str().unwrap(),
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("lack permissions")
+            && err.contains("create serviceaccounts/token")
+            && err.contains("nothing was created"),
+        "{err}"
+    );
+
+    for name in ["intruder", "weakling"] {
+        assert!(
+            Api::<MemberCluster>::all(hub.clone())
+                .get_opt(name)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
