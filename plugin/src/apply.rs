@@ -48,6 +48,63 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An object parsed from JSON, and the API it lives in, found by discovery. A namespaced object
+/// without a namespace is placed in `default_namespace`.
+#[derive(Debug)]
+pub struct Located {
+    pub object: DynamicObject,
+    pub name: String,
+    pub kind: String,
+    pub api: Api<DynamicObject>,
+}
+
+pub async fn locate(
+    client: &Client,
+    value: &serde_json::Value,
+    default_namespace: Option<&str>,
+) -> anyhow::Result<Located> {
+    let mut object: DynamicObject =
+        serde_json::from_value(value.clone()).context("a document is not a Kubernetes object")?;
+    let types = object
+        .types
+        .clone()
+        .ok_or_else(|| anyhow!("an object has no apiVersion/kind"))?;
+    let name = object
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| anyhow!("a {} has no metadata.name", types.kind))?;
+    let gvk = GroupVersionKind::try_from(&types)?;
+    let (resource, caps) = discovery::pinned_kind(client, &gvk)
+        .await
+        .with_context(|| {
+            format!(
+                "the cluster does not serve {} {}",
+                types.api_version, types.kind
+            )
+        })?;
+    let api = match (
+        caps.scope,
+        object
+            .metadata
+            .namespace
+            .clone()
+            .or(default_namespace.map(str::to_owned)),
+    ) {
+        (Scope::Namespaced, Some(ns)) => {
+            object.metadata.namespace = Some(ns.clone());
+            Api::namespaced_with(client.clone(), &ns, &resource)
+        }
+        _ => Api::all_with(client.clone(), &resource),
+    };
+    Ok(Located {
+        object,
+        name,
+        kind: types.kind,
+        api,
+    })
+}
+
 /// Applies `objects` in order (so a namespace exists before what lives in it) and returns
 /// `kind/name` of each.
 pub async fn apply_objects(
@@ -56,33 +113,16 @@ pub async fn apply_objects(
 ) -> anyhow::Result<Vec<String>> {
     let mut applied = Vec::new();
     for value in objects {
-        let object: DynamicObject = serde_json::from_value(value.clone())?;
-        let types = object
-            .types
-            .clone()
-            .ok_or_else(|| anyhow!("an object has no apiVersion/kind"))?;
-        let name = object
-            .metadata
-            .name
-            .clone()
-            .ok_or_else(|| anyhow!("a {} has no name", types.kind))?;
-        let gvk = GroupVersionKind::try_from(&types)?;
-        let (resource, caps) = discovery::pinned_kind(client, &gvk)
-            .await
-            .with_context(|| {
-                format!(
-                    "the cluster does not serve {} {}",
-                    types.api_version, types.kind
-                )
-            })?;
-        let api: Api<DynamicObject> = match (caps.scope, &object.metadata.namespace) {
-            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
-            _ => Api::all_with(client.clone(), &resource),
-        };
+        let Located {
+            object,
+            name,
+            kind,
+            api,
+        } = locate(client, value, None).await?;
         api.patch(&name, &params(), &Patch::Apply(&object))
             .await
-            .with_context(|| format!("applying {} {name}", types.kind))?;
-        applied.push(format!("{}/{name}", types.kind));
+            .with_context(|| format!("applying {kind} {name}"))?;
+        applied.push(format!("{kind}/{name}"));
     }
     Ok(applied)
 }

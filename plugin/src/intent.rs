@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
-use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::{self, Scope};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use multicluster_core::api::{Intent, IntentSpec};
 use multicluster_core::keys::{INTENT_ID, MANAGED_BY_INTENT};
@@ -296,33 +294,12 @@ async fn apply_one(
     intent: &str,
     id: &str,
 ) -> anyhow::Result<()> {
-    let mut object: DynamicObject = serde_json::from_value(manifest.clone())
-        .context("a document is not a Kubernetes object")?;
-    let types = object
-        .types
-        .clone()
-        .ok_or_else(|| anyhow!("an object has no apiVersion/kind"))?;
-    let name = object
-        .metadata
-        .name
-        .clone()
-        .ok_or_else(|| anyhow!("a {} has no metadata.name", types.kind))?;
-    let gvk = GroupVersionKind::try_from(&types)?;
-    let (resource, caps) = discovery::pinned_kind(client, &gvk)
-        .await
-        .with_context(|| format!("the hub does not serve {}", types.api_version))?;
-    let api: Api<DynamicObject> = match caps.scope {
-        Scope::Namespaced => {
-            let ns = object
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| namespace.to_owned());
-            object.metadata.namespace = Some(ns.clone());
-            Api::namespaced_with(client.clone(), &ns, &resource)
-        }
-        Scope::Cluster => Api::all_with(client.clone(), &resource),
-    };
+    let crate::apply::Located {
+        mut object,
+        name,
+        kind,
+        api,
+    } = crate::apply::locate(client, manifest, Some(namespace)).await?;
     let labels = object.metadata.labels.get_or_insert_with(Default::default);
     labels
         .entry(MANAGED_BY_INTENT.to_owned())
@@ -339,7 +316,7 @@ async fn apply_one(
             Some(status) if status.message.contains("intent-fence.multicluster.dev") => {
                 Err(Fenced(status.message.clone()).into())
             }
-            _ => Err(anyhow::Error::new(e).context(format!("applying {} {name}", types.kind))),
+            _ => Err(anyhow::Error::new(e).context(format!("applying {kind} {name}"))),
         },
     }
 }

@@ -390,17 +390,11 @@ async fn remove_remote(member: &Client) {
 }
 
 async fn delete_dynamic(client: &Client, object: &serde_json::Value) -> anyhow::Result<()> {
-    use kube::api::DynamicObject;
-    use kube::core::GroupVersionKind;
-    let o: DynamicObject = serde_json::from_value(object.clone())?;
-    let types = o.types.clone().ok_or_else(|| anyhow!("no type"))?;
-    let (resource, _) =
-        kube::discovery::pinned_kind(client, &GroupVersionKind::try_from(&types)?).await?;
-    let api: Api<DynamicObject> = match &o.metadata.namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        None => Api::all_with(client.clone(), &resource),
-    };
-    api.delete(&o.name_any(), &DeleteParams::default()).await?;
+    let located = crate::apply::locate(client, object, None).await?;
+    located
+        .api
+        .delete(&located.name, &DeleteParams::default())
+        .await?;
     Ok(())
 }
 

@@ -129,6 +129,22 @@ fn is_write(operation: &Operation) -> bool {
     matches!(operation, Operation::Create | Operation::Update)
 }
 
+/// The response with `ops` (RFC 6902 operations) as its patch; a patch that cannot be built is a
+/// denial saying so, never a silent admit.
+fn with_patch(response: AdmissionResponse, ops: Vec<serde_json::Value>) -> AdmissionResponse {
+    match serde_json::from_value::<json_patch::Patch>(serde_json::Value::Array(ops))
+        .map_err(|e| e.to_string())
+        .and_then(|patch| {
+            response
+                .clone()
+                .with_patch(patch)
+                .map_err(|e| e.to_string())
+        }) {
+        Ok(patched) => patched,
+        Err(e) => response.deny(format!("internal error building the patch: {e}")),
+    }
+}
+
 /// `POST /mutate/intent`: step 1 of the fence (see `multicluster_core::fencing`).
 pub async fn mutate_intent(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     review(&state, "mutate-intent", &body, async |req| {
@@ -144,17 +160,7 @@ pub async fn mutate_intent(State(state): State<Arc<AppState>>, body: Bytes) -> R
         if ops.is_empty() {
             return response;
         }
-        match serde_json::from_value::<json_patch::Patch>(serde_json::Value::Array(ops))
-            .map_err(|e| e.to_string())
-            .and_then(|patch| {
-                response
-                    .clone()
-                    .with_patch(patch)
-                    .map_err(|e| e.to_string())
-            }) {
-            Ok(patched) => patched,
-            Err(e) => response.deny(format!("internal error building the intent patch: {e}")),
-        }
+        with_patch(response, ops)
     })
     .await
 }
@@ -250,17 +256,7 @@ pub async fn mutate_vip(State(state): State<Arc<AppState>>, body: Bytes) -> Resp
         {
             Ok(vip_annotations) => {
                 let ops = annotation_patch(annotations(Some(service)), vip_annotations);
-                match serde_json::from_value::<json_patch::Patch>(serde_json::Value::Array(ops))
-                    .map_err(|e| e.to_string())
-                    .and_then(|patch| {
-                        response
-                            .clone()
-                            .with_patch(patch)
-                            .map_err(|e| e.to_string())
-                    }) {
-                    Ok(patched) => patched,
-                    Err(e) => response.deny(format!("internal error building the VIP patch: {e}")),
-                }
+                with_patch(response, ops)
             }
             Err(reason) => {
                 tracing::info!(%reason, "no VIP");

@@ -2,8 +2,7 @@
 //! no API call), with a live read as the fallback before any denial, because the watch may lag a
 //! just-created or just-rotated Intent by a few milliseconds.
 
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use multicluster_core::api::Intent;
 use multicluster_core::fencing::IntentView;
@@ -35,21 +34,7 @@ fn view(intent: &Intent) -> Option<IntentView> {
 impl Intents {
     /// Starts watching every Intent; the returned store fills in the background.
     pub fn watch(client: Client) -> Self {
-        let api: Api<Intent> = Api::all(client.clone());
-        let (store, writer) = reflector::store();
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects();
-        tokio::spawn(async move {
-            use futures::StreamExt;
-            stream
-                .for_each(|event| async move {
-                    if let Err(e) = event {
-                        tracing::warn!(error = %e, "watching Intents");
-                    }
-                })
-                .await;
-        });
+        let store = crate::cache::watched(Api::<Intent>::all(client.clone()), "Intents");
         Self { store, client }
     }
 

@@ -3,6 +3,7 @@
 //! (`server`). The router is public so tests can call it in-process.
 
 pub mod admission;
+pub mod cache;
 pub mod intents;
 pub mod leader;
 pub mod loops;

@@ -8,8 +8,7 @@ use std::net::Ipv4Addr;
 
 use kube::api::{Api, PostParams};
 use kube::core::DynamicObject;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use multicluster_core::addresses::{self, VipDecision};
 use multicluster_core::api::{ClaimOwner, VipClaim, VipClaimSpec, VipPool};
@@ -31,41 +30,14 @@ impl std::fmt::Debug for Vips {
     }
 }
 
-fn watch_into<K>(api: Api<K>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
-    tokio::spawn(async move {
-        use futures::StreamExt;
-        stream
-            .for_each(|event| async move {
-                if let Err(e) = event {
-                    tracing::warn!(error = %e, "watch for VIP allocation");
-                }
-            })
-            .await;
-    });
-    store
-}
-
 /// Why a Service gets no VIP: the message the API server shows the user.
 pub type Denial = String;
 
 impl Vips {
     pub fn watch(client: Client) -> Self {
         Self {
-            pools: watch_into(Api::all(client.clone())),
-            claims: watch_into(Api::all(client.clone())),
+            pools: crate::cache::watched(Api::all(client.clone()), "VipPools"),
+            claims: crate::cache::watched(Api::all(client.clone()), "VipClaims"),
             client,
         }
     }
