@@ -60,8 +60,8 @@ pub enum Command {
     /// Every member with its health, ready/total nodes, version, role, weight and priority
     #[command(visible_alias = "ls")]
     List,
-    /// One member in detail: conditions, why it is unhealthy, recent Events
-    Status { name: String },
+    /// One member in detail (conditions, why it is unhealthy, recent Events); without NAME, as list
+    Status { name: Option<String> },
     /// Install the hub server into the hub cluster and register its webhooks (--dry-run prints the YAML)
     Init(crate::init::InitArgs),
     /// Register, rotate and show intents (intent-ID fencing of managed objects)
@@ -181,8 +181,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::members::unjoin(args, hub, cli.global.kubeconfig.as_ref()).await
         }
         Command::List => crate::members::list(hub_client(&cli.global).await?, format).await,
-        Command::Status { name } => {
+        Command::Status { name: Some(name) } => {
             crate::members::status(hub_client(&cli.global).await?, &name, format).await
+        }
+        Command::Status { name: None } => {
+            crate::members::list(hub_client(&cli.global).await?, format).await
         }
         Command::Init(args) => {
             let client = if args.dry_run {
