@@ -8,6 +8,7 @@
 pub mod addresses;
 pub mod api;
 pub mod crds;
+pub mod distribution;
 pub mod fencing;
 pub mod health;
 pub mod install;

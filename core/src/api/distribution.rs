@@ -36,6 +36,9 @@ pub struct DistributionSpec {
     pub conflict_policy: ConflictPolicy,
     #[serde(default)]
     pub mode: DistributionMode,
+    /// What continuous mode does with a copy someone edited on a member.
+    #[serde(default)]
+    pub drift_policy: DriftPolicy,
     /// A Secret leaves the hub only when it is named in `sources` or this is true.
     #[serde(default)]
     pub include_selected_secrets: bool,
@@ -125,6 +128,15 @@ pub enum DistributionMode {
     Continuous,
 }
 
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DriftPolicy {
+    /// Put the hub's version back and record that it did.
+    #[default]
+    Correct,
+    /// Leave the member's edit and mark the object Drifted.
+    Report,
+}
+
 /// A reference inside a custom resource: objects of `kind` depend on what `path` names.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -155,8 +167,37 @@ pub struct DistributionStatus {
 #[serde(rename_all = "camelCase")]
 pub struct MemberDistributionStatus {
     pub member: String,
+    /// Objects the member should hold.
+    #[serde(default)]
+    pub total: u32,
+    /// Objects applied and matching the hub.
+    #[serde(default)]
+    pub applied: u32,
+    /// Why the member as a whole could not be synced (unreachable, bad override, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Every object that is not Applied, and the Applied ones too while the bundle is small
+    /// (up to 200 objects), so that status stays far below the API server's object size limit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<ObjectDistributionStatus>,
+    /// Kinds and namespaces this Distribution has written to on the member: where to look for
+    /// copies that left the Distribution and must be removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub written: Vec<WrittenKind>,
+}
+
+/// One API kind (in one namespace, or cluster-wide) a Distribution wrote to on a member.
+#[derive(
+    Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, KubeSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WrittenKind {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
