@@ -30,6 +30,9 @@ fn labels() -> Value {
     json!({"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "kubectl-multicluster"})
 }
 
+/// The hub-side ClusterRole (and binding) that lets the hub server read distribution sources.
+pub const SOURCES_ROLE: &str = "multicluster-webhook-distribution-sources";
+
 /// Namespace, ServiceAccount, RBAC, Deployment, Service and PDB, in the order they are applied.
 pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
     vec![
@@ -48,6 +51,8 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
              "verbs": ["get", "list", "watch", "create", "delete"]},
             {"apiGroups": ["multicluster.dev"], "resources": ["memberclusters"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["multicluster.dev"], "resources": ["memberclusters/status"], "verbs": ["patch"]},
+            {"apiGroups": ["multicluster.dev"], "resources": ["distributions"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["multicluster.dev"], "resources": ["distributions/status"], "verbs": ["patch"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
             // Whether a claim's Service still exists and holds its address.
             {"apiGroups": [""], "resources": ["services"], "verbs": ["get"]},
@@ -56,6 +61,15 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
                "metadata": {"name": NAME, "labels": labels()},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
+               "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": SYSTEM_NAMESPACE}]}),
+        // Reading distribution sources: the distributable kinds (Secrets too: a Distribution may
+        // name one). Operators who distribute their own kinds bind a ClusterRole of their own.
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": SOURCES_ROLE, "labels": labels()},
+               "rules": crate::distribution::distributable_rules(&["get", "list", "watch"])}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": SOURCES_ROLE, "labels": labels()},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SOURCES_ROLE},
                "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": SYSTEM_NAMESPACE}]}),
         // Only its own namespace, and only its own Lease once it exists.
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",

@@ -22,3 +22,10 @@ pub const DELETE_APPROVED_INTENT_ID: &str = "multicluster.dev/delete-approved-in
 /// Label on a Service asking for a virtual IP from the named `VipPool`. A label, not an annotation,
 /// so the API server calls the webhook only for Services that ask.
 pub const VIP_POOL: &str = "multicluster.dev/vip-pool";
+/// Label on a hub object `kubectl multicluster distribute` stored as a source, naming its
+/// Distribution (whose selectors find the sources by it).
+pub const SOURCE_OF: &str = "multicluster.dev/source-of";
+/// Annotation on a Distribution: when a sync was last asked for (`distribute` sets it on every
+/// run, so an unchanged Distribution whose sources changed still syncs). The hub server echoes it in
+/// `status.observedSyncRequest` once the sync it asked for is done.
+pub const SYNC_REQUESTED: &str = "multicluster.dev/sync-requested";

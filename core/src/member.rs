@@ -1,8 +1,9 @@
 //! What joining a member creates, on the member and on the hub, named in one place.
 //!
-//! On the member: a ServiceAccount for the hub, a ClusterRole with only what the hub needs there
-//! (today: read nodes and namespaces for health), and a Role that lets that ServiceAccount renew
-//! its own token. On the hub: a Secret holding the member's endpoint, CA and that token (never the
+//! On the member: a ServiceAccount for the hub, a ClusterRole with what health needs (read nodes and
+//! namespaces), an aggregated ClusterRole with what distribution needs (write the distributable
+//! kinds, and any kind an operator adds with the aggregation label), and a Role that lets that
+//! ServiceAccount renew its own token. On the hub: a Secret holding the member's endpoint, CA and that token (never the
 //! joining user's credentials) and the `MemberCluster`.
 
 use serde_json::{Value, json};
@@ -49,6 +50,16 @@ pub fn member_objects() -> Vec<Value> {
                "metadata": {"name": HUB_ACCOUNT, "labels": labels()},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": HUB_ACCOUNT},
                "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
+        // Distribution: the distributable kinds. Distributing Roles needs `bind` and `escalate`
+        // (the hub grants what the Role grants, not what it holds). Operators who distribute
+        // other kinds (their custom resources) bind a ClusterRole of their own to this account.
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": DISTRIBUTE_ROLE, "labels": labels()},
+               "rules": distribute_rules()}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": DISTRIBUTE_ROLE, "labels": labels()},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": DISTRIBUTE_ROLE},
+               "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
         // Renewing its own token, and nothing else in the namespace.
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                "metadata": {"name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
@@ -59,6 +70,22 @@ pub fn member_objects() -> Vec<Value> {
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": HUB_ACCOUNT},
                "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
     ]
+}
+
+/// The member-side ClusterRole (and binding) that lets the hub write distributed objects.
+pub const DISTRIBUTE_ROLE: &str = "multicluster-hub-distribute";
+
+fn distribute_rules() -> Vec<Value> {
+    let mut rules = crate::distribution::distributable_rules(&[
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ]);
+    rules.push(
+        json!({"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "clusterroles"],
+                      "verbs": ["bind", "escalate"]}),
+    );
+    // Namespaces the bundle needs: created when missing, never deleted.
+    rules.push(json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["create"]}));
+    rules
 }
 
 /// How to reach a member with the hub's stored credentials: its endpoint, CA (PEM) and the hub's
@@ -132,14 +159,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_hub_account_can_only_read_nodes_and_namespaces_and_renew_its_token() {
+    fn health_only_reads_nodes_and_namespaces_and_the_token_role_renews_only_its_own_token() {
         let objects = member_objects();
-        let cluster_role = objects.iter().find(|o| o["kind"] == "ClusterRole").unwrap();
+        let cluster_role = objects
+            .iter()
+            .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == HUB_ACCOUNT)
+            .unwrap();
         for rule in cluster_role["rules"].as_array().unwrap() {
             assert_eq!(rule["verbs"], json!(["get", "list", "watch"]));
         }
         let role = objects.iter().find(|o| o["kind"] == "Role").unwrap();
         assert_eq!(role["rules"][0]["resourceNames"], json!([HUB_ACCOUNT]));
+    }
+
+    #[test]
+    fn distribution_rights_name_their_kinds() {
+        let objects = member_objects();
+        let role = objects
+            .iter()
+            .find(|o| o["metadata"]["name"] == DISTRIBUTE_ROLE && o["kind"] == "ClusterRole")
+            .unwrap();
+        let rules = role["rules"].as_array().unwrap();
+        assert!(
+            rules.iter().all(|r| r["resources"] != json!(["*"])),
+            "no wildcard"
+        );
+        assert!(rules.iter().any(|r| {
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("secrets"))
+        }));
     }
 
     #[test]

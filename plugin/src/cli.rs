@@ -64,6 +64,8 @@ pub enum Command {
     Status { name: Option<String> },
     /// Install the hub server into the hub cluster and register its webhooks (--dry-run prints the YAML)
     Init(crate::init::InitArgs),
+    /// Distribute manifests from the hub to members, in dependency order, secrets first
+    Distribute(crate::distribute::DistributeArgs),
     /// Register, rotate and show intents (intent-ID fencing of managed objects)
     #[command(subcommand)]
     Intent(crate::intent::IntentCommand),
@@ -194,6 +196,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(hub_client(&cli.global).await?)
             };
             crate::init::run(args, client, format).await
+        }
+        Command::Distribute(args) => {
+            let client = hub_client(&cli.global).await?;
+            let ns = namespace(&cli.global, &client);
+            crate::distribute::run(args, client, &ns, format).await
         }
         Command::Intent(cmd) => {
             let client = hub_client(&cli.global).await?;

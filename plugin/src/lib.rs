@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod distribute;
 pub mod hub;
 pub mod init;
 pub mod intent;

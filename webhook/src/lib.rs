@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod cache;
+pub mod distribute;
 pub mod intents;
 pub mod leader;
 pub mod loops;

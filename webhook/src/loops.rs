@@ -311,20 +311,27 @@ async fn member_client(
     timeout: std::time::Duration,
 ) -> anyhow::Result<Client> {
     use k8s_openapi::api::core::v1::Secret;
-    use multicluster_core::member::secret_keys;
     let secret = Api::<Secret>::namespaced(client.clone(), multicluster_core::SYSTEM_NAMESPACE)
         .get(&member.spec.credentials_secret.name)
         .await?;
-    let data = secret.data.unwrap_or_default();
+    member_client_from(&member.spec.endpoint, &secret, timeout)
+}
+
+/// A client for the member at `endpoint` with the CA and token in its credentials `secret`.
+pub fn member_client_from(
+    endpoint: &str,
+    secret: &k8s_openapi::api::core::v1::Secret,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Client> {
+    use multicluster_core::member::secret_keys;
+    let data = secret.data.clone().unwrap_or_default();
     let field = |k: &str| {
         data.get(k)
             .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-            .ok_or_else(|| {
-                anyhow::anyhow!("Secret {} has no {k}", member.spec.credentials_secret.name)
-            })
+            .ok_or_else(|| anyhow::anyhow!("Secret {} has no {k}", secret.name_any()))
     };
     let config = multicluster_core::member::client_config(
-        &member.spec.endpoint,
+        endpoint,
         &field(secret_keys::CA)?,
         &field(secret_keys::TOKEN)?,
         timeout,

@@ -153,6 +153,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     {
         let client = client.clone();
+        crate::leader::while_leading(leading.clone(), "distributions", move || {
+            crate::distribute::run(client.clone())
+        });
+    }
+    {
+        let client = client.clone();
         let identity = crate::leader::identity();
         crate::leader::while_leading(leading, "member-health", move || {
             crate::loops::member_health(client.clone(), identity.clone())

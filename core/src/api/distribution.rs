@@ -157,6 +157,9 @@ pub struct DependencyRule {
 pub struct DistributionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The `multicluster.dev/sync-requested` annotation the last finished sync saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_sync_request: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

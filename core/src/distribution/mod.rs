@@ -16,6 +16,43 @@ pub use transform::{Action, TransformError, decide, for_member};
 /// Field manager of every write a Distribution makes on a member.
 pub const FIELD_MANAGER: &str = "multicluster";
 
+/// The kinds distributable out of the box, as RBAC rules with `verbs`.
+pub fn distributable_rules(verbs: &[&str]) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    [
+        (
+            "",
+            &[
+                "configmaps",
+                "secrets",
+                "serviceaccounts",
+                "services",
+                "persistentvolumeclaims",
+                "limitranges",
+                "resourcequotas",
+            ][..],
+        ),
+        ("apps", &["deployments", "statefulsets", "daemonsets"][..]),
+        ("batch", &["jobs", "cronjobs"][..]),
+        ("networking.k8s.io", &["ingresses", "networkpolicies"][..]),
+        ("policy", &["poddisruptionbudgets"][..]),
+        ("autoscaling", &["horizontalpodautoscalers"][..]),
+        (
+            "rbac.authorization.k8s.io",
+            &[
+                "roles",
+                "rolebindings",
+                "clusterroles",
+                "clusterrolebindings",
+            ][..],
+        ),
+        ("apiextensions.k8s.io", &["customresourcedefinitions"][..]),
+    ]
+    .iter()
+    .map(|(group, resources)| json!({"apiGroups": [group], "resources": resources, "verbs": verbs}))
+    .collect()
+}
+
 /// Whether an object a source matched may leave the hub. A Secret goes only when the source
 /// names it, or when the Distribution opts in to Secrets its selectors match.
 pub fn may_leave_hub(

@@ -1,0 +1,615 @@
+//! Bringing one member in line with one Distribution: tier by tier, concurrently within a tier,
+//! never an object before what it depends on, and nothing deleted unless the member answered.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt, stream};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::{Api, Client, ResourceExt};
+use multicluster_core::api::{
+    Distribution, MemberDistributionStatus, ObjectDistributionStatus, ObjectReference,
+    ObjectSyncState, WrittenKind,
+};
+use multicluster_core::distribution::{self, Action, ObjectKey, Plan};
+use multicluster_core::keys;
+use serde_json::{Value, json};
+
+/// Requests in flight per member within one tier.
+const CONCURRENCY: usize = 32;
+/// Up to this many objects, status lists the Applied ones too.
+const LIST_APPLIED_UP_TO: u32 = 200;
+
+/// A hub object to distribute, with the API it lives in (from the hub's discovery; members serve
+/// the same resources for the same kinds).
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub object: Value,
+    pub resource: ApiResource,
+    pub namespaced: bool,
+}
+
+/// What the hub last wrote to one member: per object, a hash of the copy and the resourceVersion
+/// the member answered with. An unchanged source costs no request; a copy whose resourceVersion
+/// moved was changed by someone else.
+#[derive(Debug, Default)]
+pub struct MemberMemory {
+    pub applied: HashMap<ObjectKey, (u64, String)>,
+}
+
+/// One member's result.
+#[derive(Debug)]
+pub struct MemberOutcome {
+    pub status: MemberDistributionStatus,
+    /// The member did not answer: try again later, and do not take silence for absence.
+    pub unreachable: bool,
+    pub complete: bool,
+}
+
+fn hash_of(value: &Value) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.to_string().hash(&mut hasher);
+    hasher.finish()
+}
+
+fn is_transport(e: &kube::Error) -> bool {
+    !matches!(e, kube::Error::Api(_))
+}
+
+fn reference_of(copy: &Value) -> ObjectReference {
+    ObjectReference {
+        api_version: copy["apiVersion"].as_str().unwrap_or_default().to_owned(),
+        kind: copy["kind"].as_str().unwrap_or_default().to_owned(),
+        name: copy["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        namespace: copy["metadata"]["namespace"].as_str().map(str::to_owned),
+    }
+}
+
+fn api_for(client: &Client, source: &Source, namespace: Option<&str>) -> Api<DynamicObject> {
+    match (source.namespaced, namespace) {
+        (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &source.resource),
+        _ => Api::all_with(client.clone(), &source.resource),
+    }
+}
+
+/// Syncs `member`. `progress` holds this member's live status so the caller can publish it while
+/// the work runs.
+#[allow(clippy::too_many_arguments)]
+pub async fn sync(
+    client: &Client,
+    member: &str,
+    distribution: &Distribution,
+    plan: &Plan,
+    sources: &[Source],
+    memory: &mut MemberMemory,
+    previous: Option<&MemberDistributionStatus>,
+    progress: Arc<Mutex<MemberDistributionStatus>>,
+) -> MemberOutcome {
+    let name = distribution.name_any();
+    let spec = &distribution.spec;
+    let force_params = PatchParams::apply(distribution::FIELD_MANAGER).force();
+    let mut states: BTreeMap<ObjectKey, ObjectDistributionStatus> = BTreeMap::new();
+    let mut failed: BTreeSet<ObjectKey> = BTreeSet::new();
+    let mut unreachable: Option<String> = None;
+    let mut written: BTreeSet<WrittenKind> = previous
+        .map(|p| p.written.iter().cloned().collect())
+        .unwrap_or_default();
+    let mut desired: BTreeSet<(String, Option<String>, String)> = BTreeSet::new();
+    let total =
+        u32::try_from(plan.steps.iter().filter(|s| s.index.is_some()).count()).unwrap_or(u32::MAX);
+    {
+        let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+        p.total = total;
+        p.applied = 0;
+    }
+
+    for tier in plan.tiers() {
+        if unreachable.is_some() {
+            break;
+        }
+        // Copies and what to do with each; objects whose dependency failed wait.
+        let mut work = Vec::new();
+        for step in tier {
+            if let Some(dep) = step.depends_on.iter().find(|d| failed.contains(&d.on)) {
+                failed.insert(step.object.clone());
+                if let Some(index) = step.index {
+                    let copy = &sources[index].object;
+                    states.insert(
+                        step.object.clone(),
+                        ObjectDistributionStatus {
+                            object: reference_of(copy),
+                            state: ObjectSyncState::Pending,
+                            message: Some(format!("waits for {} ({})", dep.on, dep.via)),
+                        },
+                    );
+                }
+                continue;
+            }
+            let Some(index) = step.index else {
+                // A namespace the bundle lives in but does not contain.
+                let ns = mapped_namespace(distribution, member, &step.object.name);
+                work.push(Work::Namespace(step.object.clone(), ns));
+                continue;
+            };
+            let source = &sources[index];
+            match distribution::for_member(&source.object, &name, member, &spec.overrides) {
+                Ok(copy) => {
+                    desired.insert((
+                        copy["kind"].as_str().unwrap_or_default().to_owned(),
+                        copy["metadata"]["namespace"].as_str().map(str::to_owned),
+                        copy["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    ));
+                    work.push(Work::Object(step.object.clone(), source, copy));
+                }
+                Err(e) => {
+                    failed.insert(step.object.clone());
+                    states.insert(
+                        step.object.clone(),
+                        ObjectDistributionStatus {
+                            object: reference_of(&source.object),
+                            state: ObjectSyncState::Error,
+                            message: Some(e.to_string()),
+                        },
+                    );
+                }
+            }
+        }
+        // Labels of the member's existing objects, one list per kind and namespace, for the
+        // conflict policy (only for objects not already known to be ours).
+        let mut existing: Existing = HashMap::new();
+        let mut groups: BTreeMap<(String, Option<String>), &Source> = BTreeMap::new();
+        for w in &work {
+            if let Work::Object(key, source, copy) = w
+                && !memory.applied.contains_key(key)
+            {
+                let ns = copy["metadata"]["namespace"].as_str().map(str::to_owned);
+                groups.insert((group_id(&source.resource), ns), source);
+            }
+        }
+        for ((plural, ns), source) in groups {
+            let api = api_for(client, source, ns.as_deref());
+            match api.list_metadata(&ListParams::default()).await {
+                Ok(list) => {
+                    existing.insert(
+                        (plural, ns),
+                        list.items
+                            .into_iter()
+                            .map(|m| (m.name_any(), m.labels().clone()))
+                            .collect(),
+                    );
+                }
+                Err(e) if is_transport(&e) => {
+                    unreachable = Some(e.to_string());
+                    break;
+                }
+                // A namespace that does not exist yet, or a kind the member does not serve: the
+                // apply below reports it precisely.
+                Err(_) => {}
+            }
+        }
+        if unreachable.is_some() {
+            break;
+        }
+        // Boxed one by one (not through a closure) so the future stays Send for tokio::spawn.
+        let mut applies = Vec::with_capacity(work.len());
+        for w in work {
+            applies.push(
+                apply_one(
+                    client,
+                    &name,
+                    spec.conflict_policy,
+                    &existing,
+                    &memory.applied,
+                    &force_params,
+                    w,
+                )
+                .boxed(),
+            );
+        }
+        let results: Vec<(ObjectKey, Result<Applied, ObjectDistributionStatus>)> =
+            stream::iter(applies)
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+        let mut crds = Vec::new();
+        for (key, result) in results {
+            match result {
+                Ok(applied) => {
+                    if let Applied::Written {
+                        hash,
+                        resource_version,
+                        copy,
+                    } = &applied
+                    {
+                        memory
+                            .applied
+                            .insert(key.clone(), (*hash, resource_version.clone()));
+                        written.insert(WrittenKind {
+                            api_version: copy["apiVersion"].as_str().unwrap_or_default().into(),
+                            kind: copy["kind"].as_str().unwrap_or_default().into(),
+                            namespace: copy["metadata"]["namespace"].as_str().map(str::to_owned),
+                        });
+                        if key.kind == "CustomResourceDefinition" {
+                            crds.push(key.name.clone());
+                        }
+                    }
+                    if let Some(index) = plan
+                        .steps
+                        .iter()
+                        .find(|s| s.object == key)
+                        .and_then(|s| s.index)
+                    {
+                        states.insert(
+                            key,
+                            ObjectDistributionStatus {
+                                object: reference_of(&sources[index].object),
+                                state: ObjectSyncState::Applied,
+                                message: None,
+                            },
+                        );
+                        let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+                        p.applied += 1;
+                    }
+                }
+                Err(status) => {
+                    if status.state == ObjectSyncState::Error
+                        && status
+                            .message
+                            .as_deref()
+                            .is_some_and(|m| m.starts_with(UNREACHABLE))
+                    {
+                        unreachable = status.message.clone();
+                    }
+                    memory.applied.remove(&key);
+                    failed.insert(key.clone());
+                    states.insert(key, status);
+                }
+            }
+        }
+        // Custom resources of a CRD in this tier come in a later tier: wait until it serves them.
+        for crd in crds {
+            if let Err(e) = established(client, &crd).await {
+                unreachable.get_or_insert(e);
+            }
+        }
+    }
+
+    // Remove copies that left the Distribution, only from a member that answered throughout.
+    if unreachable.is_none() {
+        remove_leftovers(client, &name, &written, &desired, sources, &mut states).await;
+    }
+
+    let applied = u32::try_from(
+        states
+            .values()
+            .filter(|s| s.state == ObjectSyncState::Applied)
+            .count(),
+    )
+    .unwrap_or(u32::MAX);
+    let complete =
+        unreachable.is_none() && states.values().all(|s| s.state == ObjectSyncState::Applied);
+    let objects: Vec<ObjectDistributionStatus> = states
+        .into_values()
+        .filter(|s| total <= LIST_APPLIED_UP_TO || s.state != ObjectSyncState::Applied)
+        .collect();
+    MemberOutcome {
+        status: MemberDistributionStatus {
+            member: member.to_owned(),
+            total,
+            applied,
+            message: unreachable.clone().map(|why| {
+                format!("{why}; retrying with backoff, nothing on the member is deleted meanwhile")
+            }),
+            last_sync_time: Some(Time(Timestamp::now())),
+            objects,
+            written: written.into_iter().collect(),
+        },
+        unreachable: unreachable.is_some(),
+        complete,
+    }
+}
+
+type Existing = HashMap<(String, Option<String>), HashMap<String, BTreeMap<String, String>>>;
+
+fn group_id(resource: &ApiResource) -> String {
+    format!("{}.{}", resource.plural, resource.group)
+}
+
+/// Applies one object (or makes sure one namespace exists) as the conflict policy says.
+async fn apply_one(
+    client: &Client,
+    name: &str,
+    policy: multicluster_core::api::ConflictPolicy,
+    existing: &Existing,
+    memory: &HashMap<ObjectKey, (u64, String)>,
+    force_params: &PatchParams,
+    w: Work<'_>,
+) -> (ObjectKey, Result<Applied, ObjectDistributionStatus>) {
+    match w {
+        Work::Namespace(key, ns) => {
+            let result = ensure_namespace(client, &ns, name).await;
+            (key, result)
+        }
+        Work::Object(key, source, copy) => {
+            let hash = hash_of(&copy);
+            if memory.get(&key).is_some_and(|(h, _)| *h == hash) {
+                return (key, Ok(Applied::Unchanged));
+            }
+            let ns = copy["metadata"]["namespace"].as_str().map(str::to_owned);
+            let obj_name = copy["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let labels = if memory.contains_key(&key) {
+                None
+            } else {
+                existing
+                    .get(&(group_id(&source.resource), ns.clone()))
+                    .and_then(|m| m.get(&obj_name))
+            };
+            let api = api_for(client, source, ns.as_deref());
+            let result = match distribution::decide(labels, name, policy) {
+                Action::Conflict(why) => Err(ObjectDistributionStatus {
+                    object: reference_of(&copy),
+                    state: ObjectSyncState::Conflict,
+                    message: Some(why),
+                }),
+                Action::Apply => api
+                    .patch(&obj_name, force_params, &Patch::Apply(&copy))
+                    .await
+                    .map(|o| Applied::Written {
+                        hash,
+                        resource_version: o.resource_version().unwrap_or_default(),
+                        copy: copy.clone(),
+                    })
+                    .map_err(|e| failure(&copy, &e)),
+                Action::Overwrite => overwrite(&api, &obj_name, &copy)
+                    .await
+                    .map(|resource_version| Applied::Written {
+                        hash,
+                        resource_version,
+                        copy: copy.clone(),
+                    })
+                    .map_err(|e| failure(&copy, &e)),
+            };
+            (key, result)
+        }
+    }
+}
+
+enum Work<'a> {
+    Namespace(ObjectKey, String),
+    Object(ObjectKey, &'a Source, Value),
+}
+
+enum Applied {
+    Unchanged,
+    Written {
+        hash: u64,
+        resource_version: String,
+        copy: Value,
+    },
+}
+
+const UNREACHABLE: &str = "the member did not answer";
+
+fn failure(copy: &Value, e: &kube::Error) -> ObjectDistributionStatus {
+    let message = match e {
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.reason),
+        other => format!("{UNREACHABLE}: {other}"),
+    };
+    ObjectDistributionStatus {
+        object: reference_of(copy),
+        state: ObjectSyncState::Error,
+        message: Some(message),
+    }
+}
+
+pub(super) fn mapped_namespace(distribution: &Distribution, member: &str, ns: &str) -> String {
+    distribution
+        .spec
+        .overrides
+        .iter()
+        .filter(|o| o.member == member)
+        .find_map(|o| o.namespace_map.get(ns))
+        .cloned()
+        .unwrap_or_else(|| ns.to_owned())
+}
+
+/// Creates a namespace the bundle's objects need when the member lacks it. It is never labelled as
+/// a copy, so removing the Distribution never deletes a namespace (and what else lives in it).
+async fn ensure_namespace(
+    client: &Client,
+    ns: &str,
+    distribution: &str,
+) -> Result<Applied, ObjectDistributionStatus> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns,
+        "annotations": {"multicluster.dev/created-for-distribution": distribution}}});
+    let result = match api.get_metadata_opt(ns).await {
+        Ok(Some(_)) => return Ok(Applied::Unchanged),
+        Ok(None) => match serde_json::from_value::<Namespace>(object.clone()) {
+            Ok(namespace) => api
+                .create(&PostParams::default(), &namespace)
+                .await
+                .map(|_| ()),
+            Err(e) => {
+                return Err(ObjectDistributionStatus {
+                    object: reference_of(&object),
+                    state: ObjectSyncState::Error,
+                    message: Some(e.to_string()),
+                });
+            }
+        },
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => Ok(Applied::Unchanged),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Applied::Unchanged),
+        Err(e) => Err(failure(&object, &e)),
+    }
+}
+
+/// Replaces the member's object with ours (dropping fields other managers set), or creates it.
+async fn overwrite(
+    api: &Api<DynamicObject>,
+    name: &str,
+    copy: &Value,
+) -> Result<String, kube::Error> {
+    let mut object: DynamicObject =
+        serde_json::from_value(copy.clone()).map_err(kube::Error::SerdeError)?;
+    match api.get_metadata_opt(name).await? {
+        Some(current) => {
+            object.metadata.resource_version = current.resource_version();
+            let written = api.replace(name, &PostParams::default(), &object).await?;
+            // Take ownership of the fields in the same step, so later applies are plain applies.
+            let written = api
+                .patch(
+                    name,
+                    &PatchParams::apply(distribution::FIELD_MANAGER).force(),
+                    &Patch::Apply(copy),
+                )
+                .await
+                .unwrap_or(written);
+            Ok(written.resource_version().unwrap_or_default())
+        }
+        None => Ok(api
+            .patch(
+                name,
+                &PatchParams::apply(distribution::FIELD_MANAGER).force(),
+                &Patch::Apply(copy),
+            )
+            .await?
+            .resource_version()
+            .unwrap_or_default()),
+    }
+}
+
+/// Waits (up to 30 s) until a CRD just applied is Established on the member.
+async fn established(client: &Client, name: &str) -> Result<(), String> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match api.get_opt(name).await {
+            Ok(Some(crd)) => {
+                let ok = crd.status.and_then(|s| s.conditions).is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+                if ok {
+                    return Ok(());
+                }
+            }
+            Ok(None) => {}
+            Err(e) if is_transport(&e) => return Err(format!("{UNREACHABLE}: {e}")),
+            Err(_) => {}
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "CRD {name} was not Established on the member within 30s"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Deletes the member's copies (found by this Distribution's label) that are no longer desired.
+async fn remove_leftovers(
+    client: &Client,
+    distribution: &str,
+    written: &BTreeSet<WrittenKind>,
+    desired: &BTreeSet<(String, Option<String>, String)>,
+    sources: &[Source],
+    states: &mut BTreeMap<ObjectKey, ObjectDistributionStatus>,
+) {
+    let selector = format!("{}={distribution}", keys::DISTRIBUTION);
+    for kind in written {
+        // The API of a kind no longer in the bundle: from the member's discovery.
+        let resource = match sources.iter().find(|s| {
+            s.object["apiVersion"] == kind.api_version.as_str()
+                && s.object["kind"] == kind.kind.as_str()
+        }) {
+            Some(s) => (s.resource.clone(), s.namespaced),
+            None => {
+                let Ok(gvk) = kube::core::GroupVersionKind::try_from(&kube::core::TypeMeta {
+                    api_version: kind.api_version.clone(),
+                    kind: kind.kind.clone(),
+                }) else {
+                    continue;
+                };
+                match kube::discovery::pinned_kind(client, &gvk).await {
+                    Ok((resource, caps)) => {
+                        (resource, caps.scope == kube::discovery::Scope::Namespaced)
+                    }
+                    Err(_) => continue,
+                }
+            }
+        };
+        let source = Source {
+            object: Value::Null,
+            resource: resource.0,
+            namespaced: resource.1,
+        };
+        let api = api_for(client, &source, kind.namespace.as_deref());
+        let Ok(list) = api
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await
+        else {
+            continue;
+        };
+        for item in list.items {
+            let key = (kind.kind.clone(), item.namespace(), item.name_any());
+            if desired.contains(&key) {
+                continue;
+            }
+            let reference = ObjectReference {
+                api_version: kind.api_version.clone(),
+                kind: kind.kind.clone(),
+                name: item.name_any(),
+                namespace: item.namespace(),
+            };
+            match api
+                .delete(&item.name_any(), &DeleteParams::background())
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(%distribution, object = %format!("{} {}", kind.kind, item.name_any()), "removed a copy that left the Distribution")
+                }
+                Err(e) => {
+                    states.insert(
+                        ObjectKey {
+                            group: multicluster_core::distribution::order::group_of(
+                                &kind.api_version,
+                            )
+                            .to_owned(),
+                            kind: kind.kind.clone(),
+                            namespace: item.namespace(),
+                            name: item.name_any(),
+                        },
+                        ObjectDistributionStatus {
+                            object: reference,
+                            state: ObjectSyncState::Error,
+                            message: Some(format!(
+                                "left the Distribution but could not be removed: {e}"
+                            )),
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
