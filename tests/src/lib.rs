@@ -130,6 +130,26 @@ impl Playground {
         child.wait_with_output().expect("wait for kubectl")
     }
 
+    /// `kubectl multicluster ARGS --context hub`.
+    pub fn multicluster(&self, args: &[&str]) -> Command {
+        let mut cmd = self.kubectl();
+        cmd.arg("multicluster")
+            .args(args)
+            .args(["--context", "hub"]);
+        cmd
+    }
+
+    /// Joins every member to the hub once per test binary (`kubectl multicluster join`).
+    pub fn join_members(&self) {
+        static JOINED: std::sync::Once = std::sync::Once::new();
+        JOINED.call_once(|| {
+            for i in 1..=MEMBERS {
+                let member = format!("member-{i}");
+                run_ok(&mut self.multicluster(&["join", &member, "--member-context", &member]));
+            }
+        });
+    }
+
     pub fn dir(&self) -> &Path {
         &self.state.dir
     }

@@ -1,0 +1,799 @@
+//! Distribution end to end: `kubectl multicluster distribute` stores a bundle on the real hub, the
+//! hub server applies it to two real member API servers, and watches on the members record the
+//! order the objects were created in. The playground has no controllers: the Deployment is stored
+//! and never runs, which is all the order needs.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use multicluster_core::api::Distribution;
+use multicluster_tests::{fresh_namespace, playground, run, run_ok, unique_name};
+use serde_json::Value;
+
+const MEMBERS: [&str; 2] = ["member-1", "member-2"];
+
+fn bundle(ns: &str, crd_group: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      serviceAccountName: web
+      imagePullSecrets: [{{name: registry}}]
+      volumes: [{{name: cfg, configMap: {{name: web-config}}}}]
+      containers:
+      - name: web
+        image: registry.k8s.io/nginx:1.27
+        envFrom: [{{secretRef: {{name: db}}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {ns}}}
+spec: {{selector: {{app: web}}, ports: [{{port: 80}}]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: web, namespace: {ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: web}}
+subjects: [{{kind: ServiceAccount, name: web}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: web, namespace: {ns}}}
+rules: [{{apiGroups: [""], resources: [configmaps], verbs: [get]}}]
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: web, namespace: {ns}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: web-config, namespace: {ns}}}
+data: {{greeting: hello}}
+---
+apiVersion: {crd_group}/v1
+kind: Profile
+metadata: {{name: eu, namespace: {ns}}}
+spec: {{credentials: {{secretName: bucket}}}}
+---
+apiVersion: {crd_group}/v1
+kind: Profile
+metadata: {{name: us, namespace: {ns}}}
+spec: {{region: us}}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: profiles.{crd_group}}}
+spec:
+  group: {crd_group}
+  scope: Namespaced
+  names: {{kind: Profile, plural: profiles, singular: profile}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: db, namespace: {ns}}}
+stringData: {{PASSWORD: hunter2}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: bucket, namespace: {ns}}}
+stringData: {{key: s3cr3t}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: registry, namespace: {ns}}}
+type: kubernetes.io/dockerconfigjson
+stringData: {{.dockerconfigjson: '{{"auths": {{}}}}'}}
+"#
+    )
+}
+
+/// Lets the hub's account on each member write the custom resources of `group` (what an operator
+/// does for every CRD they distribute; the built-in kinds come with `join`).
+fn grant_custom_resources(group: &str) {
+    let pg = playground();
+    let manifest = format!(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: hub-distributes-{group}}}
+rules: [{{apiGroups: ["{group}"], resources: ["*"], verbs: [get, list, watch, create, update, patch, delete]}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: hub-distributes-{group}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: hub-distributes-{group}}}
+subjects: [{{kind: ServiceAccount, name: multicluster-hub, namespace: multicluster-system}}]
+"#
+    );
+    for member in MEMBERS {
+        let out = pg.apply(member, &manifest, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// What a watch on a member saw: per object (`Kind/name`), the resourceVersion it was first seen
+/// with. These API servers keep one etcd each, so a resourceVersion is that etcd's revision and
+/// orders creations; nothing here updates an object after creating it (no controllers run).
+type Seen = Arc<Mutex<HashMap<String, u64>>>;
+
+fn record_creations(client: &Client, ns: &str, crd_group: &str) -> Seen {
+    let seen: Seen = Arc::default();
+    let kinds: [(&str, &str, &str, &str, bool); 10] = [
+        ("", "v1", "Namespace", "namespaces", false),
+        ("", "v1", "Secret", "secrets", true),
+        ("", "v1", "ConfigMap", "configmaps", true),
+        ("", "v1", "ServiceAccount", "serviceaccounts", true),
+        ("", "v1", "Service", "services", true),
+        ("apps", "v1", "Deployment", "deployments", true),
+        ("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
+        (
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+        ),
+        (
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            false,
+        ),
+        (crd_group, "v1", "Profile", "profiles", true),
+    ];
+    for (group, version, kind, plural, namespaced) in kinds {
+        let resource =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+        let api: Api<DynamicObject> = if namespaced {
+            Api::namespaced_with(client.clone(), ns, &resource)
+        } else {
+            Api::all_with(client.clone(), &resource)
+        };
+        let seen = seen.clone();
+        let kind = kind.to_owned();
+        tokio::spawn(async move {
+            // A custom resource's watch fails until its CRD exists; the backoff retries it.
+            let mut events = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(event) = events.next().await {
+                if let Ok(o) = event {
+                    let rv: u64 = o.resource_version().unwrap().parse().unwrap();
+                    seen.lock()
+                        .unwrap()
+                        .entry(format!("{kind}/{}", o.name_any()))
+                        .or_insert(rv);
+                }
+            }
+        });
+    }
+    seen
+}
+
+async fn wait_until_seen(seen: &Seen, keys: &[String], member: &str) -> HashMap<String, u64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = seen.lock().unwrap().clone();
+        if keys.iter().all(|k| now.contains_key(k)) {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{member}: never saw {:?}; saw {now:?}",
+            keys.iter()
+                .filter(|k| !now.contains_key(*k))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn write_bundle(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bundle.yaml"), text).unwrap();
+    dir
+}
+
+fn status_of(name: &str) -> Value {
+    let out = run_ok(&mut playground().multicluster(&["distribute", "status", name, "-o", "json"]));
+    serde_json::from_str(&out).unwrap()
+}
+
+#[tokio::test]
+async fn a_bundle_reaches_both_members_dependencies_first_and_secrets_before_everything() {
+    let pg = playground();
+    pg.join_members();
+    let hub = pg.client("hub").await.unwrap();
+    let ns = fresh_namespace(&hub, "dist").await.unwrap();
+    let group = format!("{}.example.com", unique_name("order"));
+    grant_custom_resources(&group);
+    let dir = write_bundle(&bundle(&ns, &group));
+    let name = unique_name("order");
+    let rule = format!("{group}/v1,Profile,.spec.credentials.secretName,Secret");
+
+    // The plan, before anything is stored: Secrets first (after their namespace).
+    let plan: Value = serde_json::from_str(&run_ok(&mut pg.multicluster(&[
+        "distribute",
+        "-f",
+        dir.path().to_str().unwrap(),
+        "--plan",
+        "--dependency-rule",
+        &rule,
+        "-o",
+        "json",
+    ])))
+    .unwrap();
+    let steps = plan["steps"].as_array().unwrap();
+    let tier = |kind: &str, name: &str| {
+        steps
+            .iter()
+            .find(|s| s["kind"] == kind && s["name"] == name)
+            .unwrap()["tier"]
+            .as_u64()
+            .unwrap()
+    };
+    let last_secret = ["db", "bucket", "registry"]
+        .iter()
+        .map(|n| tier("Secret", n))
+        .max()
+        .unwrap();
+    for step in steps
+        .iter()
+        .filter(|s| s["kind"] != "Secret" && s["kind"] != "Namespace")
+    {
+        assert!(
+            step["tier"].as_u64().unwrap() > last_secret,
+            "{step} precedes a Secret"
+        );
+    }
+    assert!(
+        Api::<Distribution>::namespaced(hub.clone(), "multicluster-system")
+            .get_opt(&name)
+            .await
+            .unwrap()
+            .is_none(),
+        "--plan stores nothing"
+    );
+
+    let members: Vec<Client> = futures::future::join_all(MEMBERS.map(|m| pg.client(m)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let recorders: Vec<Seen> = members
+        .iter()
+        .map(|c| record_creations(c, &ns, &group))
+        .collect();
+    // Let the watches finish their first list before anything is created.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let out = run(&mut pg.multicluster(&[
+        "distribute",
+        "-f",
+        dir.path().to_str().unwrap(),
+        "--to",
+        "member-1,member-2",
+        "--name",
+        &name,
+        "--dependency-rule",
+        &rule,
+        "-o",
+        "json",
+    ]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["synced"], "True", "{report}");
+    for m in report["members"].as_array().unwrap() {
+        assert_eq!(
+            (m["applied"].as_u64(), m["total"].as_u64()),
+            (Some(12), Some(12)),
+            "{m}"
+        );
+    }
+
+    let objects = [
+        ("Namespace", ns.as_str()),
+        ("Secret", "db"),
+        ("Secret", "bucket"),
+        ("Secret", "registry"),
+        ("ConfigMap", "web-config"),
+        ("ServiceAccount", "web"),
+        ("Role", "web"),
+        ("RoleBinding", "web"),
+        ("Deployment", "web"),
+        ("Service", "web"),
+        ("CustomResourceDefinition", &format!("profiles.{group}")),
+        ("Profile", "eu"),
+        ("Profile", "us"),
+    ];
+    let keys: Vec<String> = objects.iter().map(|(k, n)| format!("{k}/{n}")).collect();
+    let depends_on: &[(&str, &[&str])] = &[
+        (
+            "Deployment/web",
+            &[
+                "Secret/db",
+                "Secret/registry",
+                "ConfigMap/web-config",
+                "ServiceAccount/web",
+            ],
+        ),
+        ("RoleBinding/web", &["Role/web", "ServiceAccount/web"]),
+        ("Profile/eu", &["Secret/bucket"]),
+    ];
+    for (member, seen) in MEMBERS.iter().zip(&recorders) {
+        let created = wait_until_seen(seen, &keys, member).await;
+        let at = |key: &str| created[key];
+        let namespace = at(&format!("Namespace/{ns}"));
+        let crd = at(&format!("CustomResourceDefinition/profiles.{group}"));
+        for key in keys.iter().filter(|k| !k.starts_with("Namespace/")) {
+            if !key.starts_with("CustomResourceDefinition/") {
+                assert!(namespace < at(key), "{member}: {key} before its namespace");
+            }
+        }
+        for (dependent, deps) in depends_on {
+            for dep in *deps {
+                assert!(
+                    at(dep) < at(dependent),
+                    "{member}: {dependent} created before {dep}"
+                );
+            }
+        }
+        for profile in ["Profile/eu", "Profile/us"] {
+            assert!(
+                crd < at(profile),
+                "{member}: {profile} created before its CRD"
+            );
+        }
+        let last_secret = ["Secret/db", "Secret/bucket", "Secret/registry"]
+            .map(at)
+            .into_iter()
+            .max()
+            .unwrap();
+        for key in keys
+            .iter()
+            .filter(|k| !k.starts_with("Secret/") && !k.starts_with("Namespace/"))
+        {
+            assert!(
+                last_secret < at(key),
+                "{member}: {key} created before a Secret"
+            );
+        }
+        let order: BTreeMap<u64, &String> = keys.iter().map(|k| (at(k), k)).collect();
+        eprintln!(
+            "{member} creation order: {:?}",
+            order.values().collect::<Vec<_>>()
+        );
+    }
+
+    // What a user reads: the copies are there and labelled with their Distribution.
+    let secret = Api::<Secret>::namespaced(members[1].clone(), &ns)
+        .get("db")
+        .await
+        .unwrap();
+    assert_eq!(secret.labels()["multicluster.dev/distribution"], name);
+    let status = status_of(&name);
+    assert_eq!(status["synced"], "True", "{status}");
+}
+
+#[tokio::test]
+async fn continuous_mode_follows_the_hub_corrects_edits_and_removes_what_left() {
+    let pg = playground();
+    pg.join_members();
+    let hub = pg.client("hub").await.unwrap();
+    let ns = fresh_namespace(&hub, "cont").await.unwrap();
+    let name = unique_name("cont");
+    let manifest = |greeting: &str, password: &str, extra: bool| {
+        let mut text = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings, namespace: {ns}}}\ndata: {{greeting: {greeting}}}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {{name: creds, namespace: {ns}}}\nstringData: {{password: {password}}}\n"
+        );
+        if extra {
+            text.push_str(&format!(
+                "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: extra, namespace: {ns}}}\ndata: {{a: b}}\n"
+            ));
+        }
+        text
+    };
+    let dir = write_bundle(&manifest("hello", "one", true));
+    run_ok(&mut pg.multicluster(&[
+        "distribute",
+        "-f",
+        dir.path().to_str().unwrap(),
+        "--to",
+        "member-1,member-2",
+        "--name",
+        &name,
+        "--mode",
+        "continuous",
+    ]));
+    let members: Vec<Client> = futures::future::join_all(MEMBERS.map(|m| pg.client(m)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+
+    // A change on the hub (a plain kubectl apply of the source) reaches both members.
+    let changed = Instant::now();
+    let cm = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings, namespace: {ns}, labels: {{multicluster.dev/source-of: {name}}}}}\ndata: {{greeting: bonjour}}\n"
+    );
+    let out = pg.apply(
+        "hub",
+        &cm,
+        &["--server-side", "--field-manager", "kubectl-multicluster"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (member, client) in MEMBERS.iter().zip(&members) {
+        wait_for_data(client, &ns, "settings", "greeting", "bonjour", member).await;
+    }
+    eprintln!(
+        "source change reached both members in {:?}",
+        changed.elapsed()
+    );
+
+    // Secret rotation on the hub.
+    let rotated = Instant::now();
+    Api::<Secret>::namespaced(hub.clone(), &ns)
+        .patch(
+            "creds",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"stringData": {"password": "two"}})),
+        )
+        .await
+        .unwrap();
+    for (member, client) in MEMBERS.iter().zip(&members) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = Api::<Secret>::namespaced(client.clone(), &ns)
+                .get("creds")
+                .await
+                .unwrap();
+            if s.data.unwrap()["password"].0 == b"two" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{member}: the rotated Secret never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    eprintln!(
+        "Secret rotation reached both members in {:?}",
+        rotated.elapsed()
+    );
+
+    // Someone edits the copy on member-1 (as `kubectl edit` would): the hub puts its version back
+    // and says so in status.
+    Api::<ConfigMap>::namespaced(members[0].clone(), &ns)
+        .patch(
+            "settings",
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(serde_json::json!({"data": {"greeting": "hacked"}})),
+        )
+        .await
+        .unwrap();
+    wait_for_data(
+        &members[0],
+        &ns,
+        "settings",
+        "greeting",
+        "bonjour",
+        "member-1",
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = status_of(&name);
+        let m1 = status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["member"] == "member-1")
+            .unwrap()
+            .clone();
+        let note = m1["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["object"]["name"] == "settings")
+            .and_then(|o| o["message"].as_str().map(str::to_owned));
+        if note
+            .as_deref()
+            .is_some_and(|n| n.contains("kubectl-edit") && n.contains("corrected"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the correction never showed in status: {m1}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // `extra` leaves the bundle: it leaves the members (and the hub's sources).
+    let dir2 = write_bundle(&manifest("bonjour", "two", false));
+    run_ok(&mut pg.multicluster(&[
+        "distribute",
+        "-f",
+        dir2.path().to_str().unwrap(),
+        "--to",
+        "member-1,member-2",
+        "--name",
+        &name,
+        "--mode",
+        "continuous",
+    ]));
+    for (member, client) in MEMBERS.iter().zip(&members) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .get_opt("extra")
+            .await
+            .unwrap()
+            .is_some()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{member}: extra was never removed"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(
+        Api::<ConfigMap>::namespaced(hub.clone(), &ns)
+            .get_opt("extra")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn wait_for_data(client: &Client, ns: &str, name: &str, key: &str, want: &str, member: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await
+            .unwrap();
+        let got = cm
+            .as_ref()
+            .and_then(|c| c.data.as_ref())
+            .and_then(|d| d.get(key))
+            .cloned();
+        if got.as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{member}: {name}.{key} is {got:?}, never {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn drift_can_be_reported_instead_of_corrected() {
+    let pg = playground();
+    pg.join_members();
+    let hub = pg.client("hub").await.unwrap();
+    let ns = fresh_namespace(&hub, "drift").await.unwrap();
+    let name = unique_name("drift");
+    let dir = write_bundle(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings, namespace: {ns}}}\ndata: {{greeting: hello}}\n"
+    ));
+    run_ok(&mut pg.multicluster(&[
+        "distribute",
+        "-f",
+        dir.path().to_str().unwrap(),
+        "--to",
+        "member-2",
+        "--name",
+        &name,
+        "--mode",
+        "continuous",
+        "--drift-policy",
+        "report",
+    ]));
+    let m2 = pg.client("member-2").await.unwrap();
+    Api::<ConfigMap>::namespaced(m2.clone(), &ns)
+        .patch(
+            "settings",
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(serde_json::json!({"data": {"greeting": "local"}})),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = status_of(&name);
+        let drifted = status["members"][0]["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| {
+                o["state"] == "Drifted"
+                    && o["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("kubectl-edit")
+            });
+        if drifted && status["synced"] == "False" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "drift never reported: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Reported, not corrected.
+    let cm = Api::<ConfigMap>::namespaced(m2, &ns)
+        .get("settings")
+        .await
+        .unwrap();
+    assert_eq!(cm.data.unwrap()["greeting"], "local");
+}
+
+#[tokio::test]
+async fn conflicts_unknown_members_and_bad_files_are_reported_and_change_nothing() {
+    let pg = playground();
+    pg.join_members();
+    let hub = pg.client("hub").await.unwrap();
+    let ns = fresh_namespace(&hub, "conflict").await.unwrap();
+    let m1 = pg.client("member-1").await.unwrap();
+
+    // Malformed YAML: the file is named, nothing is stored.
+    let bad = write_bundle("apiVersion: v1\nkind: [unclosed\n");
+    let name = unique_name("bad");
+    let out = run(&mut pg.multicluster(&[
+        "distribute",
+        "-f",
+        bad.path().to_str().unwrap(),
+        "--to",
+        "member-1",
+        "--name",
+        &name,
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("bundle.yaml") && stderr.contains("not valid YAML"),
+        "{stderr}"
+    );
+    assert!(
+        Api::<Distribution>::namespaced(hub.clone(), "multicluster-system")
+            .get_opt(&name)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A ConfigMap member-1 already has, made by someone else: Abort leaves it and says why.
+    let theirs = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: taken, namespace: {ns}}}\ndata: {{owner: them}}\n"
+    );
+    let out = pg.apply(
+        "member-1",
+        &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n{theirs}"),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours = write_bundle(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: taken, namespace: {ns}}}\ndata: {{owner: hub}}\n"
+    ));
+    let name = unique_name("conflict");
+    let out = run(&mut pg.multicluster(&[
+        "distribute",
+        "-f",
+        ours.path().to_str().unwrap(),
+        "--to",
+        "member-1,member-9",
+        "--name",
+        &name,
+        "-o",
+        "json",
+    ]));
+    assert!(!out.status.success(), "a conflict is a failure");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not in sync"), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let object = &report["members"][0]["objects"][0];
+    assert_eq!(object["state"], "Conflict", "{report}");
+    assert!(
+        object["message"]
+            .as_str()
+            .unwrap()
+            .contains("conflictPolicy"),
+        "{object}"
+    );
+    let cm = Api::<ConfigMap>::namespaced(m1.clone(), &ns)
+        .get("taken")
+        .await
+        .unwrap();
+    assert_eq!(cm.data.unwrap()["owner"], "them", "Abort must not touch it");
+
+    // Adopt takes it over.
+    let out = run(&mut pg.multicluster(&[
+        "distribute",
+        "-f",
+        ours.path().to_str().unwrap(),
+        "--to",
+        "member-1",
+        "--name",
+        &name,
+        "--conflict-policy",
+        "adopt",
+    ]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cm = Api::<ConfigMap>::namespaced(m1, &ns)
+        .get("taken")
+        .await
+        .unwrap();
+    assert_eq!(cm.data.unwrap()["owner"], "hub");
+    assert_eq!(
+        cm.metadata.labels.unwrap()["multicluster.dev/distribution"],
+        name
+    );
+
+    // A member that is not registered is named.
+    let out = run(&mut pg.multicluster(&[
+        "distribute",
+        "-f",
+        ours.path().to_str().unwrap(),
+        "--to",
+        "member-9",
+        "--name",
+        &unique_name("nowhere"),
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("member-9"),
+        "{stderr}"
+    );
+}
