@@ -58,7 +58,34 @@ pub async fn run(client: Client) {
     let mut events = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
-    while let Some(event) = events.next().await {
+    // A member that answers again (or stops answering) changes what every runner should do.
+    let mut member_events = watcher(
+        Api::<MemberCluster>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .boxed();
+    let mut reachable: HashMap<String, bool> = HashMap::new();
+    loop {
+        let event = tokio::select! {
+            e = events.next() => match e {
+                Some(e) => e,
+                None => return,
+            },
+            m = member_events.next() => {
+                if let Some(Ok(member)) = m {
+                    let now = member_reachable(&member);
+                    if reachable.insert(member.name_any(), now) != Some(now) {
+                        tracing::debug!(member = %member.name_any(), reachable = now, "member reachability changed");
+                        for (_, tx) in runners.values() {
+                            let _ = tx.send(Trigger::Sync);
+                        }
+                    }
+                }
+                continue;
+            }
+        };
         match event {
             Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) => {
                 let name = d.name_any();
@@ -98,6 +125,15 @@ pub async fn run(client: Client) {
             Err(e) => tracing::warn!(error = %e, "watching Distributions"),
         }
     }
+}
+
+/// What the hub's health probe last said: `false` only when the member did not answer.
+fn member_reachable(member: &MemberCluster) -> bool {
+    member
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Reachable"))
+        .is_none_or(|c| c.status != "False")
 }
 
 /// One kube client per member, rebuilt when the member's credentials Secret changes, so that
@@ -244,8 +280,8 @@ async fn runner(
             None
         } else {
             state.failures += 1;
-            let secs = 1u64 << state.failures.min(5);
-            Some(tokio::time::Instant::now() + Duration::from_secs(secs.min(30)))
+            let secs = 1u64 << state.failures.min(3);
+            Some(tokio::time::Instant::now() + Duration::from_secs(secs.min(10)))
         };
     }
 }
@@ -560,9 +596,35 @@ async fn sync(
         let (plan, sources) = (&plan, &sources);
         syncs.push(
             async move {
+                // Targets come from this very list of members.
                 let Some(member) = member else {
-                    unreachable!("targets are registered members")
+                    return member::MemberOutcome {
+                        status: MemberDistributionStatus {
+                            member: member_name.clone(),
+                            message: Some("not a registered member".into()),
+                            ..Default::default()
+                        },
+                        unreachable: false,
+                        complete: false,
+                    };
                 };
+                if !member_reachable(member) {
+                    // Waiting out a timeout per sync would hold every other member's updates back;
+                    // the runner syncs again as soon as the probe sees the member answer.
+                    return member::MemberOutcome {
+                        status: MemberDistributionStatus {
+                            member: member_name.clone(),
+                            message: Some(
+                                "the member did not answer the hub's last health probe; \
+                                 syncing again when it answers, nothing on it is deleted meanwhile"
+                                    .into(),
+                            ),
+                            ..previous.cloned().unwrap_or_default()
+                        },
+                        unreachable: true,
+                        complete: false,
+                    };
+                }
                 match clients.get(client, member).await {
                     Ok(member_client) => {
                         member::sync(
