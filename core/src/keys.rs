@@ -29,3 +29,6 @@ pub const SOURCE_OF: &str = "multicluster.dev/source-of";
 /// run, so an unchanged Distribution whose sources changed still syncs). The hub server echoes it in
 /// `status.observedSyncRequest` once the sync it asked for is done.
 pub const SYNC_REQUESTED: &str = "multicluster.dev/sync-requested";
+/// Annotation on a stored source: a digest of what `distribute` stored, so an unchanged file is not
+/// written again.
+pub const SOURCE_HASH: &str = "multicluster.dev/source-hash";

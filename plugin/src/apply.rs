@@ -63,6 +63,20 @@ pub async fn locate(
     value: &serde_json::Value,
     default_namespace: Option<&str>,
 ) -> anyhow::Result<Located> {
+    locate_cached(client, value, default_namespace, &mut Default::default()).await
+}
+
+/// Discovery answers by `apiVersion/kind`, so a bundle of many objects of few kinds asks once per kind.
+pub type DiscoveryCache =
+    std::collections::HashMap<String, (kube::api::ApiResource, kube::discovery::ApiCapabilities)>;
+
+/// `locate`, asking discovery only for kinds not in `cache`.
+pub async fn locate_cached(
+    client: &Client,
+    value: &serde_json::Value,
+    default_namespace: Option<&str>,
+    cache: &mut DiscoveryCache,
+) -> anyhow::Result<Located> {
     let mut object: DynamicObject =
         serde_json::from_value(value.clone()).context("a document is not a Kubernetes object")?;
     let types = object
@@ -74,15 +88,23 @@ pub async fn locate(
         .name
         .clone()
         .ok_or_else(|| anyhow!("a {} has no metadata.name", types.kind))?;
-    let gvk = GroupVersionKind::try_from(&types)?;
-    let (resource, caps) = discovery::pinned_kind(client, &gvk)
-        .await
-        .with_context(|| {
-            format!(
-                "the cluster does not serve {} {}",
-                types.api_version, types.kind
-            )
-        })?;
+    let id = format!("{}/{}", types.api_version, types.kind);
+    let (resource, caps) = match cache.get(&id) {
+        Some(found) => found.clone(),
+        None => {
+            let gvk = GroupVersionKind::try_from(&types)?;
+            let found = discovery::pinned_kind(client, &gvk)
+                .await
+                .with_context(|| {
+                    format!(
+                        "the cluster does not serve {} {}",
+                        types.api_version, types.kind
+                    )
+                })?;
+            cache.insert(id, found.clone());
+            found
+        }
+    };
     let api = match (
         caps.scope,
         object

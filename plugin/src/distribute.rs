@@ -147,11 +147,11 @@ pub async fn run(
     for object in &mut objects {
         object["metadata"]["labels"][keys::SOURCE_OF] = json!(name);
     }
+    let unchanged = store_sources(&client, &name, &objects, &plan).await?;
     eprintln!(
-        "Storing {} object(s) on the hub as the sources of Distribution {name}",
-        objects.len()
+        "Stored {} object(s) on the hub as the sources of Distribution {name} ({unchanged} unchanged)",
+        objects.len() - unchanged
     );
-    store_sources(&client, &objects, &plan).await?;
     prune_old_sources(&client, &name, &objects).await?;
     let requested = k8s_openapi::jiff::Timestamp::now().to_string();
     let distribution = distribution_object(&args, &name, &objects, &requested)?;
@@ -364,31 +364,71 @@ impl Scopes {
 
 /// Applies the sources to the hub in the plan's tiers (a CRD is Established before its custom
 /// resources), concurrently within a tier.
-async fn store_sources(client: &Client, objects: &[Value], plan: &Plan) -> anyhow::Result<()> {
+async fn store_sources(
+    client: &Client,
+    name: &str,
+    objects: &[Value],
+    plan: &Plan,
+) -> anyhow::Result<usize> {
+    let mut cache = crate::apply::DiscoveryCache::new();
+    let mut stored_now: HashMap<String, HashMap<String, kube::core::ObjectMeta>> = HashMap::new();
+    let selector = format!("{}={name}", keys::SOURCE_OF);
+    let mut unchanged = 0;
     for tier in plan.tiers() {
         let mut crds = Vec::new();
-        let indexes: Vec<usize> = tier.iter().filter_map(|s| s.index).collect();
-        let results: Vec<anyhow::Result<()>> = stream::iter(indexes.into_iter().map(|i| {
-            let object = objects[i].clone();
-            async move {
-                let located = crate::apply::locate(client, &object, None).await?;
-                located
+        // Located one after the other (discovery once per kind), applied concurrently.
+        let mut located = Vec::new();
+        for index in tier.iter().filter_map(|s| s.index) {
+            let mut l =
+                crate::apply::locate_cached(client, &objects[index], None, &mut cache).await?;
+            let hash = source_hash(&serde_json::to_value(&l.object)?);
+            // What this Distribution already stored, one list per kind and namespace.
+            let url = l.api.resource_url().to_owned();
+            if !stored_now.contains_key(&url) {
+                let listed = match l
                     .api
+                    .list_metadata(&ListParams::default().labels(&selector))
+                    .await
+                {
+                    Ok(list) => list
+                        .items
+                        .into_iter()
+                        .map(|m| (m.name_any(), m.metadata))
+                        .collect(),
+                    // A namespace not created yet, a kind not served yet: nothing stored.
+                    Err(_) => HashMap::new(),
+                };
+                stored_now.insert(url.clone(), listed);
+            }
+            if stored_now[&url]
+                .get(&l.name)
+                .is_some_and(|m| unchanged_on_hub(m, &hash))
+            {
+                unchanged += 1;
+                continue;
+            }
+            l.object
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(keys::SOURCE_HASH.to_owned(), hash);
+            located.push(l);
+        }
+        let results: Vec<anyhow::Result<()>> =
+            stream::iter(located.into_iter().map(|l| async move {
+                l.api
                     .patch(
-                        &located.name,
+                        &l.name,
                         &PatchParams::apply(crate::apply::FIELD_MANAGER).force(),
-                        &Patch::Apply(&located.object),
+                        &Patch::Apply(&l.object),
                     )
                     .await
-                    .with_context(|| {
-                        format!("storing {} {} on the hub", located.kind, located.name)
-                    })?;
-                Ok(())
-            }
-        }))
-        .buffer_unordered(32)
-        .collect()
-        .await;
+                    .with_context(|| format!("storing {} {} on the hub", l.kind, l.name))?;
+                anyhow::Ok(())
+            }))
+            .buffer_unordered(32)
+            .collect()
+            .await;
         for step in &tier {
             if step.object.kind == "CustomResourceDefinition" {
                 crds.push(step.object.name.clone());
@@ -407,7 +447,46 @@ async fn store_sources(client: &Client, objects: &[Value], plan: &Plan) -> anyho
                 .map_err(|_| anyhow!("CRD {crd} was not Established on the hub within 30s"))??;
         }
     }
-    Ok(())
+    Ok(unchanged)
+}
+
+/// A digest of a source as `distribute` stores it. Only ever compared with a digest the same
+/// binary wrote: a different build may re-store an unchanged object once, which is harmless.
+fn source_hash(object: &Value) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    object.to_string().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// Whether the hub already holds exactly what `distribute` would store: the digest matches and
+/// no other manager has written to the object since (an edit on the hub is put right).
+fn unchanged_on_hub(stored: &kube::core::ObjectMeta, hash: &str) -> bool {
+    if stored
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(keys::SOURCE_HASH))
+        .map(String::as_str)
+        != Some(hash)
+    {
+        return false;
+    }
+    let entries = stored.managed_fields.as_deref().unwrap_or_default();
+    let ours = entries
+        .iter()
+        .filter(|e| e.manager.as_deref() == Some(crate::apply::FIELD_MANAGER))
+        .filter_map(|e| e.time.as_ref().map(|t| t.0))
+        .max();
+    let others = entries
+        .iter()
+        .filter(|e| e.manager.as_deref() != Some(crate::apply::FIELD_MANAGER))
+        .filter_map(|e| e.time.as_ref().map(|t| t.0))
+        .max();
+    match (ours, others) {
+        (Some(ours), Some(others)) => others < ours,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
 }
 
 /// Deletes hub objects an earlier `distribute` of `name` stored that this bundle no longer has, so
@@ -788,6 +867,53 @@ mod tests {
             .map(|o| o["metadata"]["name"].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(names, ["b", "c"]);
+    }
+
+    #[test]
+    fn a_source_is_stored_again_when_its_content_or_someone_else_changed_it() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, Time};
+        let at = |secs: i64| {
+            Some(Time(
+                k8s_openapi::jiff::Timestamp::from_second(secs).unwrap(),
+            ))
+        };
+        let meta = |hash: &str, entries: Vec<(&str, i64)>| kube::core::ObjectMeta {
+            annotations: Some([(keys::SOURCE_HASH.to_owned(), hash.to_owned())].into()),
+            managed_fields: Some(
+                entries
+                    .into_iter()
+                    .map(|(m, t)| ManagedFieldsEntry {
+                        manager: Some(m.into()),
+                        time: at(t),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        assert!(unchanged_on_hub(
+            &meta("h", vec![("kubectl-multicluster", 10)]),
+            "h"
+        ));
+        assert!(!unchanged_on_hub(
+            &meta("h", vec![("kubectl-multicluster", 10)]),
+            "other"
+        ));
+        assert!(!unchanged_on_hub(
+            &meta(
+                "h",
+                vec![("kubectl-multicluster", 10), ("kubectl-edit", 20)]
+            ),
+            "h"
+        ));
+        assert!(unchanged_on_hub(
+            &meta(
+                "h",
+                vec![("kubectl-create", 5), ("kubectl-multicluster", 10)]
+            ),
+            "h"
+        ));
+        assert!(!unchanged_on_hub(&kube::core::ObjectMeta::default(), "h"));
     }
 
     #[test]

@@ -54,12 +54,14 @@ pub fn for_member(
         {
             annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
             annotations.remove("deployment.kubernetes.io/revision");
+            annotations.remove(keys::SOURCE_HASH);
             if annotations.is_empty() {
                 metadata.remove("annotations");
             }
         }
         let labels = metadata.entry("labels").or_insert_with(|| json!({}));
         if let Some(labels) = labels.as_object_mut() {
+            labels.remove(keys::SOURCE_OF);
             labels.insert(keys::DISTRIBUTION.into(), distribution.into());
         }
     }
@@ -167,7 +169,9 @@ mod tests {
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
                "metadata": {"name": "web", "namespace": "shop", "uid": "u", "resourceVersion": "7",
                             "managedFields": [{}], "ownerReferences": [{"uid": "hub-uid"}],
-                            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+                            "labels": {keys::SOURCE_OF: "web"},
+                            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}",
+                                            keys::SOURCE_HASH: "0123"}},
                "spec": {"replicas": 3}, "status": {"readyReplicas": 3}})
     }
 
