@@ -66,6 +66,8 @@ pub enum Command {
     Init(crate::init::InitArgs),
     /// Distribute manifests from the hub to members, in dependency order, secrets first
     Distribute(crate::distribute::DistributeArgs),
+    /// Show what syncing a Distribution would change on each member now (a dry run on each member)
+    Diff { name: String },
     /// Register, rotate and show intents (intent-ID fencing of managed objects)
     #[command(subcommand)]
     Intent(crate::intent::IntentCommand),
@@ -201,6 +203,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = hub_client(&cli.global).await?;
             let ns = namespace(&cli.global, &client);
             crate::distribute::run(args, client, &ns, format).await
+        }
+        Command::Diff { name } => {
+            crate::distribute::diff(hub_client(&cli.global).await?, &name, format).await
         }
         Command::Intent(cmd) => {
             let client = hub_client(&cli.global).await?;

@@ -11,6 +11,7 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use futures::{StreamExt, stream};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
@@ -18,7 +19,7 @@ use kube::{Api, Client, ResourceExt};
 use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::api::{
     ConflictPolicy, DependencyRule, Distribution, DistributionMode, DistributionStatus,
-    DriftPolicy, ObjectSyncState,
+    DistributionTargets, DriftPolicy, MemberCluster, ObjectSyncState,
 };
 use multicluster_core::distribution::{self, Plan};
 use multicluster_core::keys;
@@ -71,6 +72,10 @@ pub struct DistributeArgs {
     /// Print the order objects would be applied in, and why, and change nothing
     #[arg(long)]
     pub plan: bool,
+    /// `server`: dry-run every object on every target member and show what would change; store
+    /// nothing
+    #[arg(long, value_enum, value_name = "server")]
+    pub dry_run: Option<DryRun>,
     /// Return once the Distribution is stored, without waiting for the members
     #[arg(long)]
     pub no_wait: bool,
@@ -83,6 +88,11 @@ pub struct DistributeArgs {
 pub enum DistributeCommand {
     /// Each member's progress and every object that is not applied, with the reason
     Status { name: String },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum DryRun {
+    Server,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -143,6 +153,37 @@ pub async fn run(
     let plan = distribution::plan(&objects, &args.rules)?;
     if args.plan {
         return output::print(format, &PlanReport::of(&plan));
+    }
+    if args.dry_run.is_some() {
+        let targets = DistributionTargets {
+            members: args.to.clone(),
+            selector: args
+                .selector
+                .as_deref()
+                .map(parse_labels)
+                .transpose()?
+                .map(|labels| LabelSelector {
+                    match_labels: Some(labels),
+                    ..Default::default()
+                }),
+            traffic_policy: None,
+        };
+        let ordered: Vec<Value> = plan
+            .steps
+            .iter()
+            .filter_map(|s| s.index)
+            .map(|i| objects[i].clone())
+            .collect();
+        let preview = preview_on_members(
+            &client,
+            &name,
+            &targets,
+            &[],
+            conflict_policy(args.conflict_policy),
+            &ordered,
+        )
+        .await?;
+        return print_preview(format, &preview);
     }
     for object in &mut objects {
         object["metadata"]["labels"][keys::SOURCE_OF] = json!(name);
@@ -573,11 +614,7 @@ fn distribution_object(
         Mode::Once => DistributionMode::Once,
         Mode::Continuous => DistributionMode::Continuous,
     };
-    let conflict_policy = match args.conflict_policy {
-        Conflicts::Abort => ConflictPolicy::Abort,
-        Conflicts::Adopt => ConflictPolicy::Adopt,
-        Conflicts::Overwrite => ConflictPolicy::Overwrite,
-    };
+    let conflict_policy = conflict_policy(args.conflict_policy);
     let drift_policy = match args.drift_policy {
         Drift::Correct => DriftPolicy::Correct,
         Drift::Report => DriftPolicy::Report,
@@ -597,6 +634,148 @@ fn distribution_object(
             "dependencyRules": args.rules,
         }
     }))
+}
+
+fn conflict_policy(c: Conflicts) -> ConflictPolicy {
+    match c {
+        Conflicts::Abort => ConflictPolicy::Abort,
+        Conflicts::Adopt => ConflictPolicy::Adopt,
+        Conflicts::Overwrite => ConflictPolicy::Overwrite,
+    }
+}
+
+/// Dry-runs `objects` (hub objects, in order) as Distribution `name` would write them to each target.
+async fn preview_on_members(
+    hub: &Client,
+    name: &str,
+    targets: &DistributionTargets,
+    overrides: &[multicluster_core::api::MemberOverride],
+    policy: ConflictPolicy,
+    objects: &[Value],
+) -> anyhow::Result<crate::preview::Preview> {
+    let members = Api::<MemberCluster>::all(hub.clone())
+        .list(&Default::default())
+        .await?
+        .items;
+    let labels: BTreeMap<String, BTreeMap<String, String>> = members
+        .iter()
+        .map(|m| (m.name_any(), m.labels().clone()))
+        .collect();
+    let (chosen, unknown) = distribution::targets(targets, &labels)?;
+    if !unknown.is_empty() {
+        bail!("no MemberCluster named {}", unknown.join(", "));
+    }
+    let mut previews = Vec::new();
+    for member in members.iter().filter(|m| chosen.contains(&m.name_any())) {
+        let member_name = member.name_any();
+        let copies = objects
+            .iter()
+            .map(|o| distribution::for_member(o, name, &member_name, overrides))
+            .collect::<Result<Vec<_>, _>>()?;
+        previews.push(async move {
+            match crate::preview::member_client(hub, member).await {
+                Ok(client) => {
+                    Ok(
+                        crate::preview::member_changes(&client, &member_name, name, policy, copies)
+                            .await,
+                    )
+                }
+                Err(e) => Err(e),
+            }
+        });
+    }
+    let mut preview = crate::preview::Preview::default();
+    for changes in futures::future::join_all(previews).await {
+        preview.changes.extend(changes?);
+    }
+    Ok(preview)
+}
+
+fn print_preview(format: OutputFormat, preview: &crate::preview::Preview) -> anyhow::Result<()> {
+    output::print(format, preview)?;
+    if format == OutputFormat::Table && preview.differs() {
+        print!("\n{}", preview.diffs());
+    }
+    Ok(())
+}
+
+/// `kubectl multicluster diff NAME`: what syncing the stored Distribution would change on each
+/// member now (drift included), from a dry run on each member.
+pub async fn diff(client: Client, name: &str, format: OutputFormat) -> anyhow::Result<()> {
+    let api: Api<Distribution> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
+    let d = api
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| anyhow!("no Distribution {name} in {SYSTEM_NAMESPACE}"))?;
+    let objects = read_sources(&client, &d).await?;
+    let plan = distribution::plan(&objects, &d.spec.dependency_rules)?;
+    let ordered: Vec<Value> = plan
+        .steps
+        .iter()
+        .filter_map(|s| s.index)
+        .map(|i| objects[i].clone())
+        .collect();
+    let preview = preview_on_members(
+        &client,
+        name,
+        &d.spec.targets,
+        &d.spec.overrides,
+        d.spec.conflict_policy,
+        &ordered,
+    )
+    .await?;
+    print_preview(format, &preview)?;
+    if !preview.differs() && format == OutputFormat::Table {
+        eprintln!("No differences: every member matches the hub.");
+    }
+    Ok(())
+}
+
+/// The Distribution's sources as they are on the hub now.
+async fn read_sources(client: &Client, d: &Distribution) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for source in &d.spec.sources {
+        let (api_version, kind, namespace) = match (&source.object, &source.selector) {
+            (Some(r), _) => (&r.api_version, &r.kind, &r.namespace),
+            (None, Some(s)) => (&s.api_version, &s.kind, &s.namespace),
+            (None, None) => continue,
+        };
+        let gvk = GroupVersionKind::try_from(&kube::core::TypeMeta {
+            api_version: api_version.clone(),
+            kind: kind.clone(),
+        })?;
+        let (resource, caps) = discovery::pinned_kind(client, &gvk)
+            .await
+            .with_context(|| format!("the hub does not serve {api_version} {kind}"))?;
+        let api: Api<DynamicObject> = match (namespace, caps.scope) {
+            (Some(ns), Scope::Namespaced) => Api::namespaced_with(client.clone(), ns, &resource),
+            _ => Api::all_with(client.clone(), &resource),
+        };
+        let mut found = Vec::new();
+        if let Some(r) = &source.object {
+            found.extend(api.get_opt(&r.name).await?);
+        } else if let Some(s) = &source.selector {
+            if !distribution::may_leave_hub(&d.spec, api_version, kind, false) {
+                continue;
+            }
+            let selector = kube::core::Selector::try_from(s.label_selector.clone())?;
+            found.extend(
+                api.list(&ListParams::default().labels(&selector.to_string()))
+                    .await?
+                    .items,
+            );
+        }
+        for mut object in found
+            .into_iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()?
+        {
+            object["apiVersion"] = json!(resource.api_version);
+            object["kind"] = json!(resource.kind);
+            out.push(object);
+        }
+    }
+    Ok(out)
 }
 
 fn parse_rule(text: &str) -> Result<DependencyRule, String> {

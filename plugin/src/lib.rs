@@ -10,4 +10,5 @@ pub mod intent;
 pub mod local;
 pub mod members;
 pub mod output;
+pub mod preview;
 pub mod vip;

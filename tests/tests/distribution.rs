@@ -797,3 +797,95 @@ async fn conflicts_unknown_members_and_bad_files_are_reported_and_change_nothing
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn dry_run_stores_nothing_and_diff_shows_an_edit_on_a_member_with_secrets_masked() {
+    let pg = playground();
+    pg.join_members();
+    let hub = pg.client("hub").await.unwrap();
+    let ns = fresh_namespace(&hub, "diff").await.unwrap();
+    let name = unique_name("diff");
+    let dir = write_bundle(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings, namespace: {ns}}}\ndata: {{greeting: hello}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: creds, namespace: {ns}}}\nstringData: {{password: hunter2}}\n"
+    ));
+    let path = dir.path().to_str().unwrap();
+    let out = run_ok(&mut pg.multicluster(&[
+        "distribute",
+        "-f",
+        path,
+        "--to",
+        "member-1,member-2",
+        "--name",
+        &name,
+        "--dry-run",
+        "server",
+    ]));
+    assert_eq!(
+        out.lines().filter(|l| l.contains(" Create")).count(),
+        4,
+        "{out}"
+    );
+    assert!(
+        !out.contains("hunter2") && !out.contains("aHVudGVyMg=="),
+        "a Secret value was printed:\n{out}"
+    );
+    let m2 = pg.client("member-2").await.unwrap();
+    assert!(
+        Api::<ConfigMap>::namespaced(m2.clone(), &ns)
+            .get_opt("settings")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        Api::<Distribution>::namespaced(hub.clone(), "multicluster-system")
+            .get_opt(&name)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    run_ok(&mut pg.multicluster(&[
+        "distribute",
+        "-f",
+        path,
+        "--to",
+        "member-1,member-2",
+        "--name",
+        &name,
+    ]));
+    let diff: Value = serde_json::from_str(&run_ok(
+        &mut pg.multicluster(&["diff", &name, "-o", "json"]),
+    ))
+    .unwrap();
+    assert!(
+        diff["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["change"] == "Unchanged"),
+        "{diff}"
+    );
+
+    // Once mode: an edit on member-2 stays until the next sync, and diff shows it.
+    Api::<ConfigMap>::namespaced(m2, &ns)
+        .patch(
+            "settings",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"data": {"greeting": "edited"}})),
+        )
+        .await
+        .unwrap();
+    let out = run_ok(&mut pg.multicluster(&["diff", &name]));
+    assert!(
+        out.contains("-  greeting: edited") && out.contains("+  greeting: hello"),
+        "{out}"
+    );
+    let updates: Vec<&str> = out.lines().filter(|l| l.contains(" Update")).collect();
+    assert_eq!(updates.len(), 1, "{out}");
+    assert!(
+        updates[0].starts_with("member-2") && updates[0].contains("ConfigMap"),
+        "{out}"
+    );
+}
