@@ -52,6 +52,8 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
             {"apiGroups": ["multicluster.dev"], "resources": ["memberclusters"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["multicluster.dev"], "resources": ["memberclusters/status"], "verbs": ["patch"]},
             {"apiGroups": ["multicluster.dev"], "resources": ["distributions"], "verbs": ["get", "list", "watch"]},
+            // Proxy: check the forwarded user's permission on the hub.
+            {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
             {"apiGroups": ["multicluster.dev"], "resources": ["distributions/status"], "verbs": ["patch"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
             // Whether a claim's Service still exists and holds its address.
@@ -81,6 +83,13 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
              "resourceNames": [LEASE_NAME], "verbs": ["get", "update"]}
         ]}),
+        // Proxy: who the hub's API server vouches for (the front-proxy CA), as every aggregated API
+        // server reads it.
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": format!("{NAME}-auth-reader"), "namespace": "kube-system", "labels": labels()},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                           "name": "extension-apiserver-authentication-reader"},
+               "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": SYSTEM_NAMESPACE}]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                "metadata": {"name": NAME, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": NAME},
@@ -159,6 +168,8 @@ pub fn webhook_objects(ca_bundle_pem: &str) -> Vec<Value> {
             &endpoint,
             ca_bundle_pem,
         ))),
+        // The proxy API, served on the same port with the same certificate.
+        crate::proxy::api_service(SYSTEM_NAMESPACE, NAME, 443, ca_bundle_pem),
     ]
 }
 
@@ -183,6 +194,9 @@ pub fn cert_manager_objects() -> Vec<Value> {
             if let Some(config) = hook["clientConfig"].as_object_mut() {
                 config.remove("caBundle");
             }
+        }
+        if let Some(spec) = webhook["spec"].as_object_mut() {
+            spec.remove("caBundle");
         }
         objects.push(webhook);
     }

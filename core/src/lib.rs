@@ -15,6 +15,7 @@ pub mod install;
 pub mod keys;
 pub mod lease;
 pub mod member;
+pub mod proxy;
 pub mod versions;
 pub mod webhooks;
 

@@ -60,6 +60,18 @@ pub fn member_objects() -> Vec<Value> {
                "metadata": {"name": DISTRIBUTE_ROLE, "labels": labels()},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": DISTRIBUTE_ROLE},
                "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
+        // Proxy access: the hub forwards a hub user's request as that user. It has authorised the
+        // user on the hub first; the member's own RBAC then decides what they may do here.
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": PROXY_ROLE, "labels": labels()},
+        "rules": [
+            {"apiGroups": [""], "resources": ["users", "groups", "serviceaccounts"], "verbs": ["impersonate"]},
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["uids", "userextras/*"], "verbs": ["impersonate"]}
+        ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": PROXY_ROLE, "labels": labels()},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": PROXY_ROLE},
+               "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
         // Renewing its own token, and nothing else in the namespace.
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                "metadata": {"name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
@@ -71,6 +83,9 @@ pub fn member_objects() -> Vec<Value> {
                "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
     ]
 }
+
+/// The member-side ClusterRole (and binding) that lets the hub act as a hub user (proxy access).
+pub const PROXY_ROLE: &str = "multicluster-hub-proxy";
 
 /// The member-side ClusterRole (and binding) that lets the hub write distributed objects.
 pub const DISTRIBUTE_ROLE: &str = "multicluster-hub-distribute";

@@ -68,6 +68,8 @@ pub enum Command {
     Distribute(crate::distribute::DistributeArgs),
     /// Show what syncing a Distribution would change on each member now (a dry run on each member)
     Diff { name: String },
+    /// Reach a member through the hub with your hub credentials (run kubectl there, or print a kubeconfig)
+    Proxy(crate::proxy::ProxyArgs),
     /// Register, rotate and show intents (intent-ID fencing of managed objects)
     #[command(subcommand)]
     Intent(crate::intent::IntentCommand),
@@ -146,6 +148,12 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<crate::proxy::KubectlFailed>().is_some() => {
+            let code = e
+                .downcast_ref::<crate::proxy::KubectlFailed>()
+                .map_or(1, |k| k.0);
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
         Err(e) if e.downcast_ref::<crate::intent::Fenced>().is_some() => {
             eprintln!("{e:#}");
             ExitCode::from(crate::intent::FENCED_EXIT_CODE)
@@ -203,6 +211,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = hub_client(&cli.global).await?;
             let ns = namespace(&cli.global, &client);
             crate::distribute::run(args, client, &ns, format).await
+        }
+        Command::Proxy(args) => {
+            crate::proxy::run(
+                args,
+                cli.global.kubeconfig.as_ref(),
+                cli.global.context.as_deref(),
+            )
+            .await
         }
         Command::Diff { name } => {
             crate::distribute::diff(hub_client(&cli.global).await?, &name, format).await

@@ -8,6 +8,11 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow::Result<Client> {
+    Ok(Client::try_from(config(kubeconfig, context).await?)?)
+}
+
+/// The hub's connection settings, as `client` uses them.
+pub async fn config(kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow::Result<Config> {
     let options = KubeConfigOptions {
         context: context.map(str::to_owned),
         ..Default::default()
@@ -22,7 +27,7 @@ pub async fn client(kubeconfig: Option<&Path>, context: Option<&str>) -> anyhow:
             .await
             .context("loading the kubeconfig ($KUBECONFIG or ~/.kube/config); pass --kubeconfig or --context")?,
     };
-    Ok(Client::try_from(config)?)
+    Ok(config)
 }
 
 /// The cluster's answer when it refused a request, else `None`.

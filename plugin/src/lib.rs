@@ -11,4 +11,5 @@ pub mod local;
 pub mod members;
 pub mod output;
 pub mod preview;
+pub mod proxy;
 pub mod vip;

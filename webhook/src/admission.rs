@@ -51,6 +51,8 @@ pub struct AppState {
     /// `None` where no hub is connected (in-process tests of the fence).
     pub vips: Option<crate::vips::Vips>,
     pub metrics: Metrics,
+    /// The proxy API; `None` in in-process tests.
+    pub proxy: Option<crate::proxy::ProxyState>,
 }
 
 /// The verdict as the metrics name it.

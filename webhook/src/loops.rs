@@ -323,6 +323,15 @@ pub fn member_client_from(
     secret: &k8s_openapi::api::core::v1::Secret,
     timeout: std::time::Duration,
 ) -> anyhow::Result<Client> {
+    Ok(Client::try_from(member_config(endpoint, secret, timeout)?)?)
+}
+
+/// The connection settings behind `member_client_from`.
+pub fn member_config(
+    endpoint: &str,
+    secret: &k8s_openapi::api::core::v1::Secret,
+    timeout: std::time::Duration,
+) -> anyhow::Result<kube::Config> {
     use multicluster_core::member::secret_keys;
     let data = secret.data.clone().unwrap_or_default();
     let field = |k: &str| {
@@ -330,13 +339,12 @@ pub fn member_client_from(
             .map(|v| String::from_utf8_lossy(&v.0).into_owned())
             .ok_or_else(|| anyhow::anyhow!("Secret {} has no {k}", secret.name_any()))
     };
-    let config = multicluster_core::member::client_config(
+    Ok(multicluster_core::member::client_config(
         endpoint,
         &field(secret_keys::CA)?,
         &field(secret_keys::TOKEN)?,
         timeout,
-    )?;
-    Ok(Client::try_from(config)?)
+    )?)
 }
 
 /// The status a probe leads to: conditions with reasons a person understands, nodes, version,

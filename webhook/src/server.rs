@@ -10,7 +10,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use clap::Args;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -57,6 +57,9 @@ pub fn admission_router(state: Arc<AppState>) -> Router {
         .route("/mutate/intent", post(admission::mutate_intent))
         .route("/validate/intent", post(admission::validate_intent))
         .route("/mutate/vip", post(admission::mutate_vip))
+        // The proxy API (aggregated into the hub's API server).
+        .route("/apis", any(crate::proxy::handle))
+        .route("/apis/{*rest}", any(crate::proxy::handle))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -132,8 +135,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls::ReloadingCert::load(&args.tls_cert_file, &args.tls_key_file, tls::provider())
             .context("loading the serving certificate")?,
     );
-    let tls_config = tls::server_config(resolver)?;
     let client = hub_client(&args).await.context("connecting to the hub")?;
+    let front_proxy = match crate::proxy::front_proxy(&client).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the hub's front-proxy configuration: the proxy API is off");
+            None
+        }
+    };
+    if front_proxy.is_none() {
+        tracing::info!("the hub's API server has no front proxy: the proxy API is off");
+    }
+    let tls_config =
+        tls::server_config_with_clients(resolver, front_proxy.as_ref().map(|f| f.ca_pem.as_str()))?;
     let intents = Intents::watch(client.clone());
     let vips = crate::vips::Vips::watch(client.clone());
     let leading = crate::leader::elect(client.clone(), crate::leader::identity());
@@ -168,6 +182,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         intents: Arc::new(intents.clone()),
         vips: Some(vips.clone()),
         metrics: Metrics::default(),
+        proxy: Some(crate::proxy::ProxyState {
+            hub: client.clone(),
+            // A watch through the proxy may stay quiet for minutes.
+            members: crate::members::MemberClients::new(None),
+            front_proxy,
+        }),
     });
     let ready = Arc::new(AtomicBool::new(false));
     {
@@ -189,7 +209,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(admission = %args.listen, health = %args.health_listen, "serving");
     let admission = axum::serve(
         tls::TlsListener::new(admission_listener, tls_config)?,
-        admission_router(state.clone()),
+        admission_router(state.clone()).into_make_service_with_connect_info::<tls::Peer>(),
     )
     .with_graceful_shutdown(shutdown_signal());
     let health = axum::serve(health_listener, health_router(state, ready))

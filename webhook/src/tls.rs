@@ -46,6 +46,8 @@ pub enum TlsError {
     },
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
+    #[error("the front-proxy CA is not usable: {0}")]
+    ClientCa(String),
 }
 
 /// Identity of the files behind the paths: changes when a Secret volume swaps `..data`.
@@ -138,11 +140,38 @@ fn load_certified_key(
 
 /// A server configuration for TLS 1.2+ that takes its certificate from `resolver`.
 pub fn server_config(resolver: Arc<ReloadingCert>) -> Result<rustls::ServerConfig, TlsError> {
+    server_config_with_clients(resolver, None)
+}
+
+/// `server_config` that also asks for a client certificate signed by `client_ca_pem` (the hub's
+/// front proxy, for the proxy API). A client without one (an API server calling a webhook) is
+/// still served; only a certificate that is presented must verify.
+pub fn server_config_with_clients(
+    resolver: Arc<ReloadingCert>,
+    client_ca_pem: Option<&str>,
+) -> Result<rustls::ServerConfig, TlsError> {
     let provider = resolver.provider.clone();
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| TlsError::ClientCa(e.to_string()))?;
+                roots.add(cert)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -216,4 +245,33 @@ impl axum::serve::Listener for TlsListener {
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(self.local_addr)
     }
+}
+
+/// Who is at the other end of a connection: the common name of its verified client certificate.
+#[derive(Clone, Debug, Default)]
+pub struct Peer {
+    pub client_common_name: Option<String>,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        let (_, session) = stream.io().get_ref();
+        let client_common_name = session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|der| common_name(der));
+        Peer { client_common_name }
+    }
+}
+
+fn common_name(der: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
+    Some(cn)
 }

@@ -49,6 +49,7 @@ async fn post(
         intents: Arc::new(FixedIntent(current_id)),
         vips: None,
         metrics: Metrics::default(),
+        proxy: None,
     });
     let response = admission_router(state)
         .oneshot(

@@ -18,7 +18,15 @@ pub struct ClusterCerts {
     pub admin_key: String,
     pub service_account_key: String,
     pub service_account_pub: String,
+    /// The front proxy (aggregation layer): the CA aggregated API servers trust for the API
+    /// server's forwarded requests, and the client certificate the API server presents to them.
+    pub front_proxy_ca_cert: String,
+    pub front_proxy_client_cert: String,
+    pub front_proxy_client_key: String,
 }
+
+/// Common name of the front-proxy client certificate (as kubeadm names it).
+pub const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
 
 /// The first address of the playground's service range: the `kubernetes` Service's ClusterIP,
 /// which in-cluster clients dial and the serving certificate must therefore name.
@@ -51,8 +59,18 @@ pub fn generate(cluster: &str) -> Result<ClusterCerts, rcgen::Error> {
     admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let admin_cert = admin.signed_by(&admin_key, &issuer)?;
 
+    let (front_proxy_ca, front_proxy_issuer) = new_ca(&format!("{cluster} front proxy"))?;
+    let front_proxy_key = KeyPair::generate()?;
+    let mut front_proxy = CertificateParams::new(Vec::<String>::new())?;
+    front_proxy.distinguished_name = name(FRONT_PROXY_CLIENT, None);
+    front_proxy.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let front_proxy_cert = front_proxy.signed_by(&front_proxy_key, &front_proxy_issuer)?;
+
     let sa_key = KeyPair::generate()?;
     Ok(ClusterCerts {
+        front_proxy_ca_cert: front_proxy_ca.pem(),
+        front_proxy_client_cert: front_proxy_cert.pem(),
+        front_proxy_client_key: front_proxy_key.serialize_pem(),
         ca_cert: ca_cert.pem(),
         serving_cert: serving_cert.pem(),
         serving_key: serving_key.serialize_pem(),
@@ -72,12 +90,13 @@ pub struct ServingCerts {
     pub key: String,
 }
 
-pub fn generate_loopback_serving(service: &str) -> Result<ServingCerts, rcgen::Error> {
-    generate_serving(
-        service,
-        &["localhost".to_owned()],
-        &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
-    )
+pub fn generate_loopback_serving(
+    service: &str,
+    also: &[String],
+) -> Result<ServingCerts, rcgen::Error> {
+    let mut names = vec!["localhost".to_owned()];
+    names.extend_from_slice(also);
+    generate_serving(service, &names, &[IpAddr::V4(Ipv4Addr::LOCALHOST)])
 }
 
 /// A fresh CA and a serving certificate it signed for `dns_names` and `ips`.

@@ -265,6 +265,18 @@ fn apiserver_args(cluster_dir: &Path, ports: &Ports) -> Vec<String> {
         "--endpoint-reconciler-type=none".into(),
         "--allow-privileged=true".into(),
         "--profiling=false".into(),
+        // The aggregation layer, for the hub server's proxy API: who vouches for forwarded users.
+        format!("--requestheader-client-ca-file={}", p("front-proxy-ca.crt")),
+        format!(
+            "--requestheader-allowed-names={}",
+            certs::FRONT_PROXY_CLIENT
+        ),
+        "--requestheader-username-headers=X-Remote-User".into(),
+        "--requestheader-uid-headers=X-Remote-Uid".into(),
+        "--requestheader-group-headers=X-Remote-Group".into(),
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+        format!("--proxy-client-cert-file={}", p("front-proxy-client.crt")),
+        format!("--proxy-client-key-file={}", p("front-proxy-client.key")),
     ]
 }
 
@@ -396,6 +408,9 @@ async fn start_and_wait(
             ("apiserver.key", &certs.serving_key),
             ("sa.key", &certs.service_account_key),
             ("sa.pub", &certs.service_account_pub),
+            ("front-proxy-ca.crt", &certs.front_proxy_ca_cert),
+            ("front-proxy-client.crt", &certs.front_proxy_client_cert),
+            ("front-proxy-client.key", &certs.front_proxy_client_key),
         ] {
             std::fs::write(pki.join(file), pem)?;
         }
@@ -540,7 +555,11 @@ async fn start_hub_server(
 ) -> anyhow::Result<()> {
     let dir = state.dir.join("hub-server");
     std::fs::create_dir_all(&dir)?;
-    let certs = certs::generate_loopback_serving("multicluster-webhook")?;
+    // The API server calls the webhooks at 127.0.0.1 and the proxy API by the Service's name.
+    let certs = certs::generate_loopback_serving(
+        multicluster_core::install::NAME,
+        &[multicluster_core::install::service_dns_name()],
+    )?;
     let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
     std::fs::write(&cert, &certs.cert)?;
     std::fs::write(&key, &certs.key)?;
@@ -605,6 +624,28 @@ async fn start_hub_server(
     .patch(name, &params, &Patch::Apply(&validating))
     .await
     .context("registering the validating webhook configuration")?;
+    register_proxy_api(hub, admission_port, &certs.ca_cert).await
+}
+
+/// Registers the hub server's proxy API with the hub's API server: an APIService whose Service is
+/// an ExternalName for localhost (the aggregator dials `localhost:PORT`, checking the certificate
+/// for the Service's DNS name), as no kube-proxy routes a ClusterIP here.
+async fn register_proxy_api(hub: &Client, port: u16, ca_pem: &str) -> anyhow::Result<()> {
+    let service = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": multicluster_core::install::NAME, "namespace": multicluster_core::SYSTEM_NAMESPACE},
+        "spec": {"type": "ExternalName", "externalName": "localhost",
+                 "ports": [{"name": "https", "port": port}]}
+    });
+    let api_service = multicluster_core::proxy::api_service(
+        multicluster_core::SYSTEM_NAMESPACE,
+        multicluster_core::install::NAME,
+        port,
+        ca_pem,
+    );
+    crate::apply::apply_objects(hub, &[service, api_service])
+        .await
+        .context("registering the proxy API")?;
     Ok(())
 }
 

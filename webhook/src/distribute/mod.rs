@@ -26,6 +26,8 @@ use multicluster_core::distribution::{self, ObjectKey};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::members::MemberClients;
+
 use member::MemberMemory;
 pub use member::Source;
 
@@ -48,7 +50,7 @@ pub enum Trigger {
 /// Runs every Distribution in `multicluster-system` until aborted (on losing the Lease).
 pub async fn run(client: Client) {
     let api: Api<Distribution> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
-    let clients = MemberClients::default();
+    let clients = MemberClients::new(Some(Duration::from_secs(15)));
     let mut runners: HashMap<
         String,
         (tokio::task::JoinHandle<()>, mpsc::UnboundedSender<Trigger>),
@@ -134,46 +136,6 @@ fn member_reachable(member: &MemberCluster) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Reachable"))
         .is_none_or(|c| c.status != "False")
-}
-
-/// One kube client per member, rebuilt when the member's credentials Secret changes, so that
-/// every runner shares the member's connection pool.
-#[derive(Clone, Default)]
-pub struct MemberClients(Arc<Mutex<HashMap<String, (String, Client)>>>);
-
-impl std::fmt::Debug for MemberClients {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemberClients")
-            .field("members", &self.lock().len())
-            .finish()
-    }
-}
-
-impl MemberClients {
-    async fn get(&self, hub: &Client, member: &MemberCluster) -> anyhow::Result<Client> {
-        use k8s_openapi::api::core::v1::Secret;
-        let secret = Api::<Secret>::namespaced(hub.clone(), SYSTEM_NAMESPACE)
-            .get(&member.spec.credentials_secret.name)
-            .await?;
-        let version = secret.resource_version().unwrap_or_default();
-        let name = member.name_any();
-        if let Some((v, c)) = self.lock().get(&name)
-            && *v == version
-        {
-            return Ok(c.clone());
-        }
-        let client = crate::loops::member_client_from(
-            &member.spec.endpoint,
-            &secret,
-            Duration::from_secs(15),
-        )?;
-        self.lock().insert(name, (version, client.clone()));
-        Ok(client)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Client)>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 /// State one runner keeps between syncs.

@@ -13,7 +13,8 @@ use multicluster_core::distribution::order::group_of;
 use multicluster_core::keys;
 use tokio::sync::mpsc;
 
-use super::{MemberClients, Trigger};
+use super::Trigger;
+use crate::members::MemberClients;
 
 /// A kind in one namespace (or cluster-wide), on the hub (`member` None) or on a member.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
