@@ -64,11 +64,13 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
                "metadata": {"name": NAME, "labels": labels()},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
                "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": SYSTEM_NAMESPACE}]}),
-        // Reading distribution sources: the distributable kinds (Secrets too: a Distribution may
-        // name one). Operators who distribute their own kinds bind a ClusterRole of their own.
+        // Reading distribution sources: the distributable kinds but Secrets, which the hub server
+        // reads only in namespaces `distribute` stored Secrets in (a Role there, see
+        // `distribution::secret_reader_objects`). Operators who distribute their own kinds bind a
+        // ClusterRole of their own.
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                "metadata": {"name": SOURCES_ROLE, "labels": labels()},
-               "rules": crate::distribution::distributable_rules(&["get", "list", "watch"])}),
+               "rules": crate::distribution::source_reader_rules()}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
                "metadata": {"name": SOURCES_ROLE, "labels": labels()},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SOURCES_ROLE},

@@ -188,6 +188,17 @@ pub async fn run(
     for object in &mut objects {
         object["metadata"]["labels"][keys::SOURCE_OF] = json!(name);
     }
+    // The hub server reads Secrets only where they are stored as sources.
+    let secret_namespaces: BTreeSet<&str> = objects
+        .iter()
+        .filter(|o| o["apiVersion"] == "v1" && o["kind"] == "Secret")
+        .filter_map(|o| o["metadata"]["namespace"].as_str())
+        .collect();
+    for ns in secret_namespaces {
+        crate::apply::apply_objects(&client, &distribution::secret_reader_objects(ns))
+            .await
+            .with_context(|| format!("letting the hub server read the Secrets in {ns}"))?;
+    }
     let unchanged = store_sources(&client, &name, &objects, &plan).await?;
     eprintln!(
         "Stored {} object(s) on the hub as the sources of Distribution {name} ({unchanged} unchanged)",

@@ -396,6 +396,25 @@ async fn a_bundle_reaches_both_members_dependencies_first_and_secrets_before_eve
         );
     }
 
+    // An in-cluster hub server reads Secrets only where distribute stored some: this namespace.
+    let can_i = |ns: &str| {
+        let out = run(pg.kubectl().args([
+            "--context",
+            "hub",
+            "auth",
+            "can-i",
+            "list",
+            "secrets",
+            "-n",
+            ns,
+            "--as",
+            "system:serviceaccount:multicluster-system:multicluster-webhook",
+        ]));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(can_i(&ns), "yes");
+    assert_eq!(can_i("default"), "no");
+
     // What a user reads: the copies are there and labelled with their Distribution.
     let secret = Api::<Secret>::namespaced(members[1].clone(), &ns)
         .get("db")

@@ -53,6 +53,36 @@ pub fn distributable_rules(verbs: &[&str]) -> Vec<serde_json::Value> {
     .collect()
 }
 
+/// What the hub server may read on the hub cluster-wide, for sources: the distributable kinds
+/// except Secrets (see [`secret_reader_objects`]).
+pub fn source_reader_rules() -> Vec<serde_json::Value> {
+    let mut rules = distributable_rules(&["get", "list", "watch"]);
+    for rule in &mut rules {
+        if let Some(resources) = rule["resources"].as_array_mut() {
+            resources.retain(|r| r != "secrets");
+        }
+    }
+    rules
+}
+
+/// A Role and RoleBinding letting the hub server read Secrets in `namespace` only: what
+/// `distribute` creates where it stores Secrets as sources.
+pub fn secret_reader_objects(namespace: &str) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let name = "multicluster-webhook-distribution-secrets";
+    let labels = json!({"app.kubernetes.io/part-of": "kubectl-multicluster"});
+    vec![
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": name, "namespace": namespace, "labels": labels},
+               "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": name, "namespace": namespace, "labels": labels},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+               "subjects": [{"kind": "ServiceAccount", "name": crate::install::NAME,
+                             "namespace": crate::SYSTEM_NAMESPACE}]}),
+    ]
+}
+
 /// Whether an object a source matched may leave the hub. A Secret goes only when the source
 /// names it, or when the Distribution opts in to Secrets its selectors match.
 pub fn may_leave_hub(
@@ -100,3 +130,29 @@ pub fn targets(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod rbac_tests {
+    #[test]
+    fn the_hub_server_reads_no_secret_cluster_wide() {
+        let rules = super::source_reader_rules();
+        assert!(rules.iter().all(|r| {
+            !r["resources"]
+                .as_array()
+                .unwrap()
+                .contains(&"secrets".into())
+        }));
+        assert!(rules.iter().any(|r| {
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .contains(&"configmaps".into())
+        }));
+        let objects = super::secret_reader_objects("shop");
+        assert_eq!(objects[0]["metadata"]["namespace"], "shop");
+        assert_eq!(
+            objects[0]["kind"], "Role",
+            "namespaced, never a ClusterRole"
+        );
+    }
+}
