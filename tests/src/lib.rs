@@ -230,3 +230,31 @@ pub fn unique_name(prefix: &str) -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// How many established TCP connections process `pid` holds to `127.0.0.1:port`, read from
+/// `/proc` (its socket inodes matched against `/proc/net/tcp`).
+pub fn connections_to(pid: u32, port: u16) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|target| {
+                    let t = target.to_string_lossy().into_owned();
+                    t.strip_prefix("socket:[")?
+                        .strip_suffix(']')
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let remote = format!("0100007F:{port:04X}");
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // rem_address, st (01 = ESTABLISHED), inode
+            cols.len() > 9 && cols[2] == remote && cols[3] == "01" && inodes.contains(cols[9])
+        })
+        .count()
+}

@@ -415,6 +415,24 @@ async fn a_bundle_reaches_both_members_dependencies_first_and_secrets_before_eve
     assert_eq!(can_i(&ns), "yes");
     assert_eq!(can_i("default"), "no");
 
+    // The hub server talks to each member over one multiplexed connection, however many
+    // requests it had in flight.
+    let hub_server = pg.state.hub_server.as_ref().unwrap().process.pid;
+    for cluster in pg
+        .state
+        .clusters
+        .iter()
+        .filter(|c| c.name.starts_with("member-"))
+    {
+        let port: u16 = cluster.server.rsplit(':').next().unwrap().parse().unwrap();
+        assert_eq!(
+            multicluster_tests::connections_to(hub_server, port),
+            1,
+            "connections from the hub server to {}",
+            cluster.name
+        );
+    }
+
     // What a user reads: the copies are there and labelled with their Distribution.
     let secret = Api::<Secret>::namespaced(members[1].clone(), &ns)
         .get("db")

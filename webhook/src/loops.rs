@@ -146,7 +146,11 @@ pub async fn vip_claims(client: Client, interval: std::time::Duration, grace: st
 /// timeout never delays the probes of the others. Records health in the member's status and
 /// publishes an Event at every transition; transitions need the member's thresholds of
 /// consecutive results (`multicluster_core::health::next`).
-pub async fn member_health(client: Client, identity: String) {
+pub async fn member_health(
+    client: Client,
+    clients: crate::members::MemberClients,
+    identity: String,
+) {
     use std::collections::HashMap;
     use std::time::Duration;
 
@@ -175,7 +179,12 @@ pub async fn member_health(client: Client, identity: String) {
                 });
                 for name in names {
                     tasks.entry(name.clone()).or_insert_with(|| {
-                        tokio::spawn(probe_forever(client.clone(), recorder.clone(), name))
+                        tokio::spawn(probe_forever(
+                            client.clone(),
+                            clients.clone(),
+                            recorder.clone(),
+                            name,
+                        ))
                     });
                 }
             }
@@ -186,7 +195,12 @@ pub async fn member_health(client: Client, identity: String) {
 }
 
 /// One member's probe loop: probe, record, wait its interval, until the member is gone.
-async fn probe_forever(client: Client, recorder: kube::runtime::events::Recorder, name: String) {
+async fn probe_forever(
+    client: Client,
+    clients: crate::members::MemberClients,
+    recorder: kube::runtime::events::Recorder,
+    name: String,
+) {
     use multicluster_core::api::MemberCluster;
     use multicluster_core::health::Streak;
 
@@ -215,7 +229,7 @@ async fn probe_forever(client: Client, recorder: kube::runtime::events::Recorder
                 .map(|c| c.status == "True"),
             disagreeing: 0,
         });
-        let (probe, latency) = probe_member(&client, &member).await;
+        let (probe, latency) = probe_member(&client, &clients, &member).await;
         let (healthy_now, why) = multicluster_core::health::judge(&member.spec.health, &probe);
         let (next, changed) =
             multicluster_core::health::next(&member.spec.health, current, healthy_now);
@@ -263,6 +277,7 @@ async fn probe_forever(client: Client, recorder: kube::runtime::events::Recorder
 /// One probe: the member's version and nodes, within the member's timeout.
 async fn probe_member(
     client: &Client,
+    clients: &crate::members::MemberClients,
     member: &multicluster_core::api::MemberCluster,
 ) -> (multicluster_core::health::ProbeResult, std::time::Duration) {
     use k8s_openapi::api::core::v1::Node;
@@ -271,7 +286,8 @@ async fn probe_member(
     let timeout =
         std::time::Duration::from_secs(u64::from(member.spec.health.timeout_seconds.max(1)));
     let attempt = async {
-        let member_client = member_client(client, member, timeout).await?;
+        // The member's one shared connection (the probe's own timeout bounds the wait).
+        let member_client = clients.get(client, member, None).await?;
         let version = member_client.apiserver_version().await?.git_version;
         let nodes = Api::<Node>::all(member_client)
             .list(&Default::default())

@@ -1,20 +1,33 @@
-//! Clients for members, from the credentials the hub keeps for each.
+//! Connections to members, from the credentials the hub keeps for each: one multiplexed HTTP/2
+//! connection per member, shared by everything in the hub server that talks to that member
+//! (health probes, distributions, the proxy), rebuilt when the member's credentials change.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hyper_util::client::legacy::connect::HttpConnector;
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::api::MemberCluster;
 
-/// One kube client per member, rebuilt when the member's credentials Secret changes, so that
-/// every runner shares the member's connection pool.
+type Transport = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<HttpConnector>,
+    kube::client::Body,
+>;
+
+/// A member's connection and the settings (endpoint, credentials) it was made with.
 #[derive(Clone)]
+struct Connection {
+    secret_version: String,
+    endpoint: String,
+    config: kube::Config,
+    transport: Transport,
+}
+
+#[derive(Clone, Default)]
 pub struct MemberClients {
-    clients: Arc<Mutex<HashMap<String, (String, Client)>>>,
-    /// `None` for long-lived streams (watches through the proxy).
-    read_timeout: Option<Duration>,
+    connections: Arc<Mutex<HashMap<String, Connection>>>,
 }
 
 impl std::fmt::Debug for MemberClients {
@@ -26,34 +39,86 @@ impl std::fmt::Debug for MemberClients {
 }
 
 impl MemberClients {
-    pub fn new(read_timeout: Option<Duration>) -> Self {
-        MemberClients {
-            clients: Default::default(),
-            read_timeout,
-        }
-    }
-
-    pub async fn get(&self, hub: &Client, member: &MemberCluster) -> anyhow::Result<Client> {
+    /// A client for `member` over its shared connection. `response_timeout` bounds the wait for
+    /// each response's headers (not its body, so a quiet watch lives on while a hung member is
+    /// noticed); `None` for the proxy, where a user's request may legitimately take long.
+    pub async fn get(
+        &self,
+        hub: &Client,
+        member: &MemberCluster,
+        response_timeout: Option<Duration>,
+    ) -> anyhow::Result<Client> {
         use k8s_openapi::api::core::v1::Secret;
         let secret = Api::<Secret>::namespaced(hub.clone(), SYSTEM_NAMESPACE)
             .get(&member.spec.credentials_secret.name)
             .await?;
         let version = secret.resource_version().unwrap_or_default();
         let name = member.name_any();
-        if let Some((v, c)) = self.lock().get(&name)
-            && *v == version
-        {
-            return Ok(c.clone());
-        }
-        let mut config =
-            crate::loops::member_config(&member.spec.endpoint, &secret, Duration::from_secs(15))?;
-        config.read_timeout = self.read_timeout;
-        let client = Client::try_from(config)?;
-        self.lock().insert(name, (version, client.clone()));
-        Ok(client)
+        let cached = self
+            .lock()
+            .get(&name)
+            .filter(|c| c.secret_version == version && c.endpoint == member.spec.endpoint)
+            .cloned();
+        let connection = match cached {
+            Some(c) => c,
+            None => {
+                let config = crate::loops::member_config(
+                    &member.spec.endpoint,
+                    &secret,
+                    Duration::from_secs(15),
+                )?;
+                let connection = Connection {
+                    secret_version: version,
+                    endpoint: member.spec.endpoint.clone(),
+                    transport: transport(&config)?,
+                    config,
+                };
+                self.lock().insert(name, connection.clone());
+                connection
+            }
+        };
+        client(&connection, response_timeout)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Client)>> {
-        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connection>> {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// HTTP/2 only: every kube-apiserver speaks it over TLS, and saying so up front makes requests
+/// that start together wait for the one connection instead of each opening their own.
+fn transport(config: &kube::Config) -> anyhow::Result<Transport> {
+    use kube::client::ConfigExt;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(config.connect_timeout);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config.rustls_client_config()?)
+        .https_only()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            // Keeps the connection alive between requests, and notices a dead one.
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_while_idle(true)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .build(https),
+    )
+}
+
+/// A kube client over `connection`'s shared transport (a clone shares the connection pool).
+fn client(connection: &Connection, response_timeout: Option<Duration>) -> anyhow::Result<Client> {
+    use kube::client::ConfigExt;
+    let config = &connection.config;
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .option_layer(response_timeout.map(tower::timeout::TimeoutLayer::new))
+        .map_err(tower::BoxError::from)
+        .service(connection.transport.clone());
+    Ok(Client::new(service, config.default_namespace.clone()))
 }

@@ -190,7 +190,7 @@ pub async fn handle(
             );
         }
     };
-    let client = match state.members.get(&state.hub, &cluster).await {
+    let client = match state.members.get(&state.hub, &cluster, None).await {
         Ok(c) => c,
         Err(e) => {
             return status(

@@ -150,6 +150,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls::server_config_with_clients(resolver, front_proxy.as_ref().map(|f| f.ca_pem.as_str()))?;
     let intents = Intents::watch(client.clone());
     let vips = crate::vips::Vips::watch(client.clone());
+    // One connection per member, shared by probes, distributions and the proxy.
+    let member_clients = crate::members::MemberClients::default();
     let leading = crate::leader::elect(client.clone(), crate::leader::identity());
     {
         let client = client.clone();
@@ -167,15 +169,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     {
         let client = client.clone();
+        let member_clients = member_clients.clone();
         crate::leader::while_leading(leading.clone(), "distributions", move || {
-            crate::distribute::run(client.clone())
+            crate::distribute::run(client.clone(), member_clients.clone())
         });
     }
     {
         let client = client.clone();
+        let member_clients = member_clients.clone();
         let identity = crate::leader::identity();
         crate::leader::while_leading(leading, "member-health", move || {
-            crate::loops::member_health(client.clone(), identity.clone())
+            crate::loops::member_health(client.clone(), member_clients.clone(), identity.clone())
         });
     }
     let state = Arc::new(AppState {
@@ -185,7 +189,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         proxy: Some(crate::proxy::ProxyState {
             hub: client.clone(),
             // A watch through the proxy may stay quiet for minutes.
-            members: crate::members::MemberClients::new(None),
+            members: member_clients.clone(),
             front_proxy,
         }),
     });

@@ -31,6 +31,9 @@ use crate::members::MemberClients;
 use member::MemberMemory;
 pub use member::Source;
 
+/// How long a member may take to start answering one request before the sync gives up on it.
+const MEMBER_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Why a runner wakes up.
 #[derive(Debug)]
 pub enum Trigger {
@@ -48,9 +51,8 @@ pub enum Trigger {
 }
 
 /// Runs every Distribution in `multicluster-system` until aborted (on losing the Lease).
-pub async fn run(client: Client) {
+pub async fn run(client: Client, clients: MemberClients) {
     let api: Api<Distribution> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
-    let clients = MemberClients::new(Some(Duration::from_secs(15)));
     let mut runners: HashMap<
         String,
         (tokio::task::JoinHandle<()>, mpsc::UnboundedSender<Trigger>),
@@ -587,7 +589,7 @@ async fn sync(
                         complete: false,
                     };
                 }
-                match clients.get(client, member).await {
+                match clients.get(client, member, Some(MEMBER_TIMEOUT)).await {
                     Ok(member_client) => {
                         member::sync(
                             &member_client,

@@ -98,7 +98,7 @@ impl Watches {
                     let Some(member) = members.iter().find(|m| m.name_any() == *name) else {
                         continue;
                     };
-                    match clients.get(hub, member).await {
+                    match clients.get(hub, member, Some(super::MEMBER_TIMEOUT)).await {
                         Ok(c) => c,
                         Err(_) => continue,
                     }
