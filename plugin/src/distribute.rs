@@ -168,12 +168,7 @@ pub async fn run(
                 }),
             traffic_policy: None,
         };
-        let ordered: Vec<Value> = plan
-            .steps
-            .iter()
-            .filter_map(|s| s.index)
-            .map(|i| objects[i].clone())
-            .collect();
+        let ordered: Vec<Value> = plan.in_order(&objects).into_iter().cloned().collect();
         let preview = preview_on_members(
             &client,
             &name,
@@ -720,12 +715,7 @@ pub async fn diff(client: Client, name: &str, format: OutputFormat) -> anyhow::R
         .ok_or_else(|| anyhow!("no Distribution {name} in {SYSTEM_NAMESPACE}"))?;
     let objects = read_sources(&client, &d).await?;
     let plan = distribution::plan(&objects, &d.spec.dependency_rules)?;
-    let ordered: Vec<Value> = plan
-        .steps
-        .iter()
-        .filter_map(|s| s.index)
-        .map(|i| objects[i].clone())
-        .collect();
+    let ordered: Vec<Value> = plan.in_order(&objects).into_iter().cloned().collect();
     let preview = preview_on_members(
         &client,
         name,

@@ -139,6 +139,19 @@ impl Playground {
         cmd
     }
 
+    /// The process id of `cluster`'s API server (to stop it with SIGSTOP, as a hung host).
+    pub fn apiserver_pid(&self, cluster: &str) -> i32 {
+        let pid = self
+            .state
+            .clusters
+            .iter()
+            .find(|c| c.name == cluster)
+            .unwrap_or_else(|| panic!("no cluster {cluster} in the playground"))
+            .apiserver
+            .pid;
+        i32::try_from(pid).expect("a pid fits in i32")
+    }
+
     /// Joins every member to the hub once per test binary (`kubectl multicluster join`).
     pub fn join_members(&self) {
         static JOINED: std::sync::Once = std::sync::Once::new();

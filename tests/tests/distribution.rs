@@ -221,6 +221,28 @@ fn write_bundle(text: &str) -> tempfile::TempDir {
     dir
 }
 
+/// `kubectl multicluster distribute -f PATH --name NAME ARGS…`; the caller asserts on the output.
+fn distribute(
+    path: impl AsRef<std::path::Path>,
+    name: &str,
+    args: &[&str],
+) -> std::process::Output {
+    let path = path.as_ref().to_str().unwrap().to_owned();
+    let mut all = vec!["distribute", "-f", &path, "--name", name];
+    all.extend_from_slice(args);
+    run(&mut playground().multicluster(&all))
+}
+
+/// Requires success; returns stdout.
+fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn status_of(name: &str) -> Value {
     let out = run_ok(&mut playground().multicluster(&["distribute", "status", name, "-o", "json"]));
     serde_json::from_str(&out).unwrap()
@@ -294,19 +316,18 @@ async fn a_bundle_reaches_both_members_dependencies_first_and_secrets_before_eve
     // Let the watches finish their first list before anything is created.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let out = run(&mut pg.multicluster(&[
-        "distribute",
-        "-f",
-        dir.path().to_str().unwrap(),
-        "--to",
-        "member-1,member-2",
-        "--name",
+    let out = distribute(
+        dir.path(),
         &name,
-        "--dependency-rule",
-        &rule,
-        "-o",
-        "json",
-    ]));
+        &[
+            "--to",
+            "member-1,member-2",
+            "--dependency-rule",
+            &rule,
+            "-o",
+            "json",
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -463,17 +484,11 @@ async fn continuous_mode_follows_the_hub_corrects_edits_and_removes_what_left() 
         text
     };
     let dir = write_bundle(&manifest("hello", "one", true));
-    run_ok(&mut pg.multicluster(&[
-        "distribute",
-        "-f",
-        dir.path().to_str().unwrap(),
-        "--to",
-        "member-1,member-2",
-        "--name",
+    ok(distribute(
+        dir.path(),
         &name,
-        "--mode",
-        "continuous",
-    ]));
+        &["--to", "member-1,member-2", "--mode", "continuous"],
+    ));
     let members: Vec<Client> = futures::future::join_all(MEMBERS.map(|m| pg.client(m)))
         .await
         .into_iter()
@@ -588,17 +603,11 @@ async fn continuous_mode_follows_the_hub_corrects_edits_and_removes_what_left() 
 
     // `extra` leaves the bundle: it leaves the members (and the hub's sources).
     let dir2 = write_bundle(&manifest("bonjour", "two", false));
-    run_ok(&mut pg.multicluster(&[
-        "distribute",
-        "-f",
-        dir2.path().to_str().unwrap(),
-        "--to",
-        "member-1,member-2",
-        "--name",
+    ok(distribute(
+        dir2.path(),
         &name,
-        "--mode",
-        "continuous",
-    ]));
+        &["--to", "member-1,member-2", "--mode", "continuous"],
+    ));
     for (member, client) in MEMBERS.iter().zip(&members) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Api::<ConfigMap>::namespaced(client.clone(), &ns)
@@ -656,19 +665,18 @@ async fn drift_can_be_reported_instead_of_corrected() {
     let dir = write_bundle(&format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings, namespace: {ns}}}\ndata: {{greeting: hello}}\n"
     ));
-    run_ok(&mut pg.multicluster(&[
-        "distribute",
-        "-f",
-        dir.path().to_str().unwrap(),
-        "--to",
-        "member-2",
-        "--name",
+    ok(distribute(
+        dir.path(),
         &name,
-        "--mode",
-        "continuous",
-        "--drift-policy",
-        "report",
-    ]));
+        &[
+            "--to",
+            "member-2",
+            "--mode",
+            "continuous",
+            "--drift-policy",
+            "report",
+        ],
+    ));
     let m2 = pg.client("member-2").await.unwrap();
     Api::<ConfigMap>::namespaced(m2.clone(), &ns)
         .patch(
@@ -720,15 +728,7 @@ async fn conflicts_unknown_members_and_bad_files_are_reported_and_change_nothing
     // Malformed YAML: the file is named, nothing is stored.
     let bad = write_bundle("apiVersion: v1\nkind: [unclosed\n");
     let name = unique_name("bad");
-    let out = run(&mut pg.multicluster(&[
-        "distribute",
-        "-f",
-        bad.path().to_str().unwrap(),
-        "--to",
-        "member-1",
-        "--name",
-        &name,
-    ]));
+    let out = distribute(bad.path(), &name, &["--to", "member-1"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -761,17 +761,11 @@ async fn conflicts_unknown_members_and_bad_files_are_reported_and_change_nothing
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: taken, namespace: {ns}}}\ndata: {{owner: hub}}\n"
     ));
     let name = unique_name("conflict");
-    let out = run(&mut pg.multicluster(&[
-        "distribute",
-        "-f",
-        ours.path().to_str().unwrap(),
-        "--to",
-        "member-1,member-9",
-        "--name",
+    let out = distribute(
+        ours.path(),
         &name,
-        "-o",
-        "json",
-    ]));
+        &["--to", "member-1,member-9", "-o", "json"],
+    );
     assert!(!out.status.success(), "a conflict is a failure");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not in sync"), "{stderr}");
@@ -792,17 +786,11 @@ async fn conflicts_unknown_members_and_bad_files_are_reported_and_change_nothing
     assert_eq!(cm.data.unwrap()["owner"], "them", "Abort must not touch it");
 
     // Adopt takes it over.
-    let out = run(&mut pg.multicluster(&[
-        "distribute",
-        "-f",
-        ours.path().to_str().unwrap(),
-        "--to",
-        "member-1",
-        "--name",
+    let out = distribute(
+        ours.path(),
         &name,
-        "--conflict-policy",
-        "adopt",
-    ]));
+        &["--to", "member-1", "--conflict-policy", "adopt"],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -819,15 +807,7 @@ async fn conflicts_unknown_members_and_bad_files_are_reported_and_change_nothing
     );
 
     // A member that is not registered is named.
-    let out = run(&mut pg.multicluster(&[
-        "distribute",
-        "-f",
-        ours.path().to_str().unwrap(),
-        "--to",
-        "member-9",
-        "--name",
-        &unique_name("nowhere"),
-    ]));
+    let out = distribute(ours.path(), &unique_name("nowhere"), &["--to", "member-9"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && stderr.contains("member-9"),
@@ -847,17 +827,11 @@ async fn dry_run_stores_nothing_and_diff_shows_an_edit_on_a_member_with_secrets_
          apiVersion: v1\nkind: Secret\nmetadata: {{name: creds, namespace: {ns}}}\nstringData: {{password: hunter2}}\n"
     ));
     let path = dir.path().to_str().unwrap();
-    let out = run_ok(&mut pg.multicluster(&[
-        "distribute",
-        "-f",
+    let out = ok(distribute(
         path,
-        "--to",
-        "member-1,member-2",
-        "--name",
         &name,
-        "--dry-run",
-        "server",
-    ]));
+        &["--to", "member-1,member-2", "--dry-run", "server"],
+    ));
     assert_eq!(
         out.lines().filter(|l| l.contains(" Create")).count(),
         4,
@@ -883,15 +857,7 @@ async fn dry_run_stores_nothing_and_diff_shows_an_edit_on_a_member_with_secrets_
             .is_none()
     );
 
-    run_ok(&mut pg.multicluster(&[
-        "distribute",
-        "-f",
-        path,
-        "--to",
-        "member-1,member-2",
-        "--name",
-        &name,
-    ]));
+    ok(distribute(path, &name, &["--to", "member-1,member-2"]));
     let diff: Value = serde_json::from_str(&run_ok(
         &mut pg.multicluster(&["diff", &name, "-o", "json"]),
     ))

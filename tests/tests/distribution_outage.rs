@@ -146,15 +146,8 @@ async fn a_stopped_member_converges_when_it_returns_and_the_others_do_not_wait_f
     assert_eq!(greeting(&m2, &ns).await.as_deref(), Some("v1"));
 
     // Outage.
-    let pid = pg
-        .state
-        .clusters
-        .iter()
-        .find(|c| c.name == "member-2")
-        .unwrap()
-        .apiserver
-        .pid;
-    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+    let pid = pg.apiserver_pid("member-2");
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
     let during = async {
         eventually(
             "the probe sees member-2 unreachable",
@@ -185,7 +178,7 @@ async fn a_stopped_member_converges_when_it_returns_and_the_others_do_not_wait_f
         )
     }
     .await;
-    kill(Pid::from_raw(pid as i32), Signal::SIGCONT).unwrap();
+    kill(Pid::from_raw(pid), Signal::SIGCONT).unwrap();
     let (ok, report, stderr, took, m1_greeting, m1_late) = during;
     assert!(!ok, "a member that did not answer is not in sync: {report}");
     assert!(stderr.contains("member-2"), "{stderr}");

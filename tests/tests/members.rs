@@ -192,15 +192,8 @@ async fn joined_members_are_probed_against_the_survival_ratio_and_outages_are_se
     .await;
 
     // An outage: member-2's API server stops answering.
-    let pid = pg
-        .state
-        .clusters
-        .iter()
-        .find(|c| c.name == "member-2")
-        .unwrap()
-        .apiserver
-        .pid;
-    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+    let pid = pg.apiserver_pid("member-2");
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
     let outage = async {
         wait_for(
             &hub,
@@ -227,7 +220,7 @@ async fn joined_members_are_probed_against_the_survival_ratio_and_outages_are_se
         (row, started.elapsed())
     }
     .await;
-    kill(Pid::from_raw(pid as i32), Signal::SIGCONT).unwrap();
+    kill(Pid::from_raw(pid), Signal::SIGCONT).unwrap();
     let (row, list_took) = outage;
     assert_eq!(row["healthy"], "False", "{row}");
     assert_eq!(row["reason"], "Unreachable", "{row}");

@@ -136,6 +136,15 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The bundle's objects (not the namespaces added for them) in the order of the plan.
+    pub fn in_order<'a>(&self, objects: &'a [Value]) -> Vec<&'a Value> {
+        self.steps
+            .iter()
+            .filter_map(|s| s.index)
+            .filter_map(|i| objects.get(i))
+            .collect()
+    }
+
     /// Steps grouped by tier, in order.
     pub fn tiers(&self) -> Vec<Vec<&Step>> {
         let mut tiers: Vec<Vec<&Step>> = Vec::new();
