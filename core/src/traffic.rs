@@ -1,0 +1,538 @@
+//! Load sharing and backup: which members serve, with what weight, given a `TrafficPolicy` and the
+//! members' health. Pure functions; the hub server carries health in and data-plane objects out.
+//!
+//! Rules:
+//! - A member **serves** when it is healthy, not drained, and either never failed or has been
+//!   healthy for `failbackAfterHealthyProbes` consecutive probes since it did (fail-back
+//!   hysteresis, so a flapping member does not pull traffic back and forth).
+//! - `MultiActive`: every serving member keeps its configured weight; the weight of a member that
+//!   does not serve goes to the serving members of the best (lowest) priority, split by their
+//!   weights.
+//! - `ActiveStandby`: actives serve with their weights, standbys wait at 0. Each active that does
+//!   not serve is replaced by the next serving standby in priority order, which takes its weight;
+//!   shares left without a standby go to the serving actives by priority, then weight.
+//! - `ActiveWithOneStandby`: as above, but only the best serving standby ever takes over (it takes
+//!   the weight of every active that does not serve).
+//! - No member serving at all is reported (`nobody_serves`), with every weight 0: never a division
+//!   by zero, and never traffic sent to a member that failed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::api::{Role, TrafficMode, TrafficPolicySpec};
+
+/// What the hub knows of one member for one policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemberState {
+    pub healthy: bool,
+    /// Taken out on purpose (`traffic drain`): serves nothing, without being unhealthy.
+    pub drained: bool,
+    /// `Some(n)`: the member failed and has been healthy for `n` consecutive probes since;
+    /// `None`: it never failed, or it is back.
+    pub recovering: Option<u32>,
+}
+
+/// The weights in effect and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveWeights {
+    /// Member → weight now (0 for a member that gets nothing), every policy member listed.
+    pub weights: BTreeMap<String, u32>,
+    pub healthy: Vec<String>,
+    pub unhealthy: Vec<String>,
+    /// Healthy but not serving yet (fail-back pending) or drained.
+    pub waiting: Vec<String>,
+    pub nobody_serves: bool,
+}
+
+/// The member's state after one more probe result (`previous` is `None` for the first one: a
+/// member healthy from the start serves at once, one that starts unhealthy must earn its way in).
+pub fn observe(
+    previous: Option<MemberState>,
+    healthy_now: bool,
+    failback_after: u32,
+) -> MemberState {
+    let drained = previous.is_some_and(|p| p.drained);
+    if !healthy_now {
+        return MemberState {
+            healthy: false,
+            drained,
+            recovering: Some(0),
+        };
+    }
+    let recovering = match previous {
+        None => None,
+        Some(p) => p.recovering.map(|n| n + 1).filter(|n| *n < failback_after),
+    };
+    MemberState {
+        healthy: true,
+        drained,
+        recovering,
+    }
+}
+
+/// Whether a member may serve now.
+pub fn serves(state: &MemberState, failback_after: u32) -> bool {
+    state.healthy && !state.drained && state.recovering.is_none_or(|n| n >= failback_after)
+}
+
+/// The weights `spec` gives its members in the state `states` (a member without a state is taken
+/// as unhealthy: the hub has not heard from it).
+pub fn active_weights(
+    spec: &TrafficPolicySpec,
+    states: &BTreeMap<String, MemberState>,
+) -> ActiveWeights {
+    let state = |name: &str| states.get(name).copied().unwrap_or_default();
+    let serving: BTreeSet<&str> = spec
+        .members
+        .iter()
+        .filter(|m| serves(&state(&m.name), spec.failback_after_healthy_probes))
+        .map(|m| m.name.as_str())
+        .collect();
+    let mut out = ActiveWeights::default();
+    for m in &spec.members {
+        let s = state(&m.name);
+        out.weights.insert(m.name.clone(), 0);
+        if !s.healthy {
+            out.unhealthy.push(m.name.clone());
+        } else {
+            out.healthy.push(m.name.clone());
+            if !serving.contains(m.name.as_str()) {
+                out.waiting.push(m.name.clone());
+            }
+        }
+    }
+    if serving.is_empty() {
+        out.nobody_serves = true;
+        return out;
+    }
+    let is_active = |role: Role| spec.mode == TrafficMode::MultiActive || role == Role::Active;
+    // Shares of members that should serve and do not, in priority order (then name).
+    let mut orphaned: Vec<(u32, &str, u32)> = Vec::new();
+    for m in &spec.members {
+        if !is_active(m.role) {
+            continue;
+        }
+        if serving.contains(m.name.as_str()) {
+            *out.weights.entry(m.name.clone()).or_default() += m.weight;
+        } else {
+            orphaned.push((m.priority, &m.name, m.weight));
+        }
+    }
+    orphaned.sort();
+    // Standbys take over one failed active each, in priority order.
+    let mut standbys: Vec<(u32, &str)> = spec
+        .members
+        .iter()
+        .filter(|m| !is_active(m.role) && serving.contains(m.name.as_str()))
+        .map(|m| (m.priority, m.name.as_str()))
+        .collect();
+    standbys.sort();
+    if spec.mode == TrafficMode::ActiveWithOneStandby {
+        standbys.truncate(1);
+    }
+    let mut leftover = 0u32;
+    for (i, (_, _, weight)) in orphaned.iter().enumerate() {
+        let taker = match spec.mode {
+            TrafficMode::MultiActive => None,
+            TrafficMode::ActiveStandby => standbys.get(i),
+            TrafficMode::ActiveWithOneStandby => standbys.first(),
+        };
+        match taker {
+            Some((_, name)) => *out.weights.entry((*name).to_owned()).or_default() += weight,
+            None => leftover += weight,
+        }
+    }
+    if leftover > 0 {
+        // To the serving members of the best priority, split by their weights.
+        let receivers: Vec<&crate::api::TrafficMember> = {
+            let candidates: Vec<&crate::api::TrafficMember> = spec
+                .members
+                .iter()
+                .filter(|m| serving.contains(m.name.as_str()) && out.weights[&m.name] > 0)
+                .collect();
+            let candidates = if candidates.is_empty() {
+                spec.members
+                    .iter()
+                    .filter(|m| serving.contains(m.name.as_str()))
+                    .collect()
+            } else {
+                candidates
+            };
+            let best = candidates.iter().map(|m| m.priority).min().unwrap_or(0);
+            candidates
+                .into_iter()
+                .filter(|m| m.priority == best)
+                .collect()
+        };
+        let shares = split(
+            leftover,
+            &receivers
+                .iter()
+                .map(|m| (m.name.as_str(), m.weight))
+                .collect::<Vec<_>>(),
+        );
+        for (name, share) in shares {
+            *out.weights.entry(name.to_owned()).or_default() += share;
+        }
+    }
+    out
+}
+
+/// Splits `total` in proportion to `weights` (equally when they are all 0), largest remainders
+/// first and ties by order, so the parts always add up to `total`.
+pub fn split<'a>(total: u32, weights: &[(&'a str, u32)]) -> Vec<(&'a str, u32)> {
+    if weights.is_empty() {
+        return Vec::new();
+    }
+    let sum: u64 = weights.iter().map(|(_, w)| u64::from(*w)).sum();
+    let weight = |w: u32| if sum == 0 { 1 } else { u64::from(w) };
+    let denominator = if sum == 0 { weights.len() as u64 } else { sum };
+    let mut parts: Vec<(&str, u64, u64)> = weights
+        .iter()
+        .map(|(name, w)| {
+            let exact = u64::from(total) * weight(*w);
+            (*name, exact / denominator, exact % denominator)
+        })
+        .collect();
+    let given: u64 = parts.iter().map(|p| p.1).sum();
+    let mut rest = u64::from(total) - given;
+    let mut order: Vec<usize> = (0..parts.len()).collect();
+    order.sort_by(|a, b| parts[*b].2.cmp(&parts[*a].2).then(a.cmp(b)));
+    for i in order {
+        if rest == 0 {
+            break;
+        }
+        parts[i].1 += 1;
+        rest -= 1;
+    }
+    parts
+        .into_iter()
+        .map(|(name, n, _)| (name, u32::try_from(n).unwrap_or(u32::MAX)))
+        .collect()
+}
+
+/// A Deployment's `replicas` divided across members by their active weights, the remainder going
+/// to the members of best priority first; members with weight 0 get none. Empty when nobody
+/// serves (the caller keeps what runs: nothing is taken from a member that cannot be reached).
+pub fn divide_replicas(
+    replicas: u32,
+    spec: &TrafficPolicySpec,
+    weights: &ActiveWeights,
+) -> BTreeMap<String, u32> {
+    let mut serving: Vec<(u32, &str, u32)> = spec
+        .members
+        .iter()
+        .filter_map(|m| {
+            let w = weights.weights.get(&m.name).copied().unwrap_or(0);
+            (w > 0).then_some((m.priority, m.name.as_str(), w))
+        })
+        .collect();
+    serving.sort();
+    let parts = split(
+        replicas,
+        &serving.iter().map(|(_, n, w)| (*n, *w)).collect::<Vec<_>>(),
+    );
+    let mut out: BTreeMap<String, u32> = spec.members.iter().map(|m| (m.name.clone(), 0)).collect();
+    if serving.is_empty() {
+        return BTreeMap::new();
+    }
+    for (name, n) in parts {
+        out.insert(name.to_owned(), n);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::TrafficMember;
+
+    fn member(name: &str, weight: u32, priority: u32, role: Role) -> TrafficMember {
+        TrafficMember {
+            name: name.into(),
+            weight,
+            priority,
+            role,
+            min_survival_ratio: None,
+            min_ready_nodes: None,
+            nodes: Vec::new(),
+        }
+    }
+
+    fn policy(mode: TrafficMode, members: Vec<TrafficMember>) -> TrafficPolicySpec {
+        TrafficPolicySpec {
+            mode,
+            members,
+            failback_after_healthy_probes: 3,
+            services: Vec::new(),
+        }
+    }
+
+    const UP: MemberState = MemberState {
+        healthy: true,
+        drained: false,
+        recovering: None,
+    };
+    const DOWN: MemberState = MemberState {
+        healthy: false,
+        drained: false,
+        recovering: None,
+    };
+
+    /// (member states, expected weights)
+    type Case<'a> = (Vec<(&'a str, MemberState)>, Vec<(&'a str, u32)>);
+
+    fn states(list: &[(&str, MemberState)]) -> BTreeMap<String, MemberState> {
+        list.iter().map(|(n, s)| ((*n).to_owned(), *s)).collect()
+    }
+
+    fn weights(w: &ActiveWeights) -> Vec<(&str, u32)> {
+        w.weights.iter().map(|(n, w)| (n.as_str(), *w)).collect()
+    }
+
+    #[test]
+    fn multi_active_moves_a_failed_members_share_to_the_best_priority() {
+        use Role::Active;
+        let spec = policy(
+            TrafficMode::MultiActive,
+            vec![
+                member("a", 50, 0, Active),
+                member("b", 30, 1, Active),
+                member("c", 20, 1, Active),
+            ],
+        );
+        // (states, expected weights)
+        let cases: Vec<Case> = vec![
+            (
+                vec![("a", UP), ("b", UP), ("c", UP)],
+                vec![("a", 50), ("b", 30), ("c", 20)],
+            ),
+            // c's 20 goes to a, the best priority.
+            (
+                vec![("a", UP), ("b", UP), ("c", DOWN)],
+                vec![("a", 70), ("b", 30), ("c", 0)],
+            ),
+            // a's 50 goes to b and c (priority 1), 30:20.
+            (
+                vec![("a", DOWN), ("b", UP), ("c", UP)],
+                vec![("a", 0), ("b", 60), ("c", 40)],
+            ),
+            (
+                vec![("a", DOWN), ("b", DOWN), ("c", UP)],
+                vec![("a", 0), ("b", 0), ("c", 100)],
+            ),
+            // No state at all is not healthy.
+            (vec![("a", UP)], vec![("a", 100), ("b", 0), ("c", 0)]),
+        ];
+        for (i, (s, want)) in cases.into_iter().enumerate() {
+            let got = active_weights(&spec, &states(&s));
+            assert_eq!(weights(&got), want, "case {i}");
+            assert_eq!(
+                got.weights.values().sum::<u32>(),
+                100,
+                "case {i}: nothing lost"
+            );
+        }
+    }
+
+    #[test]
+    fn active_standby_replaces_each_failed_active_with_the_next_standby() {
+        use Role::{Active, Standby};
+        let spec = policy(
+            TrafficMode::ActiveStandby,
+            vec![
+                member("a1", 60, 0, Active),
+                member("a2", 40, 0, Active),
+                member("s1", 10, 1, Standby),
+                member("s2", 10, 2, Standby),
+            ],
+        );
+        let cases: Vec<Case> = vec![
+            (
+                vec![("a1", UP), ("a2", UP), ("s1", UP), ("s2", UP)],
+                vec![("a1", 60), ("a2", 40), ("s1", 0), ("s2", 0)],
+            ),
+            // a2 fails: s1 (best standby) takes its 40.
+            (
+                vec![("a1", UP), ("a2", DOWN), ("s1", UP), ("s2", UP)],
+                vec![("a1", 60), ("a2", 0), ("s1", 40), ("s2", 0)],
+            ),
+            // Both fail: s1 takes a1's (priority 0, then name), s2 a2's.
+            (
+                vec![("a1", DOWN), ("a2", DOWN), ("s1", UP), ("s2", UP)],
+                vec![("a1", 0), ("a2", 0), ("s1", 60), ("s2", 40)],
+            ),
+            // s1 is down too: s2 takes the first failed active's share, the rest to... s2 as the
+            // only serving member.
+            (
+                vec![("a1", DOWN), ("a2", DOWN), ("s1", DOWN), ("s2", UP)],
+                vec![("a1", 0), ("a2", 0), ("s1", 0), ("s2", 100)],
+            ),
+            // No standby left: the surviving active takes the share.
+            (
+                vec![("a1", UP), ("a2", DOWN), ("s1", DOWN), ("s2", DOWN)],
+                vec![("a1", 100), ("a2", 0), ("s1", 0), ("s2", 0)],
+            ),
+        ];
+        for (i, (s, want)) in cases.into_iter().enumerate() {
+            let got = active_weights(&spec, &states(&s));
+            assert_eq!(weights(&got), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn active_with_one_standby_uses_only_the_best_standby() {
+        use Role::{Active, Standby};
+        let spec = policy(
+            TrafficMode::ActiveWithOneStandby,
+            vec![
+                member("a1", 60, 0, Active),
+                member("a2", 40, 0, Active),
+                member("s1", 10, 1, Standby),
+                member("s2", 10, 2, Standby),
+            ],
+        );
+        let got = active_weights(
+            &spec,
+            &states(&[("a1", DOWN), ("a2", DOWN), ("s1", UP), ("s2", UP)]),
+        );
+        assert_eq!(
+            weights(&got),
+            vec![("a1", 0), ("a2", 0), ("s1", 100), ("s2", 0)]
+        );
+        // The best standby down: the next one is the one standby.
+        let got = active_weights(
+            &spec,
+            &states(&[("a1", UP), ("a2", DOWN), ("s1", DOWN), ("s2", UP)]),
+        );
+        assert_eq!(
+            weights(&got),
+            vec![("a1", 60), ("a2", 0), ("s1", 0), ("s2", 40)]
+        );
+    }
+
+    #[test]
+    fn fail_back_waits_for_enough_healthy_probes_and_drain_moves_the_share() {
+        use Role::Active;
+        let spec = policy(
+            TrafficMode::MultiActive,
+            vec![member("a", 50, 0, Active), member("b", 50, 0, Active)],
+        );
+        let recovering = |n| MemberState {
+            healthy: true,
+            drained: false,
+            recovering: Some(n),
+        };
+        let got = active_weights(&spec, &states(&[("a", UP), ("b", recovering(2))]));
+        assert_eq!(weights(&got), vec![("a", 100), ("b", 0)]);
+        assert_eq!(got.waiting, ["b"]);
+        assert_eq!(
+            got.healthy,
+            ["a", "b"],
+            "recovering is healthy, just not serving yet"
+        );
+        let got = active_weights(&spec, &states(&[("a", UP), ("b", recovering(3))]));
+        assert_eq!(weights(&got), vec![("a", 50), ("b", 50)]);
+        let drained = MemberState {
+            drained: true,
+            ..UP
+        };
+        let got = active_weights(&spec, &states(&[("a", drained), ("b", UP)]));
+        assert_eq!(weights(&got), vec![("a", 0), ("b", 100)]);
+        assert!(got.unhealthy.is_empty(), "drained is not unhealthy");
+    }
+
+    #[test]
+    fn nobody_serving_is_reported_with_every_weight_zero() {
+        use Role::Active;
+        for mode in [
+            TrafficMode::MultiActive,
+            TrafficMode::ActiveStandby,
+            TrafficMode::ActiveWithOneStandby,
+        ] {
+            let spec = policy(
+                mode,
+                vec![member("a", 0, 0, Active), member("b", 0, 0, Active)],
+            );
+            let got = active_weights(&spec, &states(&[("a", DOWN), ("b", DOWN)]));
+            assert!(got.nobody_serves, "{mode:?}");
+            assert_eq!(weights(&got), vec![("a", 0), ("b", 0)]);
+            // Zero weights everywhere and one member up: it gets everything without dividing by 0.
+            let got = active_weights(&spec, &states(&[("a", UP), ("b", DOWN)]));
+            assert!(!got.nobody_serves);
+            assert_eq!(weights(&got), vec![("a", 0), ("b", 0)]);
+        }
+    }
+
+    #[test]
+    fn a_failed_member_earns_its_way_back_probe_by_probe() {
+        let mut s = observe(None, true, 3);
+        assert!(serves(&s, 3), "healthy from the start serves at once");
+        s = observe(Some(s), false, 3);
+        assert!(!serves(&s, 3));
+        for probe in 1..=2 {
+            s = observe(Some(s), true, 3);
+            assert!(!serves(&s, 3), "after {probe} healthy probes");
+        }
+        s = observe(Some(s), true, 3);
+        assert!(serves(&s, 3), "after 3 healthy probes");
+        assert_eq!(s.recovering, None, "back");
+        // A relapse starts over.
+        s = observe(
+            Some(observe(Some(observe(Some(s), false, 3)), true, 3)),
+            false,
+            3,
+        );
+        assert_eq!(s.recovering, Some(0));
+        assert!(!serves(&observe(None, false, 3), 3));
+    }
+
+    #[test]
+    fn split_always_adds_up() {
+        assert_eq!(
+            split(10, &[("a", 1), ("b", 1), ("c", 1)]),
+            vec![("a", 4), ("b", 3), ("c", 3)]
+        );
+        assert_eq!(split(7, &[("a", 0), ("b", 0)]), vec![("a", 4), ("b", 3)]);
+        assert_eq!(
+            split(100, &[("a", 30), ("b", 20)]),
+            vec![("a", 60), ("b", 40)]
+        );
+        assert!(split(5, &[]).is_empty());
+        for total in 0..50 {
+            let parts = split(total, &[("a", 3), ("b", 7), ("c", 11)]);
+            assert_eq!(parts.iter().map(|p| p.1).sum::<u32>(), total);
+        }
+    }
+
+    #[test]
+    fn replicas_follow_active_weights_with_the_remainder_by_priority() {
+        use Role::Active;
+        let spec = policy(
+            TrafficMode::MultiActive,
+            vec![
+                member("a", 50, 1, Active),
+                member("b", 50, 0, Active),
+                member("c", 0, 0, Active),
+            ],
+        );
+        let w = active_weights(&spec, &states(&[("a", UP), ("b", UP), ("c", UP)]));
+        // 5 = 2.5 + 2.5: the extra one goes to b, the better priority.
+        assert_eq!(
+            divide_replicas(5, &spec, &w),
+            BTreeMap::from([("a".into(), 2), ("b".into(), 3), ("c".into(), 0)])
+        );
+        let w = active_weights(&spec, &states(&[("a", UP), ("b", DOWN), ("c", UP)]));
+        assert_eq!(
+            divide_replicas(5, &spec, &w),
+            BTreeMap::from([("a".into(), 5), ("b".into(), 0), ("c".into(), 0)])
+        );
+        let w = active_weights(&spec, &states(&[]));
+        assert!(
+            divide_replicas(5, &spec, &w).is_empty(),
+            "nobody serves: keep what runs"
+        );
+    }
+}
