@@ -20,7 +20,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::api::{Role, TrafficMode, TrafficPolicySpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::{
+    MemberCluster, Role, TrafficMember, TrafficMemberState, TrafficMode, TrafficPolicySpec,
+    TrafficPolicyStatus, TrafficTransition,
+};
 
 /// What the hub knows of one member for one policy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -244,6 +249,176 @@ pub fn divide_replicas(
     out
 }
 
+/// Whether `cluster` is healthy for this policy: judged on its last probe with the policy's own
+/// survival ratio or minimum when the policy sets one, else the member's own verdict (its
+/// `Healthy` condition). A member the hub does not know is not healthy.
+pub fn healthy_for_policy(member: &TrafficMember, cluster: Option<&MemberCluster>) -> bool {
+    let Some(status) = cluster.and_then(|c| c.status.as_ref()) else {
+        return false;
+    };
+    let condition = |t: &str| status.conditions.iter().find(|c| c.type_ == t);
+    if member.min_survival_ratio.is_none() && member.min_ready_nodes.is_none() {
+        return condition("Healthy").is_some_and(|c| c.status == "True");
+    }
+    if condition("Reachable").is_some_and(|c| c.status != "True") {
+        return false;
+    }
+    let (Some(ready), Some(total)) = (status.ready_nodes, status.total_nodes) else {
+        return false;
+    };
+    let mut check = cluster.map(|c| c.spec.health.clone()).unwrap_or_default();
+    if let Some(ratio) = member.min_survival_ratio {
+        check.min_survival_ratio = ratio;
+    }
+    check.min_ready_nodes = member.min_ready_nodes.or(check.min_ready_nodes);
+    ready >= crate::health::required_ready(&check, total)
+}
+
+/// How many transitions status keeps.
+const TRANSITIONS_KEPT: usize = 10;
+
+/// The policy's next status from the members' latest probes: each new probe (a new
+/// `lastProbeTime`) counts once toward fail-back; weights recomputed; a transition recorded (and
+/// returned, for an Event) when the active weights change.
+pub fn next_status(
+    spec: &TrafficPolicySpec,
+    previous: &TrafficPolicyStatus,
+    clusters: &BTreeMap<String, MemberCluster>,
+    now: Time,
+) -> (TrafficPolicyStatus, Option<TrafficTransition>) {
+    let mut member_states = BTreeMap::new();
+    let mut states = BTreeMap::new();
+    for m in &spec.members {
+        let cluster = clusters.get(&m.name);
+        let probe = cluster
+            .and_then(|c| c.status.as_ref())
+            .and_then(|s| s.last_probe_time.clone());
+        let prev = previous.member_states.get(&m.name);
+        let prev_state = prev.map(|p| MemberState {
+            healthy: p.healthy,
+            drained: m.drained,
+            recovering: p.recovering,
+        });
+        let state = match prev {
+            Some(p) if p.last_probe_time == probe => MemberState {
+                drained: m.drained,
+                ..prev_state.unwrap_or_default()
+            },
+            _ => {
+                let mut s = observe(
+                    prev_state,
+                    healthy_for_policy(m, cluster),
+                    spec.failback_after_healthy_probes,
+                );
+                s.drained = m.drained;
+                s
+            }
+        };
+        member_states.insert(
+            m.name.clone(),
+            TrafficMemberState {
+                healthy: state.healthy,
+                recovering: state.recovering,
+                last_probe_time: probe,
+            },
+        );
+        states.insert(m.name.clone(), state);
+    }
+    let weights = active_weights(spec, &states);
+    let mut status = TrafficPolicyStatus {
+        healthy: weights.healthy.clone(),
+        unhealthy: weights.unhealthy.clone(),
+        active_weights: weights.weights.clone(),
+        last_transition_time: previous.last_transition_time.clone(),
+        last_transition_reason: previous.last_transition_reason.clone(),
+        conditions: Vec::new(),
+        member_states,
+        transitions: previous.transitions.clone(),
+    };
+    let (serving, reason, message) = if weights.nobody_serves {
+        (
+            "False",
+            "NoHealthyMember",
+            "no member is healthy and serving: no traffic is sent anywhere".to_owned(),
+        )
+    } else {
+        let serving: Vec<String> = weights
+            .weights
+            .iter()
+            .filter(|(_, w)| **w > 0)
+            .map(|(n, w)| format!("{n}={w}"))
+            .collect();
+        (
+            "True",
+            "Serving",
+            format!("serving: {}", serving.join(", ")),
+        )
+    };
+    let since = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Serving" && c.status == serving)
+        .map_or(now.clone(), |c| c.last_transition_time.clone());
+    status.conditions.push(Condition {
+        type_: "Serving".into(),
+        status: serving.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: since,
+        observed_generation: None,
+    });
+    if status.active_weights == previous.active_weights {
+        return (status, None);
+    }
+    let reason = explain(spec, previous, &status, &weights);
+    let transition = TrafficTransition {
+        time: now.clone(),
+        reason: reason.clone(),
+        active_weights: status.active_weights.clone(),
+    };
+    status.transitions.insert(0, transition.clone());
+    status.transitions.truncate(TRANSITIONS_KEPT);
+    status.last_transition_time = Some(now);
+    status.last_transition_reason = Some(reason);
+    (status, Some(transition))
+}
+
+/// Why the weights changed, member by member, in words.
+fn explain(
+    spec: &TrafficPolicySpec,
+    previous: &TrafficPolicyStatus,
+    next: &TrafficPolicyStatus,
+    weights: &ActiveWeights,
+) -> String {
+    let mut parts = Vec::new();
+    for m in &spec.members {
+        let was = previous.active_weights.get(&m.name).copied().unwrap_or(0);
+        let now = next.active_weights.get(&m.name).copied().unwrap_or(0);
+        if was == now {
+            continue;
+        }
+        let state = next.member_states.get(&m.name);
+        let why = if m.drained {
+            "drained"
+        } else if !state.is_some_and(|s| s.healthy) {
+            "unhealthy"
+        } else if weights.waiting.contains(&m.name) {
+            "healthy, waiting for fail-back"
+        } else if previous.active_weights.is_empty() {
+            "first computation"
+        } else if was == 0 && (m.role == Role::Active || spec.mode == TrafficMode::MultiActive) {
+            "back after fail-back"
+        } else {
+            "share moved"
+        };
+        parts.push(format!("{} {was}→{now} ({why})", m.name));
+    }
+    if weights.nobody_serves {
+        parts.push("no member serves".into());
+    }
+    parts.join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +433,7 @@ mod tests {
             min_survival_ratio: None,
             min_ready_nodes: None,
             nodes: Vec::new(),
+            drained: false,
         }
     }
 
@@ -487,6 +663,84 @@ mod tests {
         );
         assert_eq!(s.recovering, Some(0));
         assert!(!serves(&observe(None, false, 3), 3));
+    }
+
+    fn cluster(name: &str, healthy: bool, probe_second: i64) -> MemberCluster {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "multicluster.dev/v1alpha1", "kind": "MemberCluster",
+            "metadata": {"name": name},
+            "spec": {"endpoint": "https://127.0.0.1:1", "credentialsSecret": {"name": "s"}},
+            "status": {"conditions": [
+                {"type": "Reachable", "status": "True", "reason": "r", "message": "",
+                 "lastTransitionTime": "2026-11-22T12:00:00Z"},
+                {"type": "Healthy", "status": if healthy {"True"} else {"False"}, "reason": "r",
+                 "message": "", "lastTransitionTime": "2026-11-22T12:00:00Z"}],
+                "readyNodes": if healthy {4} else {1}, "totalNodes": 4,
+                "lastProbeTime": format!("2026-11-22T12:00:{probe_second:02}Z")}
+        }))
+        .unwrap()
+    }
+
+    fn at(second: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(1_795_000_000 + second).unwrap())
+    }
+
+    #[test]
+    fn each_probe_counts_once_and_changes_are_recorded_with_reasons() {
+        use Role::{Active, Standby};
+        let mut spec = policy(
+            TrafficMode::ActiveStandby,
+            vec![member("m1", 100, 0, Active), member("m2", 100, 1, Standby)],
+        );
+        spec.failback_after_healthy_probes = 2;
+        let clusters = |m1_healthy, second| {
+            BTreeMap::from([
+                ("m1".to_owned(), cluster("m1", m1_healthy, second)),
+                ("m2".to_owned(), cluster("m2", true, second)),
+            ])
+        };
+        let (s, t) = next_status(&spec, &Default::default(), &clusters(true, 0), at(0));
+        assert_eq!(
+            s.active_weights,
+            BTreeMap::from([("m1".into(), 100), ("m2".into(), 0)])
+        );
+        assert!(t.unwrap().reason.contains("first computation"));
+        let (s, t) = next_status(&spec, &s, &clusters(false, 1), at(1));
+        assert_eq!(s.active_weights["m2"], 100);
+        assert!(t.unwrap().reason.contains("m1 100→0 (unhealthy)"));
+        // Healthy again: one probe is not enough (fail-back after 2)...
+        let (s, t) = next_status(&spec, &s, &clusters(true, 2), at(2));
+        assert!(t.is_none());
+        assert_eq!(s.active_weights["m1"], 0);
+        // ...and the same probe seen again does not count twice.
+        let (s, t) = next_status(&spec, &s, &clusters(true, 2), at(3));
+        assert!(t.is_none());
+        let (s, t) = next_status(&spec, &s, &clusters(true, 4), at(4));
+        assert_eq!(s.active_weights["m1"], 100);
+        assert!(
+            t.unwrap().reason.contains("back after fail-back"),
+            "{:?}",
+            s.transitions
+        );
+        assert_eq!(s.transitions.len(), 3);
+        assert_eq!(s.conditions[0].status, "True");
+        // Nobody healthy: a condition, no division by zero.
+        let none = BTreeMap::new();
+        let (s, _) = next_status(&spec, &s, &none, at(5));
+        assert_eq!(s.conditions[0].reason, "NoHealthyMember");
+        assert!(s.active_weights.values().all(|w| *w == 0));
+    }
+
+    #[test]
+    fn a_policys_own_survival_ratio_overrides_the_members() {
+        let mut m = member("m1", 100, 0, Role::Active);
+        let c = cluster("m1", false, 0); // 1 of 4 ready, the member itself says unhealthy
+        assert!(!healthy_for_policy(&m, Some(&c)));
+        m.min_survival_ratio = Some(0.25);
+        assert!(healthy_for_policy(&m, Some(&c)), "1 of 4 meets ⌈4 × 0.25⌉");
+        m.min_ready_nodes = Some(2);
+        assert!(!healthy_for_policy(&m, Some(&c)));
+        assert!(!healthy_for_policy(&m, None));
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub struct TrafficMember {
     /// Per-node weights and priorities; a backend carries its node's weight.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeWeight>,
+    /// Taken out on purpose (maintenance): its share moves to the others until undrained.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drained: bool,
 }
 
 fn default_weight() -> u32 {
@@ -109,4 +112,33 @@ pub struct TrafficPolicyStatus {
     pub last_transition_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// What the hub last concluded per member (kept here so fail-back counting survives a restart
+    /// of the hub server).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub member_states: BTreeMap<String, TrafficMemberState>,
+    /// The latest changes of the active weights, newest first (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transitions: Vec<TrafficTransition>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficMemberState {
+    pub healthy: bool,
+    /// Healthy probes since the member last failed, while it waits to get its share back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovering: Option<u32>,
+    /// The member's last probe this state counts (each probe counts once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe_time: Option<Time>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficTransition {
+    pub time: Time,
+    pub reason: String,
+    /// Member → weight after the change.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub active_weights: BTreeMap<String, u32>,
 }
