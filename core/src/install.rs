@@ -55,6 +55,8 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
             // Proxy: check the forwarded user's permission on the hub.
             {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
             {"apiGroups": ["multicluster.dev"], "resources": ["distributions/status"], "verbs": ["patch"]},
+            {"apiGroups": ["multicluster.dev"], "resources": ["trafficpolicies"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["multicluster.dev"], "resources": ["trafficpolicies/status"], "verbs": ["patch"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
             // Whether a claim's Service still exists and holds its address.
             {"apiGroups": [""], "resources": ["services"], "verbs": ["get"]},

@@ -75,6 +75,9 @@ pub enum Command {
     Intent(crate::intent::IntentCommand),
     /// Apply manifests carrying an Intent's ID; with --interval, keep applying until fenced off (exit 3)
     Apply(crate::intent::ApplyArgs),
+    /// Load sharing and backup across members: create, show, set, drain and undrain TrafficPolicies
+    #[command(subcommand)]
+    Traffic(crate::traffic::TrafficCommand),
     /// List and show the virtual IPs handed out to Services
     #[command(subcommand)]
     Vip(crate::vip::VipCommand),
@@ -232,6 +235,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = hub_client(&cli.global).await?;
             let ns = namespace(&cli.global, &client);
             crate::intent::apply(args, client, &ns).await
+        }
+        Command::Traffic(cmd) => {
+            let client = hub_client(&cli.global).await?;
+            let ns = namespace(&cli.global, &client);
+            crate::traffic::run(cmd, client, &ns, format).await
         }
         Command::Vip(cmd) => crate::vip::run(cmd, hub_client(&cli.global).await?, format).await,
         Command::Version => output::print(format, &VersionInfo::current()),

@@ -12,4 +12,5 @@ pub mod members;
 pub mod output;
 pub mod preview;
 pub mod proxy;
+pub mod traffic;
 pub mod vip;

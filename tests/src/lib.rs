@@ -18,8 +18,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::PostParams;
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use kubectl_multicluster::local::PlaygroundState;
 
@@ -270,4 +270,35 @@ pub fn connections_to(pid: u32, port: u16) -> usize {
             cols.len() > 9 && cols[2] == remote && cols[3] == "01" && inodes.contains(cols[9])
         })
         .count()
+}
+
+/// Plays `count` kubelets on a member: Node objects whose Ready condition says `ready` (the first
+/// `ready` of them True, the rest False).
+pub async fn set_nodes(member: &Client, count: usize, ready: usize) {
+    let nodes: Api<Node> = Api::all(member.clone());
+    for i in 0..count {
+        let name = format!("node-{i}");
+        if nodes
+            .get_opt(&name)
+            .await
+            .expect("playing a node")
+            .is_none()
+        {
+            let node: Node =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+                    .expect("playing a node");
+            nodes
+                .create(&PostParams::default(), &node)
+                .await
+                .expect("playing a node");
+        }
+        let status = if i < ready { "True" } else { "False" };
+        let patch = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": status,
+            "reason": "PlayedByTheTest", "message": "no kubelet here", "lastHeartbeatTime": "2026-11-22T12:00:00Z",
+            "lastTransitionTime": "2026-11-22T12:00:00Z"}]}});
+        nodes
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("playing a node");
+    }
 }

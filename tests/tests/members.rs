@@ -8,11 +8,11 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use multicluster_core::api::MemberCluster;
-use multicluster_tests::{playground, run, run_ok};
+use multicluster_tests::{playground, run, run_ok, set_nodes};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -22,28 +22,6 @@ fn multicluster(args: &[&str]) -> std::process::Command {
         .args(args)
         .args(["--context", "hub"]);
     cmd
-}
-
-/// Plays `count` kubelets on a member: Node objects whose Ready condition says `ready` (the first
-/// `ready` of them True, the rest False).
-async fn set_nodes(member: &Client, count: usize, ready: usize) {
-    let nodes: Api<Node> = Api::all(member.clone());
-    for i in 0..count {
-        let name = format!("node-{i}");
-        if nodes.get_opt(&name).await.unwrap().is_none() {
-            let node: Node =
-                serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-            nodes.create(&PostParams::default(), &node).await.unwrap();
-        }
-        let status = if i < ready { "True" } else { "False" };
-        let patch = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": status,
-            "reason": "PlayedByTheTest", "message": "no kubelet here", "lastHeartbeatTime": "2026-11-22T12:00:00Z",
-            "lastTransitionTime": "2026-11-22T12:00:00Z"}]}});
-        nodes
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .unwrap();
-    }
 }
 
 async fn wait_for(

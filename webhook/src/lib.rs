@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod tls;
+pub mod traffic;
 pub mod vips;
 
 use clap::{Parser, Subcommand};

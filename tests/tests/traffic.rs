@@ -1,0 +1,170 @@
+//! Traffic policies end to end: the hub server turns real member health probes into active
+//! weights, records them and their transitions, and publishes Events; `kubectl multicluster
+//! traffic` creates, shows, drains and undrains. The playground has no kubelets: the test plays
+//! each member's nodes with Node objects whose Ready condition it sets. The data plane (Services,
+//! EndpointSlices on members, kube-proxy) is not part of this test yet.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use multicluster_core::api::MemberCluster;
+use multicluster_tests::{fresh_namespace, playground, run_ok, set_nodes, unique_name};
+use serde_json::Value;
+
+fn show(name: &str, ns: &str) -> Value {
+    let out =
+        run_ok(&mut playground().multicluster(&["traffic", "show", name, "-n", ns, "-o", "json"]));
+    serde_json::from_str(&out).unwrap()
+}
+
+fn active(report: &Value, member: &str) -> Option<u64> {
+    report["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == member)
+        .and_then(|m| m["activeWeight"].as_u64())
+}
+
+async fn eventually(what: &str, name: &str, ns: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = show(name, ns);
+        if check(&report) {
+            return report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never: {what}; last seen {report:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn traffic_moves_to_the_standby_when_the_active_fails_and_back_after_fail_back() {
+    let pg = playground();
+    pg.join_members();
+    let hub = pg.client("hub").await.unwrap();
+    let m1 = pg.client("member-1").await.unwrap();
+    let m2 = pg.client("member-2").await.unwrap();
+    set_nodes(&m1, 4, 4).await;
+    set_nodes(&m2, 4, 4).await;
+    for member in ["member-1", "member-2"] {
+        // Probe every second, flip after one probe: the policy's own fail-back count is what the
+        // test watches.
+        let patch = serde_json::json!({"spec": {"health": {"intervalSeconds": 1, "timeoutSeconds": 2,
+            "failureThreshold": 1, "successThreshold": 1, "minSurvivalRatio": 0.5}}});
+        Api::<MemberCluster>::all(hub.clone())
+            .patch(member, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+    let ns = fresh_namespace(&hub, "traffic").await.unwrap();
+    let name = unique_name("web");
+    run_ok(&mut pg.multicluster(&[
+        "traffic",
+        "create",
+        &name,
+        "-n",
+        &ns,
+        "--mode",
+        "active-standby",
+        "--member",
+        "member-1=100",
+        "--member",
+        "member-2=100:1:standby",
+        "--failback",
+        "2",
+    ]));
+    eventually("member-1 active, member-2 standing by", &name, &ns, |r| {
+        active(r, "member-1") == Some(100) && active(r, "member-2") == Some(0)
+    })
+    .await;
+
+    // member-1 loses 3 of its 4 nodes (1 ready < ⌈4 × 0.5⌉): the standby takes over.
+    let failed = Instant::now();
+    set_nodes(&m1, 4, 1).await;
+    let report = eventually("member-2 takes member-1's share", &name, &ns, |r| {
+        active(r, "member-1") == Some(0) && active(r, "member-2") == Some(100)
+    })
+    .await;
+    eprintln!(
+        "standby took over {:?} after the nodes failed",
+        failed.elapsed()
+    );
+    assert!(
+        report["transitions"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("member-1 100→0 (unhealthy)"),
+        "{report:#}"
+    );
+    // An Event says so (published right after the status).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = run_ok(pg.kubectl().args([
+            "--context",
+            "hub",
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.note}{.message}{\"\\n\"}{end}",
+        ]));
+        if events.contains("TrafficShifted: member-1 100→0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Event for the shift: {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Healthy again: member-1 gets its share back only after 2 healthy probes.
+    set_nodes(&m1, 4, 4).await;
+    let report = eventually("member-1 back after fail-back", &name, &ns, |r| {
+        active(r, "member-1") == Some(100) && active(r, "member-2") == Some(0)
+    })
+    .await;
+    assert!(
+        report["transitions"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("back after fail-back"),
+        "{report:#}"
+    );
+
+    // Drain member-1 for maintenance, then undrain.
+    run_ok(&mut pg.multicluster(&["traffic", "drain", &name, "member-1", "-n", &ns]));
+    let report = eventually("drained member-1 gets nothing", &name, &ns, |r| {
+        active(r, "member-1") == Some(0) && active(r, "member-2") == Some(100)
+    })
+    .await;
+    assert_eq!(report["members"][0]["state"], "drained");
+    run_ok(&mut pg.multicluster(&["traffic", "undrain", &name, "member-1", "-n", &ns]));
+    eventually("undrained member-1 serves again", &name, &ns, |r| {
+        active(r, "member-1") == Some(100)
+    })
+    .await;
+
+    // Both down: no member serves, said as a condition; nothing divided by zero.
+    set_nodes(&m1, 4, 0).await;
+    set_nodes(&m2, 4, 0).await;
+    let report = eventually("nobody serves", &name, &ns, |r| r["serving"] == "False").await;
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap()
+            .contains("no member is healthy"),
+        "{report:#}"
+    );
+    set_nodes(&m1, 4, 4).await;
+    set_nodes(&m2, 4, 4).await;
+}
