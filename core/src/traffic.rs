@@ -293,6 +293,19 @@ pub fn next_status(
         let probe = cluster
             .and_then(|c| c.status.as_ref())
             .and_then(|s| s.last_probe_time.clone());
+        if probe.is_none() {
+            // Not probed yet: it does not serve, but it has not failed either, so its first
+            // healthy probe lets it serve at once.
+            states.insert(
+                m.name.clone(),
+                MemberState {
+                    healthy: false,
+                    drained: m.drained,
+                    recovering: None,
+                },
+            );
+            continue;
+        }
         let prev = previous.member_states.get(&m.name);
         let prev_state = prev.map(|p| MemberState {
             healthy: p.healthy,
@@ -724,6 +737,22 @@ mod tests {
         );
         assert_eq!(s.transitions.len(), 3);
         assert_eq!(s.conditions[0].status, "True");
+        // A member not probed yet is not serving, and starts serving at its first healthy probe.
+        let mut unprobed = cluster("m2", true, 0);
+        unprobed.status.as_mut().unwrap().last_probe_time = None;
+        let fresh = BTreeMap::from([
+            ("m1".to_owned(), cluster("m1", false, 0)),
+            ("m2".to_owned(), unprobed),
+        ]);
+        let (s0, _) = next_status(&spec, &Default::default(), &fresh, at(0));
+        assert!(
+            s0.conditions[0].reason == "NoHealthyMember" && !s0.member_states.contains_key("m2")
+        );
+        let (s1, _) = next_status(&spec, &s0, &clusters(false, 1), at(1));
+        assert_eq!(
+            s1.active_weights["m2"], 100,
+            "no fail-back wait for a member that never failed"
+        );
         // Nobody healthy: a condition, no division by zero.
         let none = BTreeMap::new();
         let (s, _) = next_status(&spec, &s, &none, at(5));
