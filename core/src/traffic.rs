@@ -438,16 +438,7 @@ mod tests {
     use crate::api::TrafficMember;
 
     fn member(name: &str, weight: u32, priority: u32, role: Role) -> TrafficMember {
-        TrafficMember {
-            name: name.into(),
-            weight,
-            priority,
-            role,
-            min_survival_ratio: None,
-            min_ready_nodes: None,
-            nodes: Vec::new(),
-            drained: false,
-        }
+        TrafficMember::new(name, weight, priority, role)
     }
 
     fn policy(mode: TrafficMode, members: Vec<TrafficMember>) -> TrafficPolicySpec {

@@ -101,16 +101,7 @@ fn parse_member(text: &str) -> Result<TrafficMember, String> {
     if weight > 1000 || priority > 1000 {
         return Err("weight and priority go from 0 to 1000".into());
     }
-    Ok(TrafficMember {
-        name: name.to_owned(),
-        weight,
-        priority,
-        role,
-        min_survival_ratio: None,
-        min_ready_nodes: None,
-        nodes: Vec::new(),
-        drained: false,
-    })
+    Ok(TrafficMember::new(name, weight, priority, role))
 }
 
 pub async fn run(

@@ -84,6 +84,22 @@ fn default_weight() -> u32 {
     100
 }
 
+impl TrafficMember {
+    /// A member with only the essentials set (no overrides, no node weights, not drained).
+    pub fn new(name: &str, weight: u32, priority: u32, role: Role) -> Self {
+        TrafficMember {
+            name: name.to_owned(),
+            weight,
+            priority,
+            role,
+            min_survival_ratio: None,
+            min_ready_nodes: None,
+            nodes: Vec::new(),
+            drained: false,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeWeight {
