@@ -172,7 +172,9 @@ async fn an_object_of_every_kind_round_trips_through_the_hub() {
         &Api::namespaced(hub.clone(), &ns),
         json!({"apiVersion": "multicluster.dev/v1alpha1", "kind": "Intent",
                "metadata": {"name": "orders"}, "spec": {"intentId": "a1b2", "holder": "pipeline-7"}}),
-        json!({"epoch": 2, "previousIntentId": "z9"}),
+        // A status the hub server agrees with (it observed this very ID and holder), so its
+        // epoch loop, running in this playground, has nothing to record meanwhile.
+        json!({"epoch": 2, "previousIntentId": "z9", "observedIntentId": "a1b2", "observedHolder": "pipeline-7"}),
     )
     .await;
     assert_eq!(intent.spec.intent_id, "a1b2");
