@@ -69,6 +69,10 @@ pub struct DistributeArgs {
         value_parser = parse_rule
     )]
     pub rules: Vec<DependencyRule>,
+    /// Place Deployments' replicas across members by this TrafficPolicy's active weights (a
+    /// policy in multicluster-system); they move off failed members and back on fail-back
+    #[arg(long, value_name = "NAME")]
+    pub traffic_policy: Option<String>,
     /// Print the order objects would be applied in, and why, and change nothing
     #[arg(long)]
     pub plan: bool,
@@ -166,7 +170,7 @@ pub async fn run(
                     match_labels: Some(labels),
                     ..Default::default()
                 }),
-            traffic_policy: None,
+            traffic_policy: args.traffic_policy.clone(),
         };
         let ordered: Vec<Value> = plan.in_order(&objects).into_iter().cloned().collect();
         let preview = preview_on_members(
@@ -613,6 +617,9 @@ fn distribution_object(
         })
         .collect();
     let mut targets = json!({"members": args.to});
+    if let Some(policy) = &args.traffic_policy {
+        targets["trafficPolicy"] = json!(policy);
+    }
     if let Some(selector) = &args.selector {
         targets["selector"] = json!({"matchLabels": parse_labels(selector)?});
     }

@@ -45,6 +45,33 @@ async fn eventually(what: &str, name: &str, ns: &str, check: impl Fn(&Value) -> 
     }
 }
 
+/// Waits until Deployment `app` has `want` replicas on (member-1, member-2).
+async fn wait_replicas(m1: &kube::Client, m2: &kube::Client, ns: &str, want: (i32, i32)) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let replicas = |c: &kube::Client| {
+        let api: Api<Deployment> = Api::namespaced(c.clone(), ns);
+        async move {
+            api.get_opt("app")
+                .await
+                .unwrap()
+                .and_then(|d| d.spec)
+                .and_then(|s| s.replicas)
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = (replicas(m1).await, replicas(m2).await);
+        if got == (Some(want.0), Some(want.1)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas on (member-1, member-2) are {got:?}, never {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn traffic_moves_to_the_standby_when_the_active_fails_and_back_after_fail_back() {
     let pg = playground();
@@ -64,7 +91,8 @@ async fn traffic_moves_to_the_standby_when_the_active_fails_and_back_after_fail_
             .await
             .unwrap();
     }
-    let ns = fresh_namespace(&hub, "traffic").await.unwrap();
+    // In multicluster-system, beside the Distribution it places.
+    let ns = "multicluster-system".to_owned();
     let name = unique_name("web");
     run_ok(&mut pg.multicluster(&[
         "traffic",
@@ -85,6 +113,31 @@ async fn traffic_moves_to_the_standby_when_the_active_fails_and_back_after_fail_
         active(r, "member-1") == Some(100) && active(r, "member-2") == Some(0)
     })
     .await;
+
+    // A Deployment placed by the policy: its 4 replicas run where the traffic goes.
+    let app_ns = fresh_namespace(&hub, "placed").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app, namespace: {app_ns}}}\n\
+             spec:\n  replicas: 4\n  selector: {{matchLabels: {{app: app}}}}\n  template:\n    \
+             metadata: {{labels: {{app: app}}}}\n    spec: {{containers: [{{name: app, image: registry.k8s.io/pause:3.10}}]}}\n"
+        ),
+    )
+    .unwrap();
+    run_ok(&mut pg.multicluster(&[
+        "distribute",
+        "-f",
+        dir.path().to_str().unwrap(),
+        "--to",
+        "member-1,member-2",
+        "--name",
+        &unique_name("placed"),
+        "--traffic-policy",
+        &name,
+    ]));
+    wait_replicas(&m1, &m2, &app_ns, (4, 0)).await;
 
     // member-1 loses 3 of its 4 nodes (1 ready < ⌈4 × 0.5⌉): the standby takes over.
     let failed = Instant::now();

@@ -83,6 +83,21 @@ pub fn secret_reader_objects(namespace: &str) -> Vec<serde_json::Value> {
     ]
 }
 
+/// A Deployment's `replicas` per member under a TrafficPolicy's active weights (what
+/// `targets.trafficPolicy` asks for); `None` while no member serves, so nothing is moved.
+pub fn place_replicas(
+    replicas: u32,
+    policy: &crate::api::TrafficPolicySpec,
+    active_weights: &BTreeMap<String, u32>,
+) -> Option<BTreeMap<String, u32>> {
+    let weights = crate::traffic::ActiveWeights {
+        weights: active_weights.clone(),
+        ..Default::default()
+    };
+    let placed = crate::traffic::divide_replicas(replicas, policy, &weights);
+    (!placed.is_empty()).then_some(placed)
+}
+
 /// Whether an object a source matched may leave the hub. A Secret goes only when the source
 /// names it, or when the Distribution opts in to Secrets its selectors match.
 pub fn may_leave_hub(
@@ -130,6 +145,35 @@ pub fn targets(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod placement_tests {
+    use crate::api::{Role, TrafficMember, TrafficMode, TrafficPolicySpec};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn replicas_follow_the_policys_active_weights() {
+        let policy = TrafficPolicySpec {
+            mode: TrafficMode::ActiveStandby,
+            members: vec![
+                TrafficMember::new("m1", 100, 0, Role::Active),
+                TrafficMember::new("m2", 100, 1, Role::Standby),
+            ],
+            failback_after_healthy_probes: 3,
+            services: vec![],
+        };
+        let weights = |a, b| BTreeMap::from([("m1".to_owned(), a), ("m2".to_owned(), b)]);
+        assert_eq!(
+            super::place_replicas(4, &policy, &weights(100, 0)),
+            Some(weights(4, 0))
+        );
+        assert_eq!(
+            super::place_replicas(4, &policy, &weights(0, 100)),
+            Some(weights(0, 4))
+        );
+        assert_eq!(super::place_replicas(4, &policy, &weights(0, 0)), None);
+    }
+}
 
 #[cfg(test)]
 mod rbac_tests {

@@ -85,6 +85,9 @@ fn api_for(client: &Client, source: &Source, namespace: Option<&str>) -> Api<Dyn
 
 /// Syncs `member`. `progress` holds this member's live status so the caller can publish it while
 /// the work runs.
+/// Replicas per member for Deployments placed by a TrafficPolicy (`None`: no member serves).
+pub type Placement = HashMap<ObjectKey, Option<BTreeMap<String, u32>>>;
+
 #[allow(clippy::too_many_arguments)]
 pub async fn sync(
     client: &Client,
@@ -92,6 +95,7 @@ pub async fn sync(
     distribution: &Distribution,
     plan: &Plan,
     sources: &[Source],
+    placement: &Placement,
     memory: &mut MemberMemory,
     previous: Option<&MemberDistributionStatus>,
     progress: Arc<Mutex<MemberDistributionStatus>>,
@@ -144,7 +148,28 @@ pub async fn sync(
             };
             let source = &sources[index];
             match distribution::for_member(&source.object, &name, member, &spec.overrides) {
-                Ok(copy) => {
+                Ok(mut copy) => {
+                    match placement.get(&step.object) {
+                        Some(Some(replicas)) => {
+                            copy["spec"]["replicas"] =
+                                replicas.get(member).copied().unwrap_or(0).into();
+                        }
+                        Some(None) => {
+                            // Nobody serves: leave every member's replicas as they are.
+                            states.insert(
+                                step.object.clone(),
+                                ObjectDistributionStatus {
+                                    object: reference_of(&source.object),
+                                    state: ObjectSyncState::Pending,
+                                    message: Some(
+                                        "no member serves in the TrafficPolicy: replicas stay where they are".into(),
+                                    ),
+                                },
+                            );
+                            continue;
+                        }
+                        None => {}
+                    }
                     desired.insert((
                         copy["kind"].as_str().unwrap_or_default().to_owned(),
                         copy["metadata"]["namespace"].as_str().map(str::to_owned),

@@ -20,7 +20,7 @@ use kube::{Api, Client, ResourceExt};
 use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::api::{
     Distribution, DistributionMode, DriftPolicy, MemberCluster, MemberDistributionStatus,
-    ObjectSyncState,
+    ObjectSyncState, TrafficPolicy,
 };
 use multicluster_core::distribution::{self, ObjectKey};
 use serde_json::{Value, json};
@@ -71,12 +71,32 @@ pub async fn run(client: Client, clients: MemberClients) {
     .applied_objects()
     .boxed();
     let mut reachable: HashMap<String, bool> = HashMap::new();
+    // Deployments placed by a TrafficPolicy follow its active weights.
+    let mut policy_events = watcher(
+        Api::<TrafficPolicy>::namespaced(client.clone(), SYSTEM_NAMESPACE),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .boxed();
+    let mut weights_seen: HashMap<String, BTreeMap<String, u32>> = HashMap::new();
     loop {
         let event = tokio::select! {
             e = events.next() => match e {
                 Some(e) => e,
                 None => return,
             },
+            p = policy_events.next() => {
+                if let Some(Ok(policy)) = p {
+                    let weights = policy.status.map(|s| s.active_weights).unwrap_or_default();
+                    if weights_seen.insert(policy.metadata.name.unwrap_or_default(), weights.clone()) != Some(weights) {
+                        for (_, tx) in runners.values() {
+                            let _ = tx.send(Trigger::Sync);
+                        }
+                    }
+                }
+                continue;
+            }
             m = member_events.next() => {
                 if let Some(Ok(member)) = m {
                     let now = member_reachable(&member);
@@ -402,6 +422,43 @@ async fn read_sources(
     Ok(out)
 }
 
+/// Replicas per member for each Deployment, when `targets.trafficPolicy` names a policy (in
+/// `multicluster-system`, beside the Distribution).
+async fn placement(
+    client: &Client,
+    distribution: &Distribution,
+    sources: &[Source],
+) -> anyhow::Result<member::Placement> {
+    let mut out = member::Placement::new();
+    let Some(policy_name) = &distribution.spec.targets.traffic_policy else {
+        return Ok(out);
+    };
+    let policy = Api::<TrafficPolicy>::namespaced(client.clone(), SYSTEM_NAMESPACE)
+        .get_opt(policy_name)
+        .await?
+        .ok_or_else(|| {
+            anyhow::anyhow!("TrafficPolicy {SYSTEM_NAMESPACE}/{policy_name} does not exist")
+        })?;
+    let active = policy.status.map(|s| s.active_weights).unwrap_or_default();
+    for source in sources {
+        if source.object["kind"] != "Deployment" || source.object["apiVersion"] != "apps/v1" {
+            continue;
+        }
+        let Some(key) = ObjectKey::of(&source.object) else {
+            continue;
+        };
+        let replicas = source.object["spec"]["replicas"]
+            .as_u64()
+            .and_then(|r| u32::try_from(r).ok())
+            .unwrap_or(1);
+        out.insert(
+            key,
+            distribution::place_replicas(replicas, &policy.spec, &active),
+        );
+    }
+    Ok(out)
+}
+
 fn condition(status: bool, reason: &str, message: String, generation: Option<i64>) -> Value {
     json!({"type": "Synced", "status": if status {"True"} else {"False"}, "reason": reason,
            "message": message, "lastTransitionTime": Time(Timestamp::now()),
@@ -462,6 +519,19 @@ async fn sync(
             .await;
             // Nothing changes until the Distribution or its sources do.
             return true;
+        }
+    };
+    let placement = match placement(client, distribution, &sources).await {
+        Ok(p) => p,
+        Err(e) => {
+            write_status(
+                api,
+                &name,
+                json!({"observedGeneration": generation, "observedSyncRequest": request,
+                "conditions": [fail("TrafficPolicyUnavailable", format!("{e:#}"))]}),
+            )
+            .await;
+            return false;
         }
     };
     let mut kinds: watch::Kinds = Vec::new();
@@ -557,7 +627,7 @@ async fn sync(
         let member = members.iter().find(|m| m.name_any() == *member_name);
         let previous = previous.get(member_name);
         let progress = progress[member_name].clone();
-        let (plan, sources) = (&plan, &sources);
+        let (plan, sources, placement) = (&plan, &sources, &placement);
         syncs.push(
             async move {
                 // Targets come from this very list of members.
@@ -597,6 +667,7 @@ async fn sync(
                             distribution,
                             plan,
                             sources,
+                            placement,
                             memory,
                             previous,
                             progress,
