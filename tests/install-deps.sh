@@ -3,6 +3,7 @@
 # end-to-end tests run, into a per-version cache directory, and prints where they are.
 #
 #   kube-apiserver  built from the k8s.io/kubernetes Go module (no registry ships the binary)
+#   kube-proxy      built from the same module: the real data plane of the traffic end-to-end test
 #   etcd            Debian's etcd-server package, unpacked without running its install scripts
 #                   (its postinst would start a system etcd on the default ports)
 #
@@ -19,13 +20,15 @@ k8s_dir="$cache/kubernetes/$KUBERNETES_VERSION"
 etcd_dir="$cache/etcd/$ETCD_DEBIAN_VERSION"
 log() { printf '%s\n' "install-deps: $*" >&2; }
 
-install_kube_apiserver() {
-  if [[ -x "$k8s_dir/kube-apiserver" ]]; then
-    log "kube-apiserver $KUBERNETES_VERSION already in $k8s_dir"
+install_kube_binaries() {
+  local missing=()
+  for b in kube-apiserver kube-proxy; do [[ -x "$k8s_dir/$b" ]] || missing+=("$b"); done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    log "kube-apiserver and kube-proxy $KUBERNETES_VERSION already in $k8s_dir"
     return
   fi
   command -v go >/dev/null || { log "go is required to build kube-apiserver"; exit 1; }
-  log "building kube-apiserver $KUBERNETES_VERSION from the k8s.io/kubernetes module (about 4 min on 2 cores, once)"
+  log "building ${missing[*]} $KUBERNETES_VERSION from the k8s.io/kubernetes module (about 7 min on 2 cores, once)"
   local minor="${KUBERNETES_VERSION#v1.}"; minor="${minor%%.*}"
   local staging_version="v0.${KUBERNETES_VERSION#v1.}"
   local work; work=$(mktemp -d)
@@ -44,15 +47,34 @@ install_kube_apiserver() {
     local args=()
     for m in $staging; do args+=("-replace=$m=$m@$staging_version"); done
     go mod edit "${args[@]}"
-    go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBERNETES_VERSION" >&2
     local pkg=k8s.io/component-base/version
     mkdir -p "$k8s_dir"
-    CGO_ENABLED=0 go build -trimpath -o "$k8s_dir/kube-apiserver.tmp" \
-      -ldflags "-s -w -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor" \
-      k8s.io/kubernetes/cmd/kube-apiserver
-    mv "$k8s_dir/kube-apiserver.tmp" "$k8s_dir/kube-apiserver"
+    for b in "${missing[@]}"; do
+      go get "k8s.io/kubernetes/cmd/$b@$KUBERNETES_VERSION" >&2
+      CGO_ENABLED=0 go build -trimpath -o "$k8s_dir/$b.tmp" \
+        -ldflags "-s -w -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor" \
+        "k8s.io/kubernetes/cmd/$b"
+      mv "$k8s_dir/$b.tmp" "$k8s_dir/$b"
+    done
   )
-  log "kube-apiserver: $("$k8s_dir/kube-apiserver" --version)"
+  log "kube-apiserver: $("$k8s_dir/kube-apiserver" --version); kube-proxy: $("$k8s_dir/kube-proxy" --version)"
+}
+
+# What the kube-proxy data plane needs around it: nftables (its proxy mode), conntrack (it flushes
+# stale flows), socat (bridges the API server's loopback into the test's network namespace),
+# iproute2 (network namespaces and veth pairs). Debian packages; installed only when missing.
+install_data_plane_tools() {
+  local want=()
+  command -v nft >/dev/null || want+=(nftables)
+  command -v conntrack >/dev/null || want+=(conntrack)
+  command -v socat >/dev/null || want+=(socat)
+  command -v ip >/dev/null || want+=(iproute2)
+  [[ ${#want[@]} -eq 0 ]] && return
+  log "installing ${want[*]} (Debian packages)"
+  if ! apt-get install -y --no-install-recommends "${want[@]}" >&2; then
+    apt-get update >&2
+    apt-get install -y --no-install-recommends "${want[@]}" >&2
+  fi
 }
 
 install_etcd() {
@@ -77,7 +99,9 @@ install_etcd() {
 }
 
 install_etcd
-install_kube_apiserver
+install_kube_binaries
+install_data_plane_tools
 # stdout: where the binaries are, one KEY=path a line, for scripts to source.
 echo "KUBE_APISERVER=$k8s_dir/kube-apiserver"
 echo "ETCD=$etcd_dir/etcd"
+echo "KUBE_PROXY=$k8s_dir/kube-proxy"

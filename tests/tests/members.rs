@@ -63,7 +63,8 @@ fn healthy(mc: &MemberCluster) -> Option<bool> {
 }
 
 #[tokio::test]
-async fn joined_members_are_probed_against_the_survival_ratio_and_outages_are_seen() {
+async fn joined_members_are_probed_against_the_survival_ratio_of_played_nodes_and_outages_are_seen()
+{
     let pg = playground();
     let hub = pg.client("hub").await.unwrap();
     let m2 = pg.client("member-2").await.unwrap();

@@ -25,7 +25,8 @@ fn proxy(member: &str, kubectl: &[&str]) -> std::process::Output {
 }
 
 #[tokio::test]
-async fn a_permitted_hub_user_reaches_a_member_as_themselves_and_others_are_told_what_they_lack() {
+async fn hub_users_played_by_impersonation_reach_a_member_as_themselves_or_are_told_what_they_lack()
+{
     let pg = playground();
     pg.join_members();
     let m1 = pg.client("member-1").await.unwrap();

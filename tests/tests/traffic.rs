@@ -73,7 +73,8 @@ async fn wait_replicas(m1: &kube::Client, m2: &kube::Client, ns: &str, want: (i3
 }
 
 #[tokio::test]
-async fn traffic_moves_to_the_standby_when_the_active_fails_and_back_after_fail_back() {
+async fn traffic_moves_to_the_standby_when_the_actives_played_nodes_fail_and_back_after_fail_back()
+{
     let pg = playground();
     pg.join_members();
     let hub = pg.client("hub").await.unwrap();

@@ -267,7 +267,7 @@ async fn probe_forever(
                 tracing::warn!(member = %name, error = %e, "publishing a health Event");
             }
         }
-        if let Err(e) = renew_token_if_due(&client, &member).await {
+        if let Err(e) = renew_token_if_due(&client, &clients, &member).await {
             tracing::warn!(member = %name, error = %e, "renewing the hub's token");
         }
         tokio::time::sleep_until(next_probe).await;
@@ -318,49 +318,6 @@ async fn probe_member(
         },
     };
     (result, started.elapsed())
-}
-
-/// A client for a member from the hub's credentials Secret.
-async fn member_client(
-    client: &Client,
-    member: &multicluster_core::api::MemberCluster,
-    timeout: std::time::Duration,
-) -> anyhow::Result<Client> {
-    use k8s_openapi::api::core::v1::Secret;
-    let secret = Api::<Secret>::namespaced(client.clone(), multicluster_core::SYSTEM_NAMESPACE)
-        .get(&member.spec.credentials_secret.name)
-        .await?;
-    member_client_from(&member.spec.endpoint, &secret, timeout)
-}
-
-/// A client for the member at `endpoint` with the CA and token in its credentials `secret`.
-pub fn member_client_from(
-    endpoint: &str,
-    secret: &k8s_openapi::api::core::v1::Secret,
-    timeout: std::time::Duration,
-) -> anyhow::Result<Client> {
-    Ok(Client::try_from(member_config(endpoint, secret, timeout)?)?)
-}
-
-/// The connection settings behind `member_client_from`.
-pub fn member_config(
-    endpoint: &str,
-    secret: &k8s_openapi::api::core::v1::Secret,
-    timeout: std::time::Duration,
-) -> anyhow::Result<kube::Config> {
-    use multicluster_core::member::secret_keys;
-    let data = secret.data.clone().unwrap_or_default();
-    let field = |k: &str| {
-        data.get(k)
-            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-            .ok_or_else(|| anyhow::anyhow!("Secret {} has no {k}", secret.name_any()))
-    };
-    Ok(multicluster_core::member::client_config(
-        endpoint,
-        &field(secret_keys::CA)?,
-        &field(secret_keys::TOKEN)?,
-        timeout,
-    )?)
 }
 
 /// The status a probe leads to: conditions with reasons a person understands, nodes, version,
@@ -461,6 +418,7 @@ fn health_status(
 /// may request tokens for itself, nothing else), and stores the new one.
 async fn renew_token_if_due(
     client: &Client,
+    clients: &crate::members::MemberClients,
     member: &multicluster_core::api::MemberCluster,
 ) -> anyhow::Result<()> {
     use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -481,7 +439,10 @@ async fn renew_token_if_due(
     if left > TOKEN_LIFETIME_SECONDS / 2 {
         return Ok(());
     }
-    let member_client = member_client(client, member, std::time::Duration::from_secs(10)).await?;
+    // Over the member's shared connection; the stored token is the one about to be replaced.
+    let member_client = clients
+        .get(client, member, Some(std::time::Duration::from_secs(10)))
+        .await?;
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
             expiration_seconds: Some(TOKEN_LIFETIME_SECONDS),

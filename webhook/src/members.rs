@@ -62,11 +62,8 @@ impl MemberClients {
         let connection = match cached {
             Some(c) => c,
             None => {
-                let config = crate::loops::member_config(
-                    &member.spec.endpoint,
-                    &secret,
-                    Duration::from_secs(15),
-                )?;
+                let config =
+                    member_config(&member.spec.endpoint, &secret, Duration::from_secs(15))?;
                 let connection = Connection {
                     secret_version: version,
                     endpoint: member.spec.endpoint.clone(),
@@ -121,4 +118,26 @@ fn client(connection: &Connection, response_timeout: Option<Duration>) -> anyhow
         .map_err(tower::BoxError::from)
         .service(connection.transport.clone());
     Ok(Client::new(service, config.default_namespace.clone()))
+}
+
+/// The connection settings for the member at `endpoint` with the CA and token in its credentials
+/// `secret`.
+fn member_config(
+    endpoint: &str,
+    secret: &k8s_openapi::api::core::v1::Secret,
+    timeout: std::time::Duration,
+) -> anyhow::Result<kube::Config> {
+    use multicluster_core::member::secret_keys;
+    let data = secret.data.clone().unwrap_or_default();
+    let field = |k: &str| {
+        data.get(k)
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            .ok_or_else(|| anyhow::anyhow!("Secret {} has no {k}", secret.name_any()))
+    };
+    Ok(multicluster_core::member::client_config(
+        endpoint,
+        &field(secret_keys::CA)?,
+        &field(secret_keys::TOKEN)?,
+        timeout,
+    )?)
 }

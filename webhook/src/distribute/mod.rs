@@ -493,16 +493,17 @@ async fn sync(
         .get(multicluster_core::keys::SYNC_REQUESTED)
         .cloned();
     let fail = |reason: &str, message: String| condition(false, reason, message, generation);
+    // The sync this request asked for ended here: say why, so `distribute` stops waiting.
+    let failed = |reason: &'static str, message: String| {
+        let status = json!({"observedGeneration": generation, "observedSyncRequest": request,
+                            "conditions": [fail(reason, message)]});
+        let (api, name) = (api.clone(), name.clone());
+        async move { write_status(&api, &name, status).await }
+    };
     let sources = match read_sources(client, distribution, &mut state.discovery).await {
         Ok(s) => s,
         Err(e) => {
-            write_status(
-                api,
-                &name,
-                json!({"observedGeneration": generation, "observedSyncRequest": request,
-                "conditions": [fail("SourceUnavailable", format!("{e:#}"))]}),
-            )
-            .await;
+            failed("SourceUnavailable", format!("{e:#}")).await;
             return false;
         }
     };
@@ -510,13 +511,7 @@ async fn sync(
     let plan = match distribution::plan(&objects, &distribution.spec.dependency_rules) {
         Ok(p) => p,
         Err(e) => {
-            write_status(
-                api,
-                &name,
-                json!({"observedGeneration": generation, "observedSyncRequest": request,
-                "conditions": [fail("OrderUnresolvable", e.to_string())]}),
-            )
-            .await;
+            failed("OrderUnresolvable", e.to_string()).await;
             // Nothing changes until the Distribution or its sources do.
             return true;
         }
@@ -524,13 +519,7 @@ async fn sync(
     let placement = match placement(client, distribution, &sources).await {
         Ok(p) => p,
         Err(e) => {
-            write_status(
-                api,
-                &name,
-                json!({"observedGeneration": generation, "observedSyncRequest": request,
-                "conditions": [fail("TrafficPolicyUnavailable", format!("{e:#}"))]}),
-            )
-            .await;
+            failed("TrafficPolicyUnavailable", format!("{e:#}")).await;
             return false;
         }
     };
@@ -556,12 +545,7 @@ async fn sync(
     {
         Ok(l) => l.items,
         Err(e) => {
-            write_status(
-                api,
-                &name,
-                json!({"conditions": [fail("MembersUnavailable", e.to_string())]}),
-            )
-            .await;
+            failed("MembersUnavailable", e.to_string()).await;
             return false;
         }
     };
@@ -573,13 +557,7 @@ async fn sync(
     let (targets, unknown) = match distribution::targets(&distribution.spec.targets, &labels) {
         Ok(t) => t,
         Err(e) => {
-            write_status(
-                api,
-                &name,
-                json!({"observedGeneration": generation, "observedSyncRequest": request,
-                "conditions": [fail("BadTargets", e.to_string())]}),
-            )
-            .await;
+            failed("BadTargets", e.to_string()).await;
             return true;
         }
     };
