@@ -151,6 +151,32 @@ pub fn decide(
     }
 }
 
+/// What holds a VIP: a Service, or the hub's `ServiceImport` of a multi-cluster service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerKind {
+    pub api_version: String,
+    pub kind: String,
+}
+
+impl OwnerKind {
+    pub fn service() -> Self {
+        OwnerKind {
+            api_version: "v1".to_owned(),
+            kind: "Service".to_owned(),
+        }
+    }
+
+    pub fn service_import() -> Self {
+        OwnerKind {
+            api_version: SERVICE_IMPORT_API_VERSION.to_owned(),
+            kind: "ServiceImport".to_owned(),
+        }
+    }
+}
+
+/// The Multi-Cluster Services API version this project reads and writes (the CRDs' storage one).
+pub const SERVICE_IMPORT_API_VERSION: &str = "multicluster.x-k8s.io/v1beta1";
+
 /// `<service>.<namespace>.<domainSuffix>`, lower-cased.
 pub fn hostname(service: &str, namespace: &str, domain_suffix: &str) -> String {
     format!(

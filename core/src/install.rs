@@ -60,6 +60,12 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
             // Whether a claim's Service still exists and holds its address.
             {"apiGroups": [""], "resources": ["services"], "verbs": ["get"]},
+            // Multi-cluster services: the hub's one ServiceImport per exported name (its VIP), in
+            // the exporters' namespace, created on the hub when missing (namespace sameness).
+            {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceimports"],
+             "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+            {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceimports/status"], "verbs": ["patch"]},
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "create"]},
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]}
         ]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",

@@ -32,3 +32,7 @@ pub const SYNC_REQUESTED: &str = "multicluster.dev/sync-requested";
 /// Annotation on a stored source: a digest of what `distribute` stored, so an unchanged file is not
 /// written again.
 pub const SOURCE_HASH: &str = "multicluster.dev/source-hash";
+/// Annotation on the hub's `ServiceImport` of a multi-cluster service: each serving member with how
+/// many of its backend addresses the data planes list now, of how many it has
+/// (`member-1=2/3,member-2=0/1`), for `kubectl multicluster vip list`.
+pub const BACKENDS: &str = "multicluster.dev/backends";

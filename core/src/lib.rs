@@ -16,6 +16,7 @@ pub mod keys;
 pub mod lease;
 pub mod member;
 pub mod proxy;
+pub mod services;
 pub mod traffic;
 pub mod versions;
 pub mod webhooks;

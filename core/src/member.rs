@@ -72,6 +72,25 @@ pub fn member_objects() -> Vec<Value> {
                "metadata": {"name": PROXY_ROLE, "labels": labels()},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": PROXY_ROLE},
                "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
+        // Multi-cluster services: read exports, the exported Services and nodes (their addresses
+        // are the backends), and write the import side (ServiceImport, a selector-less Service with
+        // the VIP, EndpointSlices managed by multicluster.dev) plus the export's VIP and status.
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": SERVICES_ROLE, "labels": labels()},
+        "rules": [
+            {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceexports"], "verbs": ["get", "list", "watch", "patch"]},
+            {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceexports/status"], "verbs": ["patch"]},
+            {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceimports"],
+             "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+            {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceimports/status"], "verbs": ["patch"]},
+            {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+             "verbs": ["get", "list", "watch", "create", "patch", "delete"]}
+        ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": SERVICES_ROLE, "labels": labels()},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SERVICES_ROLE},
+               "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
         // Renewing its own token, and nothing else in the namespace.
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                "metadata": {"name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
@@ -86,6 +105,9 @@ pub fn member_objects() -> Vec<Value> {
 
 /// The member-side ClusterRole (and binding) that lets the hub act as a hub user (proxy access).
 pub const PROXY_ROLE: &str = "multicluster-hub-proxy";
+
+/// The member-side ClusterRole (and binding) for multi-cluster services.
+pub const SERVICES_ROLE: &str = "multicluster-hub-services";
 
 /// The member-side ClusterRole (and binding) that lets the hub write distributed objects.
 pub const DISTRIBUTE_ROLE: &str = "multicluster-hub-distribute";

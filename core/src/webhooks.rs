@@ -143,20 +143,30 @@ pub fn mutating(endpoint: &Endpoint, ca_bundle_pem: &str) -> MutatingWebhookConf
     }
 }
 
-/// Services labelled `multicluster.dev/vip-pool` get a VIP. It creates a `VipClaim`, but never on a
+/// Services (and the hub's ServiceImports) labelled `multicluster.dev/vip-pool` get a VIP. It creates a `VipClaim`, but never on a
 /// dry run (`NoneOnDryRun`). `Fail`: a Service that asked for a VIP and silently got none would be
 /// wrong in a way nobody notices; one that fails to create says so.
 fn vip_webhook(endpoint: &Endpoint, ca_bundle_pem: &str) -> MutatingWebhook {
     MutatingWebhook {
         name: "vip.multicluster.dev".to_owned(),
         client_config: client_config(endpoint, "/mutate/vip", ca_bundle_pem),
-        rules: Some(vec![RuleWithOperations {
-            api_groups: Some(vec![String::new()]),
-            api_versions: Some(vec!["v1".to_owned()]),
-            resources: Some(vec!["services".to_owned()]),
-            operations: Some(vec!["CREATE".to_owned(), "UPDATE".to_owned()]),
-            scope: Some("Namespaced".to_owned()),
-        }]),
+        rules: Some(vec![
+            RuleWithOperations {
+                api_groups: Some(vec![String::new()]),
+                api_versions: Some(vec!["v1".to_owned()]),
+                resources: Some(vec!["services".to_owned()]),
+                operations: Some(vec!["CREATE".to_owned(), "UPDATE".to_owned()]),
+                scope: Some("Namespaced".to_owned()),
+            },
+            // The hub's record of a multi-cluster service (the hub server creates it).
+            RuleWithOperations {
+                api_groups: Some(vec!["multicluster.x-k8s.io".to_owned()]),
+                api_versions: Some(vec!["v1beta1".to_owned()]),
+                resources: Some(vec!["serviceimports".to_owned()]),
+                operations: Some(vec!["CREATE".to_owned(), "UPDATE".to_owned()]),
+                scope: Some("Namespaced".to_owned()),
+            },
+        ]),
         object_selector: Some(labelled(VIP_POOL)),
         namespace_selector: Some(not_exempt()),
         admission_review_versions: vec!["v1".to_owned()],

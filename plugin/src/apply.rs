@@ -24,8 +24,32 @@ fn params() -> PatchParams {
 
 /// Every `multicluster.dev` CRD, applied together and waited for until Established.
 pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    install_these_crds(client, &multicluster_core::crds::all()).await
+}
+
+/// The Multi-Cluster Services API CRDs (ServiceExport, ServiceImport), vendored unchanged from
+/// kubernetes-sigs/mcs-api (`manifests/third-party/mcs-api/SOURCE.md`). Real clusters get them
+/// from their multi-cluster services implementation; the playground installs them everywhere.
+pub fn mcs_api_crds() -> anyhow::Result<Vec<CustomResourceDefinition>> {
+    [
+        include_str!(
+            "../../manifests/third-party/mcs-api/multicluster.x-k8s.io_serviceexports.yaml"
+        ),
+        include_str!(
+            "../../manifests/third-party/mcs-api/multicluster.x-k8s.io_serviceimports.yaml"
+        ),
+    ]
+    .iter()
+    .map(|yaml| serde_saphyr::from_str(yaml).context("parsing a vendored MCS API CRD"))
+    .collect()
+}
+
+/// Applies `all` (server-side) and waits until each is Established.
+pub async fn install_these_crds(
+    client: &Client,
+    all: &[CustomResourceDefinition],
+) -> anyhow::Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let all = multicluster_core::crds::all();
     let applies = all.iter().map(|crd| {
         let name = crd.metadata.name.clone().unwrap_or_default();
         let crds = crds.clone();

@@ -246,8 +246,17 @@ pub async fn mutate_vip(State(state): State<Arc<AppState>>, body: Bytes) -> Resp
                 .deny("this hub server is not connected to a hub; it cannot hand out VIPs");
         };
         let namespace = req.namespace.clone().unwrap_or_default();
+        let owner = multicluster_core::addresses::OwnerKind {
+            api_version: if req.kind.group.is_empty() {
+                req.kind.version.clone()
+            } else {
+                format!("{}/{}", req.kind.group, req.kind.version)
+            },
+            kind: req.kind.kind.clone(),
+        };
         match vips
             .assign(
+                &owner,
                 pool,
                 &namespace,
                 service,

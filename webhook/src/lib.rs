@@ -12,6 +12,7 @@ pub mod members;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod services;
 pub mod tls;
 pub mod traffic;
 pub mod vips;

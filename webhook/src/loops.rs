@@ -61,11 +61,25 @@ pub async fn intent_epochs(client: Client) {
     }
 }
 
+/// The API of a claim's owner: a Service, or a hub `ServiceImport` (the kinds the VIP webhook
+/// serves; its plural follows the usual rule).
+fn owner_api(
+    client: &Client,
+    namespace: &str,
+    api_version: &str,
+    kind: &str,
+) -> Api<kube::api::DynamicObject> {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let resource = kube::discovery::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        group, version, kind,
+    ));
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
 /// Releases VIP claims whose Service is gone (or no longer carries the claimed address), and
 /// keeps each pool's status counts. A claim younger than `grace` is left alone: the webhook claims
 /// the address before the API server stores the Service.
 pub async fn vip_claims(client: Client, interval: std::time::Duration, grace: std::time::Duration) {
-    use k8s_openapi::api::core::v1::Service;
     use kube::api::{DeleteParams, ListParams, Preconditions};
     use multicluster_core::api::{VipClaim, VipPool};
     let claims: Api<VipClaim> = Api::all(client.clone());
@@ -86,12 +100,12 @@ pub async fn vip_claims(client: Client, interval: std::time::Duration, grace: st
                     let Some(ns) = owner.namespace.as_deref() else {
                         continue;
                     };
-                    let alive = match Api::<Service>::namespaced(client.clone(), ns)
+                    let alive = match owner_api(&client, ns, &owner.api_version, &owner.kind)
                         .get_opt(&owner.name)
                         .await
                     {
-                        Ok(Some(svc)) => {
-                            svc.annotations().get(multicluster_core::keys::VIP)
+                        Ok(Some(holder)) => {
+                            holder.annotations().get(multicluster_core::keys::VIP)
                                 == Some(&claim.spec.address)
                         }
                         Ok(None) => false,

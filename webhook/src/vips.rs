@@ -66,6 +66,7 @@ impl Vips {
     /// claiming an address unless `dry_run`.
     pub async fn assign(
         &self,
+        owner: &multicluster_core::addresses::OwnerKind,
         pool_name: &str,
         namespace: &str,
         service: &DynamicObject,
@@ -75,14 +76,15 @@ impl Vips {
         let pool = self.pool(pool_name).await?;
         let ranges = addresses::parse_ranges(&pool.spec.ranges)
             .map_err(|e| format!("VipPool {pool_name} cannot be used: {e}"))?;
-        let name = service
-            .metadata
-            .name
-            .clone()
-            .ok_or("a Service asking for a VIP needs a name (generateName is not supported)")?;
+        let name = service.metadata.name.clone().ok_or_else(|| {
+            format!(
+                "a {} asking for a VIP needs a name (generateName is not supported)",
+                owner.kind
+            )
+        })?;
         let claims = self.claims.state();
         let is_ours = |c: &VipClaim| {
-            c.spec.owner.kind == "Service"
+            c.spec.owner.kind == owner.kind
                 && c.spec.owner.namespace.as_deref() == Some(namespace)
                 && c.spec.owner.name == name
                 && c.spec.pool == pool_name
@@ -110,8 +112,8 @@ impl Vips {
                     address: addr.to_string(),
                     hostname: hostname.clone(),
                     owner: ClaimOwner {
-                        api_version: "v1".to_owned(),
-                        kind: "Service".to_owned(),
+                        api_version: owner.api_version.clone(),
+                        kind: owner.kind.clone(),
                         namespace: Some(namespace.to_owned()),
                         name: name.clone(),
                         uid: service.metadata.uid.clone(),

@@ -479,16 +479,25 @@ async fn start_and_wait(
         )
         .await?;
         install_hub_objects(&client).await?;
-        progress("Hub ready, CRDs Established; starting the hub server");
+        progress(
+            "Hub ready, CRDs (multicluster.dev and the Multi-Cluster Services API) Established; starting the hub server",
+        );
         start_hub_server(state_ref, &client, hub_server_bin, hub_server_ports).await?;
         progress("Hub server ready, webhooks registered");
         anyhow::Ok(())
     };
     let members = try_join_all(member_clusters.iter().zip(member_children.iter_mut()).map(
         |(cluster, (etcd, apiserver))| async move {
-            wait_ready(kubeconfig_ref, cluster, etcd, apiserver)
+            let client = wait_ready(kubeconfig_ref, cluster, etcd, apiserver).await?;
+            // What a real member gets from its multi-cluster services implementation.
+            crate::apply::install_these_crds(&client, &crate::apply::mcs_api_crds()?)
                 .await
-                .map(drop)
+                .with_context(|| {
+                    format!(
+                        "installing the Multi-Cluster Services API CRDs on {}",
+                        cluster.name
+                    )
+                })
         },
     ));
     tokio::try_join!(hub, members)?;
@@ -673,12 +682,15 @@ async fn install_hub_objects(hub: &Client) -> anyhow::Result<()> {
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": multicluster_core::SYSTEM_NAMESPACE}
     })];
-    let (ns, crds) = tokio::join!(
+    let mcs = crate::apply::mcs_api_crds()?;
+    let (ns, crds, mcs) = tokio::join!(
         crate::apply::apply_objects(hub, &namespace),
-        crate::apply::install_crds(hub)
+        crate::apply::install_crds(hub),
+        crate::apply::install_these_crds(hub, &mcs)
     );
     ns.context("creating the multicluster-system namespace")?;
-    crds
+    crds?;
+    mcs.context("installing the Multi-Cluster Services API CRDs")
 }
 
 fn stop_processes(state: &PlaygroundState) -> Vec<u32> {

@@ -1,0 +1,215 @@
+use super::*;
+use k8s_openapi::api::core::v1::Service;
+
+fn service(json: serde_json::Value) -> Service {
+    serde_json::from_value(json).unwrap()
+}
+
+fn node(name: &str, ip: &str, ready: bool) -> Node {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": ip}],
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]
+        }
+    }))
+    .unwrap()
+}
+
+fn weights(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
+    pairs.iter().map(|(m, w)| ((*m).to_owned(), *w)).collect()
+}
+
+fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(m, c)| ((*m).to_owned(), *c)).collect()
+}
+
+#[test]
+fn a_load_balancer_is_reached_on_its_ingress_addresses_with_the_service_ports() {
+    let svc = service(serde_json::json!({
+        "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": 80, "nodePort": 30080}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.7"}]}}
+    }));
+    let backends = backends_of(&svc, &[node("n1", "10.0.0.1", true)]).unwrap();
+    assert_eq!(backends.len(), 1);
+    assert_eq!(
+        backends[0].address,
+        "192.0.2.7".parse::<Ipv4Addr>().unwrap()
+    );
+    assert_eq!(backends[0].ports["http"], 80);
+    assert_eq!(backends[0].node, None);
+}
+
+#[test]
+fn a_node_port_service_is_reached_on_every_ready_node_with_the_node_port() {
+    let svc = service(serde_json::json!({
+        "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}
+    }));
+    let nodes = [
+        node("b", "10.0.0.2", true),
+        node("a", "10.0.0.1", true),
+        node("c", "10.0.0.3", false),
+    ];
+    let backends = backends_of(&svc, &nodes).unwrap();
+    let addresses: Vec<String> = backends.iter().map(|b| b.address.to_string()).collect();
+    assert_eq!(
+        addresses,
+        ["10.0.0.1", "10.0.0.2"],
+        "the NotReady node is left out"
+    );
+    assert_eq!(backends[0].ports[""], 30080);
+    assert_eq!(backends[0].node.as_deref(), Some("a"));
+}
+
+#[test]
+fn a_cluster_ip_service_cannot_be_reached_from_other_clusters_and_says_what_to_do() {
+    let svc = service(serde_json::json!({"spec": {"ports": [{"port": 80}]}}));
+    let err = backends_of(&svc, &[node("a", "10.0.0.1", true)]).unwrap_err();
+    assert!(
+        err.contains("ClusterIP") && err.contains("NodePort or LoadBalancer"),
+        "{err}"
+    );
+    let no_nodes = service(
+        serde_json::json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}}),
+    );
+    let err = backends_of(&no_nodes, &[node("a", "10.0.0.1", false)]).unwrap_err();
+    assert!(err.contains("no ready node"), "{err}");
+}
+
+fn export(member: &str, created: &str, ports: &[(&str, i32, &str)]) -> Export {
+    Export {
+        member: member.to_owned(),
+        created: created.to_owned(),
+        ports: ports
+            .iter()
+            .map(|(n, p, proto)| ServicePort {
+                name: (*n).to_owned(),
+                port: *p,
+                protocol: (*proto).to_owned(),
+                app_protocol: None,
+            })
+            .collect(),
+        backends: Ok(Vec::new()),
+    }
+}
+
+#[test]
+fn the_oldest_export_sets_the_ports_and_a_differing_one_is_a_named_conflict() {
+    let merged = merge(&[
+        export("member-2", "2026-11-22T10:00:00Z", &[("http", 8080, "TCP")]),
+        export("member-1", "2026-11-22T09:00:00Z", &[("http", 80, "TCP")]),
+        export("member-3", "2026-11-22T11:00:00Z", &[("http", 80, "TCP")]),
+    ]);
+    assert_eq!(merged.ports[0].port, 80);
+    assert_eq!(merged.serving, ["member-1", "member-3"]);
+    let why = &merged.conflicts["member-2"];
+    assert!(
+        why.contains("http:8080/TCP") && why.contains("http:80/TCP") && why.contains("member-1"),
+        "{why}"
+    );
+    assert_eq!(merge(&[]), Merged::default());
+}
+
+#[test]
+fn node_weights_order_backends_and_weight_zero_removes_one() {
+    let b = |ip: &str, n: &str| Backend {
+        address: ip.parse().unwrap(),
+        node: Some(n.to_owned()),
+        ports: BTreeMap::new(),
+    };
+    let nw = |name: &str, weight: u32, priority: u32| NodeWeight {
+        name: name.to_owned(),
+        weight,
+        priority,
+    };
+    let ranked = rank_backends(
+        &[
+            b("10.0.0.1", "a"),
+            b("10.0.0.2", "b"),
+            b("10.0.0.3", "c"),
+            b("10.0.0.4", "d"),
+        ],
+        &[nw("a", 100, 1), nw("b", 0, 0), nw("c", 300, 1)],
+    );
+    let order: Vec<&str> = ranked.iter().map(|b| b.node.as_deref().unwrap()).collect();
+    // d: unnamed, priority 0; then priority 1 by weight: c (300) before a (100); b has weight 0.
+    assert_eq!(order, ["d", "c", "a"]);
+}
+
+#[test]
+fn endpoint_counts_carry_the_weights_as_closely_as_the_addresses_allow() {
+    // (weights, addresses available, addresses listed, what the case is)
+    type Case<'a> = (
+        &'a [(&'a str, u32)],
+        &'a [(&'a str, usize)],
+        &'a [(&'a str, usize)],
+        &'a str,
+    );
+    let cases: &[Case] = &[
+        (
+            &[("m1", 2), ("m2", 1)],
+            &[("m1", 3), ("m2", 3)],
+            &[("m1", 2), ("m2", 1)],
+            "2:1 exactly",
+        ),
+        (
+            &[("m1", 100), ("m2", 100)],
+            &[("m1", 3), ("m2", 3)],
+            &[("m1", 3), ("m2", 3)],
+            "equal: every address",
+        ),
+        (
+            &[("m1", 100), ("m2", 100)],
+            &[("m1", 3), ("m2", 1)],
+            &[("m1", 1), ("m2", 1)],
+            "equal, fewer on m2",
+        ),
+        (
+            &[("m1", 3), ("m2", 1)],
+            &[("m1", 2), ("m2", 2)],
+            &[("m1", 2), ("m2", 1)],
+            "3:1 with two each",
+        ),
+        (
+            &[("m1", 100), ("m2", 0)],
+            &[("m1", 2), ("m2", 3)],
+            &[("m1", 2), ("m2", 0)],
+            "failed member: none",
+        ),
+        (
+            &[("m1", 0), ("m2", 0)],
+            &[("m1", 2), ("m2", 3)],
+            &[("m1", 0), ("m2", 0)],
+            "nobody serves: nothing",
+        ),
+        (
+            &[("m1", 100), ("m2", 100)],
+            &[("m1", 0), ("m2", 2)],
+            &[("m1", 0), ("m2", 2)],
+            "no addresses on m1",
+        ),
+        (
+            &[("m1", 50), ("m2", 30), ("m3", 20)],
+            &[("m1", 5), ("m2", 3), ("m3", 2)],
+            &[("m1", 5), ("m2", 3), ("m3", 2)],
+            "5:3:2",
+        ),
+    ];
+    for (w, a, want, what) in cases {
+        assert_eq!(
+            endpoint_counts(&weights(w), &counts(a)),
+            counts(want),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn derived_names_stay_valid_and_distinct_when_cut() {
+    assert_eq!(imported_service_name("web"), "web-multicluster");
+    let long = "a".repeat(60);
+    let one = derived_name(&long, "member-1");
+    let two = derived_name(&long, "member-2");
+    assert!(one.len() <= 63 && two.len() <= 63);
+    assert_ne!(one, two);
+}

@@ -1,0 +1,355 @@
+//! Multi-cluster services end to end, on the playground's real API servers with the real hub
+//! server: `ServiceExport`s on two members become one multi-cluster service whose VIP (handed out
+//! by the hub's mutating webhook) is fed back to every member, with the data-plane objects that
+//! kube-proxy reads; conflicting exports are named; unexported services are cleaned up.
+//!
+//! Played here: the members' nodes (Node objects with an InternalIP and a Ready condition the test
+//! sets; no kubelets run). No data plane runs in this test (`data_plane.rs` runs kube-proxy).
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::discovery::ApiResource;
+use kube::{Api, Client};
+use multicluster_tests::{fresh_namespace, playground, run_ok, unique_name};
+use serde_json::{Value, json};
+
+fn mcs(kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "multicluster.x-k8s.io",
+        "v1beta1",
+        kind,
+    ))
+}
+
+/// Plays a node: a Node object with an InternalIP and a Ready condition.
+async fn play_node(member: &Client, name: &str, address: &str, ready: bool) {
+    let nodes: Api<Node> = Api::all(member.clone());
+    if nodes.get_opt(name).await.unwrap().is_none() {
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+    }
+    let status = json!({"status": {
+        "addresses": [{"type": "InternalIP", "address": address}],
+        "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" },
+                        "reason": "PlayedByTheTest", "message": "no kubelet here"}]}});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+/// A NodePort Service `web` (port 80, named http) and its `ServiceExport`, asking pool `pool`.
+async fn export_web(member: &Client, ns: &str, pool: &str, port: i32) {
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"name": "http", "port": port}]}
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(member.clone(), ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+    let export: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
+        "metadata": {"name": "web", "namespace": ns, "labels": {"multicluster.dev/vip-pool": pool}}
+    }))
+    .unwrap();
+    Api::<DynamicObject>::namespaced_with(member.clone(), ns, &mcs("ServiceExport"))
+        .create(&PostParams::default(), &export)
+        .await
+        .unwrap();
+}
+
+async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => assert!(Instant::now() < deadline, "never: {what}; last: {last}"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn condition(export: &DynamicObject, type_: &str) -> Option<(String, String)> {
+    export.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_owned(),
+                c["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+}
+
+/// The addresses and port of member `source`'s EndpointSlice for `web` on `member`.
+async fn slice_of(member: &Client, ns: &str, source: &str) -> Option<(Vec<String>, i32, Value)> {
+    let slice = Api::<EndpointSlice>::namespaced(member.clone(), ns)
+        .get_opt(&format!("web-multicluster-{source}"))
+        .await
+        .unwrap()?;
+    let addresses = slice
+        .endpoints
+        .iter()
+        .flatten()
+        .flat_map(|e| e.addresses.clone())
+        .collect();
+    let port = slice.ports.as_ref()?.first()?.port?;
+    Some((
+        addresses,
+        port,
+        serde_json::to_value(&slice.metadata.labels).unwrap(),
+    ))
+}
+
+#[tokio::test]
+async fn exports_on_two_members_become_one_service_with_its_vip_fed_back_and_conflicts_named() {
+    let pg = playground();
+    pg.join_members();
+    let hub = pg.client("hub").await.unwrap();
+    let m1 = pg.client("member-1").await.unwrap();
+    let m2 = pg.client("member-2").await.unwrap();
+    play_node(&m1, "m1-a", "10.251.1.2", true).await;
+    play_node(&m1, "m1-b", "10.251.1.3", true).await;
+    play_node(&m2, "m2-a", "10.251.2.2", true).await;
+
+    let pool = unique_name("mcs");
+    pg.apply(
+        "hub",
+        &format!(
+            "apiVersion: multicluster.dev/v1alpha1\nkind: VipPool\nmetadata: {{name: {pool}}}\n\
+             spec: {{ranges: [\"10.251.200.0/24\"], domainSuffix: clusterset.example}}\n"
+        ),
+        &[],
+    );
+    let ns = fresh_namespace(&m1, "shop").await.unwrap();
+    fresh_namespace_named(&m2, &ns).await;
+    export_web(&m1, &ns, &pool, 80).await;
+    export_web(&m2, &ns, &pool, 80).await;
+
+    // The hub keeps one ServiceImport with a VIP from the pool.
+    let hub_imports =
+        Api::<DynamicObject>::namespaced_with(hub.clone(), &ns, &mcs("ServiceImport"));
+    let vip = eventually("the hub's ServiceImport gets a VIP", async || {
+        let import = hub_imports
+            .get_opt("web")
+            .await
+            .unwrap()
+            .ok_or("no ServiceImport on the hub")?;
+        let vip = import.data["spec"]["ips"][0]
+            .as_str()
+            .ok_or(format!("{:?}", import.data))?;
+        Ok(vip.to_owned())
+    })
+    .await;
+    assert!(vip.starts_with("10.251.200."), "{vip}");
+    let hostname = format!("web.{ns}.clusterset.example");
+
+    for (name, member) in [("member-1", &m1), ("member-2", &m2)] {
+        // Fed back: the member's ServiceImport carries the VIP, its export the VIP, hostname and
+        // a Ready condition.
+        let imports =
+            Api::<DynamicObject>::namespaced_with(member.clone(), &ns, &mcs("ServiceImport"));
+        let exports =
+            Api::<DynamicObject>::namespaced_with(member.clone(), &ns, &mcs("ServiceExport"));
+        eventually(
+            &format!("{name} imports the VIP and its export says so"),
+            async || {
+                let import = imports
+                    .get_opt("web")
+                    .await
+                    .unwrap()
+                    .ok_or("no ServiceImport")?;
+                if import.data["spec"]["ips"] != json!([vip]) {
+                    return Err(format!("ServiceImport spec {}", import.data["spec"]));
+                }
+                let export = exports.get("web").await.unwrap();
+                let a = &export.metadata.annotations.clone().unwrap_or_default();
+                if a.get("multicluster.dev/vip") != Some(&vip)
+                    || a.get("multicluster.dev/hostname") != Some(&hostname)
+                {
+                    return Err(format!("export annotations {a:?}"));
+                }
+                match condition(&export, "Ready") {
+                    Some((s, _)) if s == "True" => Ok(()),
+                    other => Err(format!("export Ready {other:?}")),
+                }
+            },
+        )
+        .await;
+        // The data plane's objects: a selector-less Service routable at the VIP ...
+        let service = Api::<Service>::namespaced(member.clone(), &ns)
+            .get("web-multicluster")
+            .await
+            .unwrap();
+        let spec = service.spec.unwrap();
+        assert_eq!(spec.external_ips, Some(vec![vip.clone()]), "{name}");
+        assert_eq!(
+            spec.selector, None,
+            "{name}: the Service must be selector-less"
+        );
+        assert_eq!(spec.ports.unwrap()[0].port, 80);
+    }
+
+    // ... and one EndpointSlice per exporting member, with that member's node port. Equal member
+    // weights (no TrafficPolicy) mean equal shares on kube-proxy, which spreads evenly over
+    // addresses: member-1 lists 1 of its 2 node addresses, member-2 its one.
+    let m1_port = Api::<Service>::namespaced(m1.clone(), &ns)
+        .get("web")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()[0]
+        .node_port
+        .unwrap();
+    let m2_port = Api::<Service>::namespaced(m2.clone(), &ns)
+        .get("web")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()[0]
+        .node_port
+        .unwrap();
+    for member in [&m1, &m2] {
+        let (addresses, port, labels) = eventually("member-1's backends listed", async || {
+            slice_of(member, &ns, "member-1")
+                .await
+                .ok_or("no slice".to_owned())
+        })
+        .await;
+        assert_eq!(addresses.len(), 1, "{addresses:?}");
+        assert!(addresses[0] == "10.251.1.2" || addresses[0] == "10.251.1.3");
+        assert_eq!(port, m1_port);
+        assert_eq!(
+            labels["endpointslice.kubernetes.io/managed-by"],
+            "multicluster.dev"
+        );
+        assert_eq!(labels["kubernetes.io/service-name"], "web-multicluster");
+        let (addresses, port, _) = eventually("member-2's backends listed", async || {
+            slice_of(member, &ns, "member-2")
+                .await
+                .ok_or("no slice".to_owned())
+        })
+        .await;
+        assert_eq!((addresses, port), (vec!["10.251.2.2".to_owned()], m2_port));
+    }
+
+    // `vip list` names the multi-cluster service and who serves it.
+    let rows: Value = serde_json::from_str(&run_ok(
+        &mut pg.multicluster(&["vip", "list", "-o", "json"]),
+    ))
+    .unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"] == vip.as_str())
+        .unwrap_or_else(|| panic!("{vip} not in {rows:#}"))
+        .clone();
+    assert_eq!(row["service"], format!("{ns}/web"));
+    assert_eq!(row["kind"], "ServiceImport");
+    assert_eq!(row["hostname"], hostname);
+    assert_eq!(row["members"], "member-1=1/2,member-2=1/1", "{row:#}");
+
+    // member-2 changes its port: a conflict, named on its export; it serves nothing meanwhile.
+    Api::<Service>::namespaced(m2.clone(), &ns)
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(
+                    json!([{"op": "replace", "path": "/spec/ports/0/port", "value": 8080}]),
+                )
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let exports2 = Api::<DynamicObject>::namespaced_with(m2.clone(), &ns, &mcs("ServiceExport"));
+    let why = eventually("member-2's export reports the conflict", async || {
+        let export = exports2.get("web").await.unwrap();
+        match condition(&export, "Conflict") {
+            Some((s, why)) if s == "True" => Ok(why),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        why.contains("http:8080/TCP") && why.contains("http:80/TCP") && why.contains("member-1"),
+        "{why}"
+    );
+    eventually(
+        "member-2's backends leave the data plane",
+        async || match slice_of(&m1, &ns, "member-2").await {
+            None => Ok(()),
+            Some(s) => Err(format!("{s:?}")),
+        },
+    )
+    .await;
+
+    // Unexported everywhere: the import side goes from every member and from the hub.
+    for member in [&m1, &m2] {
+        Api::<DynamicObject>::namespaced_with(member.clone(), &ns, &mcs("ServiceExport"))
+            .delete("web", &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    for (name, member) in [("member-1", &m1), ("member-2", &m2)] {
+        eventually(&format!("{name} loses the import side"), async || {
+            let svc = Api::<Service>::namespaced(member.clone(), &ns)
+                .get_opt("web-multicluster")
+                .await
+                .unwrap();
+            let import =
+                Api::<DynamicObject>::namespaced_with(member.clone(), &ns, &mcs("ServiceImport"))
+                    .get_opt("web")
+                    .await
+                    .unwrap();
+            let slice = slice_of(member, &ns, "member-1").await;
+            if svc.is_none() && import.is_none() && slice.is_none() {
+                Ok(())
+            } else {
+                Err("still there".to_owned())
+            }
+        })
+        .await;
+        // The member's own Service stays.
+        assert!(
+            Api::<Service>::namespaced(member.clone(), &ns)
+                .get_opt("web")
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    eventually("the hub's ServiceImport goes", async || {
+        match hub_imports.get_opt("web").await.unwrap() {
+            None => Ok(()),
+            Some(_) => Err("still there".to_owned()),
+        }
+    })
+    .await;
+}
+
+/// Creates namespace `name` on `member` (the MCS API's namespace sameness: the same name on every
+/// member).
+async fn fresh_namespace_named(member: &Client, name: &str) {
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(member.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}

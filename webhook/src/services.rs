@@ -1,0 +1,755 @@
+//! Multi-cluster services: the I/O around `multicluster_core::services` (Lease holder only).
+//!
+//! Every few seconds the loop reads each member's `ServiceExport`s, Services, nodes and
+//! namespaces (a *refresh*); on every change of a `MemberCluster` or `TrafficPolicy` on the hub it
+//! recomputes from what it last read (a *recompute*, no member reads, so a health transition
+//! reaches the data planes in one round of writes). Per exported name it keeps one hub
+//! `ServiceImport` (whose VIP the mutating webhook hands out), and writes to every member holding
+//! the namespace the `ServiceImport`, the selector-less Service with the VIP and one EndpointSlice
+//! per serving member; exports get the VIP, hostname and conditions. Writes whose content did not
+//! change since the last one are skipped. A member that does not answer keeps its objects and its
+//! last known exports: nothing is deleted because a member was unreachable.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use kube::api::{
+    DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::discovery::ApiResource;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use multicluster_core::api::{MemberCluster, TrafficPolicy, VipPool};
+use multicluster_core::keys::{HOSTNAME, VIP, VIP_POOL};
+use multicluster_core::services::{self as mcs, Backend, Export, Import, SERVICE_LABEL};
+use tokio::sync::Notify;
+
+use crate::members::MemberClients;
+
+/// How often members are read again (new exports, Services, node readiness).
+const REFRESH: Duration = Duration::from_secs(3);
+/// How often every object is written again even if nothing changed (repairs hand edits).
+const REAPPLY: Duration = Duration::from_secs(60);
+/// Writes in flight at once, over all members.
+const IN_FLIGHT: usize = 64;
+
+fn mcs_resource(kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "multicluster.x-k8s.io",
+        "v1beta1",
+        kind,
+    ))
+}
+
+/// One member's `ServiceExport` as last read, with the Service it names.
+#[derive(Clone)]
+struct ExportSeen {
+    namespace: String,
+    name: String,
+    created: String,
+    pool: Option<String>,
+    object: DynamicObject,
+    service: Option<Service>,
+}
+
+/// What the loop last read from one member.
+#[derive(Clone, Default)]
+struct MemberView {
+    exports: Vec<ExportSeen>,
+    nodes: Vec<Node>,
+    namespaces: BTreeSet<String>,
+    /// Whether the last refresh reached it (only then are its objects written or cleaned).
+    fresh: bool,
+}
+
+pub async fn run(hub: Client, clients: MemberClients) {
+    let changed = Arc::new(Notify::new());
+    let members = watched_notifying(Api::<MemberCluster>::all(hub.clone()), changed.clone());
+    let policies = watched_notifying(Api::<TrafficPolicy>::all(hub.clone()), changed.clone());
+    if members.wait_until_ready().await.is_err() || policies.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut state = LoopState::default();
+    let mut refresh = tokio::time::interval(REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let full = tokio::select! {
+            _ = refresh.tick() => true,
+            () = changed.notified() => false,
+        };
+        let clusters: BTreeMap<String, MemberCluster> = members
+            .state()
+            .iter()
+            .map(|m| (m.name_any(), (**m).clone()))
+            .collect();
+        if full {
+            state.refresh(&hub, &clients, &clusters).await;
+        }
+        if state.reapplied.elapsed() > REAPPLY {
+            state.written.clear();
+            state.reapplied = Instant::now();
+        }
+        let policies: Vec<Arc<TrafficPolicy>> = policies.state();
+        let started = Instant::now();
+        let writes = state
+            .reconcile(&hub, &clients, &clusters, &policies, full)
+            .await;
+        if writes > 0 {
+            tracing::info!(
+                writes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                refresh = full,
+                "multi-cluster services updated"
+            );
+        }
+    }
+}
+
+/// A store of `api` whose every change also wakes `changed` (after the store has it).
+fn watched_notifying<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects();
+    tokio::spawn(async move {
+        stream
+            .for_each(|event| {
+                let changed = changed.clone();
+                async move {
+                    match event {
+                        Ok(_) => changed.notify_one(),
+                        Err(e) => tracing::warn!(error = %e, "watching for multi-cluster services"),
+                    }
+                }
+            })
+            .await;
+    });
+    store
+}
+
+struct LoopState {
+    views: BTreeMap<String, MemberView>,
+    /// (member or "" for the hub, kind, namespace, name) → digest of what was last written.
+    written: HashMap<(String, String, String, String), u64>,
+    reapplied: Instant,
+}
+
+impl Default for LoopState {
+    fn default() -> Self {
+        LoopState {
+            views: BTreeMap::new(),
+            written: HashMap::new(),
+            reapplied: Instant::now(),
+        }
+    }
+}
+
+/// One write the loop wants: where, what, and how.
+struct Write {
+    member: Option<String>,
+    object: serde_json::Value,
+    status: bool,
+}
+
+impl LoopState {
+    async fn refresh(
+        &mut self,
+        hub: &Client,
+        clients: &MemberClients,
+        clusters: &BTreeMap<String, MemberCluster>,
+    ) {
+        let reads = clusters.values().map(|member| async move {
+            let view = read_member(hub, clients, member).await;
+            (member.name_any(), view)
+        });
+        for (name, view) in futures::future::join_all(reads).await {
+            match view {
+                Ok(view) => {
+                    self.views.insert(name, view);
+                }
+                Err(e) => {
+                    tracing::debug!(member = %name, error = %format!("{e:#}"), "reading exports");
+                    if let Some(v) = self.views.get_mut(&name) {
+                        v.fresh = false;
+                    }
+                }
+            }
+        }
+        self.views.retain(|name, _| clusters.contains_key(name));
+    }
+
+    /// Computes every multi-cluster service and writes what changed; with `clean`, also removes
+    /// what no export backs any more. Returns the number of writes.
+    async fn reconcile(
+        &mut self,
+        hub: &Client,
+        clients: &MemberClients,
+        clusters: &BTreeMap<String, MemberCluster>,
+        policies: &[Arc<TrafficPolicy>],
+        clean: bool,
+    ) -> usize {
+        let hub_imports: Vec<DynamicObject> = match Api::<DynamicObject>::all_with(
+            hub.clone(),
+            &mcs_resource("ServiceImport"),
+        )
+        .list(&ListParams::default().labels(SERVICE_LABEL))
+        .await
+        {
+            Ok(list) => list.items,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing the hub's ServiceImports (are the Multi-Cluster Services API CRDs installed on the hub?)");
+                return 0;
+            }
+        };
+        // Every export, grouped by (namespace, name).
+        let mut by_name: BTreeMap<(String, String), Vec<(String, &ExportSeen)>> = BTreeMap::new();
+        for (member, view) in &self.views {
+            for e in &view.exports {
+                by_name
+                    .entry((e.namespace.clone(), e.name.clone()))
+                    .or_default()
+                    .push((member.clone(), e));
+            }
+        }
+        let policy_refs: Vec<&TrafficPolicy> = policies.iter().map(|p| &**p).collect();
+        let mut writes: Vec<Write> = Vec::new();
+        let mut export_patches: Vec<(String, DynamicObject, serde_json::Value)> = Vec::new();
+        let mut desired: BTreeSet<(String, String, String, String)> = BTreeSet::new();
+        for ((ns, name), seen) in &by_name {
+            let exports: Vec<Export> = seen
+                .iter()
+                .map(|(member, e)| {
+                    let nodes = &self.views[member].nodes;
+                    Export {
+                        member: member.clone(),
+                        created: e.created.clone(),
+                        ports: e.service.as_ref().map(mcs::ports_of).unwrap_or_default(),
+                        backends: match &e.service {
+                            Some(svc) => mcs::backends_of(svc, nodes),
+                            None => Err(format!(
+                                "{} {ns}/{name} exists on {member}: create it, or delete the ServiceExport",
+                                mcs::MISSING_SERVICE
+                            )),
+                        },
+                    }
+                })
+                .collect();
+            let merged = mcs::merge(&exports);
+            let hub_import = hub_imports
+                .iter()
+                .find(|i| i.namespace().as_deref() == Some(ns) && &i.name_any() == name);
+            let vip: Result<(Ipv4Addr, String), String> = match hub_import {
+                Some(i) => vip_of(i).ok_or_else(|| {
+                    "the hub's ServiceImport has no VIP yet (is the hub server's mutating webhook registered?)".to_owned()
+                }),
+                None => {
+                    let pool = seen.iter().find_map(|(_, e)| e.pool.clone());
+                    create_hub_import(hub, ns, name, pool).await
+                }
+            };
+            let backends: BTreeMap<String, Vec<Backend>> = exports
+                .iter()
+                .filter(|e| merged.serving.contains(&e.member))
+                .map(|e| (e.member.clone(), e.backends.clone().unwrap_or_default()))
+                .collect();
+            let steering = mcs::weights_for(ns, name, &policy_refs, &merged.serving, clusters);
+            let listed = mcs::listed_backends(&steering, &backends);
+            for ((member, seen_export), export) in seen.iter().zip(&exports) {
+                let wanted = mcs::export_conditions(
+                    member,
+                    export,
+                    &merged,
+                    vip.as_ref().map(|v| v.0).map_err(String::as_str),
+                );
+                if let Some(patch) = export_patch(
+                    &seen_export.object,
+                    &wanted,
+                    vip.as_ref().ok().map(|(a, h)| (*a, h.as_str())),
+                ) {
+                    export_patches.push((member.clone(), seen_export.object.clone(), patch));
+                }
+            }
+            let Ok((vip, hostname)) = &vip else {
+                continue;
+            };
+            let import = Import {
+                namespace: ns,
+                name,
+                vip: *vip,
+                hostname,
+                ports: &merged.ports,
+                listed: &listed,
+            };
+            let (import_spec, import_status) = mcs::service_import(&import);
+            // The hub's copy: its VIP annotations are the webhook's; ours says who serves now.
+            let mut hub_spec = import_spec.clone();
+            hub_spec["metadata"]["annotations"] = serde_json::json!({
+                multicluster_core::keys::BACKENDS: mcs::backends_summary(&listed, &backends)
+            });
+            writes.push(Write {
+                member: None,
+                object: hub_spec,
+                status: false,
+            });
+            writes.push(Write {
+                member: None,
+                object: import_status.clone(),
+                status: true,
+            });
+            let data_plane = mcs::data_plane(&import);
+            for (member, view) in &self.views {
+                if !view.namespaces.contains(ns) {
+                    continue;
+                }
+                for object in std::iter::once(&import_spec).chain(&data_plane) {
+                    desired.insert(key(Some(member), object));
+                    writes.push(Write {
+                        member: Some(member.clone()),
+                        object: object.clone(),
+                        status: false,
+                    });
+                }
+                writes.push(Write {
+                    member: Some(member.clone()),
+                    object: import_status.clone(),
+                    status: true,
+                });
+            }
+        }
+        let writes: Vec<Write> = writes
+            .into_iter()
+            .filter(|w| {
+                w.member
+                    .as_ref()
+                    .is_none_or(|m| self.views.get(m).is_some_and(|v| v.fresh))
+            })
+            .filter(|w| {
+                let digest = digest(&w.object);
+                let mut k = key(w.member.as_deref(), &w.object);
+                if w.status {
+                    k.1.push_str("/status");
+                }
+                self.written.get(&k) != Some(&digest)
+            })
+            .collect();
+        let count = writes.len() + export_patches.len();
+        // Objects before their status: a status write needs the object to exist.
+        let (status_writes, object_writes): (Vec<Write>, Vec<Write>) =
+            writes.into_iter().partition(|w| w.status);
+        let mut results: Vec<(Write, anyhow::Result<()>)> = Vec::new();
+        for phase in [object_writes, status_writes] {
+            let done: Vec<(Write, anyhow::Result<()>)> = stream::iter(phase)
+                .map(|w| async move {
+                    let result = apply(hub, clients, clusters, &w).await;
+                    (w, result)
+                })
+                .buffer_unordered(IN_FLIGHT)
+                .collect()
+                .await;
+            results.extend(done);
+        }
+        for (w, result) in results {
+            let mut k = key(w.member.as_deref(), &w.object);
+            if w.status {
+                k.1.push_str("/status");
+            }
+            match result {
+                Ok(()) => {
+                    self.written.insert(k, digest(&w.object));
+                }
+                Err(e) => {
+                    self.written.remove(&k);
+                    tracing::warn!(member = w.member.as_deref().unwrap_or("hub"), object = %format!("{} {}/{}", k.1, k.2, k.3), error = %format!("{e:#}"), "writing a multi-cluster service object");
+                }
+            }
+        }
+        stream::iter(export_patches)
+            .for_each_concurrent(IN_FLIGHT, |(member, export, patch)| async move {
+                if let Err(e) = patch_export(hub, clients, clusters, &member, &export, &patch).await
+                {
+                    tracing::warn!(%member, export = %export.name_any(), error = %format!("{e:#}"), "recording a ServiceExport's VIP and conditions");
+                }
+            })
+            .await;
+        if clean {
+            let exported: BTreeSet<(String, String)> = by_name.keys().cloned().collect();
+            drop(by_name);
+            self.clean(hub, clients, clusters, &exported, &hub_imports, &desired)
+                .await;
+        }
+        count
+    }
+
+    /// Removes from reachable members the objects of multi-cluster services that are gone, and
+    /// the hub's ServiceImports nobody exports any more (their VIP claims are then released).
+    async fn clean(
+        &mut self,
+        hub: &Client,
+        clients: &MemberClients,
+        clusters: &BTreeMap<String, MemberCluster>,
+        exported: &BTreeSet<(String, String)>,
+        hub_imports: &[DynamicObject],
+        desired: &BTreeSet<(String, String, String, String)>,
+    ) {
+        for import in hub_imports {
+            let ns = import.namespace().unwrap_or_default();
+            if !exported.contains(&(ns.clone(), import.name_any())) {
+                let api = Api::<DynamicObject>::namespaced_with(
+                    hub.clone(),
+                    &ns,
+                    &mcs_resource("ServiceImport"),
+                );
+                match api
+                    .delete(&import.name_any(), &DeleteParams::default())
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(service = %format!("{ns}/{}", import.name_any()), "multi-cluster service gone: its hub ServiceImport is removed")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "removing a hub ServiceImport"),
+                }
+            }
+        }
+        for (member, view) in &self.views {
+            if !view.fresh {
+                continue;
+            }
+            let Some(cluster) = clusters.get(member) else {
+                continue;
+            };
+            let Ok(client) = clients
+                .get(hub, cluster, Some(Duration::from_secs(5)))
+                .await
+            else {
+                continue;
+            };
+            let kinds = [
+                ApiResource::erase::<Service>(&()),
+                ApiResource::erase::<k8s_openapi::api::discovery::v1::EndpointSlice>(&()),
+                mcs_resource("ServiceImport"),
+            ];
+            for resource in kinds {
+                let all = Api::<DynamicObject>::all_with(client.clone(), &resource);
+                let Ok(list) = all.list(&ListParams::default().labels(SERVICE_LABEL)).await else {
+                    continue;
+                };
+                for object in list.items {
+                    let ns = object.namespace().unwrap_or_default();
+                    let k = (
+                        member.clone(),
+                        resource.kind.clone(),
+                        ns.clone(),
+                        object.name_any(),
+                    );
+                    if desired.contains(&k) {
+                        continue;
+                    }
+                    let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &resource);
+                    match api
+                        .delete(&object.name_any(), &DeleteParams::default())
+                        .await
+                    {
+                        Ok(_) => {
+                            self.written.retain(|w, _| {
+                                !(w.0 == k.0 && w.1.starts_with(&k.1) && w.2 == k.2 && w.3 == k.3)
+                            });
+                            tracing::info!(%member, object = %format!("{} {ns}/{}", resource.kind, object.name_any()), "removed: no export backs it any more");
+                        }
+                        Err(e) => {
+                            tracing::warn!(%member, error = %e, "removing a multi-cluster service object")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn key(member: Option<&str>, object: &serde_json::Value) -> (String, String, String, String) {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    (
+        member.unwrap_or_default().to_owned(),
+        s(&object["kind"]),
+        s(&object["metadata"]["namespace"]),
+        s(&object["metadata"]["name"]),
+    )
+}
+
+fn digest(object: &serde_json::Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    object.to_string().hash(&mut h);
+    h.finish()
+}
+
+fn vip_of(object: &DynamicObject) -> Option<(Ipv4Addr, String)> {
+    let a = object.annotations();
+    Some((a.get(VIP)?.parse().ok()?, a.get(HOSTNAME)?.clone()))
+}
+
+/// Creates the hub's ServiceImport for a new multi-cluster service (and its namespace, when the
+/// hub lacks it: namespace sameness). The mutating webhook gives it a VIP from `pool`, else from
+/// the hub's only VipPool.
+async fn create_hub_import(
+    hub: &Client,
+    ns: &str,
+    name: &str,
+    pool: Option<String>,
+) -> Result<(Ipv4Addr, String), String> {
+    let pool = match pool {
+        Some(p) => p,
+        None => {
+            let pools = Api::<VipPool>::all(hub.clone())
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| format!("cannot list VipPools: {e}"))?;
+            match pools.items.as_slice() {
+                [only] => only.name_any(),
+                [] => return Err("no VipPool exists on the hub: create one (kubectl multicluster vip pool …) for multi-cluster services".to_owned()),
+                _ => return Err(format!("the hub has several VipPools: label the ServiceExport {VIP_POOL}=<pool> to choose one")),
+            }
+        }
+    };
+    let namespaces: Api<Namespace> = Api::all(hub.clone());
+    if namespaces.get_opt(ns).await.ok().flatten().is_none() {
+        let object: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": ns, "labels": {SERVICE_LABEL: name}}
+        }))
+        .map_err(|e| e.to_string())?;
+        match namespaces.create(&PostParams::default(), &object).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(format!("cannot create namespace {ns} on the hub: {e}")),
+        }
+    }
+    let object: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": multicluster_core::addresses::SERVICE_IMPORT_API_VERSION, "kind": "ServiceImport",
+        "metadata": {"name": name, "namespace": ns, "labels": {SERVICE_LABEL: name, VIP_POOL: pool}},
+        "spec": {"type": "ClusterSetIP", "ports": [{"port": 1, "protocol": "TCP"}]}
+    }))
+    .map_err(|e| e.to_string())?;
+    let api =
+        Api::<DynamicObject>::namespaced_with(hub.clone(), ns, &mcs_resource("ServiceImport"));
+    let created = match api.create(&PostParams::default(), &object).await {
+        Ok(o) => o,
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            api.get(name).await.map_err(|e| e.to_string())?
+        }
+        Err(kube::Error::Api(s)) => return Err(format!("no VIP for {ns}/{name}: {}", s.message)),
+        Err(e) => {
+            return Err(format!(
+                "cannot create the hub's ServiceImport {ns}/{name}: {e}"
+            ));
+        }
+    };
+    vip_of(&created).ok_or_else(|| {
+        "the hub's ServiceImport got no VIP: is the hub server's mutating webhook registered?"
+            .to_owned()
+    })
+}
+
+async fn member_client(
+    hub: &Client,
+    clients: &MemberClients,
+    clusters: &BTreeMap<String, MemberCluster>,
+    member: &str,
+) -> anyhow::Result<Client> {
+    let cluster = clusters
+        .get(member)
+        .ok_or_else(|| anyhow::anyhow!("member {member} is no longer joined"))?;
+    clients
+        .get(hub, cluster, Some(Duration::from_secs(10)))
+        .await
+}
+
+async fn apply(
+    hub: &Client,
+    clients: &MemberClients,
+    clusters: &BTreeMap<String, MemberCluster>,
+    write: &Write,
+) -> anyhow::Result<()> {
+    let client = match &write.member {
+        None => hub.clone(),
+        Some(m) => member_client(hub, clients, clusters, m).await?,
+    };
+    let object = &write.object;
+    let resource = match object["kind"].as_str() {
+        Some("Service") => ApiResource::erase::<Service>(&()),
+        Some("EndpointSlice") => {
+            ApiResource::erase::<k8s_openapi::api::discovery::v1::EndpointSlice>(&())
+        }
+        _ => mcs_resource("ServiceImport"),
+    };
+    let (ns, name) = (
+        object["metadata"]["namespace"].as_str().unwrap_or_default(),
+        object["metadata"]["name"].as_str().unwrap_or_default(),
+    );
+    let api = Api::<DynamicObject>::namespaced_with(client, ns, &resource);
+    let params = PatchParams::apply(mcs::FIELD_MANAGER).force();
+    if write.status {
+        api.patch_status(name, &params, &Patch::Apply(object))
+            .await?;
+    } else {
+        api.patch(name, &params, &Patch::Apply(object)).await?;
+    }
+    Ok(())
+}
+
+/// What to change on an export so that it carries the VIP, hostname and `wanted` conditions, or
+/// `None` when it already does (conditions keep their transition time while their status holds).
+fn export_patch(
+    export: &DynamicObject,
+    wanted: &[mcs::Wanted],
+    vip: Option<(Ipv4Addr, &str)>,
+) -> Option<serde_json::Value> {
+    let current: Vec<serde_json::Value> = export.data["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let mut same = true;
+    let conditions: Vec<serde_json::Value> = wanted
+        .iter()
+        .map(|(type_, ok, reason, message)| {
+            let status = if *ok { "True" } else { "False" };
+            let old = current.iter().find(|c| c["type"] == *type_);
+            if old.is_none_or(|c| {
+                c["status"] != status || c["reason"] != reason.as_str() || c["message"] != message.as_str()
+            }) {
+                same = false;
+            }
+            let since = old
+                .filter(|c| c["status"] == status)
+                .map_or_else(|| serde_json::json!(now), |c| c["lastTransitionTime"].clone());
+            serde_json::json!({"type": type_, "status": status, "reason": reason, "message": message,
+                               "lastTransitionTime": since, "observedGeneration": export.metadata.generation})
+        })
+        .collect();
+    let annotations = export.annotations();
+    let vip_now = vip.map(|(a, _)| a.to_string());
+    let host_now = vip.map(|(_, h)| h.to_owned());
+    if annotations.get(VIP) != vip_now.as_ref() || annotations.get(HOSTNAME) != host_now.as_ref() {
+        same = false;
+    }
+    if same {
+        return None;
+    }
+    Some(serde_json::json!({
+        "annotations": {VIP: vip_now, HOSTNAME: host_now},
+        "conditions": conditions,
+    }))
+}
+
+async fn patch_export(
+    hub: &Client,
+    clients: &MemberClients,
+    clusters: &BTreeMap<String, MemberCluster>,
+    member: &str,
+    export: &DynamicObject,
+    patch: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let client = member_client(hub, clients, clusters, member).await?;
+    let ns = export.namespace().unwrap_or_default();
+    let api = Api::<DynamicObject>::namespaced_with(client, &ns, &mcs_resource("ServiceExport"));
+    // The export is the user's object: a merge patch touches only our annotations, and the
+    // status conditions are ours alone (the MCS API gives them to the implementation).
+    let meta = serde_json::json!({"metadata": {"annotations": patch["annotations"]}});
+    api.patch(
+        &export.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&meta),
+    )
+    .await?;
+    let status = serde_json::json!({"status": {"conditions": patch["conditions"]}});
+    api.patch_status(
+        &export.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&status),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Reads a member's exports (with their Services), nodes and namespaces. A member without the
+/// Multi-Cluster Services API has no exports.
+async fn read_member(
+    hub: &Client,
+    clients: &MemberClients,
+    member: &MemberCluster,
+) -> anyhow::Result<MemberView> {
+    let client = clients
+        .get(hub, member, Some(Duration::from_secs(5)))
+        .await?;
+    let exports_api =
+        Api::<DynamicObject>::all_with(client.clone(), &mcs_resource("ServiceExport"));
+    let lp = ListParams::default();
+    let (services_api, nodes_api, namespaces_api) = (
+        Api::<Service>::all(client.clone()),
+        Api::<Node>::all(client.clone()),
+        Api::<Namespace>::all(client.clone()),
+    );
+    let (exports, services, nodes, namespaces) = tokio::try_join!(
+        async {
+            match exports_api.list(&lp).await {
+                Ok(l) => Ok(l.items),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
+                Err(e) => Err(e),
+            }
+        },
+        services_api.list(&lp),
+        nodes_api.list(&lp),
+        namespaces_api.list(&lp),
+    )?;
+    let services: HashMap<(String, String), Service> = services
+        .items
+        .into_iter()
+        .map(|s| ((s.namespace().unwrap_or_default(), s.name_any()), s))
+        .collect();
+    let exports = exports
+        .into_iter()
+        .filter(|e| e.metadata.deletion_timestamp.is_none())
+        .map(|e| {
+            let namespace = e.namespace().unwrap_or_default();
+            let name = e.name_any();
+            ExportSeen {
+                service: services.get(&(namespace.clone(), name.clone())).cloned(),
+                created: e
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_default(),
+                pool: e.labels().get(VIP_POOL).cloned(),
+                namespace,
+                name,
+                object: e,
+            }
+        })
+        .collect();
+    Ok(MemberView {
+        exports,
+        nodes: nodes.items,
+        namespaces: namespaces
+            .items
+            .iter()
+            .filter(|n| n.metadata.deletion_timestamp.is_none())
+            .map(ResourceExt::name_any)
+            .collect(),
+        fresh: true,
+    })
+}
