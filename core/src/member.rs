@@ -85,6 +85,9 @@ pub fn member_objects() -> Vec<Value> {
             {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceimports/status"], "verbs": ["patch"]},
             {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+             "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+            // Where a TrafficPolicy names a Gateway: the HTTPRoute with the exact weights.
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"],
              "verbs": ["get", "list", "watch", "create", "patch", "delete"]}
         ]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",

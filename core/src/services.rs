@@ -354,6 +354,7 @@ pub fn weights_for(
     match policy {
         Some(p) => {
             out.policy = p.metadata.name.clone();
+            out.gateway = p.spec.gateway.clone();
             let active = p.status.as_ref().map(|s| &s.active_weights);
             for m in serving {
                 let weight = active.and_then(|a| a.get(m)).copied().unwrap_or(0);
@@ -387,28 +388,37 @@ pub struct Steering {
     pub policy: Option<String>,
     pub weights: BTreeMap<String, u32>,
     pub node_weights: BTreeMap<String, Vec<NodeWeight>>,
+    /// Where the policy wants an `HTTPRoute` with the exact weights.
+    pub gateway: Option<crate::api::GatewayParent>,
 }
 
-/// The backends each serving member lists now: its ranked backends, as many as
-/// [`endpoint_counts`] gives it.
-pub fn listed_backends(
+/// Each serving member's backends in the order they are listed (node weights applied).
+pub fn ranked_backends(
     steering: &Steering,
     backends: &BTreeMap<String, Vec<Backend>>,
 ) -> BTreeMap<String, Vec<Backend>> {
-    let ranked: BTreeMap<String, Vec<Backend>> = backends
+    backends
         .iter()
         .map(|(m, b)| {
             let nodes = steering.node_weights.get(m).map_or(&[][..], Vec::as_slice);
             (m.clone(), rank_backends(b, nodes))
         })
-        .collect();
+        .collect()
+}
+
+/// The backends each serving member lists now on an even-spreading data plane: its ranked
+/// backends, as many as [`endpoint_counts`] gives it.
+pub fn listed_backends(
+    steering: &Steering,
+    ranked: &BTreeMap<String, Vec<Backend>>,
+) -> BTreeMap<String, Vec<Backend>> {
     let available = ranked.iter().map(|(m, b)| (m.clone(), b.len())).collect();
     let counts = endpoint_counts(&steering.weights, &available);
     ranked
-        .into_iter()
-        .map(|(m, mut b)| {
-            b.truncate(counts.get(&m).copied().unwrap_or(0));
-            (m, b)
+        .iter()
+        .map(|(m, b)| {
+            let n = counts.get(m).copied().unwrap_or(0);
+            (m.clone(), b.iter().take(n).cloned().collect())
         })
         .collect()
 }
@@ -484,31 +494,99 @@ pub fn data_plane(import: &Import<'_>) -> Vec<serde_json::Value> {
                  "ports": import.ports.iter().map(|p| port_json(p, p.port)).collect::<Vec<_>>()}
     })];
     for (member, backends) in import.listed {
-        let ports: Vec<serde_json::Value> = import
-            .ports
-            .iter()
-            .map(|p| {
-                let port = backends
-                    .first()
-                    .and_then(|b| b.ports.get(&p.name))
-                    .copied()
-                    .unwrap_or(p.port);
-                port_json(p, port)
-            })
-            .collect();
+        out.push(endpoint_slice(
+            import,
+            &service,
+            &derived_name(&service, member),
+            member,
+            backends,
+        ));
+    }
+    out
+}
+
+fn endpoint_slice(
+    import: &Import<'_>,
+    service: &str,
+    slice: &str,
+    member: &str,
+    backends: &[Backend],
+) -> serde_json::Value {
+    let ports: Vec<serde_json::Value> = import
+        .ports
+        .iter()
+        .map(|p| {
+            let port = backends
+                .first()
+                .and_then(|b| b.ports.get(&p.name))
+                .copied()
+                .unwrap_or(p.port);
+            port_json(p, port)
+        })
+        .collect();
+    serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": slice, "namespace": import.namespace,
+                     "labels": {"kubernetes.io/service-name": service,
+                                "endpointslice.kubernetes.io/managed-by": ENDPOINTSLICE_MANAGER,
+                                SOURCE_CLUSTER_LABEL: member, SERVICE_LABEL: import.name}},
+        "addressType": "IPv4",
+        "ports": ports,
+        "endpoints": backends.iter().map(|b| serde_json::json!({
+            "addresses": [b.address.to_string()], "conditions": {"ready": true}
+        })).collect::<Vec<_>>()
+    })
+}
+
+/// For a Gateway API data plane (the policy names a `Gateway`): one selector-less Service per
+/// serving member listing all its ranked backends, and an `HTTPRoute` attached to the Gateway,
+/// for the service's hostname, whose `backendRefs` send to those Services with the active weights
+/// exactly (a Gateway splits by weight; it does not need the address-count approximation).
+pub fn gateway_objects(
+    import: &Import<'_>,
+    gateway: &crate::api::GatewayParent,
+    ranked: &BTreeMap<String, Vec<Backend>>,
+    weights: &BTreeMap<String, u32>,
+) -> Vec<serde_json::Value> {
+    let service = imported_service_name(import.name);
+    let mut out = Vec::new();
+    let mut backend_refs = Vec::new();
+    let first_port = import.ports.first().map_or(80, |p| p.port);
+    for (member, backends) in ranked {
+        let per_member = derived_name(&service, member);
         out.push(serde_json::json!({
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": derived_name(&service, member), "namespace": import.namespace,
-                         "labels": {"kubernetes.io/service-name": service,
-                                    "endpointslice.kubernetes.io/managed-by": ENDPOINTSLICE_MANAGER,
-                                    SOURCE_CLUSTER_LABEL: member, SERVICE_LABEL: import.name}},
-            "addressType": "IPv4",
-            "ports": ports,
-            "endpoints": backends.iter().map(|b| serde_json::json!({
-                "addresses": [b.address.to_string()], "conditions": {"ready": true}
-            })).collect::<Vec<_>>()
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": per_member, "namespace": import.namespace,
+                         "labels": {SERVICE_LABEL: import.name, SOURCE_CLUSTER_LABEL: member}},
+            "spec": {"type": "ClusterIP",
+                     "ports": import.ports.iter().map(|p| port_json(p, p.port)).collect::<Vec<_>>()}
+        }));
+        out.push(endpoint_slice(
+            import,
+            &per_member,
+            &derived_name(&per_member, "all"),
+            member,
+            backends,
+        ));
+        backend_refs.push(serde_json::json!({
+            "name": per_member, "port": first_port,
+            "weight": weights.get(member).copied().unwrap_or(0)
         }));
     }
+    let mut parent = serde_json::json!({"name": gateway.name});
+    if let Some(ns) = &gateway.namespace {
+        parent["namespace"] = ns.clone().into();
+    }
+    if let Some(section) = &gateway.section_name {
+        parent["sectionName"] = section.clone().into();
+    }
+    out.push(serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": service, "namespace": import.namespace,
+                     "labels": {SERVICE_LABEL: import.name}},
+        "spec": {"parentRefs": [parent], "hostnames": [import.hostname],
+                 "rules": [{"backendRefs": backend_refs}]}
+    }));
     out
 }
 

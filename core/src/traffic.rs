@@ -447,6 +447,7 @@ mod tests {
             members,
             failback_after_healthy_probes: 3,
             services: Vec::new(),
+            gateway: None,
         }
     }
 

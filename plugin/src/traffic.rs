@@ -5,7 +5,9 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use multicluster_core::api::{Role, TrafficMember, TrafficMode, TrafficPolicy, TrafficPolicySpec};
+use multicluster_core::api::{
+    GatewayParent, Role, TrafficMember, TrafficMode, TrafficPolicy, TrafficPolicySpec,
+};
 use serde::Serialize;
 
 use crate::output::{self, OutputFormat, Tabular};
@@ -42,6 +44,25 @@ pub struct CreateArgs {
     /// Services (in the policy's namespace on the members) whose traffic the policy steers
     #[arg(long = "service", value_name = "NAME")]
     pub services: Vec<String>,
+    /// A Gateway API Gateway on the members ([NAMESPACE/]NAME): importing members get an HTTPRoute
+    /// attached to it with the active weights as backend weights
+    #[arg(long, value_name = "[NAMESPACE/]NAME", value_parser = parse_gateway)]
+    pub gateway: Option<GatewayParent>,
+}
+
+fn parse_gateway(s: &str) -> Result<GatewayParent, String> {
+    let (namespace, name) = match s.split_once('/') {
+        Some((ns, n)) => (Some(ns.to_owned()), n),
+        None => (None, s),
+    };
+    if name.is_empty() || namespace.as_deref() == Some("") {
+        return Err(format!("{s:?}: expected [NAMESPACE/]NAME"));
+    }
+    Ok(GatewayParent {
+        name: name.to_owned(),
+        namespace,
+        section_name: None,
+    })
 }
 
 #[derive(Args, Debug)]
@@ -124,6 +145,7 @@ pub async fn run(
                     members: args.members,
                     failback_after_healthy_probes: args.failback,
                     services: args.services,
+                    gateway: args.gateway,
                 },
             );
             let stored = api

@@ -13,6 +13,9 @@
 //! The playground outlives no test run: a watchdog process runs `local down` as soon as the test
 //! binary that started it exits, whether it passed, failed or panicked.
 
+pub mod dataplane;
+pub mod mcs;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;

@@ -11,60 +11,13 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
-use kube::discovery::ApiResource;
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
+use multicluster_tests::mcs::{create_namespace, export_service, play_node, resource as mcs};
 use multicluster_tests::{fresh_namespace, playground, run_ok, unique_name};
 use serde_json::{Value, json};
-
-fn mcs(kind: &str) -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "multicluster.x-k8s.io",
-        "v1beta1",
-        kind,
-    ))
-}
-
-/// Plays a node: a Node object with an InternalIP and a Ready condition.
-async fn play_node(member: &Client, name: &str, address: &str, ready: bool) {
-    let nodes: Api<Node> = Api::all(member.clone());
-    if nodes.get_opt(name).await.unwrap().is_none() {
-        let node: Node = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-        nodes.create(&PostParams::default(), &node).await.unwrap();
-    }
-    let status = json!({"status": {
-        "addresses": [{"type": "InternalIP", "address": address}],
-        "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" },
-                        "reason": "PlayedByTheTest", "message": "no kubelet here"}]}});
-    nodes
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-}
-
-/// A NodePort Service `web` (port 80, named http) and its `ServiceExport`, asking pool `pool`.
-async fn export_web(member: &Client, ns: &str, pool: &str, port: i32) {
-    let service: Service = serde_json::from_value(json!({
-        "metadata": {"name": "web", "namespace": ns},
-        "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"name": "http", "port": port}]}
-    }))
-    .unwrap();
-    Api::<Service>::namespaced(member.clone(), ns)
-        .create(&PostParams::default(), &service)
-        .await
-        .unwrap();
-    let export: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
-        "metadata": {"name": "web", "namespace": ns, "labels": {"multicluster.dev/vip-pool": pool}}
-    }))
-    .unwrap();
-    Api::<DynamicObject>::namespaced_with(member.clone(), ns, &mcs("ServiceExport"))
-        .create(&PostParams::default(), &export)
-        .await
-        .unwrap();
-}
 
 async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -131,9 +84,9 @@ async fn exports_on_two_members_become_one_service_with_its_vip_fed_back_and_con
         &[],
     );
     let ns = fresh_namespace(&m1, "shop").await.unwrap();
-    fresh_namespace_named(&m2, &ns).await;
-    export_web(&m1, &ns, &pool, 80).await;
-    export_web(&m2, &ns, &pool, 80).await;
+    create_namespace(&m2, &ns).await;
+    export_service(&m1, &ns, "web", 80, None, &pool).await;
+    export_service(&m2, &ns, "web", 80, None, &pool).await;
 
     // The hub keeps one ServiceImport with a VIP from the pool.
     let hub_imports =
@@ -341,15 +294,4 @@ async fn exports_on_two_members_become_one_service_with_its_vip_fed_back_and_con
         }
     })
     .await;
-}
-
-/// Creates namespace `name` on `member` (the MCS API's namespace sameness: the same name on every
-/// member).
-async fn fresh_namespace_named(member: &Client, name: &str) {
-    let ns: k8s_openapi::api::core::v1::Namespace =
-        serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    Api::<k8s_openapi::api::core::v1::Namespace>::all(member.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
 }

@@ -46,6 +46,14 @@ fn mcs_resource(kind: &str) -> ApiResource {
     ))
 }
 
+fn http_route_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+    ))
+}
+
 /// One member's `ServiceExport` as last read, with the Service it names.
 #[derive(Clone)]
 struct ExportSeen {
@@ -63,6 +71,8 @@ struct MemberView {
     exports: Vec<ExportSeen>,
     nodes: Vec<Node>,
     namespaces: BTreeSet<String>,
+    /// Whether it serves the Gateway API (HTTPRoutes).
+    gateway_api: bool,
     /// Whether the last refresh reached it (only then are its objects written or cleaned).
     fresh: bool,
 }
@@ -267,7 +277,8 @@ impl LoopState {
                 .map(|e| (e.member.clone(), e.backends.clone().unwrap_or_default()))
                 .collect();
             let steering = mcs::weights_for(ns, name, &policy_refs, &merged.serving, clusters);
-            let listed = mcs::listed_backends(&steering, &backends);
+            let ranked = mcs::ranked_backends(&steering, &backends);
+            let listed = mcs::listed_backends(&steering, &ranked);
             for ((member, seen_export), export) in seen.iter().zip(&exports) {
                 let wanted = mcs::export_conditions(
                     member,
@@ -311,11 +322,20 @@ impl LoopState {
                 status: true,
             });
             let data_plane = mcs::data_plane(&import);
+            let gateway = steering
+                .gateway
+                .as_ref()
+                .map(|g| mcs::gateway_objects(&import, g, &ranked, &steering.weights))
+                .unwrap_or_default();
             for (member, view) in &self.views {
                 if !view.namespaces.contains(ns) {
                     continue;
                 }
-                for object in std::iter::once(&import_spec).chain(&data_plane) {
+                let gateway = if view.gateway_api { &gateway[..] } else { &[] };
+                for object in std::iter::once(&import_spec)
+                    .chain(&data_plane)
+                    .chain(gateway)
+                {
                     desired.insert(key(Some(member), object));
                     writes.push(Write {
                         member: Some(member.clone()),
@@ -437,11 +457,14 @@ impl LoopState {
             else {
                 continue;
             };
-            let kinds = [
+            let mut kinds = vec![
                 ApiResource::erase::<Service>(&()),
                 ApiResource::erase::<k8s_openapi::api::discovery::v1::EndpointSlice>(&()),
                 mcs_resource("ServiceImport"),
             ];
+            if view.gateway_api {
+                kinds.push(http_route_resource());
+            }
             for resource in kinds {
                 let all = Api::<DynamicObject>::all_with(client.clone(), &resource);
                 let Ok(list) = all.list(&ListParams::default().labels(SERVICE_LABEL)).await else {
@@ -592,6 +615,7 @@ async fn apply(
         Some("EndpointSlice") => {
             ApiResource::erase::<k8s_openapi::api::discovery::v1::EndpointSlice>(&())
         }
+        Some("HTTPRoute") => http_route_resource(),
         _ => mcs_resource("ServiceImport"),
     };
     let (ns, name) = (
@@ -703,7 +727,8 @@ async fn read_member(
         Api::<Node>::all(client.clone()),
         Api::<Namespace>::all(client.clone()),
     );
-    let (exports, services, nodes, namespaces) = tokio::try_join!(
+    let routes_api = Api::<DynamicObject>::all_with(client.clone(), &http_route_resource());
+    let (exports, services, nodes, namespaces, gateway_api) = tokio::try_join!(
         async {
             match exports_api.list(&lp).await {
                 Ok(l) => Ok(l.items),
@@ -714,6 +739,16 @@ async fn read_member(
         services_api.list(&lp),
         nodes_api.list(&lp),
         namespaces_api.list(&lp),
+        async {
+            match routes_api
+                .list_metadata(&ListParams::default().limit(1))
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+                Err(e) => Err(e),
+            }
+        },
     )?;
     let services: HashMap<(String, String), Service> = services
         .items
@@ -750,6 +785,7 @@ async fn read_member(
             .filter(|n| n.metadata.deletion_timestamp.is_none())
             .map(ResourceExt::name_any)
             .collect(),
+        gateway_api,
         fresh: true,
     })
 }

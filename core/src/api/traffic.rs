@@ -35,6 +35,23 @@ pub struct TrafficPolicySpec {
     /// Services (by name, in this namespace on the members) whose traffic the policy steers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<String>,
+    /// A Gateway API `Gateway` on the members: every importing member that serves the Gateway API
+    /// gets an `HTTPRoute` attached to it that sends the policy's services to the serving members
+    /// with the active weights as `backendRefs` weights (exact, unlike kube-proxy's even spread).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayParent>,
+}
+
+/// A `Gateway` an `HTTPRoute` attaches to (its `parentRefs` entry).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayParent {
+    pub name: String,
+    /// Defaults to the service's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
 }
 
 fn default_failback() -> u32 {

@@ -161,6 +161,7 @@ mod placement_tests {
             ],
             failback_after_healthy_probes: 3,
             services: vec![],
+            gateway: None,
         };
         let weights = |a, b| BTreeMap::from([("m1".to_owned(), a), ("m2".to_owned(), b)]);
         assert_eq!(

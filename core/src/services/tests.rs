@@ -213,3 +213,66 @@ fn derived_names_stay_valid_and_distinct_when_cut() {
     assert!(one.len() <= 63 && two.len() <= 63);
     assert_ne!(one, two);
 }
+
+#[test]
+fn a_gateway_gets_exact_weights_over_one_service_per_member() {
+    let b = |ip: &str| Backend {
+        address: ip.parse().unwrap(),
+        node: None,
+        ports: BTreeMap::from([("http".to_owned(), 30080)]),
+    };
+    let ports = [ServicePort {
+        name: "http".to_owned(),
+        port: 80,
+        protocol: "TCP".to_owned(),
+        app_protocol: None,
+    }];
+    let ranked = BTreeMap::from([
+        ("member-1".to_owned(), vec![b("10.0.1.1"), b("10.0.1.2")]),
+        ("member-2".to_owned(), vec![b("10.0.2.1")]),
+    ]);
+    let listed = BTreeMap::new();
+    let import = Import {
+        namespace: "shop",
+        name: "web",
+        vip: "10.9.0.1".parse().unwrap(),
+        hostname: "web.shop.example",
+        ports: &ports,
+        listed: &listed,
+    };
+    let gateway = crate::api::GatewayParent {
+        name: "edge".to_owned(),
+        namespace: Some("infra".to_owned()),
+        section_name: None,
+    };
+    let objects = gateway_objects(
+        &import,
+        &gateway,
+        &ranked,
+        &weights(&[("member-1", 200), ("member-2", 100)]),
+    );
+    let route = objects.iter().find(|o| o["kind"] == "HTTPRoute").unwrap();
+    assert_eq!(
+        route["spec"]["parentRefs"][0],
+        serde_json::json!({"name": "edge", "namespace": "infra"})
+    );
+    assert_eq!(route["spec"]["hostnames"][0], "web.shop.example");
+    assert_eq!(
+        route["spec"]["rules"][0]["backendRefs"],
+        serde_json::json!([
+            {"name": "web-multicluster-member-1", "port": 80, "weight": 200},
+            {"name": "web-multicluster-member-2", "port": 80, "weight": 100}
+        ])
+    );
+    // Every backend of a member behind its own Service (all of them: the weights are exact).
+    let slice = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "EndpointSlice"
+                && o["metadata"]["labels"]["kubernetes.io/service-name"]
+                    == "web-multicluster-member-1"
+        })
+        .unwrap();
+    assert_eq!(slice["endpoints"].as_array().unwrap().len(), 2);
+    assert_eq!(slice["ports"][0]["port"], 30080);
+}

@@ -1,0 +1,90 @@
+//! Multi-Cluster Services API helpers for the end-to-end tests: the API resources (no Rust types
+//! ship for them), exporting a Service, and playing the nodes whose addresses are a member's
+//! backends.
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::discovery::ApiResource;
+use kube::{Api, Client};
+use serde_json::json;
+
+/// `ServiceExport` or `ServiceImport` (`multicluster.x-k8s.io/v1beta1`).
+pub fn resource(kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "multicluster.x-k8s.io",
+        "v1beta1",
+        kind,
+    ))
+}
+
+/// `ServiceExport`s or `ServiceImport`s in `ns` on `cluster`.
+pub fn api(cluster: &Client, ns: &str, kind: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(cluster.clone(), ns, &resource(kind))
+}
+
+/// Plays a kubelet's node: a Node object with `address` as its InternalIP and a Ready condition
+/// the test sets (no kubelet runs on the playground).
+pub async fn play_node(member: &Client, name: &str, address: &str, ready: bool) {
+    let nodes: Api<Node> = Api::all(member.clone());
+    if nodes.get_opt(name).await.expect("playing a node").is_none() {
+        let node: Node =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("playing a node");
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("playing a node");
+    }
+    let status = json!({"status": {
+        "addresses": [{"type": "InternalIP", "address": address}],
+        "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" },
+                        "reason": "PlayedByTheTest", "message": "no kubelet here"}]}});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("playing a node");
+}
+
+/// Creates namespace `name` on `cluster` (the MCS API's namespace sameness: the same name on
+/// every member).
+pub async fn create_namespace(cluster: &Client, name: &str) {
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name}})).expect("a namespace");
+    Api::<Namespace>::all(cluster.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+}
+
+/// A NodePort Service `name` (port `port` named http; `node_port` fixed when given) and its
+/// `ServiceExport`, asking VipPool `pool` for the multi-cluster VIP.
+pub async fn export_service(
+    member: &Client,
+    ns: &str,
+    name: &str,
+    port: i32,
+    node_port: Option<i32>,
+    pool: &str,
+) {
+    let mut port_spec = json!({"name": "http", "port": port});
+    if let Some(node_port) = node_port {
+        port_spec["nodePort"] = node_port.into();
+    }
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"type": "NodePort", "selector": {"app": name}, "ports": [port_spec]}
+    }))
+    .expect("a Service");
+    Api::<Service>::namespaced(member.clone(), ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap_or_else(|e| panic!("creating Service {ns}/{name}: {e}"));
+    let export: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
+        "metadata": {"name": name, "namespace": ns, "labels": {"multicluster.dev/vip-pool": pool}}
+    }))
+    .expect("a ServiceExport");
+    api(member, ns, "ServiceExport")
+        .create(&PostParams::default(), &export)
+        .await
+        .unwrap_or_else(|e| panic!("exporting {ns}/{name}: {e}"));
+}
