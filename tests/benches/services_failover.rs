@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
@@ -118,7 +118,15 @@ async fn last_slice_update(members: &[Client], endpoints: usize) -> Instant {
             .boxed();
         let mut last = Instant::now();
         while done.len() < SERVICES {
-            let slice = stream.try_next().await.unwrap().unwrap();
+            // A watch that breaks (a timeout under load) is resumed by the watcher's backoff.
+            let slice = match stream.next().await {
+                Some(Ok(slice)) => slice,
+                Some(Err(e)) => {
+                    eprintln!("watch: {e}; resuming");
+                    continue;
+                }
+                None => panic!("the watch ended"),
+            };
             let name = slice.metadata.name.clone().unwrap_or_default();
             if slice.endpoints.as_ref().map_or(0, Vec::len) == endpoints {
                 if done.insert(name) {
@@ -147,7 +155,14 @@ async fn hub_sees(hub: &Client, healthy: bool) -> Instant {
         .boxed();
     let want = if healthy { "True" } else { "False" };
     loop {
-        let member = stream.try_next().await.unwrap().unwrap();
+        let member = match stream.next().await {
+            Some(Ok(member)) => member,
+            Some(Err(e)) => {
+                eprintln!("watch: {e}; resuming");
+                continue;
+            }
+            None => panic!("the watch ended"),
+        };
         let now = member.status.as_ref().is_some_and(|s| {
             s.conditions
                 .iter()

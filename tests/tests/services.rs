@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::discovery::ApiResource;
 use kube::{Api, Client};
 use multicluster_tests::mcs::{create_namespace, export_service, play_node, resource as mcs};
 use multicluster_tests::{fresh_namespace, playground, run_ok, unique_name};
@@ -216,6 +217,119 @@ async fn exports_on_two_members_become_one_service_with_its_vip_fed_back_and_con
     assert_eq!(row["hostname"], hostname);
     assert_eq!(row["members"], "member-1=1/2,member-2=1/1", "{row:#}");
 
+    // A TrafficPolicy naming a Gateway: member-1 serves the Gateway API (its HTTPRoute CRD is
+    // installed here, as a Gateway implementation would), so it gets an HTTPRoute with the exact
+    // active weights over one Service per member; member-2 does not serve the Gateway API and gets
+    // none. kube-proxy's slices carry 300:100 as 2 addresses to 1.
+    let crd = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/gateway-api/gateway.networking.k8s.io_httproutes.yaml"
+    );
+    run_ok(
+        pg.kubectl()
+            .args(["--context", "member-1", "apply", "--server-side", "-f", crd]),
+    );
+    run_ok(pg.kubectl().args([
+        "--context",
+        "member-1",
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/httproutes.gateway.networking.k8s.io",
+    ]));
+    let policy = unique_name("web");
+    run_ok(&mut pg.multicluster(&[
+        "traffic",
+        "create",
+        &policy,
+        "-n",
+        &ns,
+        "--member",
+        "member-1=300",
+        "--member",
+        "member-2=100",
+        "--service",
+        "web",
+        "--gateway",
+        "infra/edge",
+    ]));
+    let routes = Api::<DynamicObject>::namespaced_with(
+        m1.clone(),
+        &ns,
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "gateway.networking.k8s.io",
+            "v1",
+            "HTTPRoute",
+        )),
+    );
+    let route = eventually(
+        "member-1 gets an HTTPRoute with the active weights",
+        async || {
+            let route = routes
+                .get_opt("web-multicluster")
+                .await
+                .unwrap()
+                .ok_or("no HTTPRoute")?;
+            let refs = route.data["spec"]["rules"][0]["backendRefs"].clone();
+            // (The API server fills in the defaults: group "" and kind Service.)
+            if refs
+                == json!([{"group": "", "kind": "Service", "name": "web-multicluster-member-1", "port": 80, "weight": 300},
+                          {"group": "", "kind": "Service", "name": "web-multicluster-member-2", "port": 80, "weight": 100}])
+            {
+                Ok(route)
+            } else {
+                Err(format!("backendRefs {refs}"))
+            }
+        },
+    )
+    .await;
+    let parent = &route.data["spec"]["parentRefs"][0];
+    assert_eq!(
+        (&parent["name"], &parent["namespace"]),
+        (&json!("edge"), &json!("infra"))
+    );
+    assert_eq!(route.data["spec"]["hostnames"], json!([hostname]));
+    // The Gateway's per-member backends: all of each member's addresses.
+    let (addresses, port, _) = eventually(
+        "the Gateway's member-1 Service has its backends",
+        async || {
+            let slice = Api::<EndpointSlice>::namespaced(m1.clone(), &ns)
+                .get_opt("web-multicluster-member-1-all")
+                .await
+                .unwrap()
+                .ok_or("no slice")?;
+            let addresses: Vec<String> = slice
+                .endpoints
+                .iter()
+                .flatten()
+                .flat_map(|e| e.addresses.clone())
+                .collect();
+            Ok::<_, String>((addresses, slice.ports.unwrap()[0].port.unwrap(), ()))
+        },
+    )
+    .await;
+    assert_eq!((addresses.len(), port), (2, m1_port));
+    eventually(
+        "kube-proxy's slices carry 300:100 as 2 addresses to 1",
+        async || {
+            let one = slice_of(&m1, &ns, "member-1").await.map(|s| s.0.len());
+            let two = slice_of(&m1, &ns, "member-2").await.map(|s| s.0.len());
+            if (one, two) == (Some(2), Some(1)) {
+                Ok(())
+            } else {
+                Err(format!("{one:?} {two:?}"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        Api::<DynamicObject>::namespaced_with(m2.clone(), &ns, &mcs("ServiceImport"))
+            .get_opt("web")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
     // member-2 changes its port: a conflict, named on its export; it serves nothing meanwhile.
     Api::<Service>::namespaced(m2.clone(), &ns)
         .patch(
@@ -287,6 +401,13 @@ async fn exports_on_two_members_become_one_service_with_its_vip_fed_back_and_con
                 .is_some()
         );
     }
+    eventually("member-1's HTTPRoute goes", async || {
+        match routes.get_opt("web-multicluster").await.unwrap() {
+            None => Ok(()),
+            Some(_) => Err("still there".to_owned()),
+        }
+    })
+    .await;
     eventually("the hub's ServiceImport goes", async || {
         match hub_imports.get_opt("web").await.unwrap() {
             None => Ok(()),
