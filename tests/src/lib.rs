@@ -275,6 +275,17 @@ pub fn connections_to(pid: u32, port: u16) -> usize {
         .count()
 }
 
+/// Makes the hub probe `member` every second and believe one probe (timeout 2 s, survival ratio
+/// 0.5): for tests that watch what a health transition leads to, not the probe's hysteresis.
+pub async fn probe_every_second(hub: &Client, member: &str) {
+    let patch = serde_json::json!({"spec": {"health": {"intervalSeconds": 1, "timeoutSeconds": 2,
+        "failureThreshold": 1, "successThreshold": 1, "minSurvivalRatio": 0.5}}});
+    Api::<multicluster_core::api::MemberCluster>::all(hub.clone())
+        .patch(member, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("making the hub probe {member} every second: {e}"));
+}
+
 /// Plays `count` kubelets on a member: Node objects whose Ready condition says `ready` (the first
 /// `ready` of them True, the rest False).
 pub async fn set_nodes(member: &Client, count: usize, ready: usize) {

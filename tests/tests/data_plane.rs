@@ -17,11 +17,10 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use kube::Api;
-use kube::api::{Patch, PatchParams};
-use multicluster_core::api::MemberCluster;
+use multicluster_core::api::TrafficPolicy;
 use multicluster_tests::dataplane::{DataPlane, NO_ANSWER};
 use multicluster_tests::mcs::{api, create_namespace, export_service, play_node};
-use multicluster_tests::{fresh_namespace, playground, run_ok, unique_name};
+use multicluster_tests::{fresh_namespace, playground, probe_every_second, run_ok, unique_name};
 
 const M1_NODES: [&str; 3] = ["10.250.1.2", "10.250.1.3", "10.250.1.4"];
 const M2_NODES: [&str; 3] = ["10.250.2.2", "10.250.2.3", "10.250.2.4"];
@@ -80,6 +79,16 @@ async fn assert_spread(dp: &DataPlane, vip: Ipv4Addr, want: f64, what: &str) {
     eprintln!("{what}: {counts:?}");
 }
 
+/// Applies a TrafficPolicy on the hub with `kubectl apply`, as a user would.
+fn apply_policy(pg: &multicluster_tests::Playground, yaml: &str) {
+    let out = pg.apply("hub", yaml, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn policy(name: &str, ns: &str, mode: &str, m1: &str, m2: &str, kube_proxy_node: &str) -> String {
     [
         "apiVersion: multicluster.dev/v1alpha1".to_owned(),
@@ -105,13 +114,8 @@ async fn kube_proxy_spreads_the_vip_by_active_weight_and_follows_failure_fail_ba
     let m1 = pg.client("member-1").await.unwrap();
     let m2 = pg.client("member-2").await.unwrap();
     for member in ["member-1", "member-2"] {
-        // Probe every second, believe one probe: what the test watches is the policy.
-        let patch = serde_json::json!({"spec": {"health": {"intervalSeconds": 1, "timeoutSeconds": 2,
-            "failureThreshold": 1, "successThreshold": 1, "minSurvivalRatio": 0.5}}});
-        Api::<MemberCluster>::all(hub.clone())
-            .patch(member, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .unwrap();
+        // What the test watches is the policy, not the probe's hysteresis.
+        probe_every_second(&hub, member).await;
     }
     for (i, address) in M1_NODES.iter().enumerate() {
         play_node(&m1, &format!("m1-{i}"), address, true).await;
@@ -139,8 +143,8 @@ async fn kube_proxy_spreads_the_vip_by_active_weight_and_follows_failure_fail_ba
     create_namespace(&m1, &ns).await;
     create_namespace(&m2, &ns).await;
     let name = unique_name("web");
-    let out = pg.apply(
-        "hub",
+    apply_policy(
+        pg,
         &policy(
             &name,
             &ns,
@@ -149,12 +153,6 @@ async fn kube_proxy_spreads_the_vip_by_active_weight_and_follows_failure_fail_ba
             "weight: 100",
             dp.node_name(),
         ),
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     export_service(&m1, &ns, "web", 80, Some(30080), &pool).await;
     export_service(&m2, &ns, "web", 80, Some(30081), &pool).await;
@@ -186,13 +184,39 @@ async fn kube_proxy_spreads_the_vip_by_active_weight_and_follows_failure_fail_ba
     // the health probe → TrafficPolicy → EndpointSlice path can take it out).
     let failed = Instant::now();
     play_node(&m2, "m2-2", M2_NODES[2], false).await;
-    until(&dp, vip, "no request reaches member-2", |s| {
-        !s.contains_key("member-2") && !s.contains_key(NO_ANSWER)
-    })
-    .await;
+    // Timed between two moments: when the hub's TrafficPolicy shows member-2 at weight 0 (the
+    // transition), and when a 20-request sample first has no answer from member-2.
+    let policies: Api<TrafficPolicy> = Api::namespaced(hub.clone(), &ns);
+    let mut shifted: Option<Instant> = None;
+    let stopped = loop {
+        if shifted.is_none()
+            && policies
+                .get(&name)
+                .await
+                .unwrap()
+                .status
+                .and_then(|s| s.active_weights.get("member-2").copied())
+                == Some(0)
+        {
+            shifted = Some(Instant::now());
+        }
+        let sample = dp.spread(vip, 80, 20);
+        if shifted.is_some() && !sample.contains_key("member-2") && !sample.contains_key(NO_ANSWER)
+        {
+            break Instant::now();
+        }
+        assert!(
+            failed.elapsed() < Duration::from_secs(40),
+            "member-2 still answers: {sample:?}\nkube-proxy log:\n{}",
+            dp.log_tail(20)
+        );
+    };
+    let shifted = shifted.unwrap();
     eprintln!(
-        "member-2 failed: no request reached its backends {:.2}s after its node went NotReady (probe interval 1s, 30-request samples)",
-        failed.elapsed().as_secs_f64()
+        "member-2 failed: the hub shifted its weight {:.2}s after its node went NotReady (probe interval 1s); \
+         no request reached it {:.2}s after the shift (kube-proxy's minimum sync period is 1s)",
+        shifted.duration_since(failed).as_secs_f64(),
+        stopped.duration_since(shifted).as_secs_f64()
     );
     assert_spread(&dp, vip, 1.0, "member-2 unhealthy").await;
 
@@ -225,8 +249,8 @@ async fn kube_proxy_spreads_the_vip_by_active_weight_and_follows_failure_fail_ba
 
     // ActiveStandby: member-1 active, member-2 standing by; the standby gets the traffic when the
     // active fails, and gives it back after fail-back.
-    let out = pg.apply(
-        "hub",
+    apply_policy(
+        pg,
         &policy(
             &name,
             &ns,
@@ -235,12 +259,6 @@ async fn kube_proxy_spreads_the_vip_by_active_weight_and_follows_failure_fail_ba
             "weight: 100, priority: 1, role: Standby",
             dp.node_name(),
         ),
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     until(&dp, vip, "only the active member-1 answers", |s| {
         !s.contains_key("member-2") && !s.contains_key(NO_ANSWER)

@@ -156,26 +156,14 @@ async fn exports_on_two_members_become_one_service_with_its_vip_fed_back_and_con
     // ... and one EndpointSlice per exporting member, with that member's node port. Equal member
     // weights (no TrafficPolicy) mean equal shares on kube-proxy, which spreads evenly over
     // addresses: member-1 lists 1 of its 2 node addresses, member-2 its one.
-    let m1_port = Api::<Service>::namespaced(m1.clone(), &ns)
-        .get("web")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .ports
-        .unwrap()[0]
-        .node_port
-        .unwrap();
-    let m2_port = Api::<Service>::namespaced(m2.clone(), &ns)
-        .get("web")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .ports
-        .unwrap()[0]
-        .node_port
-        .unwrap();
+    let node_port = async |member: &Client| {
+        let service = Api::<Service>::namespaced(member.clone(), &ns)
+            .get("web")
+            .await
+            .unwrap();
+        service.spec.unwrap().ports.unwrap()[0].node_port.unwrap()
+    };
+    let (m1_port, m2_port) = (node_port(&m1).await, node_port(&m2).await);
     for member in [&m1, &m2] {
         let (addresses, port, labels) = eventually("member-1's backends listed", async || {
             slice_of(member, &ns, "member-1")

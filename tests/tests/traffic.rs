@@ -10,9 +10,9 @@
 use std::time::{Duration, Instant};
 
 use kube::Api;
-use kube::api::{Patch, PatchParams};
-use multicluster_core::api::MemberCluster;
-use multicluster_tests::{fresh_namespace, playground, run_ok, set_nodes, unique_name};
+use multicluster_tests::{
+    fresh_namespace, playground, probe_every_second, run_ok, set_nodes, unique_name,
+};
 use serde_json::Value;
 
 fn show(name: &str, ns: &str) -> Value {
@@ -83,14 +83,8 @@ async fn traffic_moves_to_the_standby_when_the_actives_played_nodes_fail_and_bac
     set_nodes(&m1, 4, 4).await;
     set_nodes(&m2, 4, 4).await;
     for member in ["member-1", "member-2"] {
-        // Probe every second, flip after one probe: the policy's own fail-back count is what the
-        // test watches.
-        let patch = serde_json::json!({"spec": {"health": {"intervalSeconds": 1, "timeoutSeconds": 2,
-            "failureThreshold": 1, "successThreshold": 1, "minSurvivalRatio": 0.5}}});
-        Api::<MemberCluster>::all(hub.clone())
-            .patch(member, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .unwrap();
+        // What the test watches is the policy, not the probe's hysteresis.
+        probe_every_second(&hub, member).await;
     }
     // In multicluster-system, beside the Distribution it places.
     let ns = "multicluster-system".to_owned();

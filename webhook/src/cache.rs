@@ -15,6 +15,25 @@ where
         + Sync
         + 'static,
 {
+    watched_then(api, what, || {})
+}
+
+/// [`watched`], calling `changed` after the store has taken each change (so that whoever it
+/// wakes reads the new state).
+pub fn watched_then<K>(
+    api: Api<K>,
+    what: &'static str,
+    changed: impl Fn() + Send + Sync + 'static,
+) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
     let (store, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
         .default_backoff()
@@ -22,10 +41,12 @@ where
     tokio::spawn(async move {
         use futures::StreamExt;
         stream
-            .for_each(|event| async move {
-                if let Err(e) = event {
-                    tracing::warn!(error = %e, "watching {what}");
+            .for_each(|event| {
+                match event {
+                    Ok(_) => changed(),
+                    Err(e) => tracing::warn!(error = %e, "watching {what}"),
                 }
+                async {}
             })
             .await;
     });

@@ -21,20 +21,21 @@ use kube::api::{
     DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
 use kube::discovery::ApiResource;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::api::{MemberCluster, TrafficPolicy, VipPool};
 use multicluster_core::keys::{HOSTNAME, VIP, VIP_POOL};
 use multicluster_core::services::{self as mcs, Backend, Export, Import, SERVICE_LABEL};
 use tokio::sync::Notify;
 
+use crate::cache::watched_then;
 use crate::members::MemberClients;
 
 /// How often members are read again (new exports, Services, node readiness).
 const REFRESH: Duration = Duration::from_secs(3);
 /// How often every object is written again even if nothing changed (repairs hand edits).
 const REAPPLY: Duration = Duration::from_secs(60);
+/// Clean-up (listing every member's objects of ours) runs on every this many refreshes.
+const CLEAN_EVERY: u64 = 2;
 /// Writes in flight at once, over all members.
 const IN_FLIGHT: usize = 64;
 
@@ -79,14 +80,30 @@ struct MemberView {
 
 pub async fn run(hub: Client, clients: MemberClients) {
     let changed = Arc::new(Notify::new());
-    let members = watched_notifying(Api::<MemberCluster>::all(hub.clone()), changed.clone());
-    let policies = watched_notifying(Api::<TrafficPolicy>::all(hub.clone()), changed.clone());
+    let wake = |changed: &Arc<Notify>| {
+        let changed = changed.clone();
+        move || changed.notify_one()
+    };
+    let members = watched_then(
+        Api::<MemberCluster>::all(hub.clone()),
+        "MemberClusters",
+        wake(&changed),
+    );
+    let policies = watched_then(
+        Api::<TrafficPolicy>::all(hub.clone()),
+        "TrafficPolicies",
+        wake(&changed),
+    );
     if members.wait_until_ready().await.is_err() || policies.wait_until_ready().await.is_err() {
         return;
     }
     let mut state = LoopState::default();
     let mut refresh = tokio::time::interval(REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refreshes: u64 = 0;
+    // Each member's last probe verdict: a member whose verdict or ready nodes changed is read
+    // again at once (a recovered member's nodes are its backends again).
+    let mut probed: BTreeMap<String, (Option<bool>, Option<u32>)> = BTreeMap::new();
     loop {
         let full = tokio::select! {
             _ = refresh.tick() => true,
@@ -97,8 +114,23 @@ pub async fn run(hub: Client, clients: MemberClients) {
             .iter()
             .map(|m| (m.name_any(), (**m).clone()))
             .collect();
+        let now_probed: BTreeMap<String, (Option<bool>, Option<u32>)> = clusters
+            .iter()
+            .map(|(name, m)| (name.clone(), probe_verdict(m)))
+            .collect();
+        let changed_members: BTreeMap<String, MemberCluster> = clusters
+            .iter()
+            .filter(|(name, _)| probed.get(*name) != now_probed.get(*name))
+            .map(|(name, m)| (name.clone(), m.clone()))
+            .collect();
+        probed = now_probed;
+        let clean = full && refreshes.is_multiple_of(CLEAN_EVERY);
         if full {
+            refreshes += 1;
             state.refresh(&hub, &clients, &clusters).await;
+            state.forget_unjoined(&clusters);
+        } else if !changed_members.is_empty() {
+            state.refresh(&hub, &clients, &changed_members).await;
         }
         if state.reapplied.elapsed() > REAPPLY {
             state.written.clear();
@@ -107,7 +139,7 @@ pub async fn run(hub: Client, clients: MemberClients) {
         let policies: Vec<Arc<TrafficPolicy>> = policies.state();
         let started = Instant::now();
         let writes = state
-            .reconcile(&hub, &clients, &clusters, &policies, full)
+            .reconcile(&hub, &clients, &clusters, &policies, clean)
             .await;
         if writes > 0 {
             tracing::info!(
@@ -120,35 +152,15 @@ pub async fn run(hub: Client, clients: MemberClients) {
     }
 }
 
-/// A store of `api` whose every change also wakes `changed` (after the store has it).
-fn watched_notifying<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
-    tokio::spawn(async move {
-        stream
-            .for_each(|event| {
-                let changed = changed.clone();
-                async move {
-                    match event {
-                        Ok(_) => changed.notify_one(),
-                        Err(e) => tracing::warn!(error = %e, "watching for multi-cluster services"),
-                    }
-                }
-            })
-            .await;
+fn probe_verdict(member: &MemberCluster) -> (Option<bool>, Option<u32>) {
+    let status = member.status.as_ref();
+    let healthy = status.and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Healthy")
+            .map(|c| c.status == "True")
     });
-    store
+    (healthy, status.and_then(|s| s.ready_nodes))
 }
 
 struct LoopState {
@@ -199,6 +211,10 @@ impl LoopState {
                 }
             }
         }
+    }
+
+    /// Forgets members that left the hub.
+    fn forget_unjoined(&mut self, clusters: &BTreeMap<String, MemberCluster>) {
         self.views.retain(|name, _| clusters.contains_key(name));
     }
 
@@ -466,8 +482,12 @@ impl LoopState {
                 kinds.push(http_route_resource());
             }
             for resource in kinds {
+                // Names are all clean-up needs: metadata lists cost the API server far less.
                 let all = Api::<DynamicObject>::all_with(client.clone(), &resource);
-                let Ok(list) = all.list(&ListParams::default().labels(SERVICE_LABEL)).await else {
+                let Ok(list) = all
+                    .list_metadata(&ListParams::default().labels(SERVICE_LABEL))
+                    .await
+                else {
                     continue;
                 };
                 for object in list.items {
