@@ -130,9 +130,15 @@ async fn raw_writes(members: &[Client], round: usize) -> Duration {
                 let patch = serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                     "metadata": {"name": name, "labels": {"bench.multicluster.dev/round": round.to_string()}},
                     "addressType": "IPv4"});
-                api.patch(&name, &PatchParams::apply("bench").force(), &Patch::Apply(&patch))
-                    .await
-                    .unwrap();
+                // Retried like the hub server's writes are: a timeout under this load is not
+                // the measurement.
+                for attempt in 1.. {
+                    match api.patch(&name, &PatchParams::apply("bench").force(), &Patch::Apply(&patch)).await {
+                        Ok(_) => break,
+                        Err(e) if attempt < 5 => eprintln!("raw write {name}: {e}; retrying"),
+                        Err(e) => panic!("raw write {name}: {e}"),
+                    }
+                }
             }
         })
     });

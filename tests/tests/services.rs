@@ -205,6 +205,16 @@ async fn exports_on_two_members_become_one_service_with_its_vip_fed_back_and_con
     assert_eq!(row["hostname"], hostname);
     assert_eq!(row["members"], "member-1=1/2,member-2=1/1", "{row:#}");
 
+    // Someone deletes a slice on member-1 by hand: the hub server writes it again.
+    Api::<EndpointSlice>::namespaced(m1.clone(), &ns)
+        .delete("web-multicluster-member-2", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the deleted slice is written again", async || {
+        slice_of(&m1, &ns, "member-2").await.ok_or("not yet".to_owned())
+    })
+    .await;
+
     // A TrafficPolicy naming a Gateway: member-1 serves the Gateway API (its HTTPRoute CRD is
     // installed here, as a Gateway implementation would), so it gets an HTTPRoute with the exact
     // active weights over one Service per member; member-2 does not serve the Gateway API and gets

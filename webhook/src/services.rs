@@ -32,8 +32,6 @@ use crate::members::MemberClients;
 
 /// How often members are read again (new exports, Services, node readiness).
 const REFRESH: Duration = Duration::from_secs(3);
-/// How often every object is written again even if nothing changed (repairs hand edits).
-const REAPPLY: Duration = Duration::from_secs(60);
 /// Clean-up (listing every member's objects of ours) runs on every this many refreshes.
 const CLEAN_EVERY: u64 = 2;
 /// Writes in flight at once, over all members.
@@ -132,10 +130,6 @@ pub async fn run(hub: Client, clients: MemberClients) {
         } else if !changed_members.is_empty() {
             state.refresh(&hub, &clients, &changed_members).await;
         }
-        if state.reapplied.elapsed() > REAPPLY {
-            state.written.clear();
-            state.reapplied = Instant::now();
-        }
         let policies: Vec<Arc<TrafficPolicy>> = policies.state();
         let started = Instant::now();
         let writes = state
@@ -163,21 +157,14 @@ fn probe_verdict(member: &MemberCluster) -> (Option<bool>, Option<u32>) {
     (healthy, status.and_then(|s| s.ready_nodes))
 }
 
+#[derive(Default)]
 struct LoopState {
     views: BTreeMap<String, MemberView>,
     /// (member or "" for the hub, kind, namespace, name) → digest of what was last written.
     written: HashMap<(String, String, String, String), u64>,
-    reapplied: Instant,
-}
-
-impl Default for LoopState {
-    fn default() -> Self {
-        LoopState {
-            views: BTreeMap::new(),
-            written: HashMap::new(),
-            reapplied: Instant::now(),
-        }
-    }
+    /// (member, kind, namespace, name) → the resourceVersion our last write left. Clean-up
+    /// compares it with the live one: an object someone else changed or deleted is written again.
+    versions: HashMap<(String, String, String, String), String>,
 }
 
 /// One write the loop wants: where, what, and how.
@@ -386,9 +373,9 @@ impl LoopState {
         // Objects before their status: a status write needs the object to exist.
         let (status_writes, object_writes): (Vec<Write>, Vec<Write>) =
             writes.into_iter().partition(|w| w.status);
-        let mut results: Vec<(Write, anyhow::Result<()>)> = Vec::new();
+        let mut results: Vec<(Write, anyhow::Result<String>)> = Vec::new();
         for phase in [object_writes, status_writes] {
-            let done: Vec<(Write, anyhow::Result<()>)> = stream::iter(phase)
+            let done: Vec<(Write, anyhow::Result<String>)> = stream::iter(phase)
                 .map(|w| async move {
                     let result = apply(hub, clients, clusters, &w).await;
                     (w, result)
@@ -404,8 +391,11 @@ impl LoopState {
                 k.1.push_str("/status");
             }
             match result {
-                Ok(()) => {
+                Ok(version) => {
                     self.written.insert(k, digest(&w.object));
+                    if let Some(member) = &w.member {
+                        self.versions.insert(key(Some(member), &w.object), version);
+                    }
                 }
                 Err(e) => {
                     self.written.remove(&k);
@@ -413,17 +403,35 @@ impl LoopState {
                 }
             }
         }
-        stream::iter(export_patches)
-            .for_each_concurrent(IN_FLIGHT, |(member, export, patch)| async move {
-                if let Err(e) = patch_export(hub, clients, clusters, &member, &export, &patch).await
-                {
-                    tracing::warn!(%member, export = %export.name_any(), error = %format!("{e:#}"), "recording a ServiceExport's VIP and conditions");
+        let exported: BTreeSet<(String, String)> = by_name.keys().cloned().collect();
+        drop(by_name);
+        let patched: Vec<(String, DynamicObject)> = stream::iter(export_patches)
+            .map(|(member, export, patch)| async move {
+                match patch_export(hub, clients, clusters, &member, &export, &patch).await {
+                    Ok(updated) => Some((member, updated)),
+                    Err(e) => {
+                        tracing::warn!(%member, export = %export.name_any(), error = %format!("{e:#}"), "recording a ServiceExport's VIP and conditions");
+                        None
+                    }
                 }
             })
+            .buffer_unordered(IN_FLIGHT)
+            .filter_map(std::future::ready)
+            .collect()
             .await;
+        // What the exports look like now, so the next pass does not patch them again before the
+        // next refresh reads them.
+        for (member, updated) in patched {
+            if let Some(seen) = self.views.get_mut(&member).and_then(|v| {
+                v.exports.iter_mut().find(|e| {
+                    Some(e.namespace.as_str()) == updated.metadata.namespace.as_deref()
+                        && Some(e.name.as_str()) == updated.metadata.name.as_deref()
+                })
+            }) {
+                seen.object = updated;
+            }
+        }
         if clean {
-            let exported: BTreeSet<(String, String)> = by_name.keys().cloned().collect();
-            drop(by_name);
             self.clean(hub, clients, clusters, &exported, &hub_imports, &desired)
                 .await;
         }
@@ -460,10 +468,13 @@ impl LoopState {
                 }
             }
         }
-        for (member, view) in &self.views {
-            if !view.fresh {
-                continue;
-            }
+        let members: Vec<(String, bool)> = self
+            .views
+            .iter()
+            .filter(|(_, v)| v.fresh)
+            .map(|(m, v)| (m.clone(), v.gateway_api))
+            .collect();
+        for (member, gateway_api) in &members {
             let Some(cluster) = clusters.get(member) else {
                 continue;
             };
@@ -478,7 +489,7 @@ impl LoopState {
                 ApiResource::erase::<k8s_openapi::api::discovery::v1::EndpointSlice>(&()),
                 mcs_resource("ServiceImport"),
             ];
-            if view.gateway_api {
+            if *gateway_api {
                 kinds.push(http_route_resource());
             }
             for resource in kinds {
@@ -490,6 +501,7 @@ impl LoopState {
                 else {
                     continue;
                 };
+                let mut live: BTreeSet<(String, String, String, String)> = BTreeSet::new();
                 for object in list.items {
                     let ns = object.namespace().unwrap_or_default();
                     let k = (
@@ -498,7 +510,17 @@ impl LoopState {
                         ns.clone(),
                         object.name_any(),
                     );
+                    live.insert(k.clone());
                     if desired.contains(&k) {
+                        // Changed by someone else since our write: write it again.
+                        if self
+                            .versions
+                            .get(&k)
+                            .is_some_and(|v| Some(v) != object.resource_version().as_ref())
+                        {
+                            tracing::info!(%member, object = %format!("{} {ns}/{}", k.1, k.3), "changed by someone else: writing it again");
+                            self.forget(&k);
+                        }
                         continue;
                     }
                     let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &resource);
@@ -507,9 +529,7 @@ impl LoopState {
                         .await
                     {
                         Ok(_) => {
-                            self.written.retain(|w, _| {
-                                !(w.0 == k.0 && w.1.starts_with(&k.1) && w.2 == k.2 && w.3 == k.3)
-                            });
+                            self.forget(&k);
                             tracing::info!(%member, object = %format!("{} {ns}/{}", resource.kind, object.name_any()), "removed: no export backs it any more");
                         }
                         Err(e) => {
@@ -517,8 +537,30 @@ impl LoopState {
                         }
                     }
                 }
+                // Deleted by someone else: written again on the next pass.
+                let missing: Vec<_> = desired
+                    .iter()
+                    .filter(|k| &k.0 == member && k.1 == resource.kind && !live.contains(*k))
+                    .filter(|k| self.versions.contains_key(*k))
+                    .cloned()
+                    .collect();
+                for k in missing {
+                    tracing::info!(%member, object = %format!("{} {}/{}", k.1, k.2, k.3), "deleted by someone else: writing it again");
+                    self.forget(&k);
+                }
             }
         }
+    }
+}
+
+impl LoopState {
+    /// Forgets what was written for one object (its status included), so it is written again.
+    fn forget(&mut self, k: &(String, String, String, String)) {
+        let status = format!("{}/status", k.1);
+        self.written.retain(|w, _| {
+            !(w.0 == k.0 && (w.1 == k.1 || w.1 == status) && w.2 == k.2 && w.3 == k.3)
+        });
+        self.versions.remove(k);
     }
 }
 
@@ -624,7 +666,7 @@ async fn apply(
     clients: &MemberClients,
     clusters: &BTreeMap<String, MemberCluster>,
     write: &Write,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let client = match &write.member {
         None => hub.clone(),
         Some(m) => member_client(hub, clients, clusters, m).await?,
@@ -644,13 +686,13 @@ async fn apply(
     );
     let api = Api::<DynamicObject>::namespaced_with(client, ns, &resource);
     let params = PatchParams::apply(mcs::FIELD_MANAGER).force();
-    if write.status {
+    let written = if write.status {
         api.patch_status(name, &params, &Patch::Apply(object))
-            .await?;
+            .await?
     } else {
-        api.patch(name, &params, &Patch::Apply(object)).await?;
-    }
-    Ok(())
+        api.patch(name, &params, &Patch::Apply(object)).await?
+    };
+    Ok(written.resource_version().unwrap_or_default())
 }
 
 /// What to change on an export so that it carries the VIP, hostname and `wanted` conditions, or
@@ -706,7 +748,7 @@ async fn patch_export(
     member: &str,
     export: &DynamicObject,
     patch: &serde_json::Value,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<DynamicObject> {
     let client = member_client(hub, clients, clusters, member).await?;
     let ns = export.namespace().unwrap_or_default();
     let api = Api::<DynamicObject>::namespaced_with(client, &ns, &mcs_resource("ServiceExport"));
@@ -720,13 +762,13 @@ async fn patch_export(
     )
     .await?;
     let status = serde_json::json!({"status": {"conditions": patch["conditions"]}});
-    api.patch_status(
-        &export.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&status),
-    )
-    .await?;
-    Ok(())
+    Ok(api
+        .patch_status(
+            &export.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await?)
 }
 
 /// Reads a member's exports (with their Services), nodes and namespaces. A member without the
