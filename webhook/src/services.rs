@@ -370,6 +370,25 @@ impl LoopState {
             })
             .collect();
         let count = writes.len() + export_patches.len();
+        // One client per member for this pass (getting one reads its credentials on the hub).
+        let touched: BTreeSet<&String> = writes
+            .iter()
+            .filter_map(|w| w.member.as_ref())
+            .chain(export_patches.iter().map(|(m, _, _)| m))
+            .collect();
+        let mut connected: BTreeMap<String, anyhow::Result<Client>> = BTreeMap::new();
+        for member in touched {
+            let client = match clusters.get(member) {
+                Some(cluster) => {
+                    clients
+                        .get(hub, cluster, Some(Duration::from_secs(10)))
+                        .await
+                }
+                None => Err(anyhow::anyhow!("member {member} is no longer joined")),
+            };
+            connected.insert(member.clone(), client);
+        }
+        let connected = &connected;
         // Objects before their status: a status write needs the object to exist.
         let (status_writes, object_writes): (Vec<Write>, Vec<Write>) =
             writes.into_iter().partition(|w| w.status);
@@ -377,7 +396,7 @@ impl LoopState {
         for phase in [object_writes, status_writes] {
             let done: Vec<(Write, anyhow::Result<String>)> = stream::iter(phase)
                 .map(|w| async move {
-                    let result = apply(hub, clients, clusters, &w).await;
+                    let result = apply(hub, connected, &w).await;
                     (w, result)
                 })
                 .buffer_unordered(IN_FLIGHT)
@@ -407,7 +426,7 @@ impl LoopState {
         drop(by_name);
         let patched: Vec<(String, DynamicObject)> = stream::iter(export_patches)
             .map(|(member, export, patch)| async move {
-                match patch_export(hub, clients, clusters, &member, &export, &patch).await {
+                match patch_export(connected, &member, &export, &patch).await {
                     Ok(updated) => Some((member, updated)),
                     Err(e) => {
                         tracing::warn!(%member, export = %export.name_any(), error = %format!("{e:#}"), "recording a ServiceExport's VIP and conditions");
@@ -647,29 +666,26 @@ async fn create_hub_import(
     })
 }
 
-async fn member_client(
-    hub: &Client,
-    clients: &MemberClients,
-    clusters: &BTreeMap<String, MemberCluster>,
+/// The client of this pass for `member`.
+fn member_client(
+    connected: &BTreeMap<String, anyhow::Result<Client>>,
     member: &str,
 ) -> anyhow::Result<Client> {
-    let cluster = clusters
-        .get(member)
-        .ok_or_else(|| anyhow::anyhow!("member {member} is no longer joined"))?;
-    clients
-        .get(hub, cluster, Some(Duration::from_secs(10)))
-        .await
+    match connected.get(member) {
+        Some(Ok(client)) => Ok(client.clone()),
+        Some(Err(e)) => Err(anyhow::anyhow!("{e:#}")),
+        None => Err(anyhow::anyhow!("no connection to {member} in this pass")),
+    }
 }
 
 async fn apply(
     hub: &Client,
-    clients: &MemberClients,
-    clusters: &BTreeMap<String, MemberCluster>,
+    connected: &BTreeMap<String, anyhow::Result<Client>>,
     write: &Write,
 ) -> anyhow::Result<String> {
     let client = match &write.member {
         None => hub.clone(),
-        Some(m) => member_client(hub, clients, clusters, m).await?,
+        Some(m) => member_client(connected, m)?,
     };
     let object = &write.object;
     let resource = match object["kind"].as_str() {
@@ -742,14 +758,12 @@ fn export_patch(
 }
 
 async fn patch_export(
-    hub: &Client,
-    clients: &MemberClients,
-    clusters: &BTreeMap<String, MemberCluster>,
+    connected: &BTreeMap<String, anyhow::Result<Client>>,
     member: &str,
     export: &DynamicObject,
     patch: &serde_json::Value,
 ) -> anyhow::Result<DynamicObject> {
-    let client = member_client(hub, clients, clusters, member).await?;
+    let client = member_client(connected, member)?;
     let ns = export.namespace().unwrap_or_default();
     let api = Api::<DynamicObject>::namespaced_with(client, &ns, &mcs_resource("ServiceExport"));
     // The export is the user's object: a merge patch touches only our annotations, and the
