@@ -17,6 +17,7 @@ pub mod lease;
 pub mod member;
 pub mod proxy;
 pub mod services;
+pub mod snapshot;
 pub mod traffic;
 pub mod versions;
 pub mod webhooks;

@@ -211,7 +211,9 @@ async fn exports_on_two_members_become_one_service_with_its_vip_fed_back_and_con
         .await
         .unwrap();
     eventually("the deleted slice is written again", async || {
-        slice_of(&m1, &ns, "member-2").await.ok_or("not yet".to_owned())
+        slice_of(&m1, &ns, "member-2")
+            .await
+            .ok_or("not yet".to_owned())
     })
     .await;
 

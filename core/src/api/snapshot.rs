@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -177,8 +179,19 @@ pub struct VolumeSnapshotStatus {
 pub struct ApplicationSummary {
     pub kind: String,
     pub name: String,
+    /// `app.kubernetes.io/name` and `app.kubernetes.io/instance`, when set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub identity: BTreeMap<String, String>,
+    /// Containers (init containers too) by name, with their image.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub containers: BTreeMap<String, String>,
+    /// Volume claims it uses (templates of a StatefulSet included).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub images: Vec<String>,
+    pub claims: Vec<String>,
+    /// For a Service, claim or ConfigMap: what makes it that object (ports and selector; class
+    /// and size; a digest of the data), as aspect → value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aspects: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]

@@ -1,0 +1,225 @@
+//! The snapshot archive: one self-describing object, a gzip-compressed tar holding `manifest.json`
+//! first (format version, source cluster and namespace, time, tool version, the application
+//! inventory, what was left out and why, and every resource and volume snapshot with a checksum)
+//! and then each resource as `resources/<n>.json`. Its SHA-256 is recorded in the
+//! `NamespaceSnapshot`'s status; reading checks it, the format version and every entry before
+//! anything is written to a target, and says which check failed.
+
+use std::io::Read;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::api::ApplicationSummary;
+
+/// The format this tool writes, and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+const MANIFEST: &str = "manifest.json";
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub format_version: u32,
+    /// `kubectl-multicluster <version>` (the hub server's).
+    pub tool: String,
+    pub source_cluster: String,
+    pub source_namespace: String,
+    /// RFC 3339.
+    pub time: String,
+    pub inventory: Vec<ApplicationSummary>,
+    pub left_out: Vec<LeftOut>,
+    pub resources: Vec<ResourceEntry>,
+    pub volume_snapshots: Vec<VolumeEntry>,
+}
+
+/// Something the snapshot did not capture, and why.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LeftOut {
+    pub kind: String,
+    /// Absent when a whole kind was left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceEntry {
+    pub path: String,
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    /// `sha256:<hex>` of the entry's bytes.
+    pub checksum: String,
+}
+
+/// A CSI volume snapshot the archive refers to (its data stays with the storage system).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeEntry {
+    pub claim: String,
+    pub driver: String,
+    pub snapshot_handle: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_size: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+}
+
+/// A read archive: its manifest and resources, in the manifest's order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Archive {
+    pub manifest: Manifest,
+    pub resources: Vec<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(
+        "the archive was altered or is incomplete: its checksum is {found}, the snapshot recorded {expected}"
+    )]
+    ChecksumMismatch { expected: String, found: String },
+    #[error("the archive is truncated or corrupt: {0}")]
+    Corrupt(String),
+    #[error("the archive has no {MANIFEST} first: it is not a kubectl-multicluster snapshot")]
+    NoManifest,
+    #[error(
+        "the archive's format version {0} is newer than this tool reads (up to {FORMAT_VERSION}): upgrade kubectl-multicluster"
+    )]
+    UnknownVersion(u32),
+    #[error("entry {path} was altered: its checksum is {found}, the manifest says {expected}")]
+    EntryAltered {
+        path: String,
+        expected: String,
+        found: String,
+    },
+    #[error("entry {0}, listed in the manifest, is missing from the archive")]
+    EntryMissing(String),
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn checksum(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    format!(
+        "sha256:{}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+/// Builds the archive from the manifest's description and the (stripped) resources; fills in
+/// each resource's entry. Returns the bytes and their checksum.
+pub fn write(mut manifest: Manifest, resources: &[Value]) -> std::io::Result<(Vec<u8>, String)> {
+    let entries: Vec<(ResourceEntry, Vec<u8>)> = resources
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let bytes = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            let entry = ResourceEntry {
+                path: format!("resources/{i:05}.json"),
+                api_version: s(&r["apiVersion"]),
+                kind: s(&r["kind"]),
+                name: s(&r["metadata"]["name"]),
+                checksum: checksum(&bytes),
+            };
+            Ok((entry, bytes))
+        })
+        .collect::<std::io::Result<_>>()?;
+    manifest.format_version = FORMAT_VERSION;
+    manifest.resources = entries.iter().map(|(e, _)| e.clone()).collect();
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    let mut append = |path: &str, bytes: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, path, bytes)
+    };
+    append(MANIFEST, &manifest_bytes)?;
+    for (entry, bytes) in &entries {
+        append(&entry.path, bytes)?;
+    }
+    let bytes = tar.into_inner()?.finish()?;
+    let sum = checksum(&bytes);
+    Ok((bytes, sum))
+}
+
+/// Reads and checks an archive: the whole checksum (when the snapshot recorded one), the
+/// compression and tar structure, the manifest first, its format version, and every entry's
+/// checksum. Nothing is returned unless all hold.
+pub fn read(bytes: &[u8], expected: Option<&str>) -> Result<Archive, ArchiveError> {
+    if let Some(expected) = expected {
+        let found = checksum(bytes);
+        if found != expected {
+            return Err(ArchiveError::ChecksumMismatch {
+                expected: expected.to_owned(),
+                found,
+            });
+        }
+    }
+    let corrupt = |e: std::io::Error| ArchiveError::Corrupt(e.to_string());
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let mut entries = tar.entries().map_err(corrupt)?;
+    let mut first = entries
+        .next()
+        .ok_or(ArchiveError::NoManifest)?
+        .map_err(corrupt)?;
+    if first.path().map_err(corrupt)?.to_string_lossy() != MANIFEST {
+        return Err(ArchiveError::NoManifest);
+    }
+    let mut text = Vec::new();
+    first.read_to_end(&mut text).map_err(corrupt)?;
+    // The version first, so that a newer manifest is refused as newer, not as unreadable.
+    let version = serde_json::from_slice::<Value>(&text)
+        .map_err(|e| ArchiveError::Corrupt(format!("{MANIFEST}: {e}")))?["formatVersion"]
+        .as_u64()
+        .ok_or_else(|| ArchiveError::Corrupt(format!("{MANIFEST} has no formatVersion")))?;
+    if version > u64::from(FORMAT_VERSION) {
+        return Err(ArchiveError::UnknownVersion(
+            u32::try_from(version).unwrap_or(u32::MAX),
+        ));
+    }
+    let manifest: Manifest = serde_json::from_slice(&text)
+        .map_err(|e| ArchiveError::Corrupt(format!("{MANIFEST}: {e}")))?;
+    let mut found: std::collections::HashMap<String, Vec<u8>> = Default::default();
+    for entry in entries {
+        let mut entry = entry.map_err(corrupt)?;
+        let path = entry
+            .path()
+            .map_err(corrupt)?
+            .to_string_lossy()
+            .into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).map_err(corrupt)?;
+        found.insert(path, data);
+    }
+    let mut resources = Vec::with_capacity(manifest.resources.len());
+    for r in &manifest.resources {
+        let data = found
+            .get(&r.path)
+            .ok_or_else(|| ArchiveError::EntryMissing(r.path.clone()))?;
+        let sum = checksum(data);
+        if sum != r.checksum {
+            return Err(ArchiveError::EntryAltered {
+                path: r.path.clone(),
+                expected: r.checksum.clone(),
+                found: sum,
+            });
+        }
+        resources.push(
+            serde_json::from_slice(data)
+                .map_err(|e| ArchiveError::Corrupt(format!("{}: {e}", r.path)))?,
+        );
+    }
+    Ok(Archive {
+        manifest,
+        resources,
+    })
+}
