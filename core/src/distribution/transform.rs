@@ -5,10 +5,10 @@ use serde_json::{Value, json};
 use crate::api::{ConflictPolicy, MemberOverride};
 use crate::keys;
 
-/// Metadata the hub's API server filled in for the hub's copy; meaningless (or harmful) on a member.
-/// Owner references name hub UIDs: the member's garbage collector would delete a copy whose owner
-/// UID it does not know.
-const HUB_ONLY_METADATA: &[&str] = &[
+/// Metadata an API server filled in for its own copy; meaningless (or harmful) in another cluster
+/// (a member's copy, a restored object). Owner references name source UIDs: the target's garbage
+/// collector would delete a copy whose owner UID it does not know.
+pub(crate) const CLUSTER_METADATA: &[&str] = &[
     "uid",
     "resourceVersion",
     "generation",
@@ -45,7 +45,7 @@ pub fn for_member(
         map.remove("status");
     }
     if let Some(metadata) = copy["metadata"].as_object_mut() {
-        for field in HUB_ONLY_METADATA {
+        for field in CLUSTER_METADATA {
             metadata.remove(*field);
         }
         if let Some(annotations) = metadata

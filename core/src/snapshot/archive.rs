@@ -133,22 +133,26 @@ pub fn write(mut manifest: Manifest, resources: &[Value]) -> std::io::Result<(Ve
     manifest.format_version = FORMAT_VERSION;
     manifest.resources = entries.iter().map(|(e, _)| e.clone()).collect();
     let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?;
+    let files: Vec<(&str, &[u8])> = std::iter::once((MANIFEST, manifest_bytes.as_slice()))
+        .chain(entries.iter().map(|(e, b)| (e.path.as_str(), b.as_slice())))
+        .collect();
+    let bytes = pack(&files)?;
+    let sum = checksum(&bytes);
+    Ok((bytes, sum))
+}
+
+/// A gzip-compressed tar of `files` (path, bytes), in order.
+pub(crate) fn pack(files: &[(&str, &[u8])]) -> std::io::Result<Vec<u8>> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
-    let mut append = |path: &str, bytes: &[u8]| {
+    for (path, bytes) in files {
         let mut header = tar::Header::new_gnu();
         header.set_size(bytes.len() as u64);
         header.set_mode(0o644);
         header.set_cksum();
-        tar.append_data(&mut header, path, bytes)
-    };
-    append(MANIFEST, &manifest_bytes)?;
-    for (entry, bytes) in &entries {
-        append(&entry.path, bytes)?;
+        tar.append_data(&mut header, path, *bytes)?;
     }
-    let bytes = tar.into_inner()?.finish()?;
-    let sum = checksum(&bytes);
-    Ok((bytes, sum))
+    tar.into_inner()?.finish()
 }
 
 /// Reads and checks an archive: the whole checksum (when the snapshot recorded one), the

@@ -83,25 +83,15 @@ const CLUSTER_ANNOTATIONS: &[&str] = &[
 ];
 
 /// Strips what belongs to the source cluster: identity and bookkeeping (uid, resourceVersion,
-/// generation, creation time, managed fields, owner references, namespace), status, a Service's
+/// generation, creation time, managed fields, owner references, finalizers, namespace), status, a Service's
 /// cluster IPs and node ports, and a claim's binding to its volume. The result applies cleanly to
 /// another namespace of another cluster.
 pub fn strip(object: &mut Value) {
     if let Some(meta) = object["metadata"].as_object_mut() {
-        for field in [
-            "uid",
-            "resourceVersion",
-            "generation",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "managedFields",
-            "ownerReferences",
-            "selfLink",
-            "namespace",
-        ] {
-            meta.remove(field);
+        for field in crate::distribution::transform::CLUSTER_METADATA {
+            meta.remove(*field);
         }
+        meta.remove("namespace");
         if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
             for a in CLUSTER_ANNOTATIONS {
                 annotations.remove(*a);

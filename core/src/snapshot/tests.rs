@@ -269,25 +269,20 @@ mod archives {
 
     /// An archive with `manifest` written as given (not recomputed), as a tamperer would.
     fn rebuild(manifest: &Manifest, resources: &[Value]) -> Vec<u8> {
-        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        let mut tar = tar::Builder::new(gz);
-        let mut append = |path: &str, bytes: &[u8]| {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(bytes.len() as u64);
-            header.set_mode(0o644);
-            header.set_cksum();
-            tar.append_data(&mut header, path, bytes).unwrap();
-        };
-        append(
-            "manifest.json",
-            &serde_json::to_vec_pretty(manifest).unwrap(),
-        );
-        for (i, r) in resources.iter().enumerate() {
-            append(
-                &format!("resources/{i:05}.json"),
-                &serde_json::to_vec_pretty(r).unwrap(),
-            );
-        }
-        tar.into_inner().unwrap().finish().unwrap()
+        let manifest = serde_json::to_vec_pretty(manifest).unwrap();
+        let entries: Vec<(String, Vec<u8>)> = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                (
+                    format!("resources/{i:05}.json"),
+                    serde_json::to_vec_pretty(r).unwrap(),
+                )
+            })
+            .collect();
+        let files: Vec<(&str, &[u8])> = std::iter::once(("manifest.json", manifest.as_slice()))
+            .chain(entries.iter().map(|(p, b)| (p.as_str(), b.as_slice())))
+            .collect();
+        pack(&files).unwrap()
     }
 }
