@@ -56,6 +56,8 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
             {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
             {"apiGroups": ["multicluster.dev"], "resources": ["distributions/status"], "verbs": ["patch"]},
             {"apiGroups": ["multicluster.dev"], "resources": ["trafficpolicies"], "verbs": ["get", "list", "watch"]},
+            // Restore admission: the snapshot's inventory.
+            {"apiGroups": ["multicluster.dev"], "resources": ["namespacesnapshots"], "verbs": ["get"]},
             {"apiGroups": ["multicluster.dev"], "resources": ["trafficpolicies/status"], "verbs": ["patch"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
             // Whether a claim's Service still exists and holds its address.

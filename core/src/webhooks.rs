@@ -192,25 +192,71 @@ fn vip_webhook(endpoint: &Endpoint, ca_bundle_pem: &str) -> MutatingWebhook {
 pub fn validating(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWebhookConfiguration {
     ValidatingWebhookConfiguration {
         metadata: meta(),
-        webhooks: Some(vec![ValidatingWebhook {
-            name: "intent-fence.multicluster.dev".to_owned(),
-            client_config: client_config(endpoint, "/validate/intent", ca_bundle_pem),
-            rules: Some(every_resource(&["CREATE", "UPDATE", "DELETE"])),
-            object_selector: Some(labelled(MANAGED_BY_INTENT)),
-            namespace_selector: Some(not_exempt()),
-            admission_review_versions: vec!["v1".to_owned()],
-            side_effects: "None".to_owned(),
-            failure_policy: Some("Fail".to_owned()),
-            timeout_seconds: Some(5),
-            match_policy: Some("Equivalent".to_owned()),
-            ..Default::default()
+        webhooks: Some(vec![
+            ValidatingWebhook {
+                name: "intent-fence.multicluster.dev".to_owned(),
+                client_config: client_config(endpoint, "/validate/intent", ca_bundle_pem),
+                rules: Some(every_resource(&["CREATE", "UPDATE", "DELETE"])),
+                object_selector: Some(labelled(MANAGED_BY_INTENT)),
+                namespace_selector: Some(not_exempt()),
+                admission_review_versions: vec!["v1".to_owned()],
+                side_effects: "None".to_owned(),
+                failure_policy: Some("Fail".to_owned()),
+                timeout_seconds: Some(5),
+                match_policy: Some("Equivalent".to_owned()),
+                ..Default::default()
+            },
+            restore_webhook(endpoint, ca_bundle_pem),
+        ]),
+    }
+}
+
+/// `NamespaceRestore` CREATEs, checked against the target namespace on the target member. It
+/// matches this one kind of ours only, wherever it is created (restores live in
+/// `multicluster-system`): nothing the hub server or the cluster needs to run passes through it.
+/// `Fail`: a restore must not slip onto a different application while the hub server is down.
+fn restore_webhook(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWebhook {
+    ValidatingWebhook {
+        name: "restore-conflicts.multicluster.dev".to_owned(),
+        client_config: client_config(endpoint, "/validate/restore", ca_bundle_pem),
+        rules: Some(vec![RuleWithOperations {
+            api_groups: Some(vec!["multicluster.dev".to_owned()]),
+            api_versions: Some(vec!["v1alpha1".to_owned()]),
+            resources: Some(vec!["namespacerestores".to_owned()]),
+            operations: Some(vec!["CREATE".to_owned()]),
+            scope: Some("Namespaced".to_owned()),
         }]),
+        admission_review_versions: vec!["v1".to_owned()],
+        side_effects: "None".to_owned(),
+        failure_policy: Some("Fail".to_owned()),
+        // Reads the target member live: give a slow member some room.
+        timeout_seconds: Some(15),
+        match_policy: Some("Equivalent".to_owned()),
+        ..Default::default()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_restore_check_sees_only_restore_creates_and_fails_closed() {
+        let v = validating(&Endpoint::Url("https://127.0.0.1:1".into()), "CA");
+        let hook = &v.webhooks.unwrap()[1];
+        assert_eq!(hook.name, "restore-conflicts.multicluster.dev");
+        let rules = hook.rules.as_ref().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            rules[0].resources.as_deref(),
+            Some(&["namespacerestores".to_owned()][..])
+        );
+        assert_eq!(
+            rules[0].operations.as_deref(),
+            Some(&["CREATE".to_owned()][..])
+        );
+        assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
+    }
 
     #[test]
     fn exempt_namespaces_are_never_matched_and_only_managed_objects_are_sent() {

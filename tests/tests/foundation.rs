@@ -247,6 +247,9 @@ async fn an_object_of_every_kind_round_trips_through_the_hub() {
     );
     assert_eq!(snap.status.unwrap().phase, SnapshotPhase::Completed);
 
+    // A restore passes the hub server's conflict check on create, which needs member-2 joined
+    // (its shop-2 does not exist: nothing conflicts).
+    playground().join_members();
     let restore: NamespaceRestore = round_trip(
         &Api::namespaced(hub.clone(), &ns),
         json!({"apiVersion": "multicluster.dev/v1alpha1", "kind": "NamespaceRestore",

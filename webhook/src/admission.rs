@@ -83,7 +83,12 @@ pub fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
 
 /// Runs `decide` on a parsed request inside a span with the request's identity, records metrics,
 /// and answers. A body that cannot be parsed gets 400 and an AdmissionReview saying why.
-async fn review<F>(state: &AppState, webhook: &'static str, body: &[u8], decide: F) -> Response
+pub(crate) async fn review<F>(
+    state: &AppState,
+    webhook: &'static str,
+    body: &[u8],
+    decide: F,
+) -> Response
 where
     F: AsyncFnOnce(&AdmissionRequest<DynamicObject>) -> AdmissionResponse,
 {

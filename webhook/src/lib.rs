@@ -11,6 +11,7 @@ pub mod loops;
 pub mod members;
 pub mod metrics;
 pub mod proxy;
+pub mod restore_admission;
 pub mod server;
 pub mod services;
 pub mod tls;

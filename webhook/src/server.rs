@@ -57,6 +57,10 @@ pub fn admission_router(state: Arc<AppState>) -> Router {
         .route("/mutate/intent", post(admission::mutate_intent))
         .route("/validate/intent", post(admission::validate_intent))
         .route("/mutate/vip", post(admission::mutate_vip))
+        .route(
+            "/validate/restore",
+            post(crate::restore_admission::validate_restore),
+        )
         // The proxy API (aggregated into the hub's API server).
         .route("/apis", any(crate::proxy::handle))
         .route("/apis/{*rest}", any(crate::proxy::handle))

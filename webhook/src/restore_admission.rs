@@ -1,0 +1,165 @@
+//! `POST /validate/restore`: a `NamespaceRestore` is admitted only if its target namespace, read
+//! live on the target member, holds no application that differs from the snapshot's
+//! (`multicluster_core::snapshot::conflicts`). The I/O around that decision: the snapshot's
+//! inventory from its status on the hub, the target's objects from the member.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Response;
+use kube::api::{GroupVersionKind, ListParams};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use kube::discovery::ApiResource;
+use kube::{Api, Client};
+use multicluster_core::api::{MemberCluster, NamespaceRestore, NamespaceSnapshot, SnapshotPhase};
+
+use crate::admission::AppState;
+use crate::members::MemberClients;
+
+/// The kinds whose objects make up a namespace's application inventory.
+const INVENTORY_KINDS: &[(&str, &str, &str)] = &[
+    ("apps", "v1", "Deployment"),
+    ("apps", "v1", "StatefulSet"),
+    ("apps", "v1", "DaemonSet"),
+    ("batch", "v1", "CronJob"),
+    ("batch", "v1", "Job"),
+    ("", "v1", "Service"),
+    ("", "v1", "PersistentVolumeClaim"),
+    ("", "v1", "ConfigMap"),
+];
+
+pub async fn validate_restore(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let proxy = state
+        .proxy
+        .as_ref()
+        .map(|p| (p.hub.clone(), p.members.clone()));
+    crate::admission::review(&state, "validate-restore", &body, async |req| {
+        let response = AdmissionResponse::from(req);
+        if !matches!(req.operation, Operation::Create) {
+            return response;
+        }
+        let Some((hub, members)) = proxy.as_ref() else {
+            return response
+                .deny("this hub server is not connected to a hub; it cannot check restores");
+        };
+        match check(hub, members, req).await {
+            Ok(()) => response,
+            Err(reason) => {
+                tracing::info!(%reason, "restore denied");
+                response.deny(reason)
+            }
+        }
+    })
+    .await
+}
+
+async fn check(
+    hub: &Client,
+    members: &MemberClients,
+    req: &AdmissionRequest<DynamicObject>,
+) -> Result<(), String> {
+    let object = req
+        .object
+        .as_ref()
+        .ok_or("the request carries no NamespaceRestore")?;
+    let restore: NamespaceRestore =
+        serde_json::from_value(serde_json::to_value(object).map_err(|e| e.to_string())?)
+            .map_err(|e| format!("not a valid NamespaceRestore: {e}"))?;
+    let ns = req.namespace.clone().unwrap_or_default();
+    let spec = &restore.spec;
+    let snapshot = Api::<NamespaceSnapshot>::namespaced(hub.clone(), &ns)
+        .get_opt(&spec.snapshot)
+        .await
+        .map_err(|e| format!("cannot read NamespaceSnapshot {ns}/{}: {e}; retry", spec.snapshot))?
+        .ok_or_else(|| {
+            format!(
+                "NamespaceSnapshot {} does not exist in {ns}: `kubectl multicluster snapshot list -n {ns}` shows the snapshots",
+                spec.snapshot
+            )
+        })?;
+    let status = snapshot.status.unwrap_or_default();
+    if status.phase != SnapshotPhase::Completed {
+        return Err(format!(
+            "NamespaceSnapshot {} is {:?}, not Completed: only a completed snapshot can be restored",
+            spec.snapshot, status.phase
+        ));
+    }
+    let member = Api::<MemberCluster>::all(hub.clone())
+        .get_opt(&spec.target_cluster)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot read MemberCluster {}: {e}; retry",
+                spec.target_cluster
+            )
+        })?
+        .ok_or_else(|| {
+            format!(
+                "no member named {}: `kubectl multicluster list` shows the members",
+                spec.target_cluster
+            )
+        })?;
+    let target = live_objects(hub, members, &member, &spec.target_namespace)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot check {}/{} for conflicting applications: {e:#}; the restore is refused until the member answers",
+                spec.target_cluster, spec.target_namespace
+            )
+        })?;
+    let found = multicluster_core::snapshot::conflicts(
+        &status.inventory,
+        &multicluster_core::snapshot::inventory(&target),
+        &spec.target_namespace,
+    );
+    if found.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = found
+        .iter()
+        .map(|c| format!("{} {}: {}", c.kind, c.name, c.reason))
+        .collect();
+    Err(format!(
+        "restoring {} into {}/{} would land on applications that differ from the snapshot: {}. \
+         Restore into an empty or absent namespace, or remove these first",
+        spec.snapshot,
+        spec.target_cluster,
+        spec.target_namespace,
+        list.join("; ")
+    ))
+}
+
+/// Every object of the inventory kinds in `namespace` on `member`, with its kind set (list items
+/// come without it). An absent namespace has none.
+async fn live_objects(
+    hub: &Client,
+    members: &MemberClients,
+    member: &MemberCluster,
+    namespace: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let client = members
+        .get(hub, member, Some(Duration::from_secs(5)))
+        .await?;
+    let lists = INVENTORY_KINDS.iter().map(|(group, version, kind)| {
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        async move {
+            let list = api.list(&ListParams::default()).await?;
+            anyhow::Ok(
+                list.items
+                    .into_iter()
+                    .map(|o| {
+                        let mut v = serde_json::to_value(o).unwrap_or_default();
+                        v["kind"] = (*kind).into();
+                        v
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        }
+    });
+    let all = futures::future::try_join_all(lists).await?;
+    Ok(all.into_iter().flatten().collect())
+}
