@@ -29,6 +29,16 @@ pub const SOURCE_CLUSTER_LABEL: &str = "multicluster.kubernetes.io/source-cluste
 /// The field manager of everything the multi-cluster service loop writes.
 pub const FIELD_MANAGER: &str = "multicluster-services";
 
+/// The Multi-Cluster Services API resource of `kind` (`ServiceExport`, `ServiceImport`) in the
+/// version this project reads and writes; no Rust types ship for it.
+pub fn mcs_api_resource(kind: &str) -> kube::core::ApiResource {
+    kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+        "multicluster.x-k8s.io",
+        "v1beta1",
+        kind,
+    ))
+}
+
 /// One port of a multi-cluster service, as every exporter must agree on it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServicePort {

@@ -5,8 +5,7 @@ use anyhow::anyhow;
 use clap::Subcommand;
 use std::collections::BTreeMap;
 
-use kube::api::{DynamicObject, GroupVersionKind, ListParams};
-use kube::discovery::ApiResource;
+use kube::api::{DynamicObject, ListParams};
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::api::VipClaim;
 use serde::Serialize;
@@ -93,11 +92,7 @@ fn row(claim: &VipClaim, backends: &BTreeMap<(String, String), String>) -> VipRo
 /// The hub's multi-cluster services: (namespace, name) → who serves. Empty when the hub has no
 /// Multi-Cluster Services API.
 async fn multi_cluster_backends(client: &Client) -> BTreeMap<(String, String), String> {
-    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "multicluster.x-k8s.io",
-        "v1beta1",
-        "ServiceImport",
-    ));
+    let resource = multicluster_core::services::mcs_api_resource("ServiceImport");
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
     let list = api
         .list(&ListParams::default().labels(multicluster_core::services::SERVICE_LABEL))

@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
-use kube::discovery::ApiResource;
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use kube::{Api, Client};
@@ -49,14 +48,6 @@ async fn set_node(member: &Client, ip: &str, ready: bool) {
         .unwrap();
 }
 
-fn mcs(kind: &str) -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "multicluster.x-k8s.io",
-        "v1beta1",
-        kind,
-    ))
-}
-
 async fn export_services(member: &Client) {
     let ns: Namespace =
         serde_json::from_value(serde_json::json!({"metadata": {"name": NS}})).unwrap();
@@ -65,7 +56,11 @@ async fn export_services(member: &Client) {
         .await
         .unwrap();
     let services: Api<Service> = Api::namespaced(member.clone(), NS);
-    let exports = Api::<DynamicObject>::namespaced_with(member.clone(), NS, &mcs("ServiceExport"));
+    let exports = Api::<DynamicObject>::namespaced_with(
+        member.clone(),
+        NS,
+        &multicluster_tests::mcs::resource("ServiceExport"),
+    );
     futures::stream::iter(0..SERVICES)
         .for_each_concurrent(8, |i| {
             let (services, exports) = (services.clone(), exports.clone());

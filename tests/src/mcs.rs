@@ -3,18 +3,14 @@
 //! backends.
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
-use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use kube::{Api, Client};
 use serde_json::json;
 
 /// `ServiceExport` or `ServiceImport` (`multicluster.x-k8s.io/v1beta1`).
 pub fn resource(kind: &str) -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "multicluster.x-k8s.io",
-        "v1beta1",
-        kind,
-    ))
+    multicluster_core::services::mcs_api_resource(kind)
 }
 
 /// `ServiceExport`s or `ServiceImport`s in `ns` on `cluster`.

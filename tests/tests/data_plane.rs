@@ -107,7 +107,8 @@ fn policy(name: &str, ns: &str, mode: &str, m1: &str, m2: &str, kube_proxy_node:
 }
 
 #[tokio::test]
-async fn kube_proxy_spreads_the_vip_by_active_weight_and_follows_failure_fail_back_and_drain() {
+async fn kube_proxy_spreads_the_vip_over_played_backends_by_active_weight_and_follows_failure_fail_back_and_drain()
+ {
     let pg = playground();
     pg.join_members();
     let hub = pg.client("hub").await.unwrap();

@@ -37,7 +37,7 @@ fn restore(name: &str, snapshot: &str, target_namespace: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_restore_onto_a_different_application_is_refused_naming_the_conflict_and_others_are_admitted()
+async fn a_restore_of_a_played_snapshot_onto_a_different_application_is_refused_naming_the_conflict_and_others_are_admitted()
  {
     let pg = playground();
     pg.join_members();

@@ -65,7 +65,8 @@ async fn slice_of(member: &Client, ns: &str, source: &str) -> Option<(Vec<String
 }
 
 #[tokio::test]
-async fn exports_on_two_members_become_one_service_with_its_vip_fed_back_and_conflicts_named() {
+async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vip_fed_back_and_conflicts_named()
+ {
     let pg = playground();
     pg.join_members();
     let hub = pg.client("hub").await.unwrap();

@@ -37,14 +37,6 @@ const CLEAN_EVERY: u64 = 2;
 /// Writes in flight at once, over all members.
 const IN_FLIGHT: usize = 64;
 
-fn mcs_resource(kind: &str) -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "multicluster.x-k8s.io",
-        "v1beta1",
-        kind,
-    ))
-}
-
 fn http_route_resource() -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(
         "gateway.networking.k8s.io",
@@ -217,7 +209,7 @@ impl LoopState {
     ) -> usize {
         let hub_imports: Vec<DynamicObject> = match Api::<DynamicObject>::all_with(
             hub.clone(),
-            &mcs_resource("ServiceImport"),
+            &mcs::mcs_api_resource("ServiceImport"),
         )
         .list(&ListParams::default().labels(SERVICE_LABEL))
         .await
@@ -474,7 +466,7 @@ impl LoopState {
                 let api = Api::<DynamicObject>::namespaced_with(
                     hub.clone(),
                     &ns,
-                    &mcs_resource("ServiceImport"),
+                    &mcs::mcs_api_resource("ServiceImport"),
                 );
                 match api
                     .delete(&import.name_any(), &DeleteParams::default())
@@ -506,7 +498,7 @@ impl LoopState {
             let mut kinds = vec![
                 ApiResource::erase::<Service>(&()),
                 ApiResource::erase::<k8s_openapi::api::discovery::v1::EndpointSlice>(&()),
-                mcs_resource("ServiceImport"),
+                mcs::mcs_api_resource("ServiceImport"),
             ];
             if *gateway_api {
                 kinds.push(http_route_resource());
@@ -646,8 +638,11 @@ async fn create_hub_import(
         "spec": {"type": "ClusterSetIP", "ports": [{"port": 1, "protocol": "TCP"}]}
     }))
     .map_err(|e| e.to_string())?;
-    let api =
-        Api::<DynamicObject>::namespaced_with(hub.clone(), ns, &mcs_resource("ServiceImport"));
+    let api = Api::<DynamicObject>::namespaced_with(
+        hub.clone(),
+        ns,
+        &mcs::mcs_api_resource("ServiceImport"),
+    );
     let created = match api.create(&PostParams::default(), &object).await {
         Ok(o) => o,
         Err(kube::Error::Api(s)) if s.code == 409 => {
@@ -694,7 +689,7 @@ async fn apply(
             ApiResource::erase::<k8s_openapi::api::discovery::v1::EndpointSlice>(&())
         }
         Some("HTTPRoute") => http_route_resource(),
-        _ => mcs_resource("ServiceImport"),
+        _ => mcs::mcs_api_resource("ServiceImport"),
     };
     let (ns, name) = (
         object["metadata"]["namespace"].as_str().unwrap_or_default(),
@@ -765,7 +760,8 @@ async fn patch_export(
 ) -> anyhow::Result<DynamicObject> {
     let client = member_client(connected, member)?;
     let ns = export.namespace().unwrap_or_default();
-    let api = Api::<DynamicObject>::namespaced_with(client, &ns, &mcs_resource("ServiceExport"));
+    let api =
+        Api::<DynamicObject>::namespaced_with(client, &ns, &mcs::mcs_api_resource("ServiceExport"));
     // The export is the user's object: a merge patch touches only our annotations, and the
     // status conditions are ours alone (the MCS API gives them to the implementation).
     let meta = serde_json::json!({"metadata": {"annotations": patch["annotations"]}});
@@ -796,7 +792,7 @@ async fn read_member(
         .get(hub, member, Some(Duration::from_secs(5)))
         .await?;
     let exports_api =
-        Api::<DynamicObject>::all_with(client.clone(), &mcs_resource("ServiceExport"));
+        Api::<DynamicObject>::all_with(client.clone(), &mcs::mcs_api_resource("ServiceExport"));
     let lp = ListParams::default();
     let (services_api, nodes_api, namespaces_api) = (
         Api::<Service>::all(client.clone()),
