@@ -6,6 +6,7 @@
 #   kube-proxy      built from the same module: the real data plane of the traffic end-to-end test
 #   etcd            Debian's etcd-server package, unpacked without running its install scripts
 #                   (its postinst would start a system etcd on the default ports)
+#   minio           a real S3 server for the snapshot tests, `go install` from the module proxy
 #
 # Work already done is skipped, so a warm machine pays nothing. Versions: tests/versions.env.
 # Cache root: $MULTICLUSTER_CACHE_DIR, else ${XDG_CACHE_HOME:-~/.cache}/kubectl-multicluster.
@@ -18,6 +19,7 @@ source "$here/versions.env"
 cache=${MULTICLUSTER_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-multicluster}
 k8s_dir="$cache/kubernetes/$KUBERNETES_VERSION"
 etcd_dir="$cache/etcd/$ETCD_DEBIAN_VERSION"
+minio_dir="$cache/minio/$MINIO_VERSION"
 log() { printf '%s\n' "install-deps: $*" >&2; }
 
 install_kube_binaries() {
@@ -98,10 +100,28 @@ install_etcd() {
   log "etcd: $("$etcd_dir/etcd" --version | head -1)"
 }
 
+# MinIO: the S3 server snapshot archives are written to in the end-to-end tests.
+install_minio() {
+  if [[ -x "$minio_dir/minio" ]]; then
+    log "minio $MINIO_VERSION already in $minio_dir"
+    return
+  fi
+  command -v go >/dev/null || { log "go is required to build minio"; exit 1; }
+  log "building minio $MINIO_VERSION from the Go module proxy (about 3 min on 2 cores, once)"
+  mkdir -p "$minio_dir"
+  GOBIN="$minio_dir/.build" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
+    "github.com/minio/minio@$MINIO_VERSION" >&2
+  mv "$minio_dir/.build/minio" "$minio_dir/minio"
+  rmdir "$minio_dir/.build"
+  log "minio: $("$minio_dir/minio" --version | head -1)"
+}
+
 install_etcd
 install_kube_binaries
+install_minio
 install_data_plane_tools
 # stdout: where the binaries are, one KEY=path a line, for scripts to source.
 echo "KUBE_APISERVER=$k8s_dir/kube-apiserver"
 echo "ETCD=$etcd_dir/etcd"
 echo "KUBE_PROXY=$k8s_dir/kube-proxy"
+echo "MINIO=$minio_dir/minio"

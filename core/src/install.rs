@@ -92,6 +92,14 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
             // The members' credentials: read to probe, written when the hub renews a token.
             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "patch"]},
+            // Snapshots: locations checked, snapshots taken and restores made by the hub server;
+            // all three kinds live in this namespace only.
+            {"apiGroups": ["multicluster.dev"],
+             "resources": ["storagelocations", "namespacesnapshots", "namespacerestores"],
+             "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["multicluster.dev"],
+             "resources": ["storagelocations/status", "namespacesnapshots/status", "namespacerestores/status"],
+             "verbs": ["patch"]},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
              "resourceNames": [LEASE_NAME], "verbs": ["get", "update"]}
         ]}),

@@ -36,3 +36,8 @@ pub const SOURCE_HASH: &str = "multicluster.dev/source-hash";
 /// many of its backend addresses the data planes list now, of how many it has
 /// (`member-1=2/3,member-2=0/1`), for `kubectl multicluster vip list`.
 pub const BACKENDS: &str = "multicluster.dev/backends";
+
+/// Annotation on a `StorageLocation` asking the hub server to check it now; the value is a token
+/// that the check copies into `status.lastCheckRequest` (`kubectl multicluster snapshot location
+/// check` waits for it).
+pub const CHECK_REQUESTED: &str = "multicluster.dev/check-requested";

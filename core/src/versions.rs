@@ -25,13 +25,19 @@ pub fn etcd_debian() -> &'static str {
     lookup("ETCD_DEBIAN_VERSION")
 }
 
+/// The MinIO module version the snapshot end-to-end tests run as their S3 server.
+pub fn minio() -> &'static str {
+    lookup("MINIO_VERSION")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn versions_env_defines_both_components() {
+    fn versions_env_defines_every_component() {
         assert!(kubernetes().starts_with("v1."), "{}", kubernetes());
         assert_ne!(etcd_debian(), "unknown");
+        assert!(minio().starts_with("v0.0.0-"), "{}", minio());
     }
 }

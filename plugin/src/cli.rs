@@ -81,6 +81,9 @@ pub enum Command {
     /// List and show the virtual IPs handed out to Services
     #[command(subcommand)]
     Vip(crate::vip::VipCommand),
+    /// Namespace snapshots and where they are saved
+    #[command(subcommand)]
+    Snapshot(crate::snapshot::SnapshotCommand),
     /// Print the plugin's version and the Kubernetes version its playground runs
     Version,
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
@@ -242,6 +245,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::traffic::run(cmd, client, &ns, format).await
         }
         Command::Vip(cmd) => crate::vip::run(cmd, hub_client(&cli.global).await?, format).await,
+        Command::Snapshot(cmd) => {
+            crate::snapshot::run(cmd, hub_client(&cli.global).await?, format).await
+        }
         Command::Version => output::print(format, &VersionInfo::current()),
         Command::Completion { shell } => {
             clap_complete::generate(

@@ -12,5 +12,6 @@ pub mod members;
 pub mod output;
 pub mod preview;
 pub mod proxy;
+pub mod snapshot;
 pub mod traffic;
 pub mod vip;

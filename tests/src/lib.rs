@@ -15,6 +15,7 @@
 
 pub mod dataplane;
 pub mod mcs;
+pub mod minio;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod restore_admission;
 pub mod server;
 pub mod services;
+pub mod storage;
 pub mod tls;
 pub mod traffic;
 pub mod vips;

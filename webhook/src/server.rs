@@ -187,6 +187,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     {
         let client = client.clone();
+        crate::leader::while_leading(leading.clone(), "storage-locations", move || {
+            crate::storage::check_locations(client.clone())
+        });
+    }
+    {
+        let client = client.clone();
         let identity = crate::leader::identity();
         crate::leader::while_leading(leading.clone(), "traffic", move || {
             crate::traffic::run(client.clone(), identity.clone())

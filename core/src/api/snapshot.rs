@@ -55,6 +55,9 @@ pub struct S3Location {
     /// Path-style addressing (`endpoint/bucket/key`), as MinIO and most on-premise stores need.
     #[serde(default)]
     pub force_path_style: bool,
+    /// PEM certificates trusted for the endpoint besides the system's roots (a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
 }
 
 fn default_region() -> String {
@@ -69,6 +72,10 @@ pub struct StorageLocationStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check_time: Option<Time>,
+    /// The `multicluster.dev/check-requested` token the last check answered, so that
+    /// `snapshot location check` knows its request was served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_request: Option<String>,
 }
 
 /// A snapshot of one namespace of one member: its volumes (CSI snapshots) and its resources.

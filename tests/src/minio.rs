@@ -1,0 +1,138 @@
+//! A real S3 server for end-to-end tests: MinIO (built by `tests/install-deps.sh` from the Go
+//! module proxy), serving HTTPS on 127.0.0.1 with a certificate from a CA made for the test, with
+//! one bucket. Stopped when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kubectl_multicluster::local::binaries::{INSTALL_COMMAND, cache_dir};
+use multicluster_core::versions;
+
+#[derive(Debug)]
+pub struct Minio {
+    /// `https://127.0.0.1:PORT`
+    pub endpoint: String,
+    /// The CA that signed the server's certificate (what a StorageLocation's `caBundle` trusts).
+    pub ca_pem: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// The drive directory: `DIR/BUCKET/KEY/…` is where MinIO keeps an object.
+    pub data_dir: PathBuf,
+    child: Child,
+}
+
+/// The installed binary, or a panic naming the install command.
+pub fn binary() -> PathBuf {
+    let path = cache_dir()
+        .join("minio")
+        .join(versions::minio())
+        .join("minio");
+    assert!(
+        path.is_file(),
+        "MinIO {} is not installed (looked for {}); run {INSTALL_COMMAND}",
+        versions::minio(),
+        path.display()
+    );
+    path
+}
+
+impl Minio {
+    /// Starts MinIO in `dir` with bucket `bucket` (a directory on its drive, which MinIO serves as
+    /// a bucket) and waits until it answers its health check.
+    pub fn start(dir: &Path, bucket: &str) -> Self {
+        let data_dir = dir.join("data");
+        let certs_dir = dir.join("certs");
+        std::fs::create_dir_all(data_dir.join(bucket)).expect("create the MinIO drive and bucket");
+        std::fs::create_dir_all(&certs_dir).expect("create the MinIO certs dir");
+        let certs = kubectl_multicluster::local::certs::generate_loopback_serving("minio", &[])
+            .expect("generate MinIO's serving certificate");
+        std::fs::write(certs_dir.join("public.crt"), &certs.cert).expect("write public.crt");
+        std::fs::write(certs_dir.join("private.key"), &certs.key).expect("write private.key");
+        let [port, console] = free_ports();
+        let log = std::fs::File::create(dir.join("minio.log")).expect("create minio.log");
+        let access_key = "multicluster-e2e".to_owned();
+        let secret_key = format!("secret-{}", std::process::id());
+        let child = Command::new(binary())
+            .arg("server")
+            .arg(&data_dir)
+            .args(["--address", &format!("127.0.0.1:{port}")])
+            .args(["--console-address", &format!("127.0.0.1:{console}")])
+            .arg("--certs-dir")
+            .arg(&certs_dir)
+            .env("MINIO_ROOT_USER", &access_key)
+            .env("MINIO_ROOT_PASSWORD", &secret_key)
+            .env("MINIO_BROWSER", "off")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start minio");
+        let minio = Self {
+            endpoint: format!("https://127.0.0.1:{port}"),
+            ca_pem: certs.ca_cert,
+            bucket: bucket.to_owned(),
+            access_key,
+            secret_key,
+            data_dir,
+            child,
+        };
+        minio.wait_listening(port, dir);
+        minio
+    }
+
+    /// MinIO opens its port once it serves; a TCP connect is enough to know (the test then speaks
+    /// S3 through the product's own client).
+    fn wait_listening(&self, port: u16, dir: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "MinIO did not listen on {port} within 60 s; see {}",
+                dir.join("minio.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The files MinIO keeps for the objects of its bucket, as object keys (MinIO stores an
+    /// object as a directory named by its key).
+    pub fn object_keys(&self) -> Vec<String> {
+        let root = self.data_dir.join(&self.bucket);
+        let mut keys = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.join("xl.meta").is_file() {
+                    let key = path.strip_prefix(&root).expect("under the bucket");
+                    keys.push(key.display().to_string());
+                } else if path.is_dir() {
+                    stack.push(path);
+                }
+            }
+        }
+        keys.sort();
+        keys
+    }
+}
+
+impl Drop for Minio {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_ports() -> [u16; 2] {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    [
+        a.local_addr().expect("addr").port(),
+        b.local_addr().expect("addr").port(),
+    ]
+}
