@@ -97,6 +97,9 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
             {"apiGroups": ["multicluster.dev"],
              "resources": ["storagelocations", "namespacesnapshots", "namespacerestores"],
              "verbs": ["get", "list", "watch"]},
+            // The finalizers that remove a snapshot's archive and volume snapshots with it.
+            {"apiGroups": ["multicluster.dev"], "resources": ["namespacesnapshots", "namespacerestores"],
+             "verbs": ["patch"]},
             {"apiGroups": ["multicluster.dev"],
              "resources": ["storagelocations/status", "namespacesnapshots/status", "namespacerestores/status"],
              "verbs": ["patch"]},

@@ -41,3 +41,13 @@ pub const BACKENDS: &str = "multicluster.dev/backends";
 /// that the check copies into `status.lastCheckRequest` (`kubectl multicluster snapshot location
 /// check` waits for it).
 pub const CHECK_REQUESTED: &str = "multicluster.dev/check-requested";
+
+/// Annotations on a workload a `ScaleDown` snapshot scaled to 0: the snapshot, and the replicas to
+/// put back. Recorded in the same write that scales it down, so that an interrupted snapshot can
+/// always put it back.
+pub const QUIESCED_BY: &str = "multicluster.dev/quiesced-by";
+pub const QUIESCED_REPLICAS: &str = "multicluster.dev/quiesced-replicas";
+/// Label on the CSI objects a snapshot or restore made, naming it (clean-up finds them by it).
+pub const SNAPSHOT_LABEL: &str = "multicluster.dev/snapshot";
+/// Annotation on every object a restore wrote: `<restore>` (the `NamespaceRestore` on the hub).
+pub const RESTORED_BY: &str = "multicluster.dev/restored-by";

@@ -13,6 +13,9 @@ pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 /// How often the holder renews (and others look again): a third of the duration, so two missed
 /// renewals do not yet lose it.
 pub const RENEW_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a holder keeps leading through failed renewals (less than [`LEASE_DURATION`], so that
+/// it has stopped before another replica may take the Lease over).
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseStep {

@@ -94,6 +94,21 @@ pub fn member_objects() -> Vec<Value> {
                "metadata": {"name": SERVICES_ROLE, "labels": labels()},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SERVICES_ROLE},
                "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
+        // Snapshot and restore: a snapshot captures every kind of a namespace (custom resources
+        // and Secrets included), so the hub reads every kind; a restore writes them back, scales
+        // workloads down and up (ScaleDown quiesce), and takes and removes CSI snapshots. Leave
+        // this binding out on a member whose namespaces the hub must not read: snapshots of it
+        // then fail naming the kind it may not list.
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": SNAPSHOT_ROLE, "labels": labels()},
+        "rules": [
+            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "create", "patch"]},
+            {"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshots"], "verbs": ["delete", "deletecollection"]}
+        ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": SNAPSHOT_ROLE, "labels": labels()},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SNAPSHOT_ROLE},
+               "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
         // Renewing its own token, and nothing else in the namespace.
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                "metadata": {"name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
@@ -111,6 +126,9 @@ pub const PROXY_ROLE: &str = "multicluster-hub-proxy";
 
 /// The member-side ClusterRole (and binding) for multi-cluster services.
 pub const SERVICES_ROLE: &str = "multicluster-hub-services";
+
+/// The member-side ClusterRole (and binding) for namespace snapshots and restores.
+pub const SNAPSHOT_ROLE: &str = "multicluster-hub-snapshot";
 
 /// The member-side ClusterRole (and binding) that lets the hub write distributed objects.
 pub const DISTRIBUTE_ROLE: &str = "multicluster-hub-distribute";

@@ -84,6 +84,9 @@ pub enum Command {
     /// Namespace snapshots and where they are saved
     #[command(subcommand)]
     Snapshot(crate::snapshot::SnapshotCommand),
+    /// Restore a snapshot into a namespace of a member (refused when it holds a conflicting application)
+    #[command(subcommand)]
+    Restore(crate::restore::RestoreCommand),
     /// Print the plugin's version and the Kubernetes version its playground runs
     Version,
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
@@ -247,6 +250,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Vip(cmd) => crate::vip::run(cmd, hub_client(&cli.global).await?, format).await,
         Command::Snapshot(cmd) => {
             crate::snapshot::run(cmd, hub_client(&cli.global).await?, format).await
+        }
+        Command::Restore(cmd) => {
+            crate::restore::run(cmd, hub_client(&cli.global).await?, format).await
         }
         Command::Version => output::print(format, &VersionInfo::current()),
         Command::Completion { shell } => {

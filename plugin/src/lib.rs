@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod cli;
 pub mod distribute;
+pub mod follow;
 pub mod hub;
 pub mod init;
 pub mod intent;
@@ -12,6 +13,7 @@ pub mod members;
 pub mod output;
 pub mod preview;
 pub mod proxy;
+pub mod restore;
 pub mod snapshot;
 pub mod traffic;
 pub mod vip;

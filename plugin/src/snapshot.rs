@@ -14,7 +14,8 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::api::{
-    FilesystemLocation, S3Location, SecretRef, StorageLocation, StorageLocationSpec,
+    FilesystemLocation, NamespaceSnapshot, NamespaceSnapshotSpec, QuiesceMethod, S3Location,
+    SecretRef, SnapshotPhase, StorageLocation, StorageLocationSpec, UnsnapshottablePolicy,
 };
 use multicluster_core::keys;
 use multicluster_core::snapshot::location::AVAILABLE;
@@ -24,9 +25,53 @@ use crate::output::{self, OutputFormat, Tabular};
 
 #[derive(Subcommand, Debug)]
 pub enum SnapshotCommand {
+    /// Snapshot a member's namespace (volumes and resources) to a storage location, following progress
+    Create(CreateArgs),
+    /// Every snapshot with its source, phase, objects and volumes
+    #[command(visible_alias = "ls")]
+    List,
+    /// One snapshot in detail: volumes, applications, archive and checksum
+    Show { name: String },
+    /// Delete a snapshot with its archive and its volume snapshots
+    Delete { name: String },
     /// Where snapshots are saved: add, list and check storage locations
     #[command(subcommand)]
     Location(LocationCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// The namespace to snapshot, on --cluster
+    pub namespace: String,
+    /// The member the namespace is on
+    #[arg(long)]
+    pub cluster: String,
+    /// The StorageLocation to save to
+    #[arg(long)]
+    pub location: String,
+    /// The snapshot's name (default: NAMESPACE-YYYYMMDDHHMMSS)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// How to quiesce the volumes: none (crash-consistent), scale-down (stop the workloads that
+    /// mount them, all at once, and put them back when the last snapshot is cut)
+    #[arg(long, value_enum, default_value_t = Quiesce::None)]
+    pub quiesce: Quiesce,
+    /// Skip claims that cannot be snapshotted instead of failing
+    #[arg(long)]
+    pub skip_unsnapshottable: bool,
+    /// Create the snapshot and return without waiting
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the snapshot to complete
+    #[arg(long, default_value = "30m", value_parser = crate::intent::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Quiesce {
+    None,
+    ScaleDown,
+    Hooks,
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,6 +182,48 @@ fn location_row(location: &StorageLocation) -> LocationRow {
 
 pub async fn run(cmd: SnapshotCommand, hub: Client, format: OutputFormat) -> anyhow::Result<()> {
     match cmd {
+        SnapshotCommand::Create(args) => create(args, hub, format).await,
+        SnapshotCommand::List => {
+            let api: Api<NamespaceSnapshot> = Api::namespaced(hub, SYSTEM_NAMESPACE);
+            let mut items = api
+                .list(&ListParams::default())
+                .await
+                .context("listing NamespaceSnapshots on the hub")?
+                .items;
+            items.sort_by_key(|s| s.creation_timestamp().map(|t| t.0));
+            output::print(
+                format,
+                &SnapshotTable(items.iter().map(snapshot_row).collect()),
+            )
+        }
+        SnapshotCommand::Show { name } => {
+            let snapshot = get_snapshot(&hub, &name).await?;
+            match format {
+                OutputFormat::Table => {
+                    print!("{}", describe(&snapshot));
+                    Ok(())
+                }
+                _ => output::print(format, &Whole(snapshot)),
+            }
+        }
+        SnapshotCommand::Delete { name } => {
+            let api: Api<NamespaceSnapshot> = Api::namespaced(hub, SYSTEM_NAMESPACE);
+            get_snapshot_from(&api, &name).await?;
+            api.delete(&name, &Default::default()).await?;
+            // The hub server removes the archive and volume snapshots, then the object goes.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while api.get_opt(&name).await?.is_some() {
+                if Instant::now() >= deadline {
+                    bail!(
+                        "snapshot {name} is still being deleted after 60s: the hub server removes its \
+                         archive and volume snapshots first (is multicluster-webhook running?)"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            eprintln!("snapshot {name} deleted, with its archive and volume snapshots");
+            Ok(())
+        }
         SnapshotCommand::Location(LocationCommand::Add(args)) => {
             add_location(args, hub, format).await
         }
@@ -307,4 +394,240 @@ fn report_check(location: &StorageLocation, format: OutputFormat) -> anyhow::Res
         bail!("storage location {name} is not available: {message}");
     }
     Ok(())
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotRow {
+    pub name: String,
+    pub cluster: String,
+    pub namespace: String,
+    pub location: String,
+    pub phase: String,
+    pub resources: Option<u32>,
+    /// Volume snapshots taken of claims.
+    pub volumes: String,
+    pub message: String,
+    pub created: Option<String>,
+}
+
+#[derive(Serialize, Debug)]
+#[serde(transparent)]
+pub struct SnapshotTable(pub Vec<SnapshotRow>);
+
+impl Tabular for SnapshotTable {
+    fn headers(&self) -> Vec<&'static str> {
+        vec![
+            "name",
+            "cluster",
+            "namespace",
+            "location",
+            "phase",
+            "resources",
+            "volumes",
+            "created",
+            "message",
+        ]
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        self.0
+            .iter()
+            .map(|r| {
+                vec![
+                    r.name.clone(),
+                    r.cluster.clone(),
+                    r.namespace.clone(),
+                    r.location.clone(),
+                    r.phase.clone(),
+                    r.resources
+                        .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                    r.volumes.clone(),
+                    r.created.clone().unwrap_or_default(),
+                    r.message.clone(),
+                ]
+            })
+            .collect()
+    }
+}
+
+/// A whole object for `-o json|yaml`.
+#[derive(Serialize, Debug)]
+#[serde(transparent)]
+pub struct Whole<T>(pub T);
+
+impl<T: Serialize> Tabular for Whole<T> {
+    fn headers(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        Vec::new()
+    }
+}
+
+fn snapshot_row(s: &NamespaceSnapshot) -> SnapshotRow {
+    let status = s.status.clone().unwrap_or_default();
+    SnapshotRow {
+        name: s.name_any(),
+        cluster: s.spec.cluster.clone(),
+        namespace: s.spec.namespace.clone(),
+        location: s.spec.location.clone(),
+        phase: format!("{:?}", status.phase),
+        resources: status.resource_count,
+        volumes: format!(
+            "{}/{}",
+            status.volumes.iter().filter(|v| v.ready).count(),
+            status.volumes.len()
+        ),
+        message: status.message.unwrap_or_default(),
+        created: s.creation_timestamp().map(|t| t.0.to_string()),
+    }
+}
+
+/// `kubectl describe`-style text of one snapshot.
+fn describe(s: &NamespaceSnapshot) -> String {
+    use std::fmt::Write;
+    let status = s.status.clone().unwrap_or_default();
+    let mut out = String::new();
+    let _ = writeln!(out, "Name:       {}", s.name_any());
+    let _ = writeln!(out, "Source:     {}/{}", s.spec.cluster, s.spec.namespace);
+    let _ = writeln!(out, "Location:   {}", s.spec.location);
+    let _ = writeln!(out, "Quiesce:    {:?}", s.spec.quiesce);
+    let _ = writeln!(out, "Phase:      {:?}", status.phase);
+    if let Some(m) = &status.message {
+        let _ = writeln!(out, "Message:    {m}");
+    }
+    if let Some(a) = &status.archive {
+        let _ = writeln!(out, "Archive:    {} ({} bytes)", a.url, a.size_bytes);
+        let _ = writeln!(out, "Checksum:   {}", a.checksum);
+    }
+    if let Some(n) = status.resource_count {
+        let _ = writeln!(out, "Resources:  {n}");
+    }
+    if !status.volumes.is_empty() {
+        let rows: Vec<Vec<String>> = status
+            .volumes
+            .iter()
+            .map(|v| {
+                vec![
+                    v.claim.clone(),
+                    v.driver.clone().unwrap_or_else(|| "-".into()),
+                    v.volume_snapshot.clone().unwrap_or_else(|| "-".into()),
+                    v.snapshot_handle.clone().unwrap_or_else(|| "-".into()),
+                    v.ready.to_string(),
+                    v.message.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        let _ = writeln!(out, "Volumes:");
+        out.push_str(&output::table(
+            &[
+                "claim",
+                "driver",
+                "volume snapshot",
+                "handle",
+                "ready",
+                "message",
+            ],
+            &rows,
+        ));
+    }
+    if !status.inventory.is_empty() {
+        let _ = writeln!(out, "Applications:");
+        for app in &status.inventory {
+            let images: Vec<String> = app
+                .containers
+                .iter()
+                .map(|(c, i)| format!("{c}={i}"))
+                .collect();
+            let _ = writeln!(out, "  {} {} {}", app.kind, app.name, images.join(","));
+        }
+    }
+    out
+}
+
+async fn get_snapshot(hub: &Client, name: &str) -> anyhow::Result<NamespaceSnapshot> {
+    get_snapshot_from(&Api::namespaced(hub.clone(), SYSTEM_NAMESPACE), name).await
+}
+
+async fn get_snapshot_from(
+    api: &Api<NamespaceSnapshot>,
+    name: &str,
+) -> anyhow::Result<NamespaceSnapshot> {
+    api.get_opt(name)
+        .await
+        .context("reading the NamespaceSnapshot on the hub")?
+        .ok_or_else(|| anyhow!("no snapshot {name} (see `kubectl multicluster snapshot list`)"))
+}
+
+async fn create(args: CreateArgs, hub: Client, format: OutputFormat) -> anyhow::Result<()> {
+    let name = args.name.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            args.namespace,
+            Timestamp::now().strftime("%Y%m%d%H%M%S")
+        )
+    });
+    let spec = NamespaceSnapshotSpec {
+        cluster: args.cluster.clone(),
+        namespace: args.namespace.clone(),
+        location: args.location.clone(),
+        quiesce: match args.quiesce {
+            Quiesce::None => QuiesceMethod::None,
+            Quiesce::ScaleDown => QuiesceMethod::ScaleDown,
+            Quiesce::Hooks => QuiesceMethod::Hooks,
+        },
+        unsnapshottable_volumes: if args.skip_unsnapshottable {
+            UnsnapshottablePolicy::Skip
+        } else {
+            UnsnapshottablePolicy::Fail
+        },
+    };
+    let api: Api<NamespaceSnapshot> = Api::namespaced(hub.clone(), SYSTEM_NAMESPACE);
+    api.create(&PostParams::default(), &NamespaceSnapshot::new(&name, spec))
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 409 => {
+                anyhow!("snapshot {name} already exists (give another --name)")
+            }
+            e => anyhow::Error::new(e).context("creating the NamespaceSnapshot on the hub"),
+        })?;
+    eprintln!("snapshot {name} created");
+    if args.no_wait {
+        return Ok(());
+    }
+    let snapshot = follow(&api, &name, args.timeout).await?;
+    let status = snapshot.status.clone().unwrap_or_default();
+    match format {
+        OutputFormat::Table => {
+            output::print(format, &SnapshotTable(vec![snapshot_row(&snapshot)]))?
+        }
+        _ => output::print(format, &Whole(&snapshot))?,
+    }
+    if status.phase != SnapshotPhase::Completed {
+        bail!(
+            "snapshot {name} failed: {}",
+            status.message.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Prints each phase and message as the hub server writes it, until the snapshot ends.
+async fn follow(
+    api: &Api<NamespaceSnapshot>,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<NamespaceSnapshot> {
+    crate::follow::follow(api, name, timeout, "snapshot", |o: &NamespaceSnapshot| {
+        let status = o.status.clone().unwrap_or_default();
+        crate::follow::Step {
+            phase: format!("{:?}", status.phase),
+            message: status.message.unwrap_or_default(),
+            finished: matches!(
+                status.phase,
+                SnapshotPhase::Completed | SnapshotPhase::Failed
+            ),
+        }
+    })
+    .await
 }

@@ -13,7 +13,9 @@
 //! The playground outlives no test run: a watchdog process runs `local down` as soon as the test
 //! binary that started it exits, whether it passed, failed or panicked.
 
+pub mod csi;
 pub mod dataplane;
+pub mod examples;
 pub mod mcs;
 pub mod minio;
 

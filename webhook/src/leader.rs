@@ -25,12 +25,25 @@ pub fn elect(client: Client, me: String) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, SYSTEM_NAMESPACE);
+        // When this replica last wrote the Lease as its holder.
+        let mut renewed_at: Option<tokio::time::Instant> = None;
         loop {
             let leading = match step(&api, &me).await {
-                Ok(leading) => leading,
-                Err(e) => {
-                    tracing::warn!(error = %e, "lease: cannot read or write; not leading until it can");
+                Ok(true) => {
+                    renewed_at = Some(tokio::time::Instant::now());
+                    true
+                }
+                Ok(false) => {
+                    renewed_at = None;
                     false
+                }
+                // One failed renewal (a slow or busy API server) does not stop the loops while
+                // the Lease this replica last wrote still holds: stopping would cut off work
+                // half-way (a snapshot with its workloads stopped) for nothing.
+                Err(e) => {
+                    let holds = renewed_at.is_some_and(|t| t.elapsed() < lease::RENEW_DEADLINE);
+                    tracing::warn!(error = %e, still_leading = holds, "lease: cannot read or write");
+                    holds
                 }
             };
             if *tx.borrow() != leading {
@@ -56,7 +69,7 @@ async fn step(api: &Api<Lease>, me: &str) -> Result<bool, kube::Error> {
             spec: Some(holding(me, now, 0)),
         };
         // Another replica may create it first: then we follow this round.
-        return Ok(api.create(&PostParams::default(), &new).await.is_ok());
+        return api.create(&PostParams::default(), &new).await.map(|_| true);
     };
     let spec = current.spec.clone().unwrap_or_default();
     let renewed = spec.renew_time.as_ref().map(|t| t.0);
@@ -77,10 +90,9 @@ async fn step(api: &Api<Lease>, me: &str) -> Result<bool, kube::Error> {
             current.spec = Some(next);
             // `replace` carries the resourceVersion we read: if another replica wrote in between,
             // the API server refuses ours and we follow this round.
-            Ok(api
-                .replace(lease::LEASE_NAME, &PostParams::default(), &current)
+            api.replace(lease::LEASE_NAME, &PostParams::default(), &current)
                 .await
-                .is_ok())
+                .map(|_| true)
         }
     }
 }

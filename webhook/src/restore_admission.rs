@@ -134,7 +134,7 @@ async fn check(
 
 /// Every object of the inventory kinds in `namespace` on `member`, with its kind set (list items
 /// come without it). An absent namespace has none.
-async fn live_objects(
+pub(crate) async fn live_objects(
     hub: &Client,
     members: &MemberClients,
     member: &MemberCluster,

@@ -193,6 +193,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     {
         let client = client.clone();
+        let member_clients = member_clients.clone();
+        crate::leader::while_leading(leading.clone(), "namespace-snapshots", move || {
+            crate::snapshots::run(client.clone(), member_clients.clone())
+        });
+    }
+    {
+        let client = client.clone();
+        let member_clients = member_clients.clone();
+        crate::leader::while_leading(leading.clone(), "namespace-restores", move || {
+            crate::restores::run(client.clone(), member_clients.clone())
+        });
+    }
+    {
+        let client = client.clone();
         let identity = crate::leader::identity();
         crate::leader::while_leading(leading.clone(), "traffic", move || {
             crate::traffic::run(client.clone(), identity.clone())

@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{JsonPatchOperation, SecretRef};
+use super::{JsonPatchOperation, OverrideTarget, SecretRef};
 
 /// Where namespace snapshots are saved: a filesystem path or an S3-compatible bucket.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -176,8 +176,14 @@ pub struct VolumeSnapshotStatus {
     pub volume_snapshot: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_handle: Option<String>,
+    /// The size a volume restored from the snapshot needs (from the CSI driver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_size: Option<String>,
     #[serde(default)]
     pub ready: bool,
+    /// Why the claim has no volume snapshot (not bound, not snapshottable and skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// An application as the conflict check sees it: a workload's identity and what makes it that app.
@@ -235,8 +241,18 @@ pub struct NamespaceRestoreSpec {
     pub target_cluster: String,
     #[schemars(length(min = 1, max = 63))]
     pub target_namespace: String,
-    /// Transforms applied to every restored object (as in distribution).
+    /// JSON Patches applied to the restored objects (as a distribution's member overrides do),
+    /// after their namespace is mapped to the target.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transforms: Vec<RestoreTransform>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreTransform {
+    /// Only objects of this kind (and name); every object when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<OverrideTarget>,
     pub json_patch: Vec<JsonPatchOperation>,
 }
 
@@ -259,12 +275,28 @@ pub struct NamespaceRestoreStatus {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<RestoreConflict>,
+    /// Objects written to the target so far (claims and volume snapshots included).
     #[serde(default)]
     pub objects_written: u32,
     #[serde(default)]
     pub objects_total: u32,
+    /// Objects the target refused, each with the API server's answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<RestoreObjectFailure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreObjectFailure {
+    pub kind: String,
+    pub name: String,
+    pub message: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]

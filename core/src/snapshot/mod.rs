@@ -6,6 +6,8 @@
 
 pub mod archive;
 pub mod location;
+pub mod restore;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 
@@ -88,7 +90,7 @@ const CLUSTER_ANNOTATIONS: &[&str] = &[
 /// cluster IPs and node ports, and a claim's binding to its volume. The result applies cleanly to
 /// another namespace of another cluster.
 pub fn strip(object: &mut Value) {
-    if let Some(meta) = object["metadata"].as_object_mut() {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         for field in crate::distribution::transform::CLUSTER_METADATA {
             meta.remove(*field);
         }

@@ -1,0 +1,401 @@
+//! What a restore writes, and in which order, as a pure function of the checked archive and the
+//! `NamespaceRestore`: every resource moved to the target namespace and transformed; the claims
+//! made to restore from their volume snapshots (with, on another namespace or member, the
+//! pre-provisioned `VolumeSnapshotContent` and `VolumeSnapshot` they need); then the rest in the
+//! distribution's dependency order, tier by tier, and the workloads last, at their recorded scale
+//! (the archive holds them as they were before any quiesce).
+
+use serde_json::Value;
+
+use crate::api::RestoreTransform;
+use crate::distribution::order::{self, OrderError};
+use crate::keys;
+use crate::snapshot::archive::Archive;
+use crate::snapshot::volumes;
+
+/// Kinds that run something: created last, once everything they mount and reference exists.
+const WORKLOADS: &[&str] = &[
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "ReplicationController",
+    "Job",
+    "CronJob",
+    "Pod",
+];
+
+/// Where the restore goes, and where the snapshot came from.
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreTarget<'a> {
+    /// The `NamespaceRestore`'s name (labels the CSI objects it makes, annotates every object).
+    pub restore: &'a str,
+    /// The `NamespaceSnapshot`'s name (its `VolumeSnapshot`s are `<snapshot>-<claim>`).
+    pub snapshot: &'a str,
+    pub cluster: &'a str,
+    pub namespace: &'a str,
+}
+
+/// The writes of one restore, in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RestorePlan {
+    /// Pre-provisioned `VolumeSnapshotContent`s and their `VolumeSnapshot`s (restores into
+    /// another namespace or member), written first.
+    pub snapshot_objects: Vec<Value>,
+    /// Every claim, those with data naming their volume snapshot as `dataSource`. The restore
+    /// waits until they are bound before it writes anything else.
+    pub claims: Vec<Value>,
+    /// The rest, tier by tier: each tier only references earlier ones and is written at once.
+    /// The last tier holds the workloads.
+    pub tiers: Vec<Vec<Value>>,
+}
+
+impl RestorePlan {
+    pub fn total(&self) -> usize {
+        self.snapshot_objects.len()
+            + self.claims.len()
+            + self.tiers.iter().map(Vec::len).sum::<usize>()
+    }
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum RestoreError {
+    #[error("transform of {object}: {message}")]
+    Transform { object: String, message: String },
+    #[error("{0}")]
+    Order(#[from] OrderError),
+}
+
+/// Plans the restore of `archive` to `target`.
+pub fn plan(
+    archive: &Archive,
+    target: RestoreTarget<'_>,
+    transforms: &[RestoreTransform],
+) -> Result<RestorePlan, RestoreError> {
+    let source_ns = archive.manifest.source_namespace.as_str();
+    // The snapshot's own VolumeSnapshots can be named directly only from where they live.
+    let in_place =
+        archive.manifest.source_cluster == target.cluster && source_ns == target.namespace;
+    let mut out = RestorePlan::default();
+    let mut rest = Vec::new();
+    for resource in &archive.resources {
+        let mut object = relocate(resource, source_ns, target);
+        transform(&mut object, transforms)?;
+        if object["kind"] != "PersistentVolumeClaim" {
+            rest.push(object);
+            continue;
+        }
+        let claim = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(entry) = archive
+            .manifest
+            .volume_snapshots
+            .iter()
+            .find(|v| v.claim == claim)
+        {
+            let source = if in_place {
+                volumes::volume_snapshot_name(target.snapshot, &claim)
+            } else {
+                let (content, snapshot) = volumes::restore_snapshot_objects(
+                    target.restore,
+                    target.namespace,
+                    &claim,
+                    &entry.driver,
+                    &entry.snapshot_handle,
+                );
+                let name = snapshot["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                out.snapshot_objects.extend([content, snapshot]);
+                name
+            };
+            volumes::claim_from_snapshot(&mut object, &source, entry.restore_size.as_deref());
+        }
+        out.claims.push(object);
+    }
+    let (workloads, others): (Vec<Value>, Vec<Value>) = rest
+        .into_iter()
+        .partition(|o| WORKLOADS.contains(&o["kind"].as_str().unwrap_or_default()));
+    let plan = order::plan(&others, &[])?;
+    let mut tiers: Vec<Vec<Value>> = plan
+        .tiers()
+        .iter()
+        .map(|tier| {
+            tier.iter()
+                .filter_map(|s| s.index)
+                .filter_map(|i| others.get(i).cloned())
+                .collect::<Vec<_>>()
+        })
+        .filter(|t| !t.is_empty())
+        .collect();
+    if !workloads.is_empty() {
+        tiers.push(workloads);
+    }
+    out.tiers = tiers;
+    Ok(out)
+}
+
+const DEFAULT_STORAGE_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
+
+/// Whether `claim` is bound by its provisioner as soon as it exists (so a restore waits for it
+/// before creating the workloads), or only once a pod uses it: its class (named, or the cluster's
+/// default among `classes`) has `volumeBindingMode: WaitForFirstConsumer`.
+pub fn binds_immediately(claim: &Value, classes: &[Value]) -> bool {
+    let class = match claim["spec"]["storageClassName"].as_str() {
+        // Explicitly no class: bound to a pre-provisioned volume, by the control plane.
+        Some("") => return true,
+        Some(name) => classes.iter().find(|c| c["metadata"]["name"] == name),
+        None => classes
+            .iter()
+            .find(|c| c["metadata"]["annotations"][DEFAULT_STORAGE_CLASS] == "true"),
+    };
+    class.is_none_or(|c| c["volumeBindingMode"] != "WaitForFirstConsumer")
+}
+
+/// A captured object as it goes to the target namespace: its namespace (and the namespace of
+/// RoleBinding subjects that named the source) is the target's, and it says which restore wrote it.
+fn relocate(resource: &Value, source_ns: &str, target: RestoreTarget<'_>) -> Value {
+    let mut object = resource.clone();
+    // `get_mut`, not `object[…]`: indexing a map mutably adds the key (as null) when absent.
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("namespace".into(), target.namespace.into());
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(annotations) = annotations.as_object_mut() {
+            annotations.insert(keys::RESTORED_BY.into(), target.restore.into());
+        }
+    }
+    if let Some(subjects) = object.get_mut("subjects").and_then(Value::as_array_mut) {
+        for subject in subjects {
+            if subject["namespace"] == source_ns {
+                subject["namespace"] = target.namespace.into();
+            }
+        }
+    }
+    object
+}
+
+fn transform(object: &mut Value, transforms: &[RestoreTransform]) -> Result<(), RestoreError> {
+    let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let error = |message: String| RestoreError::Transform {
+        object: format!("{kind} {name}"),
+        message,
+    };
+    for t in transforms {
+        let applies = t
+            .target
+            .as_ref()
+            .is_none_or(|t| t.kind == kind && t.name.as_ref().is_none_or(|n| *n == name));
+        if !applies || t.json_patch.is_empty() {
+            continue;
+        }
+        let patch: json_patch::Patch = serde_json::to_value(&t.json_patch)
+            .and_then(serde_json::from_value)
+            .map_err(|e| error(e.to_string()))?;
+        json_patch::patch(object, &patch).map_err(|e| error(e.to_string()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{JsonPatchOperation, OverrideTarget};
+    use crate::snapshot::archive::{Manifest, VolumeEntry};
+    use serde_json::json;
+
+    fn archive() -> Archive {
+        let resources = vec![
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+                   "spec": {"replicas": 3, "template": {"spec": {
+                       "containers": [{"name": "db", "image": "cassandra:5"}],
+                       "volumes": [{"name": "conf", "configMap": {"name": "db-conf"}}]}}}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "db-conf"},
+                   "data": {"a": "b"}}),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pw"}}),
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                   "metadata": {"name": "data-db-0"}, "spec": {"storageClassName": "fast"}}),
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                   "metadata": {"name": "scratch"}, "spec": {}}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": "ops"},
+                   "subjects": [{"kind": "ServiceAccount", "name": "ops", "namespace": "shop"},
+                                {"kind": "ServiceAccount", "name": "x", "namespace": "other"}],
+                   "roleRef": {"kind": "Role", "name": "ops", "apiGroup": "rbac.authorization.k8s.io"}}),
+        ];
+        Archive {
+            manifest: Manifest {
+                format_version: 1,
+                tool: "t".into(),
+                source_cluster: "member-1".into(),
+                source_namespace: "shop".into(),
+                time: "2026-12-01T00:00:00Z".into(),
+                inventory: Vec::new(),
+                left_out: Vec::new(),
+                resources: Vec::new(),
+                volume_snapshots: vec![VolumeEntry {
+                    claim: "data-db-0".into(),
+                    driver: "ebs.csi.aws.com".into(),
+                    snapshot_handle: "snap-1".into(),
+                    restore_size: Some("10Gi".into()),
+                    storage_class: Some("fast".into()),
+                }],
+            },
+            resources,
+        }
+    }
+
+    fn target<'a>(cluster: &'a str, namespace: &'a str) -> RestoreTarget<'a> {
+        RestoreTarget {
+            restore: "r1",
+            snapshot: "s1",
+            cluster,
+            namespace,
+        }
+    }
+
+    fn names(objects: &[Value]) -> Vec<String> {
+        objects
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap_or("?"),
+                    o["metadata"]["name"].as_str().unwrap_or("?")
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn another_member_gets_pre_provisioned_snapshots_claims_first_and_workloads_last() {
+        let plan = plan(&archive(), target("member-2", "shop-2"), &[]).unwrap_or_default();
+        assert_eq!(
+            names(&plan.snapshot_objects),
+            [
+                "VolumeSnapshotContent/shop-2-r1-data-db-0",
+                "VolumeSnapshot/r1-data-db-0"
+            ]
+        );
+        assert_eq!(
+            plan.snapshot_objects[0]["spec"]["source"]["snapshotHandle"],
+            "snap-1"
+        );
+        assert_eq!(
+            names(&plan.claims),
+            [
+                "PersistentVolumeClaim/data-db-0",
+                "PersistentVolumeClaim/scratch"
+            ]
+        );
+        assert_eq!(plan.claims[0]["spec"]["dataSource"]["name"], "r1-data-db-0");
+        assert_eq!(
+            plan.claims[0]["spec"]["resources"]["requests"]["storage"],
+            "10Gi"
+        );
+        assert!(
+            plan.claims[1]["spec"]["dataSource"].is_null(),
+            "no snapshot, no data source"
+        );
+        // Secrets first, the workloads in the last tier at their recorded scale.
+        assert_eq!(names(&plan.tiers[0]), ["Secret/pw"]);
+        let last = plan.tiers.last().cloned().unwrap_or_default();
+        assert_eq!(names(&last), ["StatefulSet/db"]);
+        assert_eq!(last[0]["spec"]["replicas"], 3);
+        assert_eq!(plan.total(), 2 + 2 + 4);
+        for o in plan.tiers.iter().flatten().chain(&plan.claims) {
+            assert_eq!(o["metadata"]["namespace"], "shop-2", "{o}");
+            assert!(
+                o["kind"] == "RoleBinding" || o.get("subjects").is_none(),
+                "{o}"
+            );
+            assert_eq!(o["metadata"]["annotations"][keys::RESTORED_BY], "r1", "{o}");
+        }
+        let binding = plan
+            .tiers
+            .iter()
+            .flatten()
+            .find(|o| o["kind"] == "RoleBinding")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(binding["subjects"][0]["namespace"], "shop-2");
+        assert_eq!(
+            binding["subjects"][1]["namespace"], "other",
+            "other namespaces are left alone"
+        );
+    }
+
+    #[test]
+    fn claims_of_wait_for_first_consumer_classes_are_not_waited_for() {
+        let classes = [
+            json!({"metadata": {"name": "fast"}, "volumeBindingMode": "Immediate"}),
+            json!({"metadata": {"name": "local", "annotations": {DEFAULT_STORAGE_CLASS: "true"}},
+                   "volumeBindingMode": "WaitForFirstConsumer"}),
+        ];
+        let claim = |class: Value| json!({"spec": {"storageClassName": class}});
+        assert!(binds_immediately(&claim(json!("fast")), &classes));
+        assert!(!binds_immediately(&claim(json!("local")), &classes));
+        assert!(
+            !binds_immediately(&claim(Value::Null), &classes),
+            "the default class decides"
+        );
+        assert!(binds_immediately(&claim(json!("")), &classes));
+        assert!(binds_immediately(&claim(json!("unknown")), &[]));
+    }
+
+    #[test]
+    fn in_place_claims_name_the_snapshots_own_volume_snapshot() {
+        let plan = plan(&archive(), target("member-1", "shop"), &[]).unwrap_or_default();
+        assert!(plan.snapshot_objects.is_empty());
+        assert_eq!(plan.claims[0]["spec"]["dataSource"]["name"], "s1-data-db-0");
+    }
+
+    #[test]
+    fn transforms_apply_to_their_target_and_a_failing_one_names_the_object() {
+        let image = RestoreTransform {
+            target: Some(OverrideTarget {
+                kind: "StatefulSet".into(),
+                name: Some("db".into()),
+            }),
+            json_patch: vec![JsonPatchOperation {
+                op: crate::api::JsonPatchOp::Replace,
+                path: "/spec/template/spec/containers/0/image".into(),
+                value: Some(json!("cassandra:5.0.1")),
+                from: None,
+            }],
+        };
+        let plan = plan(
+            &archive(),
+            target("member-2", "shop-2"),
+            std::slice::from_ref(&image),
+        )
+        .unwrap_or_default();
+        let sts = plan
+            .tiers
+            .last()
+            .and_then(|t| t.first())
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            sts["spec"]["template"]["spec"]["containers"][0]["image"],
+            "cassandra:5.0.1"
+        );
+        let everywhere = RestoreTransform {
+            target: None,
+            ..image
+        };
+        let err = super::plan(&archive(), target("member-2", "shop-2"), &[everywhere]).unwrap_err();
+        assert!(
+            matches!(&err, RestoreError::Transform { object, .. } if object == "ConfigMap db-conf"),
+            "{err}"
+        );
+    }
+}

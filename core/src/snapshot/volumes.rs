@@ -1,0 +1,334 @@
+//! The volume side of a snapshot as pure functions: which claims get a CSI `VolumeSnapshot` and
+//! with which class, which workloads must stop for a `ScaleDown` quiesce, and the objects the hub
+//! server writes (the `VolumeSnapshot`s of a snapshot; on restore, the pre-provisioned
+//! `VolumeSnapshotContent` and its `VolumeSnapshot`, and the claim's data source).
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+/// The CSI snapshot API the hub server writes (`snapshot.storage.k8s.io/v1`).
+pub const SNAPSHOT_API_VERSION: &str = "snapshot.storage.k8s.io/v1";
+const DEFAULT_CLASS: &str = "snapshot.storage.kubernetes.io/is-default-class";
+
+/// What a snapshot does with one claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeAction {
+    /// Take a `VolumeSnapshot` with this `VolumeSnapshotClass`.
+    Snapshot { class: String },
+    /// Nothing to take, and nothing wrong: the claim is not bound, so it holds no data yet.
+    Empty(String),
+    /// The claim holds data that cannot be snapshotted; the snapshot fails or skips it by its
+    /// `unsnapshottableVolumes` field.
+    Unsnapshottable(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumePlan {
+    pub claim: String,
+    pub storage_class: Option<String>,
+    pub driver: Option<String>,
+    pub action: VolumeAction,
+}
+
+fn s(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_owned)
+}
+
+/// Maps every claim to its volume, driver and snapshot class. `volumes` are the cluster's
+/// PersistentVolumes (only those the claims name are looked at); `classes` its
+/// VolumeSnapshotClasses (a driver's default class wins, else the first by name).
+pub fn plan_volumes(claims: &[Value], volumes: &[Value], classes: &[Value]) -> Vec<VolumePlan> {
+    claims
+        .iter()
+        .map(|claim| {
+            let name = s(&claim["metadata"]["name"]).unwrap_or_default();
+            let storage_class = s(&claim["spec"]["storageClassName"]);
+            let volume_name = s(&claim["spec"]["volumeName"]);
+            let bound = claim["status"]["phase"] == "Bound";
+            let volume = volume_name
+                .as_deref()
+                .and_then(|v| volumes.iter().find(|pv| pv["metadata"]["name"] == v));
+            let driver = volume.and_then(|pv| s(&pv["spec"]["csi"]["driver"]));
+            let action = match (bound, volume, &driver) {
+                (false, _, _) | (_, None, _) => {
+                    VolumeAction::Empty("not bound to a volume: it holds no data yet".to_owned())
+                }
+                (true, Some(pv), None) => VolumeAction::Unsnapshottable(format!(
+                    "volume {} is not a CSI volume: no CSI snapshot can be taken of it",
+                    pv["metadata"]["name"].as_str().unwrap_or("?")
+                )),
+                (true, Some(_), Some(driver)) => match class_for(driver, classes) {
+                    Some(class) => VolumeAction::Snapshot { class },
+                    None => VolumeAction::Unsnapshottable(format!(
+                        "no VolumeSnapshotClass for driver {driver}"
+                    )),
+                },
+            };
+            VolumePlan {
+                claim: name,
+                storage_class,
+                driver,
+                action,
+            }
+        })
+        .collect()
+}
+
+fn class_for(driver: &str, classes: &[Value]) -> Option<String> {
+    let mut of_driver: Vec<&Value> = classes.iter().filter(|c| c["driver"] == driver).collect();
+    of_driver.sort_by_key(|c| {
+        let default = c["metadata"]["annotations"][DEFAULT_CLASS] == "true";
+        (
+            !default,
+            c["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    });
+    of_driver.first().and_then(|c| s(&c["metadata"]["name"]))
+}
+
+/// A workload a `ScaleDown` quiesce scales to 0 and back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub replicas: i64,
+}
+
+/// Workloads that mount any of `claims` (through their pod template, or a StatefulSet's claim
+/// templates) and run pods now. A DaemonSet cannot be scaled down, so it is an error naming it.
+pub fn workloads_mounting(
+    objects: &[Value],
+    claims: &BTreeSet<String>,
+) -> Result<Vec<Workload>, String> {
+    let mut out = Vec::new();
+    for o in objects {
+        let kind = o["kind"].as_str().unwrap_or_default();
+        if !matches!(kind, "Deployment" | "StatefulSet" | "DaemonSet") {
+            continue;
+        }
+        let name = o["metadata"]["name"].as_str().unwrap_or_default();
+        let spec = &o["spec"];
+        let from_template = spec["template"]["spec"]["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["persistentVolumeClaim"]["claimName"].as_str());
+        let mounts = from_template.into_iter().any(|c| claims.contains(c))
+            || spec["volumeClaimTemplates"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["metadata"]["name"].as_str())
+                .any(|t| {
+                    let prefix = format!("{t}-{name}-");
+                    claims.iter().any(|c| {
+                        c.strip_prefix(&prefix)
+                            .is_some_and(|n| n.parse::<u32>().is_ok())
+                    })
+                });
+        if !mounts {
+            continue;
+        }
+        if kind == "DaemonSet" {
+            return Err(format!(
+                "DaemonSet {name} mounts a snapshotted claim and cannot be scaled down: \
+                 use quiesce None (crash-consistent) or stop it yourself"
+            ));
+        }
+        let replicas = spec["replicas"].as_i64().unwrap_or(1);
+        if replicas > 0 {
+            out.push(Workload {
+                api_version: o["apiVersion"].as_str().unwrap_or("apps/v1").to_owned(),
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+                replicas,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The `VolumeSnapshot` a snapshot takes of `claim` (named after both, in the claim's namespace,
+/// labelled with the snapshot so that a failed one is cleaned up by label).
+pub fn volume_snapshot(snapshot: &str, namespace: &str, claim: &str, class: &str) -> Value {
+    json!({
+        "apiVersion": SNAPSHOT_API_VERSION, "kind": "VolumeSnapshot",
+        "metadata": {
+            "name": volume_snapshot_name(snapshot, claim),
+            "namespace": namespace,
+            "labels": {crate::keys::SNAPSHOT_LABEL: snapshot}
+        },
+        "spec": {
+            "volumeSnapshotClassName": class,
+            "source": {"persistentVolumeClaimName": claim}
+        }
+    })
+}
+
+/// `<snapshot>-<claim>`, cut to the 253 characters an object name may have.
+pub fn volume_snapshot_name(snapshot: &str, claim: &str) -> String {
+    let mut name = format!("{snapshot}-{claim}");
+    name.truncate(253);
+    name
+}
+
+/// On restore into another namespace or member: a pre-provisioned `VolumeSnapshotContent` for the
+/// snapshot's handle (cluster-scoped), and the `VolumeSnapshot` in the target namespace bound to
+/// it; a claim's `dataSource` then names that `VolumeSnapshot`.
+pub fn restore_snapshot_objects(
+    restore: &str,
+    namespace: &str,
+    claim: &str,
+    driver: &str,
+    handle: &str,
+) -> (Value, Value) {
+    let snapshot_name = volume_snapshot_name(restore, claim);
+    let content_name = format!("{namespace}-{snapshot_name}");
+    let content = json!({
+        "apiVersion": SNAPSHOT_API_VERSION, "kind": "VolumeSnapshotContent",
+        "metadata": {"name": content_name, "labels": {crate::keys::SNAPSHOT_LABEL: restore}},
+        "spec": {
+            // Retain: deleting the restore's objects must never delete the snapshot's data.
+            "deletionPolicy": "Retain",
+            "driver": driver,
+            "source": {"snapshotHandle": handle},
+            "volumeSnapshotRef": {"name": snapshot_name, "namespace": namespace}
+        }
+    });
+    let snapshot = json!({
+        "apiVersion": SNAPSHOT_API_VERSION, "kind": "VolumeSnapshot",
+        "metadata": {"name": snapshot_name, "namespace": namespace,
+                     "labels": {crate::keys::SNAPSHOT_LABEL: restore}},
+        "spec": {"source": {"volumeSnapshotContentName": content_name}}
+    });
+    (content, snapshot)
+}
+
+/// A captured claim made to restore from `volume_snapshot`: its `dataSource` (and
+/// `dataSourceRef`) name the snapshot, its size is at least the snapshot's restore size.
+pub fn claim_from_snapshot(claim: &mut Value, volume_snapshot: &str, restore_size: Option<&str>) {
+    let source = json!({
+        "apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": volume_snapshot
+    });
+    let Some(spec) = claim.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    spec.insert("dataSource".into(), source.clone());
+    spec.insert("dataSourceRef".into(), source);
+    if let Some(size) = restore_size
+        && spec
+            .get("resources")
+            .and_then(|r| r["requests"]["storage"].as_str())
+            .is_none()
+    {
+        spec.insert("resources".into(), json!({"requests": {"storage": size}}));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(name: &str, volume: Option<&str>) -> Value {
+        json!({"kind": "PersistentVolumeClaim", "metadata": {"name": name},
+               "spec": {"storageClassName": "fast", "volumeName": volume},
+               "status": {"phase": if volume.is_some() { "Bound" } else { "Pending" }}})
+    }
+
+    #[test]
+    fn claims_map_to_their_driver_and_its_default_class_or_say_why_not() {
+        let volumes = [
+            json!({"metadata": {"name": "pv-a"}, "spec": {"csi": {"driver": "ebs.csi.aws.com"}}}),
+            json!({"metadata": {"name": "pv-b"}, "spec": {"hostPath": {"path": "/x"}}}),
+            json!({"metadata": {"name": "pv-c"}, "spec": {"csi": {"driver": "nfs.csi.k8s.io"}}}),
+        ];
+        let classes = [
+            json!({"metadata": {"name": "a-plain"}, "driver": "ebs.csi.aws.com"}),
+            json!({"metadata": {"name": "b-default", "annotations": {DEFAULT_CLASS: "true"}},
+                   "driver": "ebs.csi.aws.com"}),
+        ];
+        let claims = [
+            claim("data", Some("pv-a")),
+            claim("host", Some("pv-b")),
+            claim("nfs", Some("pv-c")),
+            claim("new", None),
+        ];
+        let plans = plan_volumes(&claims, &volumes, &classes);
+        assert_eq!(
+            plans[0].action,
+            VolumeAction::Snapshot {
+                class: "b-default".into()
+            }
+        );
+        assert_eq!(plans[0].driver.as_deref(), Some("ebs.csi.aws.com"));
+        assert_eq!(plans[0].storage_class.as_deref(), Some("fast"));
+        assert!(
+            matches!(&plans[1].action, VolumeAction::Unsnapshottable(r) if r.contains("pv-b is not a CSI volume"))
+        );
+        assert_eq!(
+            plans[2].action,
+            VolumeAction::Unsnapshottable(
+                "no VolumeSnapshotClass for driver nfs.csi.k8s.io".into()
+            )
+        );
+        assert!(matches!(&plans[3].action, VolumeAction::Empty(r) if r.contains("not bound")));
+    }
+
+    #[test]
+    fn scale_down_finds_the_running_workloads_that_mount_the_claims() {
+        let deployment = |name: &str, claim: &str, replicas: i64| {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+                   "spec": {"replicas": replicas, "template": {"spec": {"volumes": [
+                       {"name": "v", "persistentVolumeClaim": {"claimName": claim}}]}}}})
+        };
+        let objects = [
+            deployment("web", "data", 3),
+            deployment("stopped", "data", 0),
+            deployment("other", "elsewhere", 2),
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+                   "spec": {"replicas": 2, "volumeClaimTemplates": [{"metadata": {"name": "pgdata"}}]}}),
+        ];
+        let claims: BTreeSet<String> = ["data", "pgdata-db-0"].map(String::from).into();
+        let found = workloads_mounting(&objects, &claims).unwrap_or_default();
+        let names: Vec<(&str, i64)> = found
+            .iter()
+            .map(|w| (w.name.as_str(), w.replicas))
+            .collect();
+        assert_eq!(names, [("web", 3), ("db", 2)]);
+        // A claim template of another StatefulSet with the same prefix does not count.
+        let claims: BTreeSet<String> = ["pgdata-db-replica-0".to_owned()].into();
+        assert!(
+            workloads_mounting(&objects[3..], &claims)
+                .unwrap_or_default()
+                .is_empty()
+        );
+        let daemon = json!({"kind": "DaemonSet", "metadata": {"name": "agent"},
+            "spec": {"template": {"spec": {"volumes": [{"persistentVolumeClaim": {"claimName": "data"}}]}}}});
+        let err = workloads_mounting(&[daemon], &["data".to_owned()].into()).unwrap_err();
+        assert!(err.contains("DaemonSet agent"), "{err}");
+    }
+
+    #[test]
+    fn a_restored_claim_names_a_snapshot_bound_to_a_retained_pre_provisioned_content() {
+        let (content, snapshot) =
+            restore_snapshot_objects("r1", "shop-2", "data", "ebs.csi.aws.com", "snap-0abc");
+        assert_eq!(content["spec"]["source"]["snapshotHandle"], "snap-0abc");
+        assert_eq!(content["spec"]["deletionPolicy"], "Retain");
+        assert_eq!(content["spec"]["volumeSnapshotRef"]["namespace"], "shop-2");
+        assert_eq!(
+            snapshot["spec"]["source"]["volumeSnapshotContentName"],
+            content["metadata"]["name"]
+        );
+        let mut claim = json!({"kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+                               "spec": {"accessModes": ["ReadWriteOnce"]}});
+        claim_from_snapshot(&mut claim, "r1-data", Some("5Gi"));
+        assert_eq!(claim["spec"]["dataSource"]["name"], "r1-data");
+        assert_eq!(claim["spec"]["dataSource"]["kind"], "VolumeSnapshot");
+        assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "5Gi");
+    }
+}

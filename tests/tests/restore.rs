@@ -1,0 +1,436 @@
+//! Namespace restores end to end: a snapshot of an application built from the Kubernetes
+//! project's examples (guestbook, cassandra) on member-1, taken by the real hub server, restored
+//! by it into member-2; restores onto conflicting namespaces refused by the real hub API server,
+//! which calls the real hub server's validating webhook over TLS on `kubectl apply`, which reads
+//! the target namespace live on the real member; a corrupted archive refused before any write.
+//!
+//! Played here (the playground runs no controllers and no CSI driver): the CSI snapshotter on
+//! member-1 (`multicluster_tests::csi::PlayedSnapshotter`), the provisioner on member-2
+//! (`multicluster_tests::csi::PlayedProvisioner` binds each restored claim, as if hydrated from
+//! its data source, and records which workloads existed at that moment), and the objects
+//! controllers would make on member-1 (a Pod owned by a ReplicaSet, an Event).
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret};
+use kube::Api;
+use kube::api::{DynamicObject, PostParams};
+use multicluster_core::api::{NamespaceRestore, NamespaceSnapshot};
+use multicluster_tests::csi::{self, PlayedProvisioner, PlayedSnapshotter};
+use multicluster_tests::minio::Minio;
+use multicluster_tests::{Playground, playground, run, run_ok, unique_name};
+use serde_json::json;
+
+const CLAIMS: [&str; 3] = [
+    "cassandra-data-cassandra-0",
+    "cassandra-data-cassandra-1",
+    "cassandra-data-cassandra-2",
+];
+
+/// The example application in a fresh namespace of member-1, its claims bound to played CSI
+/// volumes, and a played snapshotter answering there.
+async fn source_application(pg: &Playground) -> (String, PlayedSnapshotter) {
+    let m1 = pg.client("member-1").await.unwrap();
+    csi::install_crds(pg, "member-1");
+    csi::install_crds(pg, "member-2");
+    csi::snapshot_class(&m1, "played-hostpath").await;
+    let ns = multicluster_tests::fresh_namespace(&m1, "shop")
+        .await
+        .unwrap();
+    multicluster_tests::examples::build_application(pg, "member-1", &ns);
+    for claim in CLAIMS {
+        csi::play_bound_claim(&m1, &ns, claim, "fast").await;
+    }
+    let snapshotter = PlayedSnapshotter::start(m1, &ns, CLAIMS.len());
+    (ns, snapshotter)
+}
+
+fn restore_manifest(name: &str, snapshot: &str, target_namespace: &str) -> String {
+    format!(
+        "apiVersion: multicluster.dev/v1alpha1\nkind: NamespaceRestore\n\
+         metadata: {{name: {name}, namespace: multicluster-system}}\n\
+         spec: {{snapshot: {snapshot}, targetCluster: member-2, targetNamespace: {target_namespace}}}\n"
+    )
+}
+
+async fn namespace_exists(member: &kube::Client, ns: &str) -> bool {
+    Api::<Namespace>::all(member.clone())
+        .get_opt(ns)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+// Multi-threaded: the played controllers run while the test blocks on `kubectl multicluster`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_into_an_empty_namespace_of_another_member_hydrates_the_claims_before_any_workload_and_brings_the_workloads_back_at_their_scales()
+ {
+    let pg = playground();
+    pg.join_members();
+    let hub = pg.client("hub").await.unwrap();
+    let m2 = pg.client("member-2").await.unwrap();
+    let (ns, _snapshotter) = source_application(pg).await;
+
+    // Snapshot (scale-down) to MinIO over TLS.
+    let dir = tempfile::tempdir().unwrap();
+    let minio = Minio::start(&dir.path().join("minio"), "snapshots");
+    let ca = dir.path().join("minio-ca.pem");
+    std::fs::write(&ca, &minio.ca_pem).unwrap();
+    let secret = unique_name("minio");
+    let credentials: Secret = serde_json::from_value(json!({
+        "metadata": {"name": secret, "namespace": "multicluster-system"},
+        "stringData": {"accessKeyId": minio.access_key, "secretAccessKey": minio.secret_key}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(hub.clone(), "multicluster-system")
+        .create(&PostParams::default(), &credentials)
+        .await
+        .unwrap();
+    let location = unique_name("s3");
+    run_ok(&mut pg.multicluster(&[
+        "snapshot",
+        "location",
+        "add",
+        &location,
+        "--bucket",
+        &minio.bucket,
+        "--endpoint",
+        &minio.endpoint,
+        "--force-path-style",
+        "--ca-file",
+        &ca.display().to_string(),
+        "--secret",
+        &secret,
+    ]));
+    let snapshot = unique_name("shop-snap");
+    run_ok(&mut pg.multicluster(&[
+        "snapshot",
+        "create",
+        &ns,
+        "--cluster",
+        "member-1",
+        "--location",
+        &location,
+        "--name",
+        &snapshot,
+        "--quiesce",
+        "scale-down",
+    ]));
+    let taken: NamespaceSnapshot = Api::namespaced(hub.clone(), "multicluster-system")
+        .get(&snapshot)
+        .await
+        .unwrap();
+    let taken = taken.status.unwrap();
+
+    // Restore into an absent namespace of member-2: admitted, and followed phase by phase.
+    let target = unique_name("shop-restored");
+    let provisioner = PlayedProvisioner::start(m2.clone(), &target);
+    let restore = unique_name("r");
+    let out = run(&mut pg.multicluster(&[
+        "restore",
+        "create",
+        &snapshot,
+        "--to-cluster",
+        "member-2",
+        "--to-namespace",
+        &target,
+        "--name",
+        &restore,
+        "-o",
+        "json",
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for phase in ["Hydrating:", "Restoring:", "Completed:"] {
+        assert!(stderr.contains(phase), "no {phase} in:\n{stderr}");
+    }
+    let done: NamespaceRestore = serde_json::from_slice(&out.stdout).unwrap();
+    let status = done.status.unwrap();
+    assert_eq!(status.objects_written, status.objects_total, "{status:?}");
+    assert!(status.failures.is_empty(), "{:?}", status.failures);
+
+    // The claims carried their volume snapshot as data source and were bound (played) before
+    // any workload existed.
+    let bindings = provisioner.bindings();
+    for claim in CLAIMS {
+        let binding = bindings
+            .get(claim)
+            .unwrap_or_else(|| panic!("{claim} never bound: {bindings:?}"));
+        assert_eq!(
+            binding.data_source.as_deref(),
+            Some(format!("VolumeSnapshot/{restore}-{claim}").as_str()),
+            "{claim}"
+        );
+        assert_eq!(
+            binding.workloads, 0,
+            "{claim} was bound after workloads existed"
+        );
+    }
+    // Each data source is a VolumeSnapshot bound to a pre-provisioned, retained content carrying
+    // the snapshot's handle for that claim.
+    let contents: Api<DynamicObject> =
+        Api::all_with(m2.clone(), &csi::resource("VolumeSnapshotContent"));
+    for v in &taken.volumes {
+        let content = contents
+            .get(&format!("{target}-{restore}-{}", v.claim))
+            .await
+            .unwrap();
+        assert_eq!(
+            content.data["spec"]["source"]["snapshotHandle"],
+            json!(v.snapshot_handle),
+            "{}",
+            v.claim
+        );
+        assert_eq!(content.data["spec"]["deletionPolicy"], "Retain");
+    }
+    let claim = Api::<PersistentVolumeClaim>::namespaced(m2.clone(), &target)
+        .get(CLAIMS[0])
+        .await
+        .unwrap();
+    assert_eq!(
+        claim.spec.unwrap().data_source.unwrap().kind,
+        "VolumeSnapshot"
+    );
+
+    // The workloads came back at their recorded scales (cassandra was at 0 only while quiesced).
+    let sts = Api::<StatefulSet>::namespaced(m2.clone(), &target)
+        .get("cassandra")
+        .await
+        .unwrap();
+    assert_eq!(sts.spec.unwrap().replicas, Some(3));
+    let deployments: Api<Deployment> = Api::namespaced(m2.clone(), &target);
+    for (name, replicas) in [
+        ("frontend", 3),
+        ("redis-master", 1),
+        ("redis-replica", 2),
+        ("maintenance", 0),
+    ] {
+        let d = deployments.get(name).await.unwrap();
+        assert_eq!(
+            d.spec.unwrap().replicas,
+            Some(replicas),
+            "Deployment {name}"
+        );
+    }
+    let cron = Api::<CronJob>::namespaced(m2.clone(), &target)
+        .get("nightly-report")
+        .await
+        .unwrap();
+    assert_eq!(cron.spec.suspend, Some(true));
+    let secret = Api::<Secret>::namespaced(m2.clone(), &target)
+        .get("redis-password")
+        .await
+        .unwrap();
+    assert_eq!(
+        secret.data.unwrap()["password"].0,
+        b"correct horse battery staple".to_vec()
+    );
+    let config = Api::<ConfigMap>::namespaced(m2.clone(), &target)
+        .get("frontend-config")
+        .await
+        .unwrap();
+    assert_eq!(
+        config.data.unwrap()["greeting"],
+        "hello from the snapshot test"
+    );
+    // What the snapshot left out is not restored.
+    assert!(
+        Api::<Pod>::namespaced(m2.clone(), &target)
+            .get_opt("frontend-played-pod")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // `restore list` and `show` report it.
+    let list = run_ok(&mut pg.multicluster(&["restore", "list"]));
+    assert!(
+        list.contains(&restore) && list.contains("Completed"),
+        "{list}"
+    );
+    let shown = run_ok(&mut pg.multicluster(&["restore", "show", &restore]));
+    assert!(
+        shown.contains(&format!("Target:     member-2/{target}")),
+        "{shown}"
+    );
+}
+
+// Multi-threaded: the played controllers run while the test blocks on `kubectl multicluster`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_onto_conflicting_namespaces_are_refused_on_kubectl_apply_naming_each_conflict_and_a_corrupted_archive_before_any_write()
+ {
+    let pg = playground();
+    pg.join_members();
+    let hub = pg.client("hub").await.unwrap();
+    let m2 = pg.client("member-2").await.unwrap();
+    let (ns, _snapshotter) = source_application(pg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archives = dir.path().join("archives");
+    std::fs::create_dir(&archives).unwrap();
+    let location = unique_name("fs");
+    run_ok(&mut pg.multicluster(&[
+        "snapshot",
+        "location",
+        "add",
+        &location,
+        "--path",
+        &archives.display().to_string(),
+    ]));
+    let snapshot = unique_name("shop-snap");
+    run_ok(&mut pg.multicluster(&[
+        "snapshot",
+        "create",
+        &ns,
+        "--cluster",
+        "member-1",
+        "--location",
+        &location,
+        "--name",
+        &snapshot,
+    ]));
+
+    // member-2's shop-v13 runs cassandra at another version; shop-api runs an unrelated app.
+    let examples = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/examples/cassandra");
+    let cassandra = std::fs::read_to_string(examples.join("cassandra-statefulset.yaml")).unwrap();
+    let older = multicluster_tests::fresh_namespace(&m2, "shop-v13")
+        .await
+        .unwrap();
+    let out = pg.apply(
+        "member-2",
+        &cassandra.replace("cassandra:v14", "cassandra:v13"),
+        &["-n", &older],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unrelated = multicluster_tests::fresh_namespace(&m2, "shop-api")
+        .await
+        .unwrap();
+    let api: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "api", "labels": {"app.kubernetes.io/name": "api"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}},
+                              "spec": {"containers": [{"name": "api", "image": "example.com/api:2"}]}}}
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(m2.clone(), &unrelated)
+        .create(&PostParams::default(), &api)
+        .await
+        .unwrap();
+
+    let out = pg.apply(
+        "hub",
+        &restore_manifest(&unique_name("r"), &snapshot, &older),
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "admitted: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "StatefulSet cassandra: container cassandra: image gcr.io/google-samples/cassandra:v13 in {older}, gcr.io/google-samples/cassandra:v14 in the snapshot"
+        )),
+        "{stderr}"
+    );
+    let out = pg.apply(
+        "hub",
+        &restore_manifest(&unique_name("r"), &snapshot, &unrelated),
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "admitted: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Deployment api: in {unrelated} and not in the snapshot"
+        )),
+        "{stderr}"
+    );
+    // The CLI says the same, and that nothing was written.
+    let out = run(&mut pg.multicluster(&[
+        "restore",
+        "create",
+        &snapshot,
+        "--to-cluster",
+        "member-2",
+        "--to-namespace",
+        &unrelated,
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("restore refused, nothing was written")
+            && stderr.contains("Deployment api"),
+        "{stderr}"
+    );
+    // Nothing was written: no NamespaceRestore exists, the targets hold what they held.
+    let restores = Api::<NamespaceRestore>::namespaced(hub.clone(), "multicluster-system")
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        !restores
+            .items
+            .iter()
+            .any(|r| r.spec.target_namespace == older || r.spec.target_namespace == unrelated),
+        "a refused restore was stored"
+    );
+    for target in [&older, &unrelated] {
+        let claims = Api::<PersistentVolumeClaim>::namespaced(m2.clone(), target)
+            .list(&Default::default())
+            .await
+            .unwrap();
+        assert!(claims.items.is_empty(), "claims written to {target}");
+        let services = Api::<k8s_openapi::api::core::v1::Service>::namespaced(m2.clone(), target)
+            .list(&Default::default())
+            .await
+            .unwrap();
+        assert!(services.items.is_empty(), "services written to {target}");
+    }
+
+    // A snapshot that does not exist: refused, saying so.
+    let out = pg.apply(
+        "hub",
+        &restore_manifest(&unique_name("r"), "no-such-snapshot", &unique_name("x")),
+        &[],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("NamespaceSnapshot no-such-snapshot does not exist")
+    );
+
+    // The archive altered on the storage (one byte): admitted (the target is empty), then refused
+    // by the hub server with a checksum error before it writes anything.
+    let file = archives.join(multicluster_core::snapshot::location::archive_key(
+        "multicluster-system",
+        &snapshot,
+    ));
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let fresh = unique_name("shop-fresh");
+    let out = run(&mut pg.multicluster(&[
+        "restore",
+        "create",
+        &snapshot,
+        "--to-cluster",
+        "member-2",
+        "--to-namespace",
+        &fresh,
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("checksum") && stderr.contains("nothing was written"),
+        "{stderr}"
+    );
+    assert!(
+        !namespace_exists(&m2, &fresh).await,
+        "namespace {fresh} was created"
+    );
+}
