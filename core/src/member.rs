@@ -103,7 +103,8 @@ pub fn member_objects() -> Vec<Value> {
         "metadata": {"name": SNAPSHOT_ROLE, "labels": labels()},
         "rules": [
             {"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "create", "patch"]},
-            {"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshots"], "verbs": ["delete", "deletecollection"]}
+            {"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshots"], "verbs": ["delete", "deletecollection"]},
+            {"apiGroups": ["groupsnapshot.storage.k8s.io"], "resources": ["volumegroupsnapshots"], "verbs": ["delete", "deletecollection"]}
         ]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
                "metadata": {"name": SNAPSHOT_ROLE, "labels": labels()},

@@ -7,6 +7,8 @@
 //! * [`PlayedSnapshotter`] plays the CSI snapshotter: it answers each `VolumeSnapshot` with a
 //!   `VolumeSnapshotContent` holding a snapshot handle and marks the snapshot cut and ready, and
 //!   records what the namespace looked like when it did;
+//! * [`PlayedGroupSnapshotter`] plays the snapshot controller of a driver with group snapshots: it
+//!   answers each `VolumeGroupSnapshot` with a content listing a handle per matched claim;
 //! * [`PlayedProvisioner`] plays the provisioner of a restore's target: it binds each new claim to
 //!   a CSI volume (as if hydrated from its data source) and records what existed when it did.
 
@@ -47,6 +49,9 @@ pub fn install_crds(pg: &crate::Playground, context: &str) {
         "crd/volumesnapshots.snapshot.storage.k8s.io",
         "crd/volumesnapshotcontents.snapshot.storage.k8s.io",
         "crd/volumesnapshotclasses.snapshot.storage.k8s.io",
+        "crd/volumegroupsnapshots.groupsnapshot.storage.k8s.io",
+        "crd/volumegroupsnapshotcontents.groupsnapshot.storage.k8s.io",
+        "crd/volumegroupsnapshotclasses.groupsnapshot.storage.k8s.io",
     ]));
 }
 
@@ -80,6 +85,11 @@ pub async fn snapshot_class(member: &Client, name: &str) {
 /// Plays the provisioner: creates claim `name` in `ns` (unless it exists) and a CSI volume of
 /// [`DRIVER`] bound to it, and marks the claim Bound.
 pub async fn play_bound_claim(member: &Client, ns: &str, name: &str, class: &str) {
+    play_bound_claim_of(member, ns, name, class, DRIVER).await;
+}
+
+/// [`play_bound_claim`] with a volume of `driver`.
+pub async fn play_bound_claim_of(member: &Client, ns: &str, name: &str, class: &str, driver: &str) {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(member.clone(), ns);
     if claims.get_opt(name).await.expect("read claim").is_none() {
         let claim: PersistentVolumeClaim = serde_json::from_value(json!({
@@ -93,12 +103,16 @@ pub async fn play_bound_claim(member: &Client, ns: &str, name: &str, class: &str
             .await
             .expect("create claim");
     }
-    bind_claim(member, ns, name, class).await;
+    bind_claim_of(member, ns, name, class, driver).await;
 }
 
 /// Plays the provisioner for an existing claim: a CSI volume of [`DRIVER`] bound to it, and the
 /// claim marked Bound.
 pub async fn bind_claim(member: &Client, ns: &str, name: &str, class: &str) {
+    bind_claim_of(member, ns, name, class, DRIVER).await;
+}
+
+async fn bind_claim_of(member: &Client, ns: &str, name: &str, class: &str, driver: &str) {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(member.clone(), ns);
     let volume = format!("pv-{ns}-{name}");
     let pv: PersistentVolume = serde_json::from_value(json!({
@@ -106,7 +120,7 @@ pub async fn bind_claim(member: &Client, ns: &str, name: &str, class: &str) {
         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
                  "storageClassName": class, "persistentVolumeReclaimPolicy": "Delete",
                  "claimRef": {"namespace": ns, "name": name},
-                 "csi": {"driver": DRIVER, "volumeHandle": format!("vol-{ns}-{name}")}}
+                 "csi": {"driver": driver, "volumeHandle": format!("vol-{ns}-{name}")}}
     }))
     .expect("pv");
     Api::<PersistentVolume>::all(member.clone())
@@ -366,4 +380,162 @@ async fn workload_count(member: &Client, ns: &str) -> usize {
             .map_or(0, |l| l.items.len());
     }
     n
+}
+
+/// A CSI driver that snapshots volumes in groups (it has a `VolumeGroupSnapshotClass`), distinct
+/// from [`DRIVER`] so that tests of single snapshots running beside are not affected.
+pub const GROUP_DRIVER: &str = "group.hostpath.csi.k8s.io";
+
+pub fn group_resource(kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "groupsnapshot.storage.k8s.io",
+        "v1beta2",
+        kind,
+    ))
+}
+
+/// A `VolumeGroupSnapshotClass` for [`GROUP_DRIVER`].
+pub async fn group_snapshot_class(member: &Client, name: &str) {
+    let class: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "groupsnapshot.storage.k8s.io/v1beta2", "kind": "VolumeGroupSnapshotClass",
+        "metadata": {"name": name}, "driver": GROUP_DRIVER, "deletionPolicy": "Delete"
+    }))
+    .expect("group class");
+    let api: Api<DynamicObject> =
+        Api::all_with(member.clone(), &group_resource("VolumeGroupSnapshotClass"));
+    api.patch(
+        name,
+        &PatchParams::apply("multicluster-e2e").force(),
+        &Patch::Apply(&class),
+    )
+    .await
+    .expect("create a VolumeGroupSnapshotClass");
+}
+
+/// What the played group snapshotter saw when it cut a group.
+#[derive(Debug, Clone, Default)]
+pub struct GroupCut {
+    /// The group snapshot's name.
+    pub group: String,
+    /// The claims its selector matched.
+    pub claims: Vec<String>,
+    /// Replicas of every Deployment and StatefulSet of the namespace at that moment.
+    pub replicas: BTreeMap<String, i64>,
+}
+
+/// Plays the CSI snapshot controller with group snapshots for one namespace: answers each
+/// `VolumeGroupSnapshot` with a `VolumeGroupSnapshotContent` listing a snapshot handle
+/// (`group-snap-<claim>`) for each claim its selector matches, and marks the group cut and ready.
+#[derive(Debug)]
+pub struct PlayedGroupSnapshotter {
+    pub cuts: Arc<Mutex<Vec<GroupCut>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PlayedGroupSnapshotter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PlayedGroupSnapshotter {
+    pub fn start(member: Client, ns: &str) -> Self {
+        let cuts: Arc<Mutex<Vec<GroupCut>>> = Arc::default();
+        let ns = ns.to_owned();
+        let seen = cuts.clone();
+        let task = tokio::spawn(async move {
+            let groups: Api<DynamicObject> =
+                Api::namespaced_with(member.clone(), &ns, &group_resource("VolumeGroupSnapshot"));
+            let contents: Api<DynamicObject> = Api::all_with(
+                member.clone(),
+                &group_resource("VolumeGroupSnapshotContent"),
+            );
+            let claims: Api<PersistentVolumeClaim> = Api::namespaced(member.clone(), &ns);
+            let volumes: Api<PersistentVolume> = Api::all(member.clone());
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let Ok(list) = groups.list(&ListParams::default()).await else {
+                    continue;
+                };
+                for vgs in list.items {
+                    if vgs.data["status"]["readyToUse"] == true {
+                        continue;
+                    }
+                    let name = vgs.name_any();
+                    let uid = vgs.uid().unwrap_or_default();
+                    let selector: Vec<String> =
+                        vgs.data["spec"]["source"]["selector"]["matchLabels"]
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                            .collect();
+                    let matched = claims
+                        .list(&ListParams::default().labels(&selector.join(",")))
+                        .await
+                        .map(|l| l.items)
+                        .unwrap_or_default();
+                    let mut info = Vec::new();
+                    let mut handles = Vec::new();
+                    for claim in &matched {
+                        let Some(pv) = claim.spec.as_ref().and_then(|s| s.volume_name.clone())
+                        else {
+                            continue;
+                        };
+                        let Ok(pv) = volumes.get(&pv).await else {
+                            continue;
+                        };
+                        let handle = pv
+                            .spec
+                            .and_then(|s| s.csi)
+                            .map(|c| c.volume_handle)
+                            .unwrap_or_default();
+                        info.push(json!({"volumeHandle": handle, "snapshotHandle": format!("group-snap-{}", claim.name_any()),
+                                         "readyToUse": true, "restoreSize": 1_073_741_824_u64}));
+                        handles.push(handle);
+                    }
+                    let replicas = workload_replicas(&member, &ns).await;
+                    seen.lock().expect("lock").push(GroupCut {
+                        group: name.clone(),
+                        claims: matched.iter().map(ResourceExt::name_any).collect(),
+                        replicas,
+                    });
+                    let content_name = format!("groupcontent-{uid}");
+                    let content: DynamicObject = serde_json::from_value(json!({
+                        "apiVersion": "groupsnapshot.storage.k8s.io/v1beta2", "kind": "VolumeGroupSnapshotContent",
+                        "metadata": {"name": content_name},
+                        "spec": {"deletionPolicy": "Delete", "driver": GROUP_DRIVER,
+                                 "source": {"volumeHandles": handles},
+                                 "volumeGroupSnapshotClassName": vgs.data["spec"]["volumeGroupSnapshotClassName"],
+                                 "volumeGroupSnapshotRef": {"name": name, "namespace": ns, "uid": uid}}
+                    }))
+                    .expect("group content");
+                    contents
+                        .create(&PostParams::default(), &content)
+                        .await
+                        .expect("create group content");
+                    contents
+                        .patch_status(&content_name, &PatchParams::default(), &Patch::Merge(
+                            json!({"status": {"readyToUse": true, "volumeSnapshotInfoList": info}})))
+                        .await
+                        .expect("group content status");
+                    groups
+                        .patch_status(
+                            &name,
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"status": {
+                            "boundVolumeGroupSnapshotContentName": content_name,
+                            "creationTime": now(), "readyToUse": true}})),
+                        )
+                        .await
+                        .expect("group snapshot status");
+                }
+            }
+        });
+        Self { cuts, task }
+    }
+
+    pub fn cuts(&self) -> Vec<GroupCut> {
+        self.cuts.lock().expect("lock").clone()
+    }
 }

@@ -2,10 +2,12 @@
 //! project's examples (guestbook, cassandra) on member-1, taken by the real hub server, restored
 //! by it into member-2; restores onto conflicting namespaces refused by the real hub API server,
 //! which calls the real hub server's validating webhook over TLS on `kubectl apply`, which reads
-//! the target namespace live on the real member; a corrupted archive refused before any write.
+//! the target namespace live on the real member; a corrupted archive refused before any write; a
+//! driver with group snapshots cut in one `VolumeGroupSnapshot` and restored from its handles.
 //!
 //! Played here (the playground runs no controllers and no CSI driver): the CSI snapshotter on
-//! member-1 (`multicluster_tests::csi::PlayedSnapshotter`), the provisioner on member-2
+//! member-1 (`multicluster_tests::csi::PlayedSnapshotter`, and `PlayedGroupSnapshotter` for the
+//! group snapshot controller), the provisioner on member-2
 //! (`multicluster_tests::csi::PlayedProvisioner` binds each restored claim, as if hydrated from
 //! its data source, and records which workloads existed at that moment), and the objects
 //! controllers would make on member-1 (a Pod owned by a ReplicaSet, an Event).
@@ -433,4 +435,148 @@ async fn restores_onto_conflicting_namespaces_are_refused_on_kubectl_apply_namin
         !namespace_exists(&m2, &fresh).await,
         "namespace {fresh} was created"
     );
+}
+
+// Multi-threaded: the played controllers run while the test blocks on `kubectl multicluster`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_with_group_snapshots_is_cut_in_one_volume_group_snapshot_and_restored_from_its_handles()
+ {
+    let pg = playground();
+    pg.join_members();
+    let hub = pg.client("hub").await.unwrap();
+    let m1 = pg.client("member-1").await.unwrap();
+    let m2 = pg.client("member-2").await.unwrap();
+    csi::install_crds(pg, "member-1");
+    csi::install_crds(pg, "member-2");
+    csi::group_snapshot_class(&m1, "played-group").await;
+    let ns = multicluster_tests::fresh_namespace(&m1, "grouped")
+        .await
+        .unwrap();
+    multicluster_tests::examples::build_application(pg, "member-1", &ns);
+    for claim in CLAIMS {
+        csi::play_bound_claim_of(&m1, &ns, claim, "fast", csi::GROUP_DRIVER).await;
+    }
+    let group_snapshotter = csi::PlayedGroupSnapshotter::start(m1.clone(), &ns);
+    let dir = tempfile::tempdir().unwrap();
+    let archives = dir.path().join("archives");
+    std::fs::create_dir(&archives).unwrap();
+    let location = unique_name("fs");
+    run_ok(&mut pg.multicluster(&[
+        "snapshot",
+        "location",
+        "add",
+        &location,
+        "--path",
+        &archives.display().to_string(),
+    ]));
+    let snapshot = unique_name("grouped-snap");
+    let out = run(&mut pg.multicluster(&[
+        "snapshot",
+        "create",
+        &ns,
+        "--cluster",
+        "member-1",
+        "--location",
+        &location,
+        "--name",
+        &snapshot,
+        "--quiesce",
+        "scale-down",
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("in 1 volume group snapshot(s)"), "{stderr}");
+
+    // One VolumeGroupSnapshot selecting exactly the three claims, cut while cassandra was at 0;
+    // no single VolumeSnapshot; the claims' selector labels removed and cassandra back at 3.
+    let cuts = group_snapshotter.cuts();
+    assert_eq!(cuts.len(), 1, "{cuts:?}");
+    let mut matched = cuts[0].claims.clone();
+    matched.sort();
+    assert_eq!(matched, CLAIMS);
+    assert_eq!(
+        cuts[0].replicas.get("StatefulSet/cassandra"),
+        Some(&0),
+        "{:?}",
+        cuts[0].replicas
+    );
+    let singles: Api<DynamicObject> =
+        Api::namespaced_with(m1.clone(), &ns, &csi::resource("VolumeSnapshot"));
+    let ours = singles
+        .list(
+            &kube::api::ListParams::default()
+                .labels(&format!("multicluster.dev/snapshot={snapshot}")),
+        )
+        .await
+        .unwrap();
+    assert!(ours.items.is_empty(), "single VolumeSnapshots were taken");
+    for claim in CLAIMS {
+        let c = Api::<PersistentVolumeClaim>::namespaced(m1.clone(), &ns)
+            .get(claim)
+            .await
+            .unwrap();
+        assert!(
+            !c.metadata
+                .labels
+                .unwrap_or_default()
+                .contains_key("multicluster.dev/snapshot-group"),
+            "{claim} keeps the group label"
+        );
+    }
+    let sts = Api::<StatefulSet>::namespaced(m1.clone(), &ns)
+        .get("cassandra")
+        .await
+        .unwrap();
+    assert_eq!(sts.spec.unwrap().replicas, Some(3));
+    let taken: NamespaceSnapshot = Api::namespaced(hub.clone(), "multicluster-system")
+        .get(&snapshot)
+        .await
+        .unwrap();
+    for v in taken.status.unwrap().volumes {
+        assert_eq!(
+            v.snapshot_handle,
+            Some(format!("group-snap-{}", v.claim)),
+            "{v:?}"
+        );
+        assert_eq!(
+            v.volume_snapshot.as_deref(),
+            Some(cuts[0].group.as_str()),
+            "{v:?}"
+        );
+    }
+
+    // Restored into member-2 from the group's handles.
+    let target = unique_name("grouped-restored");
+    let provisioner = PlayedProvisioner::start(m2.clone(), &target);
+    let restore = unique_name("r");
+    run_ok(&mut pg.multicluster(&[
+        "restore",
+        "create",
+        &snapshot,
+        "--to-cluster",
+        "member-2",
+        "--to-namespace",
+        &target,
+        "--name",
+        &restore,
+    ]));
+    let contents: Api<DynamicObject> =
+        Api::all_with(m2.clone(), &csi::resource("VolumeSnapshotContent"));
+    for claim in CLAIMS {
+        let content = contents
+            .get(&format!("{target}-{restore}-{claim}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            content.data["spec"]["source"]["snapshotHandle"],
+            json!(format!("group-snap-{claim}"))
+        );
+        assert_eq!(content.data["spec"]["driver"], csi::GROUP_DRIVER);
+        let binding = provisioner.bindings().get(claim).cloned().unwrap();
+        assert_eq!(
+            binding.data_source,
+            Some(format!("VolumeSnapshot/{restore}-{claim}"))
+        );
+        assert_eq!(binding.workloads, 0);
+    }
 }

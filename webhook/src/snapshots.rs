@@ -306,7 +306,7 @@ async fn take(
             storage_class: p.storage_class.clone(),
             driver: p.driver.clone(),
             message: match &p.action {
-                VolumeAction::Snapshot { .. } => None,
+                VolumeAction::Snapshot { .. } | VolumeAction::GroupSnapshot { .. } => None,
                 VolumeAction::Empty(why) | VolumeAction::Unsnapshottable(why) => Some(why.clone()),
             },
             ..Default::default()
@@ -332,26 +332,42 @@ async fn take(
             _ => None,
         })
         .collect();
+    let groups = groups_of(&plans, &name, ns);
+    // Every claim to snapshot, alone or in a group: what the quiesce covers.
+    let all_claims: Vec<(String, String)> = to_snapshot
+        .iter()
+        .cloned()
+        .chain(
+            groups
+                .iter()
+                .flat_map(|g| g.claims.iter().map(|c| (c.clone(), g.class.clone()))),
+        )
+        .collect();
     progress
         .step(
             SnapshotPhase::Discovering,
             format!(
-                "captured {} objects, {} left out; {} of {} claims to snapshot",
+                "captured {} objects, {} left out; {} of {} claims to snapshot{}",
                 captured.objects.len(),
                 captured.left_out.len(),
-                to_snapshot.len(),
-                claims.len()
+                all_claims.len(),
+                claims.len(),
+                if groups.is_empty() {
+                    String::new()
+                } else {
+                    format!(", in {} volume group snapshot(s)", groups.len())
+                }
             ),
         )
         .await?;
 
-    let entries = if to_snapshot.is_empty() {
+    let entries = if all_claims.is_empty() {
         Vec::new()
     } else {
         let stopped = match spec.quiesce {
             QuiesceMethod::ScaleDown => {
                 let mounting: BTreeSet<String> =
-                    to_snapshot.iter().map(|(c, _)| c.clone()).collect();
+                    all_claims.iter().map(|(c, _)| c.clone()).collect();
                 volumes::workloads_mounting(&captured.objects, &mounting).map_err(|e| anyhow!(e))?
             }
             QuiesceMethod::None | QuiesceMethod::Hooks => Vec::new(),
@@ -366,17 +382,20 @@ async fn take(
         // are resumed only after the last one is cut, whatever happens in between.
         let cut = async {
             scale_down(&member, ns, &name, &stopped).await?;
-            wait_quiesced(&member, ns, &to_snapshot).await?;
+            wait_quiesced(&member, ns, &all_claims).await?;
             progress
                 .step(
                     SnapshotPhase::Snapshotting,
-                    format!("taking {} volume snapshot(s)", to_snapshot.len()),
+                    format!("taking {} volume snapshot(s)", all_claims.len()),
                 )
                 .await?;
-            cut_snapshots(&member, ns, &name, &to_snapshot).await
+            cut_snapshots(&member, ns, &name, &to_snapshot, &groups).await
         }
         .await;
         let resumed = resume(&member, ns, &name).await;
+        if let Err(e) = unlabel_group_claims(&member, ns, &groups).await {
+            tracing::warn!(error = %format!("{e:#}"), "removing the group snapshot labels from the claims");
+        }
         let result = match (cut, resumed) {
             (Ok(()), Ok(_)) => {
                 progress
@@ -384,12 +403,12 @@ async fn take(
                         SnapshotPhase::Snapshotting,
                         format!(
                             "{} volume snapshot(s) cut, {} workload(s) resumed; waiting until ready",
-                            to_snapshot.len(),
+                            all_claims.len(),
                             stopped.len()
                         ),
                     )
                     .await?;
-                wait_ready(&member, ns, &name, &to_snapshot, &plans).await
+                wait_ready(&member, ns, &name, &to_snapshot, &groups, &plans).await
             }
             (Err(e), Ok(_)) => Err(e),
             (Ok(()), Err(e)) => Err(e.context("putting the workloads back")),
@@ -410,7 +429,12 @@ async fn take(
     };
     for status in &mut progress.status.volumes {
         if let Some(entry) = entries.iter().find(|e| e.claim == status.claim) {
-            status.volume_snapshot = Some(volumes::volume_snapshot_name(&name, &entry.claim));
+            status.volume_snapshot = Some(
+                entry
+                    .group
+                    .clone()
+                    .unwrap_or_else(|| volumes::volume_snapshot_name(&name, &entry.claim)),
+            );
             status.snapshot_handle = Some(entry.snapshot_handle.clone());
             status.restore_size = entry.restore_size.clone();
             status.ready = true;
@@ -549,10 +573,116 @@ async fn list_all(member: &Client, ns: &str, resource: &ApiResource) -> anyhow::
 }
 
 fn csi_api(kind: &str) -> ApiResource {
-    let (group, version) = volumes::SNAPSHOT_API_VERSION
-        .split_once('/')
-        .unwrap_or(("snapshot.storage.k8s.io", "v1"));
+    let api_version = if kind.starts_with("VolumeGroupSnapshot") {
+        volumes::GROUP_API_VERSION
+    } else {
+        volumes::SNAPSHOT_API_VERSION
+    };
+    let (group, version) = api_version.split_once('/').unwrap_or_default();
     ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
+}
+
+/// One `VolumeGroupSnapshot` a snapshot takes: a driver's claims, cut together.
+#[derive(Debug, Clone)]
+struct Group {
+    name: String,
+    object: Value,
+    class: String,
+    claims: Vec<String>,
+}
+
+fn groups_of(plans: &[volumes::VolumePlan], snapshot: &str, ns: &str) -> Vec<Group> {
+    let mut by_driver: std::collections::BTreeMap<(String, String), Vec<String>> =
+        Default::default();
+    for p in plans {
+        if let VolumeAction::GroupSnapshot { class } = &p.action {
+            by_driver
+                .entry((p.driver.clone().unwrap_or_default(), class.clone()))
+                .or_default()
+                .push(p.claim.clone());
+        }
+    }
+    by_driver
+        .into_iter()
+        .map(|((driver, class), claims)| {
+            let (name, object) = volumes::volume_group_snapshot(snapshot, ns, &driver, &class);
+            Group {
+                name,
+                object,
+                class,
+                claims,
+            }
+        })
+        .collect()
+}
+
+/// Labels each group's claims with the group's selector label, so that it selects exactly them.
+async fn label_group_claims(member: &Client, ns: &str, groups: &[Group]) -> anyhow::Result<()> {
+    let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(member.clone(), ns);
+    for g in groups {
+        let patch = json!({"metadata": {"labels": {volumes::GROUP_LABEL: volumes::group_label_value(&g.name)}}});
+        for claim in &g.claims {
+            api.patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .with_context(|| {
+                    format!("labelling claim {claim} for VolumeGroupSnapshot {}", g.name)
+                })?;
+        }
+    }
+    Ok(())
+}
+
+async fn unlabel_group_claims(member: &Client, ns: &str, groups: &[Group]) -> anyhow::Result<()> {
+    let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(member.clone(), ns);
+    let patch = json!({"metadata": {"labels": {volumes::GROUP_LABEL: null}}});
+    for claim in groups.iter().flat_map(|g| &g.claims) {
+        api.patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Polls the snapshot's `VolumeGroupSnapshot`s until `done` holds for all, failing at once on an
+/// error the CSI driver reports.
+async fn wait_groups(
+    api: &Api<DynamicObject>,
+    groups: &[Group],
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Vec<Value>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let mut all = Vec::new();
+        let mut waiting = Vec::new();
+        for g in groups {
+            let vgs = serde_json::to_value(api.get(&g.name).await?)?;
+            if let Some(message) = vgs["status"]["error"]["message"].as_str() {
+                bail!(
+                    "the CSI driver failed VolumeGroupSnapshot {}: {message}",
+                    g.name
+                );
+            }
+            if !done(&vgs) {
+                waiting.push(g.name.clone());
+            }
+            all.push(vgs);
+        }
+        if waiting.is_empty() {
+            return Ok(all);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "volume group snapshots not {what} after {}s: {} (is the CSI snapshot controller \
+                 with group snapshots enabled running on the member?)",
+                timeout.as_secs(),
+                waiting.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Maps claims to volumes and snapshot classes (reading the volumes they are bound to and the
@@ -583,7 +713,24 @@ async fn plan(member: &Client, claims: &[Value]) -> anyhow::Result<Vec<volumes::
         Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
         Err(e) => return Err(e).context("listing VolumeSnapshotClasses"),
     };
-    Ok(volumes::plan_volumes(claims, &bound, &classes))
+    let group_classes: Api<DynamicObject> =
+        Api::all_with(member.clone(), &csi_api("VolumeGroupSnapshotClass"));
+    let group_classes = match group_classes.list(&ListParams::default()).await {
+        Ok(list) => list
+            .items
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()?,
+        // No group snapshot API (most drivers): claims are snapshotted one by one.
+        Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+        Err(e) => return Err(e).context("listing VolumeGroupSnapshotClasses"),
+    };
+    Ok(volumes::plan_volumes(
+        claims,
+        &bound,
+        &classes,
+        &group_classes,
+    ))
 }
 
 fn workload_api(member: &Client, ns: &str, api_version: &str, kind: &str) -> Api<DynamicObject> {
@@ -709,10 +856,23 @@ async fn cut_snapshots(
     ns: &str,
     snapshot: &str,
     claims: &[(String, String)],
+    groups: &[Group],
 ) -> anyhow::Result<()> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(member.clone(), ns, &csi_api("VolumeSnapshot"));
-    futures::future::try_join_all(claims.iter().map(|(claim, class)| {
+    let group_api: Api<DynamicObject> =
+        Api::namespaced_with(member.clone(), ns, &csi_api("VolumeGroupSnapshot"));
+    label_group_claims(member, ns, groups).await?;
+    let create_groups = futures::future::try_join_all(groups.iter().map(|g| {
+        let api = group_api.clone();
+        async move {
+            let object: DynamicObject = serde_json::from_value(g.object.clone())?;
+            api.create(&PostParams::default(), &object)
+                .await
+                .with_context(|| format!("creating VolumeGroupSnapshot {}", g.name))
+        }
+    }));
+    let create_singles = futures::future::try_join_all(claims.iter().map(|(claim, class)| {
         let api = api.clone();
         async move {
             let object: DynamicObject =
@@ -721,12 +881,15 @@ async fn cut_snapshots(
                 .await
                 .with_context(|| format!("creating the VolumeSnapshot of claim {claim}"))
         }
-    }))
-    .await?;
-    wait_snapshots(&api, snapshot, claims, CUT_TIMEOUT, "cut", |s| {
-        s["status"]["creationTime"].is_string() || s["status"]["readyToUse"] == true
-    })
-    .await
+    }));
+    // Groups and single snapshots are created at once too.
+    futures::try_join!(create_groups, create_singles)?;
+    let cut =
+        |s: &Value| s["status"]["creationTime"].is_string() || s["status"]["readyToUse"] == true;
+    futures::try_join!(
+        wait_snapshots(&api, snapshot, claims, CUT_TIMEOUT, "cut", cut),
+        wait_groups(&group_api, groups, CUT_TIMEOUT, "cut", cut),
+    )
     .map(|_| ())
 }
 
@@ -736,6 +899,7 @@ async fn wait_ready(
     ns: &str,
     snapshot: &str,
     claims: &[(String, String)],
+    groups: &[Group],
     plans: &[volumes::VolumePlan],
 ) -> anyhow::Result<Vec<VolumeEntry>> {
     let api: Api<DynamicObject> =
@@ -771,7 +935,50 @@ async fn wait_ready(
             snapshot_handle: handle.to_owned(),
             restore_size: vs["status"]["restoreSize"].as_str().map(str::to_owned),
             storage_class: plan.and_then(|p| p.storage_class.clone()),
+            group: None,
         });
+    }
+    if groups.is_empty() {
+        return Ok(entries);
+    }
+    let group_api: Api<DynamicObject> =
+        Api::namespaced_with(member.clone(), ns, &csi_api("VolumeGroupSnapshot"));
+    let group_contents: Api<DynamicObject> =
+        Api::all_with(member.clone(), &csi_api("VolumeGroupSnapshotContent"));
+    let ready = wait_groups(&group_api, groups, READY_TIMEOUT, "ready to use", |s| {
+        s["status"]["readyToUse"] == true
+    })
+    .await?;
+    for (g, vgs) in groups.iter().zip(ready) {
+        let content_name = vgs["status"]["boundVolumeGroupSnapshotContentName"]
+            .as_str()
+            .ok_or_else(|| {
+                anyhow!(
+                    "VolumeGroupSnapshot {} is ready but names no content",
+                    g.name
+                )
+            })?;
+        let content = serde_json::to_value(
+            group_contents
+                .get(content_name)
+                .await
+                .with_context(|| format!("reading VolumeGroupSnapshotContent {content_name}"))?,
+        )?;
+        let members = volumes::group_members(&content, plans);
+        for claim in &g.claims {
+            let (_, handle, size) = members.iter().find(|(c, _, _)| c == claim).ok_or_else(|| {
+                anyhow!("VolumeGroupSnapshotContent {content_name} lists no snapshot of claim {claim}")
+            })?;
+            let plan = plans.iter().find(|p| &p.claim == claim);
+            entries.push(VolumeEntry {
+                claim: claim.clone(),
+                driver: plan.and_then(|p| p.driver.clone()).unwrap_or_default(),
+                snapshot_handle: handle.clone(),
+                restore_size: size.clone(),
+                storage_class: plan.and_then(|p| p.storage_class.clone()),
+                group: Some(g.name.clone()),
+            });
+        }
     }
     Ok(entries)
 }
@@ -816,19 +1023,25 @@ async fn wait_snapshots(
 }
 
 async fn delete_volume_snapshots(member: &Client, ns: &str, snapshot: &str) -> anyhow::Result<()> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(member.clone(), ns, &csi_api("VolumeSnapshot"));
     let selector = format!("{}={snapshot}", keys::SNAPSHOT_LABEL);
-    match api
-        .delete_collection(
-            &DeleteParams::default(),
-            &ListParams::default().labels(&selector),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        // No CSI snapshot API: nothing was created.
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
+    for kind in ["VolumeGroupSnapshot", "VolumeSnapshot"] {
+        let api: Api<DynamicObject> = Api::namespaced_with(member.clone(), ns, &csi_api(kind));
+        match api
+            .delete_collection(
+                &DeleteParams::default(),
+                &ListParams::default().labels(&selector),
+            )
+            .await
+        {
+            // No such API on the member: nothing of that kind was created.
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("deleting the snapshot's {kind}s"))
+                );
+            }
+        }
     }
+    Ok(())
 }

@@ -66,6 +66,9 @@ pub struct VolumeEntry {
     pub restore_size: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
+    /// The `VolumeGroupSnapshot` it was cut in, when its driver snapshots groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// A read archive: its manifest and resources, in the manifest's order.

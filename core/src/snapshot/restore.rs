@@ -95,7 +95,9 @@ pub fn plan(
             .iter()
             .find(|v| v.claim == claim)
         {
-            let source = if in_place {
+            // A group's VolumeSnapshots are named by the group snapshot controller, not by us:
+            // restore those through pre-provisioned objects even in place.
+            let source = if in_place && entry.group.is_none() {
                 volumes::volume_snapshot_name(target.snapshot, &claim)
             } else {
                 let (content, snapshot) = volumes::restore_snapshot_objects(
@@ -247,6 +249,7 @@ mod tests {
                     snapshot_handle: "snap-1".into(),
                     restore_size: Some("10Gi".into()),
                     storage_class: Some("fast".into()),
+                    group: None,
                 }],
             },
             resources,

@@ -10,12 +10,20 @@ use serde_json::{Value, json};
 /// The CSI snapshot API the hub server writes (`snapshot.storage.k8s.io/v1`).
 pub const SNAPSHOT_API_VERSION: &str = "snapshot.storage.k8s.io/v1";
 const DEFAULT_CLASS: &str = "snapshot.storage.kubernetes.io/is-default-class";
+/// The CSI group snapshot API the hub server writes when a driver has a `VolumeGroupSnapshotClass`.
+pub const GROUP_API_VERSION: &str = "groupsnapshot.storage.k8s.io/v1beta2";
+const DEFAULT_GROUP_CLASS: &str = "groupsnapshot.storage.kubernetes.io/is-default-class";
+/// Label a snapshot puts on the claims of one `VolumeGroupSnapshot` (its selector), while it is cut.
+pub const GROUP_LABEL: &str = "multicluster.dev/snapshot-group";
 
 /// What a snapshot does with one claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VolumeAction {
     /// Take a `VolumeSnapshot` with this `VolumeSnapshotClass`.
     Snapshot { class: String },
+    /// Snapshot together with the driver's other claims: one `VolumeGroupSnapshot` with this
+    /// `VolumeGroupSnapshotClass` (the driver supports group snapshots).
+    GroupSnapshot { class: String },
     /// Nothing to take, and nothing wrong: the claim is not bound, so it holds no data yet.
     Empty(String),
     /// The claim holds data that cannot be snapshotted; the snapshot fails or skips it by its
@@ -28,6 +36,8 @@ pub struct VolumePlan {
     pub claim: String,
     pub storage_class: Option<String>,
     pub driver: Option<String>,
+    /// The CSI volume handle (how a group snapshot names the volume).
+    pub volume_handle: Option<String>,
     pub action: VolumeAction,
 }
 
@@ -37,8 +47,14 @@ fn s(v: &Value) -> Option<String> {
 
 /// Maps every claim to its volume, driver and snapshot class. `volumes` are the cluster's
 /// PersistentVolumes (only those the claims name are looked at); `classes` its
-/// VolumeSnapshotClasses (a driver's default class wins, else the first by name).
-pub fn plan_volumes(claims: &[Value], volumes: &[Value], classes: &[Value]) -> Vec<VolumePlan> {
+/// VolumeSnapshotClasses and VolumeGroupSnapshotClasses (a driver's default class wins, else the
+/// first by name). A driver with a group class gets its claims snapshotted as one group.
+pub fn plan_volumes(
+    claims: &[Value],
+    volumes: &[Value],
+    classes: &[Value],
+    group_classes: &[Value],
+) -> Vec<VolumePlan> {
     claims
         .iter()
         .map(|claim| {
@@ -58,27 +74,35 @@ pub fn plan_volumes(claims: &[Value], volumes: &[Value], classes: &[Value]) -> V
                     "volume {} is not a CSI volume: no CSI snapshot can be taken of it",
                     pv["metadata"]["name"].as_str().unwrap_or("?")
                 )),
-                (true, Some(_), Some(driver)) => match class_for(driver, classes) {
-                    Some(class) => VolumeAction::Snapshot { class },
-                    None => VolumeAction::Unsnapshottable(format!(
-                        "no VolumeSnapshotClass for driver {driver}"
-                    )),
-                },
+                (true, Some(_), Some(driver)) => {
+                    match (
+                        class_for(driver, group_classes, DEFAULT_GROUP_CLASS),
+                        class_for(driver, classes, DEFAULT_CLASS),
+                    ) {
+                        (Some(class), _) => VolumeAction::GroupSnapshot { class },
+                        (None, Some(class)) => VolumeAction::Snapshot { class },
+                        (None, None) => VolumeAction::Unsnapshottable(format!(
+                            "no VolumeSnapshotClass for driver {driver}"
+                        )),
+                    }
+                }
             };
+            let volume_handle = volume.and_then(|pv| s(&pv["spec"]["csi"]["volumeHandle"]));
             VolumePlan {
                 claim: name,
                 storage_class,
                 driver,
+                volume_handle,
                 action,
             }
         })
         .collect()
 }
 
-fn class_for(driver: &str, classes: &[Value]) -> Option<String> {
+fn class_for(driver: &str, classes: &[Value], default_annotation: &str) -> Option<String> {
     let mut of_driver: Vec<&Value> = classes.iter().filter(|c| c["driver"] == driver).collect();
     of_driver.sort_by_key(|c| {
-        let default = c["metadata"]["annotations"][DEFAULT_CLASS] == "true";
+        let default = c["metadata"]["annotations"][default_annotation] == "true";
         (
             !default,
             c["metadata"]["name"]
@@ -177,6 +201,67 @@ pub fn volume_snapshot_name(snapshot: &str, claim: &str) -> String {
     name
 }
 
+/// The `VolumeGroupSnapshot` a snapshot takes of a driver's claims (labelled with [`GROUP_LABEL`]
+/// = [`group_label_value`] of its name beforehand), and its name.
+pub fn volume_group_snapshot(
+    snapshot: &str,
+    namespace: &str,
+    driver: &str,
+    class: &str,
+) -> (String, Value) {
+    let mut name = format!("{snapshot}-{}", driver.replace('.', "-"));
+    name.truncate(253);
+    let object = json!({
+        "apiVersion": GROUP_API_VERSION, "kind": "VolumeGroupSnapshot",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {crate::keys::SNAPSHOT_LABEL: snapshot}},
+        "spec": {
+            "volumeGroupSnapshotClassName": class,
+            "source": {"selector": {"matchLabels": {GROUP_LABEL: group_label_value(&name)}}}
+        }
+    });
+    (name, object)
+}
+
+/// A label value (at most 63 characters) that stands for a group snapshot's name.
+pub fn group_label_value(group: &str) -> String {
+    crate::snapshot::archive::checksum(group.as_bytes())
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(32)
+        .collect()
+}
+
+/// What a group snapshot's content says of each claim of the group: (claim, snapshot handle,
+/// restore size), matched through the volumes' CSI handles. Claims it does not list are missing
+/// from the result (the caller reports them).
+pub fn group_members(
+    content: &Value,
+    plans: &[VolumePlan],
+) -> Vec<(String, String, Option<String>)> {
+    content["status"]["volumeSnapshotInfoList"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|info| {
+            let volume = info["volumeHandle"].as_str()?;
+            let plan = plans
+                .iter()
+                .find(|p| p.volume_handle.as_deref() == Some(volume))?;
+            let size = match &info["restoreSize"] {
+                Value::Number(n) => Some(n.to_string()),
+                Value::String(s) => Some(s.clone()),
+                _ => None,
+            };
+            Some((
+                plan.claim.clone(),
+                info["snapshotHandle"].as_str()?.to_owned(),
+                size,
+            ))
+        })
+        .collect()
+}
+
 /// On restore into another namespace or member: a pre-provisioned `VolumeSnapshotContent` for the
 /// snapshot's handle (cluster-scoped), and the `VolumeSnapshot` in the target namespace bound to
 /// it; a claim's `dataSource` then names that `VolumeSnapshot`.
@@ -258,7 +343,7 @@ mod tests {
             claim("nfs", Some("pv-c")),
             claim("new", None),
         ];
-        let plans = plan_volumes(&claims, &volumes, &classes);
+        let plans = plan_volumes(&claims, &volumes, &classes, &[]);
         assert_eq!(
             plans[0].action,
             VolumeAction::Snapshot {
@@ -277,6 +362,52 @@ mod tests {
             )
         );
         assert!(matches!(&plans[3].action, VolumeAction::Empty(r) if r.contains("not bound")));
+    }
+
+    #[test]
+    fn a_driver_with_a_group_class_snapshots_its_claims_as_one_group_found_by_volume_handle() {
+        let volumes = [
+            json!({"metadata": {"name": "pv-a"}, "spec": {"csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-a"}}}),
+            json!({"metadata": {"name": "pv-c"}, "spec": {"csi": {"driver": "nfs.csi.k8s.io", "volumeHandle": "vol-c"}}}),
+        ];
+        let classes = [json!({"metadata": {"name": "single"}, "driver": "nfs.csi.k8s.io"})];
+        let groups = [json!({"metadata": {"name": "group"}, "driver": "ebs.csi.aws.com"})];
+        let plans = plan_volumes(
+            &[claim("data", Some("pv-a")), claim("nfs", Some("pv-c"))],
+            &volumes,
+            &classes,
+            &groups,
+        );
+        assert_eq!(
+            plans[0].action,
+            VolumeAction::GroupSnapshot {
+                class: "group".into()
+            }
+        );
+        assert_eq!(
+            plans[1].action,
+            VolumeAction::Snapshot {
+                class: "single".into()
+            }
+        );
+        let (name, vgs) = volume_group_snapshot("s1", "shop", "ebs.csi.aws.com", "group");
+        assert_eq!(name, "s1-ebs-csi-aws-com");
+        assert_eq!(
+            vgs["spec"]["source"]["selector"]["matchLabels"][GROUP_LABEL],
+            json!(group_label_value(&name))
+        );
+        assert!(group_label_value(&"x".repeat(300)).len() <= 63);
+        let content = json!({"status": {"volumeSnapshotInfoList": [
+            {"volumeHandle": "vol-a", "snapshotHandle": "snap-a", "restoreSize": 1073741824},
+            {"volumeHandle": "vol-unknown", "snapshotHandle": "snap-x"}]}});
+        assert_eq!(
+            group_members(&content, &plans),
+            [(
+                "data".to_owned(),
+                "snap-a".to_owned(),
+                Some("1073741824".to_owned())
+            )]
+        );
     }
 
     #[test]
