@@ -159,6 +159,42 @@ fn watch_phases(
     out
 }
 
+/// The webhook's conflict check itself, called in this process as the hub server calls it (the
+/// snapshot from the hub, the target read live on the member, the comparison), without the API
+/// server's admission plumbing around it.
+async fn check_itself(
+    hub: &kube::Client,
+    cluster: &str,
+    ns: &str,
+    rounds: usize,
+) -> (Duration, Duration) {
+    let members = multicluster_webhook::members::MemberClients::default();
+    let restore = NamespaceRestore::new(
+        "check",
+        NamespaceRestoreSpec {
+            snapshot: "bench".to_owned(),
+            target_cluster: cluster.to_owned(),
+            target_namespace: ns.to_owned(),
+            transforms: Vec::new(),
+        },
+    );
+    let mut times = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let verdict = multicluster_webhook::restore_admission::check_restore(
+            hub,
+            &members,
+            "multicluster-system",
+            &restore,
+        )
+        .await;
+        times.push(started.elapsed());
+        assert!(verdict.is_ok(), "{verdict:?}");
+    }
+    times.sort();
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -330,6 +366,7 @@ async fn main() {
 
     // The conflict check, against the 2,000-object namespace and an empty one.
     let (full_p50, full_p99) = admission_round_trips(&hub, "bench", "member-1", NS, rounds).await;
+    let (itself_p50, itself_p99) = check_itself(&hub, "member-1", NS, rounds).await;
     let (empty_p50, empty_p99) =
         admission_round_trips(&hub, "bench", "member-2", "empty-target", rounds).await;
 
@@ -364,6 +401,11 @@ async fn main() {
     println!(
         "ratio     by hand / (snapshot + restore): {:.2}",
         by_hand.as_secs_f64() / (snapshot_time + restore_time).as_secs_f64()
+    );
+    println!(
+        "conflict check itself (in process, {rounds} rounds): 2,000-object target p50 {} p99 {}",
+        ms(itself_p50),
+        ms(itself_p99)
     );
     println!(
         "conflict check, admission round trip over {rounds} dry-run creates: 2,000-object target p50 {} p99 {}; empty target p50 {} p99 {}",

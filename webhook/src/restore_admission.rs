@@ -68,9 +68,25 @@ async fn check(
     let restore: NamespaceRestore =
         serde_json::from_value(serde_json::to_value(object).map_err(|e| e.to_string())?)
             .map_err(|e| format!("not a valid NamespaceRestore: {e}"))?;
-    let ns = req.namespace.clone().unwrap_or_default();
+    check_restore(
+        hub,
+        members,
+        &req.namespace.clone().unwrap_or_default(),
+        &restore,
+    )
+    .await
+}
+
+/// The check itself: `restore` (in `ns` on the hub) against its target namespace, read live. `Err`
+/// is the denial, naming each conflict (or why the check could not be made).
+pub async fn check_restore(
+    hub: &Client,
+    members: &MemberClients,
+    ns: &str,
+    restore: &NamespaceRestore,
+) -> Result<(), String> {
     let spec = &restore.spec;
-    let snapshot = Api::<NamespaceSnapshot>::namespaced(hub.clone(), &ns)
+    let snapshot = Api::<NamespaceSnapshot>::namespaced(hub.clone(), ns)
         .get_opt(&spec.snapshot)
         .await
         .map_err(|e| format!("cannot read NamespaceSnapshot {ns}/{}: {e}; retry", spec.snapshot))?
@@ -145,14 +161,24 @@ pub(crate) async fn live_objects(
         .await?;
     let lists = INVENTORY_KINDS.iter().map(|(group, version, kind)| {
         let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        let client = client.clone();
         async move {
-            let list = api.list(&ListParams::default()).await?;
+            // Read as plain JSON: the inventory works on JSON, and a namespace of thousands of
+            // objects is parsed once instead of into typed objects and back.
+            let request = kube::core::Request::new(<DynamicObject as kube::Resource>::url_path(
+                &resource,
+                Some(namespace),
+            ))
+            .list(&ListParams::default())?;
+            let mut list: serde_json::Value = client.request(request).await?;
+            let items = match list.get_mut("items").map(serde_json::Value::take) {
+                Some(serde_json::Value::Array(items)) => items,
+                _ => Vec::new(),
+            };
             anyhow::Ok(
-                list.items
+                items
                     .into_iter()
-                    .map(|o| {
-                        let mut v = serde_json::to_value(o).unwrap_or_default();
+                    .map(|mut v| {
                         v["kind"] = (*kind).into();
                         v
                     })
