@@ -51,3 +51,7 @@ pub const QUIESCED_REPLICAS: &str = "multicluster.dev/quiesced-replicas";
 pub const SNAPSHOT_LABEL: &str = "multicluster.dev/snapshot";
 /// Annotation on every object a restore wrote: `<restore>` (the `NamespaceRestore` on the hub).
 pub const RESTORED_BY: &str = "multicluster.dev/restored-by";
+
+/// Annotation on the hub's Lease: the build of the hub server holding it
+/// (`multicluster_core::versions::release`), which `kubectl multicluster version` shows.
+pub const SERVER_VERSION: &str = "multicluster.dev/server-version";

@@ -15,6 +15,28 @@ fn lookup(key: &str) -> &'static str {
         .unwrap_or("unknown")
 }
 
+/// The git commit this build was made from (12 hex digits), or `unknown`.
+pub const COMMIT: &str = env!("MULTICLUSTER_COMMIT");
+
+/// This build of the project: the workspace version and the commit, e.g. `0.1.0 (3f2a9c1e0b7d)`.
+/// The plugin and the hub server are built from the same workspace, so equal strings mean the
+/// same build.
+pub fn release() -> String {
+    format!("{} ({COMMIT})", env!("CARGO_PKG_VERSION"))
+}
+
+/// What `kubectl multicluster version` warns about when the hub server runs another build.
+pub fn mismatch(plugin: &str, hub_server: Option<&str>) -> Option<String> {
+    let hub_server = hub_server?;
+    let version = |v: &str| v.split_whitespace().next().unwrap_or_default().to_owned();
+    (version(plugin) != version(hub_server)).then(|| {
+        format!(
+            "the hub server runs {hub_server}, this plugin is {plugin}: upgrade one of them \
+             (`kubectl multicluster init --image …` for the hub server)"
+        )
+    })
+}
+
 /// The Kubernetes release the playground's kube-apiserver is built from, e.g. `v1.36.3`.
 pub fn kubernetes() -> &'static str {
     lookup("KUBERNETES_VERSION")
@@ -33,6 +55,22 @@ pub fn minio() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_different_version_is_a_mismatch() {
+        assert!(release().starts_with(env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            mismatch("0.1.0 (aaa)", Some("0.1.0 (bbb)")),
+            None,
+            "same release, other commit"
+        );
+        assert_eq!(mismatch("0.1.0 (aaa)", None), None);
+        let warning = mismatch("0.2.0 (aaa)", Some("0.1.0 (bbb)")).unwrap_or_default();
+        assert!(
+            warning.contains("the hub server runs 0.1.0 (bbb)"),
+            "{warning}"
+        );
+    }
 
     #[test]
     fn versions_env_defines_every_component() {

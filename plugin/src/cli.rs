@@ -254,7 +254,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(cmd) => {
             crate::restore::run(cmd, hub_client(&cli.global).await?, format).await
         }
-        Command::Version => output::print(format, &VersionInfo::current()),
+        Command::Version => {
+            let info = VersionInfo::read(&cli.global).await;
+            if let Some(warning) =
+                multicluster_core::versions::mismatch(&info.plugin, info.hub_server.as_deref())
+            {
+                eprintln!("warning: {warning}");
+            }
+            output::print(format, &info)
+        }
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,
@@ -363,15 +371,52 @@ fn print_next_steps(state: &local::PlaygroundState) {
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionInfo {
+    /// This plugin's build: version and git commit.
     pub plugin: String,
+    /// The build of the hub server that holds the hub's Lease, when one could be read.
+    pub hub_server: Option<String>,
+    /// Why the hub server's build is not known (no hub reachable, no hub server running).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub_server_note: Option<String>,
     /// The Kubernetes release the playground's API servers are built from.
     pub playground_kubernetes: String,
 }
 
 impl VersionInfo {
-    fn current() -> Self {
+    /// The plugin's build, and the hub server's as its Lease on the hub says (within 5 s).
+    async fn read(global: &GlobalArgs) -> Self {
+        let hub = async {
+            let client = hub_client(global).await?;
+            let lease = kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+                client,
+                multicluster_core::SYSTEM_NAMESPACE,
+            )
+            .get_opt(multicluster_core::lease::LEASE_NAME)
+            .await?;
+            let Some(lease) = lease else {
+                anyhow::bail!(
+                    "no hub server has run on this hub (no Lease {} in {}): `kubectl multicluster init`",
+                    multicluster_core::lease::LEASE_NAME,
+                    multicluster_core::SYSTEM_NAMESPACE
+                );
+            };
+            lease
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .remove(multicluster_core::keys::SERVER_VERSION)
+                .ok_or_else(|| anyhow::anyhow!("the hub server predates version reporting"))
+        };
+        let (hub_server, hub_server_note) =
+            match tokio::time::timeout(std::time::Duration::from_secs(5), hub).await {
+                Ok(Ok(version)) => (Some(version), None),
+                Ok(Err(e)) => (None, Some(format!("{e:#}"))),
+                Err(_) => (None, Some("the hub did not answer within 5 s".to_owned())),
+            };
         Self {
-            plugin: env!("CARGO_PKG_VERSION").to_owned(),
+            plugin: multicluster_core::versions::release(),
+            hub_server,
+            hub_server_note,
             playground_kubernetes: multicluster_core::versions::kubernetes().to_owned(),
         }
     }
@@ -384,6 +429,15 @@ impl Tabular for VersionInfo {
     fn rows(&self) -> Vec<Vec<String>> {
         vec![
             vec!["kubectl-multicluster".into(), self.plugin.clone()],
+            vec![
+                "multicluster-webhook (hub)".into(),
+                self.hub_server.clone().unwrap_or_else(|| {
+                    format!(
+                        "unknown: {}",
+                        self.hub_server_note.clone().unwrap_or_default()
+                    )
+                }),
+            ],
             vec![
                 "playground kube-apiserver".into(),
                 self.playground_kubernetes.clone(),

@@ -10,6 +10,7 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::lease::{self, LeaseStep};
+use multicluster_core::{keys, versions};
 use tokio::sync::watch;
 
 /// This replica's identity: the pod name in a cluster, else host and pid.
@@ -64,6 +65,7 @@ async fn step(api: &Api<Lease>, me: &str) -> Result<bool, kube::Error> {
         let new = Lease {
             metadata: ObjectMeta {
                 name: Some(lease::LEASE_NAME.to_owned()),
+                annotations: Some([(keys::SERVER_VERSION.to_owned(), versions::release())].into()),
                 ..Default::default()
             },
             spec: Some(holding(me, now, 0)),
@@ -88,6 +90,12 @@ async fn step(api: &Api<Lease>, me: &str) -> Result<bool, kube::Error> {
                 next.renew_time = Some(MicroTime(now));
             }
             current.spec = Some(next);
+            // The holder says which build it is (`kubectl multicluster version` reads it).
+            current
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(keys::SERVER_VERSION.to_owned(), versions::release());
             // `replace` carries the resourceVersion we read: if another replica wrote in between,
             // the API server refuses ours and we follow this round.
             api.replace(lease::LEASE_NAME, &PostParams::default(), &current)
