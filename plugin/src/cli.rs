@@ -142,6 +142,10 @@ impl DirArg {
 /// Parses the command line, runs the command, and maps an error to exit code 1 with the whole
 /// chain of causes on stderr.
 pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(crate::complete::COMMAND) {
+        return crate::complete::main(args[2..].to_vec());
+    }
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

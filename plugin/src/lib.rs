@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod complete;
 pub mod distribute;
 pub mod follow;
 pub mod hub;

@@ -196,7 +196,9 @@ pub fn plugin_bin() -> PathBuf {
 }
 
 fn path_with_target_dir() -> std::ffi::OsString {
-    let mut paths = vec![target_dir()];
+    // The plugin under test, and beside it (as an install puts it) `kubectl_complete-multicluster`.
+    let scripts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugin");
+    let mut paths = vec![target_dir(), scripts];
     if let Some(path) = std::env::var_os("PATH") {
         paths.extend(std::env::split_paths(&path));
     }

@@ -247,6 +247,23 @@ async fn a_restore_into_an_empty_namespace_of_another_member_hydrates_the_claims
             .is_none()
     );
 
+    // `kubectl multicluster <TAB>` completes through kubectl itself (its plugin completion runs
+    // kubectl_complete-multicluster), with names read from the hub.
+    let complete = |words: &[&str]| {
+        let mut cmd = pg.kubectl();
+        cmd.args(["__complete", "multicluster"]).args(words);
+        run_ok(&mut cmd)
+    };
+    let offered = complete(&["snapshot", "show", ""]);
+    assert!(
+        offered.lines().any(|l| l == snapshot) && offered.ends_with(":4\n"),
+        "{offered}"
+    );
+    let offered = complete(&["restore", "create", &snapshot, "--to-cluster", "mem"]);
+    assert!(offered.lines().any(|l| l == "member-2"), "{offered}");
+    let offered = complete(&["rest"]);
+    assert!(offered.lines().any(|l| l == "restore"), "{offered}");
+
     // `restore list` and `show` report it.
     let list = run_ok(&mut pg.multicluster(&["restore", "list"]));
     assert!(
