@@ -167,47 +167,26 @@ pub async fn run(words: Vec<String>, client: Option<Client>) {
     println!("{NO_FILE_COMPLETION}");
 }
 
-fn names_of<K>(items: Vec<PartialObjectMeta<K>>) -> Vec<String> {
-    items.into_iter().filter_map(|o| o.metadata.name).collect()
+async fn names_in<K>(api: Api<K>) -> Result<Vec<String>, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let list: Vec<PartialObjectMeta<K>> = api.list_metadata(&ListParams::default()).await?.items;
+    Ok(list.into_iter().filter_map(|o| o.metadata.name).collect())
 }
 
 async fn read_names(client: Client, names: Names) -> Result<Vec<String>, kube::Error> {
-    let lp = ListParams::default();
-    Ok(match names {
-        Names::Members => names_of(
-            Api::<MemberCluster>::all(client)
-                .list_metadata(&lp)
-                .await?
-                .items,
-        ),
-        Names::Snapshots => names_of(
-            Api::<NamespaceSnapshot>::namespaced(client, SYSTEM_NAMESPACE)
-                .list_metadata(&lp)
-                .await?
-                .items,
-        ),
-        Names::Restores => names_of(
-            Api::<NamespaceRestore>::namespaced(client, SYSTEM_NAMESPACE)
-                .list_metadata(&lp)
-                .await?
-                .items,
-        ),
-        Names::Locations => names_of(
-            Api::<StorageLocation>::namespaced(client, SYSTEM_NAMESPACE)
-                .list_metadata(&lp)
-                .await?
-                .items,
-        ),
+    let ns = SYSTEM_NAMESPACE;
+    match names {
+        Names::Members => names_in(Api::<MemberCluster>::all(client)).await,
+        Names::Snapshots => names_in(Api::<NamespaceSnapshot>::namespaced(client, ns)).await,
+        Names::Restores => names_in(Api::<NamespaceRestore>::namespaced(client, ns)).await,
+        Names::Locations => names_in(Api::<StorageLocation>::namespaced(client, ns)).await,
         Names::TrafficPolicies => {
             let ns = client.default_namespace().to_owned();
-            names_of(
-                Api::<TrafficPolicy>::namespaced(client, &ns)
-                    .list_metadata(&lp)
-                    .await?
-                    .items,
-            )
+            names_in(Api::<TrafficPolicy>::namespaced(client, &ns)).await
         }
-    })
+    }
 }
 
 #[cfg(test)]
