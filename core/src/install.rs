@@ -177,6 +177,29 @@ fn deployment(image: &str, replicas: u32) -> Value {
 }
 
 /// The webhook configurations for the in-cluster Service, trusting `ca_bundle_pem`.
+/// What `init --uninstall` deletes, in order: the webhook configurations first (so that the
+/// cluster is never left with webhooks that point at nothing, which would block the writes they
+/// match), then the hub server and its RBAC, certificate and cert-manager objects. The CRDs and
+/// the namespace stay: they hold the members' credentials, snapshots and everything users made.
+pub fn uninstall_objects() -> Vec<Value> {
+    let mut out = webhook_objects("");
+    out.extend(
+        hub_server_objects(&default_image(), 1)
+            .into_iter()
+            .rev()
+            .filter(|o| o["kind"] != "Namespace"),
+    );
+    out.push(json!({"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": TLS_SECRET, "namespace": SYSTEM_NAMESPACE}}));
+    out.extend(cert_manager_objects().into_iter().filter(|o| {
+        !o["kind"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("WebhookConfiguration")
+    }));
+    out
+}
+
 pub fn webhook_objects(ca_bundle_pem: &str) -> Vec<Value> {
     let endpoint = Endpoint::Service {
         name: NAME.to_owned(),
@@ -250,6 +273,34 @@ pub fn manifest_files() -> Vec<(&'static str, Vec<Value>)> {
         ("install.yaml", hub_server_objects(&default_image(), 2)),
         ("webhooks-cert-manager.yaml", cert_manager_objects()),
     ]
+}
+
+#[cfg(test)]
+mod uninstall_tests {
+    use super::*;
+
+    #[test]
+    fn uninstall_removes_the_webhooks_first_and_keeps_the_namespace() {
+        let objects = uninstall_objects();
+        let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+        assert!(
+            kinds[0].ends_with("WebhookConfiguration")
+                && kinds[1].ends_with("WebhookConfiguration"),
+            "{kinds:?}"
+        );
+        assert!(
+            !kinds[2..]
+                .iter()
+                .any(|k| k.ends_with("WebhookConfiguration")),
+            "{kinds:?}"
+        );
+        assert!(!kinds.contains(&"Namespace") && !kinds.contains(&"CustomResourceDefinition"));
+        assert!(
+            kinds.contains(&"Deployment")
+                && kinds.contains(&"Secret")
+                && kinds.contains(&"Certificate")
+        );
+    }
 }
 
 #[cfg(test)]

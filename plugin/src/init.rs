@@ -38,6 +38,11 @@ pub struct InitArgs {
     /// How long to wait for the hub server
     #[arg(long, default_value = "180", value_name = "SECONDS")]
     pub timeout: u64,
+    /// Remove the hub server: its webhook configurations first (so that nothing is left pointing
+    /// at a server that is gone), then the server, its RBAC and certificate. The CRDs and the
+    /// multicluster-system namespace stay (they hold your members and snapshots)
+    #[arg(long, conflicts_with_all = ["dry_run", "cert_manager", "no_wait"])]
+    pub uninstall: bool,
 }
 
 #[derive(Serialize, Debug)]
@@ -46,6 +51,22 @@ pub struct InitReport {
     pub applied: Vec<String>,
     pub webhooks_registered: bool,
     pub certificates: &'static str,
+}
+
+/// What `init --uninstall` removed.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct UninstallReport {
+    pub removed: Vec<String>,
+}
+
+impl Tabular for UninstallReport {
+    fn headers(&self) -> Vec<&'static str> {
+        vec!["removed"]
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        self.removed.iter().map(|a| vec![a.clone()]).collect()
+    }
 }
 
 impl Tabular for InitReport {
@@ -96,6 +117,40 @@ async fn self_signed_ca(client: &Client) -> anyhow::Result<(String, bool)> {
         .await
         .context("storing the serving certificate")?;
     Ok((certs.ca_cert, true))
+}
+
+async fn uninstall(client: &Client, format: OutputFormat) -> anyhow::Result<()> {
+    let mut removed = Vec::new();
+    for value in install::uninstall_objects() {
+        let kind = value["kind"].as_str().unwrap_or_default().to_owned();
+        let located = match crate::apply::locate(client, &value, None).await {
+            Ok(located) => located,
+            // A kind the hub does not serve (cert-manager's, when it is not installed): nothing to remove.
+            Err(_) => continue,
+        };
+        match located
+            .api
+            .delete(&located.name, &kube::api::DeleteParams::default())
+            .await
+        {
+            Ok(_) => {
+                eprintln!("deleted {kind} {}", located.name);
+                removed.push(format!("{kind}/{}", located.name));
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "deleting {kind} {}; what is listed above was removed, run init --uninstall again",
+                    located.name
+                )));
+            }
+        }
+    }
+    eprintln!(
+        "The CRDs and namespace {SYSTEM_NAMESPACE} were kept (members, snapshots, policies). To remove \
+         everything: kubectl delete namespace {SYSTEM_NAMESPACE}; kubectl get crd -o name | grep multicluster.dev | xargs kubectl delete"
+    );
+    output::print(format, &UninstallReport { removed })
 }
 
 async fn wait_available(client: &Client, replicas: u32, timeout: Duration) -> anyhow::Result<()> {
@@ -157,6 +212,9 @@ pub async fn run(
     let Some(client) = client else {
         bail!("no hub to install into: pass --kubeconfig/--context");
     };
+    if args.uninstall {
+        return uninstall(&client, format).await;
+    }
     let progress = |m: &str| eprintln!("{m}");
     progress("Installing the multicluster.dev CRDs");
     crate::apply::install_crds(&client).await?;

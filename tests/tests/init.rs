@@ -156,6 +156,64 @@ fn init_installs_the_hub_server_and_registers_webhooks_only_when_asked_or_availa
         String::from_utf8_lossy(&out.stderr).contains("cert-manager does not seem to be installed")
     );
 
+    // --uninstall removes the webhook configurations (first), the hub server, its RBAC and its
+    // certificate, and keeps the CRDs and the namespace.
+    let removed = run_ok(&mut kubectl(&[
+        "multicluster",
+        "init",
+        "--uninstall",
+        "-o",
+        "json",
+    ]));
+    let removed: serde_json::Value = serde_json::from_str(&removed).unwrap();
+    let removed: Vec<&str> = removed["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.as_str())
+        .collect();
+    assert!(
+        removed[0].ends_with("WebhookConfiguration/multicluster-webhook"),
+        "{removed:?}"
+    );
+    for gone in [
+        &[
+            "get",
+            "validatingwebhookconfiguration",
+            "multicluster-webhook",
+        ][..],
+        &[
+            "get",
+            "mutatingwebhookconfiguration",
+            "multicluster-webhook",
+        ],
+        &[
+            "-n",
+            "multicluster-system",
+            "get",
+            "deployment",
+            "multicluster-webhook",
+        ],
+        &[
+            "-n",
+            "multicluster-system",
+            "get",
+            "secret",
+            "multicluster-webhook-tls",
+        ],
+    ] {
+        assert!(
+            !run(&mut kubectl(gone)).status.success(),
+            "{gone:?} is still there"
+        );
+    }
+    run_ok(&mut kubectl(&[
+        "get",
+        "crd",
+        "memberclusters.multicluster.dev",
+    ]));
+    run_ok(&mut kubectl(&["get", "namespace", "multicluster-system"]));
+
     run_ok(
         Command::new(multicluster_tests::plugin_bin())
             .args(["local", "down", "--dir"])
