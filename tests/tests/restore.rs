@@ -456,7 +456,7 @@ async fn restores_onto_conflicting_namespaces_are_refused_on_kubectl_apply_namin
 
 // Multi-threaded: the played controllers run while the test blocks on `kubectl multicluster`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_driver_with_group_snapshots_is_cut_in_one_volume_group_snapshot_and_restored_from_its_handles()
+async fn a_driver_with_group_snapshots_is_cut_in_one_volume_group_snapshot_and_restored_from_its_handles_with_a_transform()
  {
     let pg = playground();
     pg.join_members();
@@ -562,10 +562,16 @@ async fn a_driver_with_group_snapshots_is_cut_in_one_volume_group_snapshot_and_r
         );
     }
 
-    // Restored into member-2 from the group's handles.
+    // Restored into member-2 from the group's handles, with a transform: cassandra at 1 replica.
     let target = unique_name("grouped-restored");
     let provisioner = PlayedProvisioner::start(m2.clone(), &target);
     let restore = unique_name("r");
+    let transforms = dir.path().join("transforms.yaml");
+    std::fs::write(
+        &transforms,
+        "- target: {kind: StatefulSet, name: cassandra}\n  jsonPatch: [{op: replace, path: /spec/replicas, value: 1}]\n",
+    )
+    .unwrap();
     run_ok(&mut pg.multicluster(&[
         "restore",
         "create",
@@ -576,7 +582,27 @@ async fn a_driver_with_group_snapshots_is_cut_in_one_volume_group_snapshot_and_r
         &target,
         "--name",
         &restore,
+        "--transforms",
+        &transforms.display().to_string(),
     ]));
+    let restored = Api::<StatefulSet>::namespaced(m2.clone(), &target)
+        .get("cassandra")
+        .await
+        .unwrap();
+    assert_eq!(
+        restored.spec.unwrap().replicas,
+        Some(1),
+        "the transform applied"
+    );
+    let frontend = Api::<Deployment>::namespaced(m2.clone(), &target)
+        .get("frontend")
+        .await
+        .unwrap();
+    assert_eq!(
+        frontend.spec.unwrap().replicas,
+        Some(3),
+        "and only to its target"
+    );
     let contents: Api<DynamicObject> =
         Api::all_with(m2.clone(), &csi::resource("VolumeSnapshotContent"));
     for claim in CLAIMS {
