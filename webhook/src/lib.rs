@@ -10,6 +10,7 @@ pub mod leader;
 pub mod loops;
 pub mod members;
 pub mod metrics;
+pub mod progress;
 pub mod proxy;
 pub mod restore_admission;
 pub mod restores;

@@ -79,7 +79,11 @@ async fn reconcile(
         return Ok(Action::await_change());
     }
     let name = restore.name_any();
-    let mut progress = Progress::new(&ctx.hub, &restore);
+    let mut progress = Progress::new(
+        &ctx.hub,
+        &restore.name_any(),
+        restore.status.clone().unwrap_or_default(),
+    );
     if phase != RestorePhase::Pending {
         tracing::info!(restore = %name, ?phase, "restore found half-way; starting over");
     }
@@ -111,77 +115,7 @@ async fn reconcile(
     Ok(Action::await_change())
 }
 
-/// The restore's status as it goes, written at every step (the CLI follows it).
-struct Progress {
-    api: Api<NamespaceRestore>,
-    name: String,
-    status: NamespaceRestoreStatus,
-    last_write: tokio::time::Instant,
-}
-
-impl Progress {
-    fn new(hub: &Client, restore: &NamespaceRestore) -> Self {
-        Self {
-            api: Api::namespaced(hub.clone(), SYSTEM_NAMESPACE),
-            name: restore.name_any(),
-            status: restore.status.clone().unwrap_or_default(),
-            last_write: tokio::time::Instant::now(),
-        }
-    }
-
-    /// Writes this run's first status only if the object is still as it was read
-    /// (`resource_version`): a second run for the same object (a stale trigger, another replica)
-    /// gets a conflict and backs off, so the work is never done twice at once.
-    async fn claim(
-        &mut self,
-        resource_version: Option<String>,
-        phase: RestorePhase,
-        message: String,
-    ) -> Result<bool, kube::Error> {
-        self.status.phase = phase;
-        self.status.message = Some(message);
-        let patch =
-            json!({"metadata": {"resourceVersion": resource_version}, "status": self.status});
-        match self
-            .api
-            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn step(&mut self, phase: RestorePhase, message: String) -> Result<(), kube::Error> {
-        self.status.phase = phase;
-        self.status.message = Some(message);
-        self.write().await
-    }
-
-    /// Counts written objects, writing the status when it was last written a while ago.
-    async fn written(&mut self, n: usize) -> Result<(), kube::Error> {
-        self.status.objects_written += u32::try_from(n).unwrap_or(u32::MAX);
-        if self.last_write.elapsed() >= PROGRESS_EVERY {
-            let (written, total) = (self.status.objects_written, self.status.objects_total);
-            self.status.message = Some(format!("{written} of {total} objects written"));
-            self.write().await?;
-        }
-        Ok(())
-    }
-
-    async fn write(&mut self) -> Result<(), kube::Error> {
-        self.last_write = tokio::time::Instant::now();
-        self.api
-            .patch_status(
-                &self.name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": self.status })),
-            )
-            .await
-            .map(|_| ())
-    }
-}
+type Progress = crate::progress::Progress<NamespaceRestore, NamespaceRestoreStatus>;
 
 async fn run_restore(
     ctx: &Context,
@@ -269,7 +203,7 @@ async fn run_restore(
         .patch(ns, &params, &Patch::Apply(&namespace))
         .await
         .with_context(|| format!("creating namespace {ns}"))?;
-    progress.written(1).await?;
+    count_written(progress, 1).await?;
     write_all(&member, &resources, &plan.snapshot_objects, progress).await?;
     write_all(&member, &resources, &plan.claims, progress).await?;
     let waiting = wait_bound(&member, ns, &plan.claims).await?;
@@ -391,6 +325,20 @@ async fn resolve_kinds(
     Ok(out)
 }
 
+/// Counts written objects, writing the status when it was last written a while ago.
+async fn count_written(progress: &mut Progress, n: usize) -> Result<(), kube::Error> {
+    progress.status.objects_written += u32::try_from(n).unwrap_or(u32::MAX);
+    if progress.since_write() >= PROGRESS_EVERY {
+        let (written, total) = (
+            progress.status.objects_written,
+            progress.status.objects_total,
+        );
+        progress.status.message = Some(format!("{written} of {total} objects written"));
+        progress.write().await?;
+    }
+    Ok(())
+}
+
 /// Writes `objects` at once (server-side apply) and fails after all were tried, naming each that
 /// was refused in the status.
 async fn write_all(
@@ -414,11 +362,11 @@ async fn write_all(
             Err(f) => failures.push(f),
         }
         if written >= 50 {
-            progress.written(written).await?;
+            count_written(progress, written).await?;
             written = 0;
         }
     }
-    progress.written(written).await?;
+    count_written(progress, written).await?;
     if failures.is_empty() {
         return Ok(());
     }

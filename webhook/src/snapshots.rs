@@ -141,7 +141,11 @@ async fn take_once(snapshot: Arc<NamespaceSnapshot>, ctx: &Context) -> Result<Ac
         .map(|s| s.phase)
         .unwrap_or_default();
     let name = snapshot.name_any();
-    let mut progress = Progress::new(&ctx.hub, &snapshot);
+    let mut progress = Progress::new(
+        &ctx.hub,
+        &snapshot.name_any(),
+        snapshot.status.clone().unwrap_or_default(),
+    );
     if matches!(phase, SnapshotPhase::Completed | SnapshotPhase::Failed) {
         return Ok(Action::await_change());
     }
@@ -193,63 +197,7 @@ async fn take_once(snapshot: Arc<NamespaceSnapshot>, ctx: &Context) -> Result<Ac
     Ok(Action::await_change())
 }
 
-/// The snapshot's status as it is being taken, written at every step (the CLI follows it).
-struct Progress {
-    api: Api<NamespaceSnapshot>,
-    name: String,
-    status: NamespaceSnapshotStatus,
-}
-
-impl Progress {
-    fn new(hub: &Client, snapshot: &NamespaceSnapshot) -> Self {
-        Self {
-            api: Api::namespaced(hub.clone(), SYSTEM_NAMESPACE),
-            name: snapshot.name_any(),
-            status: snapshot.status.clone().unwrap_or_default(),
-        }
-    }
-
-    /// Writes this run's first status only if the object is still as it was read
-    /// (`resource_version`): a second run for the same object (a stale trigger, another replica)
-    /// gets a conflict and backs off, so the work is never done twice at once.
-    async fn claim(
-        &mut self,
-        resource_version: Option<String>,
-        phase: SnapshotPhase,
-        message: String,
-    ) -> Result<bool, kube::Error> {
-        self.status.phase = phase;
-        self.status.message = Some(message);
-        let patch =
-            json!({"metadata": {"resourceVersion": resource_version}, "status": self.status});
-        match self
-            .api
-            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn step(&mut self, phase: SnapshotPhase, message: String) -> Result<(), kube::Error> {
-        self.status.phase = phase;
-        self.status.message = Some(message);
-        self.write().await
-    }
-
-    async fn write(&self) -> Result<(), kube::Error> {
-        self.api
-            .patch_status(
-                &self.name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": self.status })),
-            )
-            .await
-            .map(|_| ())
-    }
-}
+type Progress = crate::progress::Progress<NamespaceSnapshot, NamespaceSnapshotStatus>;
 
 async fn member_client(ctx: &Context, member: &str) -> anyhow::Result<Client> {
     let cluster = Api::<MemberCluster>::all(ctx.hub.clone())
@@ -644,8 +592,7 @@ async fn unlabel_group_claims(member: &Client, ns: &str, groups: &[Group]) -> an
     Ok(())
 }
 
-/// Polls the snapshot's `VolumeGroupSnapshot`s until `done` holds for all, failing at once on an
-/// error the CSI driver reports.
+/// Polls the snapshot's `VolumeGroupSnapshot`s until `done` holds for all.
 async fn wait_groups(
     api: &Api<DynamicObject>,
     groups: &[Group],
@@ -653,36 +600,11 @@ async fn wait_groups(
     what: &str,
     done: impl Fn(&Value) -> bool,
 ) -> anyhow::Result<Vec<Value>> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let mut all = Vec::new();
-        let mut waiting = Vec::new();
-        for g in groups {
-            let vgs = serde_json::to_value(api.get(&g.name).await?)?;
-            if let Some(message) = vgs["status"]["error"]["message"].as_str() {
-                bail!(
-                    "the CSI driver failed VolumeGroupSnapshot {}: {message}",
-                    g.name
-                );
-            }
-            if !done(&vgs) {
-                waiting.push(g.name.clone());
-            }
-            all.push(vgs);
-        }
-        if waiting.is_empty() {
-            return Ok(all);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "volume group snapshots not {what} after {}s: {} (is the CSI snapshot controller \
-                 with group snapshots enabled running on the member?)",
-                timeout.as_secs(),
-                waiting.join(", ")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let objects: Vec<(String, String)> = groups
+        .iter()
+        .map(|g| (format!("VolumeGroupSnapshot {}", g.name), g.name.clone()))
+        .collect();
+    wait_csi_objects(api, &objects, timeout, what, done).await
 }
 
 /// Maps claims to volumes and snapshot classes (reading the volumes they are bound to and the
@@ -983,8 +905,7 @@ async fn wait_ready(
     Ok(entries)
 }
 
-/// Polls the snapshot's `VolumeSnapshot`s until `done` holds for all (in `claims` order), failing
-/// at once on a snapshot error the CSI driver reports.
+/// Polls the snapshot's `VolumeSnapshot`s until `done` holds for all (in `claims` order).
 async fn wait_snapshots(
     api: &Api<DynamicObject>,
     snapshot: &str,
@@ -993,27 +914,47 @@ async fn wait_snapshots(
     what: &str,
     done: impl Fn(&Value) -> bool,
 ) -> anyhow::Result<Vec<Value>> {
+    let objects: Vec<(String, String)> = claims
+        .iter()
+        .map(|(claim, _)| {
+            let name = volumes::volume_snapshot_name(snapshot, claim);
+            (format!("the VolumeSnapshot of claim {claim}"), name)
+        })
+        .collect();
+    wait_csi_objects(api, &objects, timeout, what, done).await
+}
+
+/// Polls CSI snapshot objects (`(description, name)`) until `done` holds for all, in order,
+/// failing at once on an error the CSI driver reports in one of them.
+async fn wait_csi_objects(
+    api: &Api<DynamicObject>,
+    objects: &[(String, String)],
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Vec<Value>> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let mut all = Vec::new();
         let mut waiting = Vec::new();
-        for (claim, _) in claims {
-            let name = volumes::volume_snapshot_name(snapshot, claim);
-            let vs = serde_json::to_value(api.get(&name).await?)?;
-            if let Some(message) = vs["status"]["error"]["message"].as_str() {
-                bail!("the CSI driver failed the VolumeSnapshot of claim {claim}: {message}");
+        for (description, name) in objects {
+            let object = serde_json::to_value(api.get(name).await?)?;
+            if let Some(message) = object["status"]["error"]["message"].as_str() {
+                bail!("the CSI driver failed {description}: {message}");
             }
-            if !done(&vs) {
-                waiting.push(name);
+            if !done(&object) {
+                waiting.push(name.clone());
             }
-            all.push(vs);
+            all.push(object);
         }
         if waiting.is_empty() {
             return Ok(all);
         }
         if tokio::time::Instant::now() >= deadline {
             bail!(
-                "volume snapshots not {what} after {}s: {} (is a CSI snapshot controller running on the member?)",
+                "{} not {what} after {}s: {} (is the CSI snapshot controller running on the \
+                 member, with group snapshots enabled for group snapshots?)",
+                api.resource_url().rsplit('/').next().unwrap_or("snapshots"),
                 timeout.as_secs(),
                 waiting.join(", ")
             );
