@@ -136,3 +136,61 @@ fn free_ports() -> [u16; 2] {
         b.local_addr().expect("addr").port(),
     ]
 }
+
+/// A Secret in `multicluster-system` holding S3 credentials, as `snapshot location add --secret`
+/// expects.
+pub async fn credentials_secret(hub: &kube::Client, name: &str, id: &str, key: &str) {
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "multicluster-system"},
+        "stringData": {"accessKeyId": id, "secretAccessKey": key}
+    }))
+    .expect("secret");
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(hub.clone(), "multicluster-system")
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .expect("create the credentials Secret");
+}
+
+impl Minio {
+    /// Adds a StorageLocation for this bucket with `kubectl multicluster snapshot location add`
+    /// (over TLS, trusting the CA written into `dir`, credentials in a new Secret); returns its name.
+    pub async fn add_location(
+        &self,
+        pg: &crate::Playground,
+        hub: &kube::Client,
+        dir: &Path,
+    ) -> String {
+        let ca = dir.join("minio-ca.pem");
+        std::fs::write(&ca, &self.ca_pem).expect("write the CA");
+        let secret = crate::unique_name("minio");
+        credentials_secret(hub, &secret, &self.access_key, &self.secret_key).await;
+        let name = crate::unique_name("s3");
+        let ca = ca.display().to_string();
+        crate::run_ok(&mut pg.multicluster(&[
+            "snapshot",
+            "location",
+            "add",
+            &name,
+            "--bucket",
+            &self.bucket,
+            "--endpoint",
+            &self.endpoint,
+            "--force-path-style",
+            "--ca-file",
+            &ca,
+            "--secret",
+            &secret,
+        ]));
+        name
+    }
+}
+
+/// Adds a StorageLocation for a new directory `dir/archives`; returns its name and the directory.
+pub fn add_directory_location(pg: &crate::Playground, dir: &Path) -> (String, PathBuf) {
+    let archives = dir.join("archives");
+    std::fs::create_dir_all(&archives).expect("create the archive directory");
+    let name = crate::unique_name("fs");
+    let path = archives.display().to_string();
+    crate::run_ok(&mut pg.multicluster(&["snapshot", "location", "add", &name, "--path", &path]));
+    (name, archives)
+}

@@ -68,7 +68,7 @@ async fn namespace_exists(member: &kube::Client, ns: &str) -> bool {
 
 // Multi-threaded: the played controllers run while the test blocks on `kubectl multicluster`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restore_into_an_empty_namespace_of_another_member_hydrates_the_claims_before_any_workload_and_brings_the_workloads_back_at_their_scales()
+async fn a_restore_into_an_empty_namespace_of_another_member_with_a_played_provisioner_hydrates_the_claims_before_any_workload_and_brings_the_workloads_back_at_their_scales()
  {
     let pg = playground();
     pg.join_members();
@@ -79,34 +79,7 @@ async fn a_restore_into_an_empty_namespace_of_another_member_hydrates_the_claims
     // Snapshot (scale-down) to MinIO over TLS.
     let dir = tempfile::tempdir().unwrap();
     let minio = Minio::start(&dir.path().join("minio"), "snapshots");
-    let ca = dir.path().join("minio-ca.pem");
-    std::fs::write(&ca, &minio.ca_pem).unwrap();
-    let secret = unique_name("minio");
-    let credentials: Secret = serde_json::from_value(json!({
-        "metadata": {"name": secret, "namespace": "multicluster-system"},
-        "stringData": {"accessKeyId": minio.access_key, "secretAccessKey": minio.secret_key}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(hub.clone(), "multicluster-system")
-        .create(&PostParams::default(), &credentials)
-        .await
-        .unwrap();
-    let location = unique_name("s3");
-    run_ok(&mut pg.multicluster(&[
-        "snapshot",
-        "location",
-        "add",
-        &location,
-        "--bucket",
-        &minio.bucket,
-        "--endpoint",
-        &minio.endpoint,
-        "--force-path-style",
-        "--ca-file",
-        &ca.display().to_string(),
-        "--secret",
-        &secret,
-    ]));
+    let location = minio.add_location(pg, &hub, dir.path()).await;
     let snapshot = unique_name("shop-snap");
     run_ok(&mut pg.multicluster(&[
         "snapshot",
@@ -279,7 +252,7 @@ async fn a_restore_into_an_empty_namespace_of_another_member_hydrates_the_claims
 
 // Multi-threaded: the played controllers run while the test blocks on `kubectl multicluster`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restores_onto_conflicting_namespaces_are_refused_on_kubectl_apply_naming_each_conflict_and_a_corrupted_archive_before_any_write()
+async fn restores_of_a_played_csi_snapshot_onto_conflicting_namespaces_are_refused_on_kubectl_apply_naming_each_conflict_and_a_corrupted_archive_before_any_write()
  {
     let pg = playground();
     pg.join_members();
@@ -287,17 +260,7 @@ async fn restores_onto_conflicting_namespaces_are_refused_on_kubectl_apply_namin
     let m2 = pg.client("member-2").await.unwrap();
     let (ns, _snapshotter) = source_application(pg).await;
     let dir = tempfile::tempdir().unwrap();
-    let archives = dir.path().join("archives");
-    std::fs::create_dir(&archives).unwrap();
-    let location = unique_name("fs");
-    run_ok(&mut pg.multicluster(&[
-        "snapshot",
-        "location",
-        "add",
-        &location,
-        "--path",
-        &archives.display().to_string(),
-    ]));
+    let (location, archives) = multicluster_tests::minio::add_directory_location(pg, dir.path());
     let snapshot = unique_name("shop-snap");
     run_ok(&mut pg.multicluster(&[
         "snapshot",
@@ -456,7 +419,7 @@ async fn restores_onto_conflicting_namespaces_are_refused_on_kubectl_apply_namin
 
 // Multi-threaded: the played controllers run while the test blocks on `kubectl multicluster`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_driver_with_group_snapshots_is_cut_in_one_volume_group_snapshot_and_restored_from_its_handles_with_a_transform()
+async fn a_driver_with_group_snapshots_played_by_a_stand_in_controller_is_cut_in_one_volume_group_snapshot_and_restored_from_its_handles_with_a_transform()
  {
     let pg = playground();
     pg.join_members();
@@ -475,17 +438,7 @@ async fn a_driver_with_group_snapshots_is_cut_in_one_volume_group_snapshot_and_r
     }
     let group_snapshotter = csi::PlayedGroupSnapshotter::start(m1.clone(), &ns);
     let dir = tempfile::tempdir().unwrap();
-    let archives = dir.path().join("archives");
-    std::fs::create_dir(&archives).unwrap();
-    let location = unique_name("fs");
-    run_ok(&mut pg.multicluster(&[
-        "snapshot",
-        "location",
-        "add",
-        &location,
-        "--path",
-        &archives.display().to_string(),
-    ]));
+    let (location, _) = multicluster_tests::minio::add_directory_location(pg, dir.path());
     let snapshot = unique_name("grouped-snap");
     let out = run(&mut pg.multicluster(&[
         "snapshot",

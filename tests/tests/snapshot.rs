@@ -11,26 +11,13 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::api::{DynamicObject, PostParams};
+use kube::api::DynamicObject;
 use multicluster_core::api::{NamespaceSnapshot, StorageLocation};
 use multicluster_core::snapshot::archive;
 use multicluster_tests::minio::Minio;
 use multicluster_tests::{playground, run, run_ok, unique_name};
 use serde_json::json;
-
-async fn credentials_secret(hub: &kube::Client, name: &str, id: &str, key: &str) {
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": name, "namespace": "multicluster-system"},
-        "stringData": {"accessKeyId": id, "secretAccessKey": key}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(hub.clone(), "multicluster-system")
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-}
 
 #[tokio::test]
 async fn storage_locations_are_checked_by_the_hub_server_on_minio_and_a_directory_and_failures_say_what_failed()
@@ -42,7 +29,13 @@ async fn storage_locations_are_checked_by_the_hub_server_on_minio_and_a_director
     let ca = dir.path().join("minio-ca.pem");
     std::fs::write(&ca, &minio.ca_pem).unwrap();
     let good = unique_name("minio");
-    credentials_secret(&hub, &good, &minio.access_key, &minio.secret_key).await;
+    multicluster_tests::minio::credentials_secret(
+        &hub,
+        &good,
+        &minio.access_key,
+        &minio.secret_key,
+    )
+    .await;
     let s3_args = |name: &str, secret: &str, with_ca: bool| {
         let mut args = vec![
             "snapshot".to_owned(),
@@ -83,7 +76,8 @@ async fn storage_locations_are_checked_by_the_hub_server_on_minio_and_a_director
 
     // Wrong secret key: not available, exit 1, the store's refusal named.
     let wrong = unique_name("wrong");
-    credentials_secret(&hub, &wrong, &minio.access_key, "not-the-key").await;
+    multicluster_tests::minio::credentials_secret(&hub, &wrong, &minio.access_key, "not-the-key")
+        .await;
     let args = s3_args(&unique_name("s3-wrong"), &wrong, true);
     let out = run(&mut pg.multicluster(&args.iter().map(String::as_str).collect::<Vec<_>>()));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -160,7 +154,7 @@ async fn replicas(member: &kube::Client, ns: &str, kind: &str, name: &str) -> (i
 
 // Multi-threaded: the played snapshotter runs while the test blocks on `kubectl multicluster`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_namespace_snapshot_quiesces_all_volumes_at_once_saves_every_captured_kind_to_minio_and_a_directory_and_always_resumes()
+async fn a_namespace_snapshot_with_a_played_csi_snapshotter_quiesces_all_volumes_at_once_saves_every_captured_kind_to_minio_and_a_directory_and_always_resumes()
  {
     let pg = playground();
     pg.join_members();
@@ -184,37 +178,8 @@ async fn a_namespace_snapshot_quiesces_all_volumes_at_once_saves_every_captured_
     // Locations: MinIO over TLS and a directory.
     let dir = tempfile::tempdir().unwrap();
     let minio = Minio::start(&dir.path().join("minio"), "snapshots");
-    let ca = dir.path().join("minio-ca.pem");
-    std::fs::write(&ca, &minio.ca_pem).unwrap();
-    let secret = unique_name("minio");
-    credentials_secret(&hub, &secret, &minio.access_key, &minio.secret_key).await;
-    let s3 = unique_name("s3");
-    run_ok(&mut pg.multicluster(&[
-        "snapshot",
-        "location",
-        "add",
-        &s3,
-        "--bucket",
-        &minio.bucket,
-        "--endpoint",
-        &minio.endpoint,
-        "--force-path-style",
-        "--ca-file",
-        &ca.display().to_string(),
-        "--secret",
-        &secret,
-    ]));
-    let fs_dir = dir.path().join("archives");
-    std::fs::create_dir(&fs_dir).unwrap();
-    let fs = unique_name("fs");
-    run_ok(&mut pg.multicluster(&[
-        "snapshot",
-        "location",
-        "add",
-        &fs,
-        "--path",
-        &fs_dir.display().to_string(),
-    ]));
+    let s3 = minio.add_location(pg, &hub, dir.path()).await;
+    let (fs, fs_dir) = multicluster_tests::minio::add_directory_location(pg, dir.path());
 
     // ScaleDown to MinIO.
     let name = unique_name("shop-snap");
