@@ -118,9 +118,12 @@ pub async fn check_restore(
                 spec.target_cluster
             )
         })?;
-    let target = live_objects(hub, members, &member, &spec.target_namespace)
-        .await
-        .map_err(|e| {
+    let target = async {
+        let client = members.get(hub, &member, Some(Duration::from_secs(5))).await?;
+        live_objects(&client, &spec.target_namespace).await
+    }
+    .await
+    .map_err(|e| {
             format!(
                 "cannot check {}/{} for conflicting applications: {e:#}; the restore is refused until the member answers",
                 spec.target_cluster, spec.target_namespace
@@ -148,17 +151,12 @@ pub async fn check_restore(
     ))
 }
 
-/// Every object of the inventory kinds in `namespace` on `member`, with its kind set (list items
-/// come without it). An absent namespace has none.
+/// Every object of the inventory kinds in `namespace` on the member `client` reaches, with its
+/// kind set (list items come without it). An absent namespace has none.
 pub(crate) async fn live_objects(
-    hub: &Client,
-    members: &MemberClients,
-    member: &MemberCluster,
+    client: &Client,
     namespace: &str,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    let client = members
-        .get(hub, member, Some(Duration::from_secs(5)))
-        .await?;
     let lists = INVENTORY_KINDS.iter().map(|(group, version, kind)| {
         let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
         let client = client.clone();
