@@ -64,9 +64,12 @@ install_kube_binaries() {
 
 # What the kube-proxy data plane needs around it: nftables (its proxy mode), conntrack (it flushes
 # stale flows), socat (bridges the API server's loopback into the test's network namespace),
-# iproute2 (network namespaces and veth pairs). Debian packages; installed only when missing.
+# iproute2 (network namespaces and veth pairs); zsh and fish, whose parsers check the completion
+# scripts. Debian packages; installed only when missing.
 install_data_plane_tools() {
   local want=()
+  command -v zsh >/dev/null || want+=(zsh)
+  command -v fish >/dev/null || want+=(fish)
   command -v nft >/dev/null || want+=(nftables)
   command -v conntrack >/dev/null || want+=(conntrack)
   command -v socat >/dev/null || want+=(socat)

@@ -13,12 +13,13 @@ use crate::webhooks::{self, Endpoint};
 pub const NAME: &str = "multicluster-webhook";
 /// The Secret holding the serving certificate (`tls.crt`, `tls.key`, `ca.crt`).
 pub const TLS_SECRET: &str = "multicluster-webhook-tls";
-/// The image, tagged with this release's version (the packaging work publishes it).
+/// Where the hub server's image is published (`cargo xtask release` builds it).
+pub const IMAGE_REPOSITORY: &str = "ghcr.io/multicluster-dev/multicluster-webhook";
+
+/// The image, tagged with this release's version (`v` + the workspace version), the tag the
+/// release's image layout carries.
 pub fn default_image() -> String {
-    format!(
-        "ghcr.io/multicluster-dev/multicluster-webhook:v{}",
-        env!("CARGO_PKG_VERSION")
-    )
+    format!("{IMAGE_REPOSITORY}:v{}", env!("CARGO_PKG_VERSION"))
 }
 
 /// The DNS name the API server uses for the Service: what the serving certificate must name.
