@@ -14,6 +14,7 @@ use axum::routing::{any, get, post};
 use clap::Args;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::admission::{self, AppState};
 use crate::intents::Intents;
@@ -64,7 +65,11 @@ pub fn admission_router(state: Arc<AppState>) -> Router {
         // The proxy API (aggregated into the hub's API server).
         .route("/apis", any(crate::proxy::handle))
         .route("/apis/{*rest}", any(crate::proxy::handle))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // The limit is checked against Content-Length before any byte is read, so a client that
+        // asks `Expect: 100-continue` gets 413 at once instead of a 100 and a reset mid-upload;
+        // bodies without a length are cut off at the same size while read.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .with_state(state)
 }
 
