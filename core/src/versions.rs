@@ -20,9 +20,17 @@ pub const COMMIT: &str = env!("MULTICLUSTER_COMMIT");
 
 /// This build of the project: the workspace version and the commit, e.g. `0.1.0 (3f2a9c1e0b7d)`.
 /// The plugin and the hub server are built from the same workspace, so equal strings mean the
-/// same build.
+/// same build. A constant, so that `--version` of both programs prints it too.
+pub const RELEASE: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("MULTICLUSTER_COMMIT"),
+    ")"
+);
+
+/// [`RELEASE`], owned.
 pub fn release() -> String {
-    format!("{} ({COMMIT})", env!("CARGO_PKG_VERSION"))
+    RELEASE.to_owned()
 }
 
 /// What `kubectl multicluster version` warns about when the hub server runs another build.

@@ -14,7 +14,7 @@ use crate::output::{self, OutputFormat, Tabular};
 #[command(
     name = "kubectl multicluster",
     bin_name = "kubectl multicluster",
-    version,
+    version = multicluster_core::versions::RELEASE,
     about = "Manage a fleet of Kubernetes clusters from one hub cluster",
     long_about = "Manage a fleet of Kubernetes clusters from one hub cluster.\n\n\
         Start with a local playground (a hub and two members, real API servers on this machine):\n  \

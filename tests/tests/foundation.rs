@@ -433,6 +433,20 @@ async fn version_names_the_plugin_build_and_the_hub_servers_which_match() {
     assert_eq!(plugin, multicluster_core::versions::release(), "{info}");
     assert_eq!(info["hubServer"], json!(plugin), "{info}");
     assert!(!stderr.contains("warning"), "{stderr}");
+    // `--version` of both programs names the same build.
+    let webhook = multicluster_tests::plugin_bin().with_file_name("multicluster-webhook");
+    for program in [multicluster_tests::plugin_bin(), webhook] {
+        let out = std::process::Command::new(&program)
+            .arg("--version")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.trim_end().ends_with(plugin),
+            "{}: {said}",
+            program.display()
+        );
+    }
     // The table says the same.
     let table = run_ok(&mut pg.multicluster(&["version"]));
     assert!(

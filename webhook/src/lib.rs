@@ -27,7 +27,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(
     name = "multicluster-webhook",
-    version,
+    version = multicluster_core::versions::RELEASE,
     about = "Hub server of kubectl-multicluster: mutating and validating admission webhooks \
              and the hub's background loops"
 )]
