@@ -174,18 +174,19 @@ fn run_release(root: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?;
         let ca_certificates = read(PathBuf::from(image::CA_CERTIFICATES))
             .context("the image carries this machine's CA certificates (Debian: apt-get install ca-certificates)")?;
+        let reference = multicluster_core::install::default_image();
         let inputs = image::ImageInputs {
             binaries: binaries.iter().map(|(p, b)| (*p, b.as_slice())).collect(),
             ca_certificates: &ca_certificates,
             version: VERSION,
             commit: &commit,
-            repository: multicluster_core::install::IMAGE_REPOSITORY,
+            reference: &reference,
             source: REPOSITORY,
         };
         let (layout, digest) = image::oci_layout(&inputs, mtime)?;
         eprintln!(
             "image {} ({}) digest {digest}",
-            image::reference(multicluster_core::install::IMAGE_REPOSITORY, VERSION),
+            reference,
             linux
                 .iter()
                 .map(|p| p.name())

@@ -74,7 +74,7 @@ fn the_image_runs_the_static_hub_server_as_non_root_with_ca_certificates_and_not
         ca_certificates: ca,
         version: VERSION,
         commit: "0123456789ab",
-        repository: install::IMAGE_REPOSITORY,
+        reference: &install::default_image(),
         source: "https://example.com/src",
     };
     let (archive, digest) = image::oci_layout(&inputs, 1_764_000_000).unwrap();

@@ -1,14 +1,7 @@
-//! SHA-256 digests, and `SHA256SUMS` in the format `sha256sum --check` reads.
+//! `SHA256SUMS` in the format `sha256sum --check` reads. The digests are the snapshot archives'
+//! (`sha256_hex` for krew's `sha256` field, `checksum` = `sha256:<hex>` for OCI digests).
 
-use sha2::{Digest, Sha256};
-
-/// The lowercase hex SHA-256 of `bytes` (krew's `sha256` field, `SHA256SUMS`).
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use multicluster_core::snapshot::archive::{checksum, sha256_hex};
 
 /// `SHA256SUMS`: one `<hex>  <file name>` line per file, sorted by name.
 pub fn sha256sums<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {

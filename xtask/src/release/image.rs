@@ -7,7 +7,7 @@
 use serde_json::json;
 
 use super::archive::{Entry, tar, tar_gz};
-use super::checksum::sha256_hex;
+use super::checksum::checksum;
 use super::platform::{HUB_SERVER_BIN, Platform};
 
 /// The user the server runs as (the Deployment's `runAsUser`/`runAsGroup` say the same).
@@ -29,8 +29,8 @@ pub struct ImageInputs<'a> {
     pub ca_certificates: &'a [u8],
     pub version: &'a str,
     pub commit: &'a str,
-    /// `ghcr.io/…/multicluster-webhook`, without the tag.
-    pub repository: &'a str,
+    /// The image's name with its tag, as the install manifests pull it (`install::default_image`).
+    pub reference: &'a str,
     pub source: &'a str,
 }
 
@@ -60,7 +60,7 @@ pub fn layer_entries(binary: &[u8], ca_certificates: &[u8]) -> Vec<Entry> {
 pub fn oci_layout(inputs: &ImageInputs<'_>, mtime: u64) -> anyhow::Result<(Vec<u8>, String)> {
     let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
     let mut add_blob = |bytes: Vec<u8>| -> (String, usize) {
-        let digest = format!("sha256:{}", sha256_hex(&bytes));
+        let digest = checksum(&bytes);
         let size = bytes.len();
         if !blobs.iter().any(|(d, _)| *d == digest) {
             blobs.push((digest.clone(), bytes));
@@ -80,7 +80,7 @@ pub fn oci_layout(inputs: &ImageInputs<'_>, mtime: u64) -> anyhow::Result<(Vec<u
     for (platform, binary) in &inputs.binaries {
         let files = layer_entries(binary, inputs.ca_certificates);
         // The config names the layer by its uncompressed digest, the manifest by its blob's.
-        let diff_id = format!("sha256:{}", sha256_hex(&tar(&files, mtime)?));
+        let diff_id = checksum(&tar(&files, mtime)?);
         let (layer_digest, layer_size) = add_blob(tar_gz(&files, mtime)?);
         let config = json!({
             "architecture": platform.arch,
@@ -118,7 +118,7 @@ pub fn oci_layout(inputs: &ImageInputs<'_>, mtime: u64) -> anyhow::Result<(Vec<u
             "mediaType": INDEX, "digest": index_digest, "size": index_size,
             "annotations": {
                 "org.opencontainers.image.ref.name": tag,
-                "io.containerd.image.name": format!("{}:{tag}", inputs.repository),
+                "io.containerd.image.name": inputs.reference,
             },
         }],
     });
@@ -138,9 +138,4 @@ pub fn oci_layout(inputs: &ImageInputs<'_>, mtime: u64) -> anyhow::Result<(Vec<u
         entries.push(Entry::file(format!("blobs/sha256/{hex}"), 0o644, bytes));
     }
     Ok((tar(&entries, mtime)?, index_digest))
-}
-
-/// The `image` the install manifests name for `version` (`core::install::default_image` must agree).
-pub fn reference(repository: &str, version: &str) -> String {
-    format!("{repository}:v{version}")
 }
