@@ -131,13 +131,11 @@ pub async fn run(
     let path = dir.path().join("kubeconfig");
     {
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         // Holds the user's credentials: readable by them only.
-        let mut file = std::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .open(&path)?;
+        let mut file = crate::local::kubeconfig::owner_only(
+            std::fs::OpenOptions::new().create_new(true).write(true),
+        )
+        .open(&path)?;
         file.write_all(yaml.as_bytes())?;
     }
     let status = std::process::Command::new("kubectl")

@@ -144,6 +144,8 @@ fn run_release(root: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
     )?;
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let mut downloads = Vec::new();
+    // The Linux hub servers, for the image as well as the archives.
+    let mut hub_servers: Vec<(&Platform, Vec<u8>)> = Vec::new();
     for platform in &platforms {
         let plugin = read(binary_path(root, platform, PLUGIN_BIN))?;
         let hub_server = match platform.os {
@@ -164,19 +166,20 @@ fn run_release(root: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
             sha256: checksum::sha256_hex(&bytes),
         });
         files.push((name, bytes));
+        if let Some(hub_server) = hub_server {
+            hub_servers.push((platform, hub_server));
+        }
     }
 
-    let linux: Vec<&&Platform> = platforms.iter().filter(|p| p.os == "linux").collect();
-    if !linux.is_empty() {
-        let binaries: Vec<(&Platform, Vec<u8>)> = linux
-            .iter()
-            .map(|p| Ok((**p, read(binary_path(root, p, HUB_SERVER_BIN))?)))
-            .collect::<anyhow::Result<_>>()?;
+    if !hub_servers.is_empty() {
         let ca_certificates = read(PathBuf::from(image::CA_CERTIFICATES))
             .context("the image carries this machine's CA certificates (Debian: apt-get install ca-certificates)")?;
         let reference = multicluster_core::install::default_image();
         let inputs = image::ImageInputs {
-            binaries: binaries.iter().map(|(p, b)| (*p, b.as_slice())).collect(),
+            binaries: hub_servers
+                .iter()
+                .map(|(p, b)| (*p, b.as_slice()))
+                .collect(),
             ca_certificates: &ca_certificates,
             version: VERSION,
             commit: &commit,
@@ -187,9 +190,9 @@ fn run_release(root: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
         eprintln!(
             "image {} ({}) digest {digest}",
             reference,
-            linux
+            hub_servers
                 .iter()
-                .map(|p| p.name())
+                .map(|(p, _)| p.name())
                 .collect::<Vec<_>>()
                 .join(", ")
         );

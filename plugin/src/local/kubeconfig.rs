@@ -121,22 +121,31 @@ pub fn read_or_empty(path: &Path) -> anyhow::Result<Kubeconfig> {
         .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {}: {e}", path.display()))
 }
 
+/// Makes `options` create the file readable and writable by its owner only (mode 0600), for files
+/// holding credentials. On Windows a new file takes the access list of its directory (the
+/// user's profile or temporary directory), as kubectl's own kubeconfig does.
+pub fn owner_only(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
+    options
+}
+
 /// Writes a kubeconfig readable by its owner only: it holds admin client keys.
 pub fn write(path: &Path, kubeconfig: &Kubeconfig) -> anyhow::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
     let yaml = serde_saphyr::to_string(kubeconfig)?;
     // Write next to the target and rename, so a crash never leaves a half-written kubeconfig.
     let tmp = path.with_extension("multicluster-tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut file = owner_only(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true),
+    )
+    .open(&tmp)?;
     file.write_all(yaml.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;

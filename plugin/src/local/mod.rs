@@ -331,6 +331,12 @@ pub async fn up(
     opts: &UpOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<PlaygroundState> {
+    if !cfg!(target_os = "linux") {
+        anyhow::bail!(
+            "the local playground runs kube-apiserver and etcd, which are Linux programs: run \
+             `kubectl multicluster local up` on Linux (WSL 2 works on Windows)"
+        );
+    }
     let bins = Binaries::locate(&binaries::cache_dir())?;
     let hub_server_bin = binaries::hub_server()?;
     let dir = std::path::absolute(&opts.dir)?;

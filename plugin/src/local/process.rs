@@ -3,29 +3,47 @@
 //! A pid alone is not proof: after a reboot or a long time the number may belong to someone else.
 //! Every process the playground starts has the playground directory in its command line, so a pid
 //! counts as ours only while `/proc/<pid>/cmdline` still mentions that directory.
+//!
+//! The playground runs on Linux only (its kube-apiserver and etcd are Linux binaries, and `up`
+//! says so elsewhere); the Unix parts are gated so that the plugin still builds for Windows.
 
 use std::fs::File;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 /// Starts `program` in its own process group (so Ctrl-C in the terminal that ran `local up` does not
 /// reach it) with stdout and stderr appended to `log`.
 pub fn spawn(program: &Path, args: &[String], log: &Path) -> std::io::Result<Child> {
     let out = File::options().create(true).append(true).open(log)?;
     let err = out.try_clone()?;
-    Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(out)
-        .stderr(err)
-        .process_group(0)
-        .spawn()
+        .stderr(err);
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    command.spawn()
 }
+
+/// Asks `pid` to stop (SIGTERM), or kills it (SIGKILL). The process may exit between the caller's
+/// check and the signal: nothing to do then.
+#[cfg(unix)]
+fn signal(pid: u32, kill: bool) {
+    use nix::sys::signal::Signal;
+    let signal = if kill {
+        Signal::SIGKILL
+    } else {
+        Signal::SIGTERM
+    };
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+}
+
+/// No playground runs here (see the module's comment), so no process is ever ours to stop.
+#[cfg(not(unix))]
+fn signal(_pid: u32, _kill: bool) {}
 
 /// Whether `pid` is alive, not a zombie, and started with `marker` (the playground directory) in
 /// its command line.
@@ -49,15 +67,14 @@ pub fn is_ours(pid: u32, marker: &str) -> bool {
 /// Sends SIGTERM to every pid that is still ours, waits up to `grace` for all of them to exit,
 /// then SIGKILLs what is left. Returns the pids that had to be killed.
 pub fn terminate_all(pids: &[u32], marker: &str, grace: Duration) -> Vec<u32> {
-    let signal_all = |signal| {
+    let signal_all = |kill| {
         for &pid in pids {
             if is_ours(pid, marker) {
-                // The process may exit between the check and the signal: nothing to do then.
-                let _ = kill(Pid::from_raw(pid as i32), signal);
+                signal(pid, kill);
             }
         }
     };
-    signal_all(Signal::SIGTERM);
+    signal_all(false);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if pids.iter().all(|&pid| !is_ours(pid, marker)) {
@@ -70,7 +87,7 @@ pub fn terminate_all(pids: &[u32], marker: &str, grace: Duration) -> Vec<u32> {
         .copied()
         .filter(|&p| is_ours(p, marker))
         .collect();
-    signal_all(Signal::SIGKILL);
+    signal_all(true);
     stubborn
 }
 

@@ -15,10 +15,11 @@ pub struct Platform {
 /// - macOS: linking needs the macOS SDK's Security and CoreFoundation frameworks
 ///   (rustls-native-certs reads the keychain through them), which only Apple distributes; zig has
 ///   no stand-in ("unable to find system framework \"Security\"").
-/// - Windows ([`WINDOWS_AMD64`]): the toolchain builds it, the plugin does not yet: the local
-///   playground manages its processes with Unix process groups and signals, and credentials files
-///   are written with Unix modes (`std::os::unix`, `nix`). The packaging for it (a `.zip`, a
-///   `.cmd` completion helper) is ready and tested.
+/// - Windows ([`WINDOWS_AMD64`]): the plugin builds for it (`cargo zigbuild --target
+///   x86_64-pc-windows-gnu -p kubectl-multicluster`), but cannot be run here: Debian's wine 8.0
+///   lacks `bcryptprimitives.dll`, which Rust's standard library imports on Windows ("Library
+///   bcryptprimitives.dll ... not found"), and an archive nobody ran is not shipped. The
+///   packaging for it (a `.zip`, a `.cmd` completion helper) is ready and tested.
 pub const PLATFORMS: &[Platform] = &[
     Platform {
         os: "linux",
