@@ -144,9 +144,13 @@ async fn run_restore(
         .get(&ctx.hub, &cluster, Some(Duration::from_secs(30)))
         .await
         .with_context(|| format!("connecting to member {}", spec.target_cluster))?;
-    let live = crate::restore_admission::live_objects(&member, ns)
-        .await
-        .with_context(|| format!("reading {}/{ns} to check it again", spec.target_cluster))?;
+    let live = crate::restore_admission::live_objects(
+        &member,
+        ns,
+        crate::restore_admission::Freshness::Consistent,
+    )
+    .await
+    .with_context(|| format!("reading {}/{ns} to check it again", spec.target_cluster))?;
     // What this restore already wrote (it is starting over) is not a conflict.
     let others: Vec<Value> = live
         .into_iter()

@@ -109,10 +109,44 @@ pub fn checksum(bytes: &[u8]) -> String {
 
 /// The lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
+}
+
+/// An `io::Write` that hashes what is written to it (SHA-256), for digests of serialised values
+/// without building their text.
+#[derive(Default)]
+pub struct Sha256Writer(Sha256);
+
+impl std::fmt::Debug for Sha256Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sha256Writer")
+    }
+}
+
+impl Sha256Writer {
+    /// The lowercase hex SHA-256 of everything written.
+    pub fn hex(self) -> String {
+        hex(&self.0.finalize())
+    }
+}
+
+impl std::io::Write for Sha256Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn hex(digest: &[u8]) -> String {
+    use std::fmt::Write;
+    digest.iter().fold(String::with_capacity(64), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 /// Builds the archive from the manifest's description and the (stripped) resources; fills in

@@ -227,10 +227,8 @@ fn summary(object: &Value) -> Option<ApplicationSummary> {
             );
         }
         "ConfigMap" => {
-            let data =
-                serde_json::json!({"data": object["data"], "binaryData": object["binaryData"]});
             app.aspects
-                .insert("data".to_owned(), short_digest(&data.to_string()));
+                .insert("data".to_owned(), config_map_digest(object));
         }
         _ => {}
     }
@@ -249,9 +247,27 @@ fn compact(value: &Value) -> String {
     }
 }
 
-/// A short digest: enough to tell two ConfigMaps' data apart in a message.
-fn short_digest(text: &str) -> String {
-    archive::checksum(text.as_bytes())[..19].to_owned()
+/// A short digest of a ConfigMap's `binaryData` and `data`: enough to tell two ConfigMaps apart
+/// in a message. Hashed as the JSON text `{"binaryData":…,"data":…}` (absent is `null`), which is
+/// what saved inventories hold: the text is streamed into the hash, not built, because the
+/// admission check digests every ConfigMap of the target namespace.
+fn config_map_digest(object: &Value) -> String {
+    #[derive(serde::Serialize)]
+    struct Contents<'a> {
+        #[serde(rename = "binaryData")]
+        binary_data: &'a Value,
+        data: &'a Value,
+    }
+    let mut hash = archive::Sha256Writer::default();
+    // Writing JSON values into a hash cannot fail.
+    let _ = serde_json::to_writer(
+        &mut hash,
+        &Contents {
+            binary_data: &object["binaryData"],
+            data: &object["data"],
+        },
+    );
+    format!("sha256:{}", &hash.hex()[..12])
 }
 
 /// The conflicts of restoring a snapshot whose inventory is `snapshot` into a namespace
