@@ -96,7 +96,8 @@ pub fn member_objects() -> Vec<Value> {
                "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
         // Snapshot and restore: a snapshot captures every kind of a namespace (custom resources
         // and Secrets included), so the hub reads every kind; a restore writes them back, scales
-        // workloads down and up (ScaleDown quiesce), and takes and removes CSI snapshots. Leave
+        // workloads down and up (ScaleDown quiesce), runs hook commands (`create` on
+        // `pods/exec`, which `*` covers: Hooks quiesce), and takes and removes CSI snapshots. Leave
         // this binding out on a member whose namespaces the hub must not read: snapshots of it
         // then fail naming the kind it may not list.
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",

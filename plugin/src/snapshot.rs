@@ -53,7 +53,8 @@ pub struct CreateArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// How to quiesce the volumes: none (crash-consistent), scale-down (stop the workloads that
-    /// mount them, all at once, and put them back when the last snapshot is cut)
+    /// mount them, all at once, and put them back when the last snapshot is cut), hooks (run the
+    /// pre/post commands pods name in multicluster.dev/pre-hook-command… or Velero's annotations)
     #[arg(long, value_enum, default_value_t = Quiesce::None)]
     pub quiesce: Quiesce,
     /// Skip claims that cannot be snapshotted instead of failing
@@ -528,6 +529,33 @@ fn describe(s: &NamespaceSnapshot) -> String {
                 "ready",
                 "message",
             ],
+            &rows,
+        ));
+    }
+    if !status.hooks.is_empty() {
+        let rows: Vec<Vec<String>> = status
+            .hooks
+            .iter()
+            .map(|h| {
+                let or_dash = |v: &str| {
+                    if v.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        v.to_owned()
+                    }
+                };
+                vec![
+                    or_dash(&h.when),
+                    h.pod.clone(),
+                    or_dash(&h.container),
+                    h.succeeded.to_string(),
+                    h.message.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        let _ = writeln!(out, "Hooks:");
+        out.push_str(&output::table(
+            &["when", "pod", "container", "succeeded", "message"],
             &rows,
         ));
     }

@@ -16,6 +16,7 @@ pub mod restore_admission;
 pub mod restores;
 pub mod server;
 pub mod services;
+pub mod snapshot_hooks;
 pub mod snapshots;
 pub mod storage;
 pub mod tls;

@@ -48,6 +48,20 @@ impl MemberClients {
         member: &MemberCluster,
         response_timeout: Option<Duration>,
     ) -> anyhow::Result<Client> {
+        client(&self.connection(hub, member).await?, response_timeout)
+    }
+
+    /// A client for `member` that can upgrade a request to a WebSocket (`pods/exec`): the shared
+    /// connection is HTTP/2, where the API server offers no upgrade, so this one speaks HTTP/1.1
+    /// on a connection of its own. For the rare exec, not for everyday requests.
+    pub async fn upgrading(&self, hub: &Client, member: &MemberCluster) -> anyhow::Result<Client> {
+        Ok(Client::try_from(
+            self.connection(hub, member).await?.config,
+        )?)
+    }
+
+    /// The member's connection, made anew when its credentials Secret or endpoint changed.
+    async fn connection(&self, hub: &Client, member: &MemberCluster) -> anyhow::Result<Connection> {
         use k8s_openapi::api::core::v1::Secret;
         let secret = Api::<Secret>::namespaced(hub.clone(), SYSTEM_NAMESPACE)
             .get(&member.spec.credentials_secret.name)
@@ -59,22 +73,18 @@ impl MemberClients {
             .get(&name)
             .filter(|c| c.secret_version == version && c.endpoint == member.spec.endpoint)
             .cloned();
-        let connection = match cached {
-            Some(c) => c,
-            None => {
-                let config =
-                    member_config(&member.spec.endpoint, &secret, Duration::from_secs(15))?;
-                let connection = Connection {
-                    secret_version: version,
-                    endpoint: member.spec.endpoint.clone(),
-                    transport: transport(&config)?,
-                    config,
-                };
-                self.lock().insert(name, connection.clone());
-                connection
-            }
+        if let Some(connection) = cached {
+            return Ok(connection);
+        }
+        let config = member_config(&member.spec.endpoint, &secret, Duration::from_secs(15))?;
+        let connection = Connection {
+            secret_version: version,
+            endpoint: member.spec.endpoint.clone(),
+            transport: transport(&config)?,
+            config,
         };
-        client(&connection, response_timeout)
+        self.lock().insert(name, connection.clone());
+        Ok(connection)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Connection>> {

@@ -1,6 +1,7 @@
 //! Takes `NamespaceSnapshot`s (Lease holder): discovers every namespaced kind the member serves,
 //! captures the namespace's objects (leaving out derived and ephemeral ones, with the reason),
-//! maps its claims to volumes, quiesces every workload that mounts them at once, creates all CSI
+//! maps its claims to volumes, quiesces at once (every workload that mounts them scaled to 0, or
+//! every pre hook run in the pods: `snapshot_hooks`), creates all CSI
 //! `VolumeSnapshot`s concurrently, resumes the workloads as soon as the last snapshot is cut, and
 //! saves the archive to the `StorageLocation`. Whatever fails, the workloads are put back and the
 //! snapshot is marked Failed, never Completed.
@@ -27,11 +28,12 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::api::{
-    ArchiveRef, MemberCluster, NamespaceSnapshot, NamespaceSnapshotStatus, QuiesceMethod,
-    SnapshotPhase, StorageLocation, UnsnapshottablePolicy, VolumeSnapshotStatus,
+    ArchiveRef, HookStatus, MemberCluster, NamespaceSnapshot, NamespaceSnapshotStatus,
+    QuiesceMethod, SnapshotPhase, StorageLocation, UnsnapshottablePolicy, VolumeSnapshotStatus,
 };
 use multicluster_core::keys;
 use multicluster_core::snapshot::archive::{self, LeftOut, Manifest, VolumeEntry};
+use multicluster_core::snapshot::hooks::{self, HookPlan};
 use multicluster_core::snapshot::location::archive_key;
 use multicluster_core::snapshot::volumes::{self, VolumeAction, Workload};
 use multicluster_core::snapshot::{inventory, left_out_kind, left_out_object, strip};
@@ -199,15 +201,41 @@ async fn take_once(snapshot: Arc<NamespaceSnapshot>, ctx: &Context) -> Result<Ac
 
 type Progress = crate::progress::Progress<NamespaceSnapshot, NamespaceSnapshotStatus>;
 
-async fn member_client(ctx: &Context, member: &str) -> anyhow::Result<Client> {
-    let cluster = Api::<MemberCluster>::all(ctx.hub.clone())
+async fn member_cluster(ctx: &Context, member: &str) -> anyhow::Result<MemberCluster> {
+    Api::<MemberCluster>::all(ctx.hub.clone())
         .get_opt(member)
         .await?
-        .ok_or_else(|| anyhow!("MemberCluster {member} does not exist on the hub"))?;
+        .ok_or_else(|| anyhow!("MemberCluster {member} does not exist on the hub"))
+}
+
+async fn member_client(ctx: &Context, member: &str) -> anyhow::Result<Client> {
     ctx.members
-        .get(&ctx.hub, &cluster, Some(Duration::from_secs(30)))
+        .get(
+            &ctx.hub,
+            &member_cluster(ctx, member).await?,
+            Some(Duration::from_secs(30)),
+        )
         .await
         .with_context(|| format!("connecting to member {member}"))
+}
+
+/// A client that can run commands in the member's pods (quiesce hooks).
+async fn exec_client(ctx: &Context, member: &str) -> anyhow::Result<Client> {
+    ctx.members
+        .upgrading(&ctx.hub, &member_cluster(ctx, member).await?)
+        .await
+        .with_context(|| format!("connecting to member {member} to run the quiesce hooks"))
+}
+
+fn skipped(pods: &[String]) -> String {
+    if pods.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; skipped the hooks of pods not running: {}",
+            pods.join(", ")
+        )
+    }
 }
 
 async fn take(
@@ -217,9 +245,6 @@ async fn take(
 ) -> anyhow::Result<()> {
     let spec = &snapshot.spec;
     let (ns, name) = (spec.namespace.as_str(), snapshot.name_any());
-    if spec.quiesce == QuiesceMethod::Hooks {
-        bail!("quiesce method Hooks is not supported yet: use None or ScaleDown");
-    }
     // The storage first: a snapshot that cannot be saved must not stop anything.
     let location = Api::<StorageLocation>::namespaced(ctx.hub.clone(), SYSTEM_NAMESPACE)
         .get_opt(&spec.location)
@@ -237,6 +262,12 @@ async fn take(
         bail!("namespace {ns} does not exist on member {}", spec.cluster);
     }
 
+    // A mistake in a hook's annotations is reported before anything is quiesced.
+    let hooks = match spec.quiesce {
+        QuiesceMethod::Hooks => hooks::plan(&crate::snapshot_hooks::pods(&member, ns).await?)
+            .map_err(|e| anyhow!("quiesce hooks: {e}"))?,
+        QuiesceMethod::None | QuiesceMethod::ScaleDown => HookPlan::default(),
+    };
     let captured = capture(&member, ns).await?;
     progress.status.resource_count =
         Some(u32::try_from(captured.objects.len()).unwrap_or(u32::MAX));
@@ -320,17 +351,54 @@ async fn take(
             }
             QuiesceMethod::None | QuiesceMethod::Hooks => Vec::new(),
         };
+        progress.status.hooks = hooks
+            .not_running
+            .iter()
+            .map(|pod| HookStatus {
+                pod: pod.clone(),
+                message: Some("skipped: the pod is not running".to_owned()),
+                ..Default::default()
+            })
+            .collect();
+        let exec = match spec.quiesce {
+            QuiesceMethod::Hooks => Some(exec_client(ctx, &spec.cluster).await?),
+            QuiesceMethod::None | QuiesceMethod::ScaleDown => None,
+        };
         progress
             .step(
                 SnapshotPhase::Quiescing,
-                format!("scaling {} workload(s) to 0", stopped.len()),
+                match spec.quiesce {
+                    QuiesceMethod::ScaleDown => {
+                        format!("scaling {} workload(s) to 0", stopped.len())
+                    }
+                    QuiesceMethod::Hooks => format!(
+                        "running {} pre hook(s) at once{}",
+                        hooks.pre.len(),
+                        skipped(&hooks.not_running)
+                    ),
+                    QuiesceMethod::None => "not quiescing (crash-consistent)".to_owned(),
+                },
             )
             .await?;
-        // One barrier: every workload is stopped before the first snapshot is taken, and all
-        // are resumed only after the last one is cut, whatever happens in between.
+        // One barrier: every workload is stopped (or every pre hook has run) before the first
+        // snapshot is taken, and all are resumed (or every post hook runs) only after the last
+        // one is cut, whatever happens in between.
         let cut = async {
-            scale_down(&member, ns, &name, &stopped).await?;
-            wait_quiesced(&member, ns, &all_claims).await?;
+            match (spec.quiesce, &exec) {
+                (QuiesceMethod::ScaleDown, _) => {
+                    scale_down(&member, ns, &name, &stopped).await?;
+                    wait_quiesced(&member, ns, &all_claims).await?;
+                }
+                (QuiesceMethod::Hooks, Some(exec)) => {
+                    let (statuses, failing) =
+                        crate::snapshot_hooks::run_all(exec, ns, &hooks.pre).await;
+                    progress.status.hooks.extend(statuses);
+                    if !failing.is_empty() {
+                        bail!("{}", failing.join("; "));
+                    }
+                }
+                _ => {}
+            }
             progress
                 .step(
                     SnapshotPhase::Snapshotting,
@@ -340,7 +408,17 @@ async fn take(
             cut_snapshots(&member, ns, &name, &to_snapshot, &groups).await
         }
         .await;
-        let resumed = resume(&member, ns, &name).await;
+        let mut resumed = resume(&member, ns, &name).await;
+        if let Some(exec) = &exec {
+            let (statuses, failing) = crate::snapshot_hooks::run_all(exec, ns, &hooks.post).await;
+            progress.status.hooks.extend(statuses);
+            if !failing.is_empty() && resumed.is_ok() {
+                resumed = Err(anyhow!(
+                    "{}; the pods may still be quiesced: check them",
+                    failing.join("; ")
+                ));
+            }
+        }
         if let Err(e) = unlabel_group_claims(&member, ns, &groups).await {
             tracing::warn!(error = %format!("{e:#}"), "removing the group snapshot labels from the claims");
         }
@@ -359,10 +437,8 @@ async fn take(
                 wait_ready(&member, ns, &name, &to_snapshot, &groups, &plans).await
             }
             (Err(e), Ok(_)) => Err(e),
-            (Ok(()), Err(e)) => Err(e.context("putting the workloads back")),
-            (Err(e), Err(r)) => {
-                Err(e.context(format!("and putting the workloads back failed: {r:#}")))
-            }
+            (Ok(()), Err(e)) => Err(e.context("resuming after the cut")),
+            (Err(e), Err(r)) => Err(anyhow!("{e:#}; and resuming failed too: {r:#}")),
         };
         match result {
             Ok(entries) => entries,

@@ -115,7 +115,8 @@ pub enum QuiesceMethod {
     None,
     /// Scale the workloads that mount the volumes to 0, snapshot, scale back.
     ScaleDown,
-    /// Run the pre/post hook commands named in pod annotations.
+    /// Run the pre/post hook commands named in pod annotations (`multicluster.dev/pre-hook-command`
+    /// …, or Velero's `pre.hook.backup.velero.io/command` …) in the running pods of the namespace.
     Hooks,
 }
 
@@ -156,12 +157,30 @@ pub struct NamespaceSnapshotStatus {
     pub inventory: Vec<ApplicationSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveRef>,
+    /// Each quiesce hook run (`Hooks` quiesce), with its outcome.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The outcome of one quiesce hook: a command run in a container of a pod of the namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HookStatus {
+    pub pod: String,
+    pub container: String,
+    /// `pre` (before the volume snapshots are cut) or `post` (after); empty for a pod whose hooks
+    /// were skipped because it is not running.
+    pub when: String,
+    pub succeeded: bool,
+    /// Why it failed, or the last of its output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
