@@ -9,6 +9,7 @@ pub mod addresses;
 pub mod api;
 pub mod crds;
 pub mod distribution;
+pub mod errors;
 pub mod fencing;
 pub mod health;
 pub mod install;

@@ -172,7 +172,7 @@ pub fn main() -> ExitCode {
             ExitCode::from(crate::intent::FENCED_EXIT_CODE)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", multicluster_core::errors::describe(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -414,7 +414,7 @@ impl VersionInfo {
         let (hub_server, hub_server_note) =
             match tokio::time::timeout(std::time::Duration::from_secs(5), hub).await {
                 Ok(Ok(version)) => (Some(version), None),
-                Ok(Err(e)) => (None, Some(format!("{e:#}"))),
+                Ok(Err(e)) => (None, Some(multicluster_core::errors::describe(e.as_ref()))),
                 Err(_) => (None, Some("the hub did not answer within 5 s".to_owned())),
             };
         Self {

@@ -454,3 +454,41 @@ async fn version_names_the_plugin_build_and_the_hub_servers_which_match() {
         "{table}"
     );
 }
+
+#[test]
+fn a_missing_kubeconfig_is_named_once_with_what_to_pass() {
+    let scratch = tempfile::tempdir().unwrap();
+    let missing = scratch.path().join("no-such-kubeconfig");
+    let plugin = || {
+        let mut cmd = std::process::Command::new(multicluster_tests::plugin_bin());
+        cmd.env("KUBECONFIG", &missing);
+        cmd
+    };
+    let out = run(plugin().arg("list"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("pass --kubeconfig or --context")
+            && stderr.contains(&missing.display().to_string()),
+        "{stderr}"
+    );
+    // The OS's reason once, not once per layer of the error that carries it.
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    // `version` still prints the plugin's build, and why the hub server's is unknown.
+    let out = run(plugin().arg("version"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("unknown: loading the kubeconfig"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("No such file or directory").count(),
+        1,
+        "{stdout}"
+    );
+}

@@ -71,7 +71,7 @@ pub fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", multicluster_core::errors::describe(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

@@ -216,6 +216,18 @@ fn run_release(root: &Path, args: ReleaseArgs) -> anyhow::Result<()> {
         format!("{}.yaml", krew::PLUGIN_NAME),
         manifest.clone().into_bytes(),
     ));
+    // A release directory holds one release: what an earlier one left and this one does not
+    // write (another version, a platform not built now) would sit beside it unchecksummed.
+    let existing: Vec<String> = std::fs::read_dir(&out)
+        .with_context(|| format!("listing {}", out.display()))?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .collect();
+    let written: Vec<String> = files.iter().map(|(name, _)| name.clone()).collect();
+    for name in release::stale_outputs(&existing, &written) {
+        let path = out.join(&name);
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        eprintln!("  removed {name} (from an earlier release)");
+    }
     for (name, bytes) in &files {
         let path = out.join(name);
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
