@@ -4,6 +4,8 @@
 #
 #   kube-apiserver  built from the k8s.io/kubernetes Go module (no registry ships the binary)
 #   kube-proxy      built from the same module: the real data plane of the traffic end-to-end test
+#   kubelet         built from the same module: a real node (with Debian's containerd and runc) for
+#                   the test that runs snapshot hooks in containers
 #   etcd            Debian's etcd-server package, unpacked without running its install scripts
 #                   (its postinst would start a system etcd on the default ports)
 #   minio           a real S3 server for the snapshot tests, `go install` from the module proxy
@@ -24,13 +26,13 @@ log() { printf '%s\n' "install-deps: $*" >&2; }
 
 install_kube_binaries() {
   local missing=()
-  for b in kube-apiserver kube-proxy; do [[ -x "$k8s_dir/$b" ]] || missing+=("$b"); done
+  for b in kube-apiserver kube-proxy kubelet; do [[ -x "$k8s_dir/$b" ]] || missing+=("$b"); done
   if [[ ${#missing[@]} -eq 0 ]]; then
-    log "kube-apiserver and kube-proxy $KUBERNETES_VERSION already in $k8s_dir"
+    log "kube-apiserver, kube-proxy and kubelet $KUBERNETES_VERSION already in $k8s_dir"
     return
   fi
   command -v go >/dev/null || { log "go is required to build kube-apiserver"; exit 1; }
-  log "building ${missing[*]} $KUBERNETES_VERSION from the k8s.io/kubernetes module (about 7 min on 2 cores, once)"
+  log "building ${missing[*]} $KUBERNETES_VERSION from the k8s.io/kubernetes module (about 10 min on 2 cores, once)"
   local minor="${KUBERNETES_VERSION#v1.}"; minor="${minor%%.*}"
   local staging_version="v0.${KUBERNETES_VERSION#v1.}"
   local work; work=$(mktemp -d)
@@ -59,13 +61,15 @@ install_kube_binaries() {
       mv "$k8s_dir/$b.tmp" "$k8s_dir/$b"
     done
   )
-  log "kube-apiserver: $("$k8s_dir/kube-apiserver" --version); kube-proxy: $("$k8s_dir/kube-proxy" --version)"
+  log "kube-apiserver: $("$k8s_dir/kube-apiserver" --version); kube-proxy: $("$k8s_dir/kube-proxy" --version); kubelet: $("$k8s_dir/kubelet" --version)"
 }
 
 # What the kube-proxy data plane needs around it: nftables (its proxy mode), conntrack (it flushes
 # stale flows), socat (bridges the API server's loopback into the test's network namespace),
 # iproute2 (network namespaces and veth pairs); zsh and fish, whose parsers check the completion
-# scripts. Debian packages; installed only when missing.
+# scripts; containerd, runc and a static busybox (the image) for the real node's containers.
+# Debian packages; installed only when missing (containerd is not started by its package here:
+# the test starts its own, with its own socket and state).
 install_data_plane_tools() {
   local want=()
   command -v zsh >/dev/null || want+=(zsh)
@@ -74,6 +78,9 @@ install_data_plane_tools() {
   command -v conntrack >/dev/null || want+=(conntrack)
   command -v socat >/dev/null || want+=(socat)
   command -v ip >/dev/null || want+=(iproute2)
+  command -v containerd >/dev/null || want+=(containerd)
+  command -v runc >/dev/null || want+=(runc)
+  [[ -x /usr/bin/busybox || -x /bin/busybox ]] || want+=(busybox-static)
   [[ ${#want[@]} -eq 0 ]] && return
   log "installing ${want[*]} (Debian packages)"
   if ! apt-get install -y --no-install-recommends "${want[@]}" >&2; then
@@ -127,4 +134,5 @@ install_data_plane_tools
 echo "KUBE_APISERVER=$k8s_dir/kube-apiserver"
 echo "ETCD=$etcd_dir/etcd"
 echo "KUBE_PROXY=$k8s_dir/kube-proxy"
+echo "KUBELET=$k8s_dir/kubelet"
 echo "MINIO=$minio_dir/minio"

@@ -153,6 +153,9 @@ pub struct Cut {
     pub snapshots: usize,
     /// Replicas of every Deployment and StatefulSet of the namespace at that moment.
     pub replicas: BTreeMap<String, i64>,
+    /// When it cut them (the wall clock, to compare with files written by processes on this
+    /// machine).
+    pub at: Option<std::time::SystemTime>,
 }
 
 /// Plays the CSI snapshotter for one namespace of one member.
@@ -214,6 +217,7 @@ impl PlayedSnapshotter {
                             Cut {
                                 snapshots: pending.len(),
                                 replicas,
+                                at: Some(std::time::SystemTime::now()),
                             },
                         );
                     }
@@ -421,6 +425,9 @@ pub struct GroupCut {
     pub claims: Vec<String>,
     /// Replicas of every Deployment and StatefulSet of the namespace at that moment.
     pub replicas: BTreeMap<String, i64>,
+    /// When it cut them (the wall clock, to compare with files written by processes on this
+    /// machine).
+    pub at: Option<std::time::SystemTime>,
 }
 
 /// Plays the CSI snapshot controller with group snapshots for one namespace: answers each
@@ -499,6 +506,7 @@ impl PlayedGroupSnapshotter {
                         group: name.clone(),
                         claims: matched.iter().map(ResourceExt::name_any).collect(),
                         replicas,
+                        at: Some(std::time::SystemTime::now()),
                     });
                     let content_name = format!("groupcontent-{uid}");
                     let content: DynamicObject = serde_json::from_value(json!({

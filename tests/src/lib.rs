@@ -16,6 +16,7 @@
 pub mod csi;
 pub mod dataplane;
 pub mod examples;
+pub mod kubelet;
 pub mod mcs;
 pub mod minio;
 

@@ -2,12 +2,13 @@
 //! pods, runs each pre hook through the member's real API server (`pods/exec` over a WebSocket)
 //! before any volume snapshot is created, and the post hooks after, whatever happened.
 //!
-//! Played here, and what that limits: the playground runs no kubelet, so the test plays the
-//! kubelet's status report (it marks its pods Running) and **no hook command can run**: the API
-//! server refuses every exec because the pod is on no node. These tests therefore check what the
-//! hub server does around the commands (which hooks it runs and when, what a failure does to the
-//! snapshot under `on-error` Fail and Continue, what the user reads); a hook that succeeds is not
-//! seen here. The CSI snapshotter and the provisioner are played as in `snapshot.rs`.
+//! Two settings. In the first, the test plays the kubelet's status report (it marks pods Running
+//! that are on no node), so the API server refuses every exec: that checks what the hub server does
+//! when hooks fail (which hooks it runs and when, `on-error` Fail and Continue, what the user
+//! reads). In the second, a real kubelet with a real containerd and runc
+//! (`multicluster_tests::kubelet::Node`) runs the pods, and the hooks' commands run for real in
+//! their containers: their output and exit codes, their order around the cut, a timeout. The CSI
+//! snapshotter and the provisioner are played as in `snapshot.rs`.
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
@@ -240,4 +241,205 @@ async fn hook_annotations_are_checked_first_pre_hooks_run_before_any_volume_snap
             && l.contains("does not have a host assigned")),
         "{shown}"
     );
+}
+
+/// The modification time of `path`, which a hook command in a container wrote.
+fn written_at(path: &std::path::Path) -> std::time::SystemTime {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{} was not written: {e}", path.display()))
+}
+
+/// A pod on the real node: busybox, host network, `/evidence` a directory of this test.
+async fn pod_on_node(
+    member: &kube::Client,
+    ns: &str,
+    name: &str,
+    node: &str,
+    evidence: &std::path::Path,
+    annotations: Value,
+) {
+    let pods: Api<Pod> = Api::namespaced(member.clone(), ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {"nodeName": node, "hostNetwork": true,
+                 "containers": [{"name": "db", "image": multicluster_tests::kubelet::IMAGE,
+                                 "imagePullPolicy": "Never",
+                                 "volumeMounts": [{"name": "evidence", "mountPath": "/evidence"}]}],
+                 "volumes": [{"name": "evidence", "hostPath": {"path": evidence.display().to_string()}}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_real_kubelet_the_pre_hooks_run_before_the_cut_the_post_hooks_after_and_exit_codes_output_and_timeouts_are_reported()
+ {
+    let pg = playground();
+    pg.join_members();
+    let m1 = pg.client("member-1").await.unwrap();
+    multicluster_tests::csi::install_crds(pg, "member-1");
+    multicluster_tests::csi::snapshot_class(&m1, "played-hostpath").await;
+    let dir = tempfile::tempdir().unwrap();
+    let node_name = unique_name("hooks-node");
+    let node = multicluster_tests::kubelet::Node::start(
+        pg,
+        "member-1",
+        &node_name,
+        &dir.path().join("node"),
+    )
+    .await;
+    let ns = multicluster_tests::fresh_namespace(&m1, "db")
+        .await
+        .unwrap();
+    multicluster_tests::csi::play_bound_claim(&m1, &ns, "data", "fast").await;
+    let snapshotter = multicluster_tests::csi::PlayedSnapshotter::start(m1.clone(), &ns, 1);
+    let (location, _) = multicluster_tests::minio::add_directory_location(pg, dir.path());
+    let evidence = dir.path().join("evidence");
+    std::fs::create_dir_all(&evidence).unwrap();
+
+    // db-0 "freezes" and "thaws" (writes a file each time, says so on stdout); db-1's pre hook
+    // fails with exit code 3 and a message on stderr, and its post hook hangs past its timeout.
+    pod_on_node(
+        &m1,
+        &ns,
+        "db-0",
+        &node_name,
+        &evidence,
+        json!({"multicluster.dev/pre-hook-command": r#"["/bin/sh", "-c", "touch /evidence/pre && echo frozen"]"#,
+               "multicluster.dev/post-hook-command": r#"["/bin/sh", "-c", "touch /evidence/post && echo thawed"]"#}),
+    )
+    .await;
+    pod_on_node(
+        &m1,
+        &ns,
+        "db-1",
+        &node_name,
+        &evidence,
+        json!({"pre.hook.backup.velero.io/command": r#"["/bin/sh", "-c", "echo disk is read-only >&2; exit 3"]"#,
+               "post.hook.backup.velero.io/command": r#"["/bin/sleep", "30"]"#,
+               "post.hook.backup.velero.io/timeout": "1s",
+               "post.hook.backup.velero.io/on-error": "Continue"}),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(m1.clone(), &ns);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    for pod in ["db-0", "db-1"] {
+        loop {
+            let phase = pods.get(pod).await.unwrap().status.and_then(|s| s.phase);
+            if phase.as_deref() == Some("Running") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{pod} is {phase:?}, not Running, after 90 s; see {}",
+                node.logs()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+    let snapshot = |name: &str| {
+        run(&mut pg.multicluster(&[
+            "snapshot",
+            "create",
+            &ns,
+            "--cluster",
+            "member-1",
+            "--location",
+            &location,
+            "--name",
+            name,
+            "--quiesce",
+            "hooks",
+            "-o",
+            "json",
+        ]))
+    };
+    let status_of = async |name: &str| {
+        Api::<NamespaceSnapshot>::namespaced(pg.client("hub").await.unwrap(), "multicluster-system")
+            .get(name)
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+    };
+
+    // 1. db-1's pre hook fails (on-error Fail): no volume snapshot; db-0's post hook still ran.
+    let failing = unique_name("db-fail");
+    let out = snapshot(&failing);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "pre hook in pod db-1 (container db) failed: command terminated with non-zero exit code"
+        ) && stderr.contains("exit code 3")
+            && stderr.contains("output: disk is read-only"),
+        "{stderr}"
+    );
+    let status = status_of(&failing).await;
+    assert_eq!(status.phase, SnapshotPhase::Failed);
+    assert!(
+        hook(&status.hooks, "pre", "db-0").succeeded,
+        "{:?}",
+        status.hooks
+    );
+    assert!(
+        hook(&status.hooks, "post", "db-0").succeeded,
+        "{:?}",
+        status.hooks
+    );
+    assert!(snapshotter.cut(&failing).is_none());
+    assert_eq!(volume_snapshots(&m1, &ns).await, 0);
+    assert!(written_at(&evidence.join("post")) >= written_at(&evidence.join("pre")));
+
+    // 2. db-1's pre hook may fail (on-error Continue): the snapshot completes; db-0 froze before
+    // the volume snapshot was cut and thawed after; every outcome is in the status.
+    annotate(
+        "member-1",
+        &ns,
+        "db-1",
+        &["pre.hook.backup.velero.io/on-error=Continue"],
+    );
+    let continuing = unique_name("db-continue");
+    let out = snapshot(&continuing);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let status = status_of(&continuing).await;
+    assert_eq!(status.phase, SnapshotPhase::Completed);
+    let cut = snapshotter.cut(&continuing).unwrap().at.unwrap();
+    let (pre, post) = (
+        written_at(&evidence.join("pre")),
+        written_at(&evidence.join("post")),
+    );
+    assert!(
+        pre < cut && cut < post,
+        "pre {pre:?}, cut {cut:?}, post {post:?}"
+    );
+    let db0_pre = hook(&status.hooks, "pre", "db-0");
+    assert!(
+        db0_pre.succeeded && db0_pre.message.as_deref() == Some("frozen"),
+        "{db0_pre:?}"
+    );
+    let db0_post = hook(&status.hooks, "post", "db-0");
+    assert!(
+        db0_post.succeeded && db0_post.message.as_deref() == Some("thawed"),
+        "{db0_post:?}"
+    );
+    let db1_pre = hook(&status.hooks, "pre", "db-1");
+    assert!(
+        !db1_pre.succeeded
+            && db1_pre
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("exit code 3"),
+        "{db1_pre:?}"
+    );
+    let db1_post = hook(&status.hooks, "post", "db-1");
+    assert_eq!(
+        (db1_post.succeeded, db1_post.message.as_deref()),
+        (false, Some("did not finish within its timeout of 1s")),
+        "{db1_post:?}"
+    );
+    drop(node);
 }

@@ -264,6 +264,9 @@ fn apiserver_args(cluster_dir: &Path, ports: &Ports) -> Vec<String> {
         "--disable-admission-plugins=ServiceAccount".into(),
         "--endpoint-reconciler-type=none".into(),
         "--allow-privileged=true".into(),
+        // Reach a kubelet (exec, logs) by its node's address, as kubeadm sets it: a playground
+        // node's host name resolves nowhere.
+        "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname".into(),
         "--profiling=false".into(),
         // The aggregation layer, for the hub server's proxy API: who vouches for forwarded users.
         format!("--requestheader-client-ca-file={}", p("front-proxy-ca.crt")),

@@ -1,0 +1,387 @@
+//! A real node for end-to-end tests: a real `kubelet` (built by `tests/install-deps.sh` from the
+//! `k8s.io/kubernetes` module, like kube-apiserver) registered with one playground cluster, running
+//! pods through a real containerd and runc (Debian packages), so that `pods/exec` through that
+//! cluster's API server reaches a real process in a real container.
+//!
+//! What is set up, and what is left out:
+//! * containerd with its own root, state and socket under the test's directory, the `native`
+//!   snapshotter (no overlay needed) and `restrict_oom_score_adj` (this machine does not let a
+//!   process lower its OOM score, which the pod sandbox asks for);
+//! * one image, `docker.io/library/busybox:played`, imported from an OCI archive this module writes
+//!   from Debian's static busybox (no registry is reachable); it is also the sandbox image;
+//! * the kubelet with cgroup v1 allowed (`failCgroupV1: false`: these machines have no cgroup v2
+//!   controllers), anonymous access to its API (the API server calls it without a client
+//!   certificate), and the machine's first non-loopback address as its node IP (the API server dials
+//!   it; a kubelet refuses a loopback node IP);
+//! * no CNI: the node stays `NotReady` (network plugin not initialised) and only `hostNetwork` pods
+//!   run on it, which is what a test that execs into a pod needs. No scheduler either: a pod names
+//!   the node in `spec.nodeName`.
+//!
+//! Cleanup: [`Drop`] stops the kubelet, containerd and every containerd shim of this node (found by
+//! this node's socket on their command line), and deletes the Node.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node as NodeObject;
+use kube::Api;
+
+use crate::Playground;
+
+/// The image every pod on this node runs (and its sandbox image).
+pub const IMAGE: &str = "docker.io/library/busybox:played";
+
+/// A kubelet and its container runtime, registered as node `name` with one cluster.
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    dir: PathBuf,
+    socket: PathBuf,
+    kubeconfig: PathBuf,
+    containerd: Child,
+    kubelet: Child,
+}
+
+/// `$KUBELET`, else the cache `tests/install-deps.sh` fills.
+fn kubelet_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("KUBELET") {
+        return PathBuf::from(path);
+    }
+    kubectl_multicluster::local::binaries::cache_dir()
+        .join("kubernetes")
+        .join(multicluster_core::versions::kubernetes())
+        .join("kubelet")
+}
+
+impl Node {
+    /// Starts containerd and a kubelet in `dir` for the playground cluster `context`, registered
+    /// as `name`, and waits until the Node exists. Panics saying what is missing or what failed.
+    pub async fn start(pg: &Playground, context: &str, name: &str, dir: &Path) -> Self {
+        let kubelet = kubelet_bin();
+        assert!(
+            kubelet.is_file(),
+            "no kubelet at {}: run tests/install-deps.sh",
+            kubelet.display()
+        );
+        for tool in ["containerd", "ctr", "runc", "busybox"] {
+            assert!(
+                Command::new("sh")
+                    .args(["-c", &format!("command -v {tool}")])
+                    .output()
+                    .is_ok_and(|o| o.status.success()),
+                "{tool} is not installed: run tests/install-deps.sh"
+            );
+        }
+        std::fs::create_dir_all(dir).expect("create the node's directory");
+        let socket = dir.join("containerd.sock");
+        let config = dir.join("containerd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"version = 2
+root = "{root}"
+state = "{state}"
+[grpc]
+  address = "{socket}"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{IMAGE}"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+"#,
+                root = dir.join("containerd-root").display(),
+                state = dir.join("containerd-state").display(),
+                socket = socket.display(),
+            ),
+        )
+        .expect("write containerd.toml");
+        let containerd = spawn_logged(
+            Command::new("containerd").arg("--config").arg(&config),
+            &dir.join("containerd.log"),
+        );
+        wait_for(
+            || socket.exists(),
+            Duration::from_secs(30),
+            "containerd's socket",
+            &dir.join("containerd.log"),
+        );
+
+        // The image, imported into the namespace the CRI plugin uses.
+        let image = dir.join("busybox.oci.tar");
+        std::fs::write(&image, busybox_image()).expect("write the image archive");
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args([
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+                "--snapshotter",
+                "native",
+            ])
+            .arg(&image)
+            .output()
+            .expect("run ctr");
+        assert!(
+            out.status.success(),
+            "ctr images import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // The kubelet, with the cluster's admin credentials (a test node; RBAC-only clusters have
+        // no Node authorizer to narrow them).
+        let kubeconfig = dir.join("kubeconfig");
+        let flat = crate::run_ok(pg.kubectl().args([
+            "config",
+            "view",
+            "--minify",
+            "--flatten",
+            "--context",
+            context,
+        ]));
+        std::fs::write(&kubeconfig, flat).expect("write the kubelet's kubeconfig");
+        let address = node_address();
+        let config = dir.join("kubelet.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+failCgroupV1: false
+cgroupDriver: cgroupfs
+cgroupsPerQOS: false
+enforceNodeAllocatable: []
+failSwapOn: false
+containerRuntimeEndpoint: unix://{socket}
+address: {address}
+port: {port}
+readOnlyPort: 0
+healthzPort: 0
+authentication:
+  anonymous:
+    enabled: true
+  webhook:
+    enabled: false
+authorization:
+  mode: AlwaysAllow
+resolvConf: ""
+evictionHard: {{}}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+localStorageCapacityIsolation: false
+"#,
+                socket = socket.display(),
+                port = free_port(&address),
+            ),
+        )
+        .expect("write kubelet.yaml");
+        let kubelet = spawn_logged(
+            Command::new(&kubelet)
+                .arg("--config")
+                .arg(&config)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .arg("--root-dir")
+                .arg(dir.join("kubelet-root"))
+                .args(["--hostname-override", name, "--node-ip", &address]),
+            &dir.join("kubelet.log"),
+        );
+        let node = Self {
+            name: name.to_owned(),
+            dir: dir.to_owned(),
+            socket,
+            kubeconfig,
+            containerd,
+            kubelet,
+        };
+        let nodes: Api<NodeObject> = Api::all(pg.client(context).await.expect("client"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while nodes.get_opt(name).await.ok().flatten().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "node {name} did not register within 60 s; see {}",
+                dir.join("kubelet.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        node
+    }
+
+    /// Where the kubelet and containerd write their logs (for a failing test's message).
+    pub fn logs(&self) -> String {
+        format!(
+            "{} and {}",
+            self.dir.join("kubelet.log").display(),
+            self.dir.join("containerd.log").display()
+        )
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.kubelet.kill();
+        let _ = self.kubelet.wait();
+        // The shims outlive containerd (they are re-parented); each names our socket.
+        let socket = self.socket.display().to_string();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            if words.iter().any(|w| {
+                *w == b"containerd-shim-runc-v2".as_slice()
+                    || w.ends_with(b"/containerd-shim-runc-v2")
+            }) && words.contains(&socket.as_bytes())
+                && let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|p| p.parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let _ = self.containerd.kill();
+        let _ = self.containerd.wait();
+        let _ = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["delete", "node", &self.name, "--wait=false"])
+            .output();
+    }
+}
+
+fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
+    let file = std::fs::File::create(log).expect("create a log file");
+    cmd.stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log"))
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+}
+
+fn wait_for(ready: impl Fn() -> bool, timeout: Duration, what: &str, log: &Path) {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "no {what} within {timeout:?}; see {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The machine's first global IPv4 address: the kubelet's node IP and listening address.
+fn node_address() -> String {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .expect("run ip");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .map(str::to_owned)
+        .expect("a kubelet needs a non-loopback IPv4 address and this machine has none")
+}
+
+fn free_port(address: &str) -> u16 {
+    std::net::TcpListener::bind((address, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// An OCI image archive (what `ctr images import` reads) of Debian's static busybox with a few
+/// applet links, running `sleep` forever by default.
+fn busybox_image() -> Vec<u8> {
+    let digest = multicluster_core::snapshot::archive::checksum;
+    let busybox = std::fs::read("/usr/bin/busybox")
+        .or_else(|_| std::fs::read("/bin/busybox"))
+        .expect("read /usr/bin/busybox (Debian: busybox-static)");
+    let mut layer = tar::Builder::new(Vec::new());
+    for dir in ["bin", "tmp", "proc", "dev", "sys", "etc", "evidence"] {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        layer
+            .append_data(&mut header, dir, std::io::empty())
+            .expect("tar");
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(0o755);
+    header.set_size(busybox.len() as u64);
+    layer
+        .append_data(&mut header, "bin/busybox", busybox.as_slice())
+        .expect("tar");
+    for applet in ["sh", "sleep", "echo", "cat", "date", "touch", "sync", "ls"] {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_mode(0o777);
+        header.set_size(0);
+        layer
+            .append_link(&mut header, format!("bin/{applet}"), "busybox")
+            .expect("tar");
+    }
+    let layer = layer.into_inner().expect("tar");
+    let diff_id = digest(&layer);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&layer).expect("gzip");
+    let layer_gz = gz.finish().expect("gzip");
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        "os": "linux",
+        "config": {"Entrypoint": ["/bin/sleep", "2147483647"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]}
+    }))
+    .expect("config");
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": digest(&layer_gz), "size": layer_gz.len()}]
+    }))
+    .expect("manifest");
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": digest(&manifest), "size": manifest.len(),
+                       "annotations": {"io.containerd.image.name": IMAGE,
+                                       "org.opencontainers.image.ref.name": "played"}}]
+    }))
+    .expect("index");
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut add = |path: String, bytes: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(bytes.len() as u64);
+        archive.append_data(&mut header, path, bytes).expect("tar");
+    };
+    add(
+        "oci-layout".to_owned(),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    );
+    add("index.json".to_owned(), &index);
+    for blob in [&config, &manifest, &layer_gz] {
+        add(
+            format!(
+                "blobs/sha256/{}",
+                multicluster_core::snapshot::archive::sha256_hex(blob)
+            ),
+            blob,
+        );
+    }
+    archive.into_inner().expect("tar")
+}
