@@ -172,35 +172,28 @@ pub async fn mutate_intent(State(state): State<Arc<AppState>>, body: Bytes) -> R
     .await
 }
 
-/// A DELETE of a managed object (see `multicluster_core::fencing::check_delete`), decided on live
-/// data before any denial, like writes.
+/// A DELETE of a managed object (see `multicluster_core::fencing::check_delete`), always decided on
+/// a live read of its Intent. The watch-fed cache is not enough here: an Intent it has not seen yet
+/// reads as "gone", which admits the delete, and a rotation it has not seen yet leaves an approval
+/// with the old ID looking current. Deletes are rare; a fence that lapses for a watch's lag is not.
 async fn validate_delete(
     intents: &dyn IntentLookup,
     req: &AdmissionRequest<DynamicObject>,
     response: AdmissionResponse,
 ) -> AdmissionResponse {
     let old = req.old_object.as_ref();
-    let decide = |lookup: &dyn Fn(&str, &str) -> Option<IntentView>| {
-        fencing::check_delete(
+    let Some((ns, n)) = fencing::fencing_intent(req.namespace.as_deref(), labels(old)) else {
+        return response;
+    };
+    match intents.live(ns, n).await {
+        Ok(live) => match fencing::check_delete(
             &req.kind.kind,
             req.namespace.as_deref(),
             &req.name,
             labels(old),
             annotations(old),
-            lookup,
-        )
-    };
-    if !matches!(
-        decide(&|ns, n| intents.cached(ns, n)),
-        FenceVerdict::Denied(_)
-    ) {
-        return response;
-    }
-    let Some((ns, n)) = fencing::fencing_intent(req.namespace.as_deref(), labels(old)) else {
-        return response;
-    };
-    match intents.live(ns, n).await {
-        Ok(live) => match decide(&|_, _| live.clone()) {
+            |_, _| live.clone(),
+        ) {
             FenceVerdict::Denied(reason) => response.deny(reason),
             _ => response,
         },

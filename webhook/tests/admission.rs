@@ -147,3 +147,66 @@ async fn malformed_reviews_get_400_with_the_reason() {
         assert!(message.contains(expected), "{message}");
     }
 }
+
+/// Plays a watch that has not yet seen Intent shop/orders (created a moment ago): the cache knows
+/// nothing of it, a live read finds it with ID `v2`.
+#[derive(Debug)]
+struct LaggingWatch;
+
+impl IntentLookup for LaggingWatch {
+    fn cached(&self, _: &str, _: &str) -> Option<IntentView> {
+        None
+    }
+    fn live<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<IntentView>, String>> {
+        Box::pin(async move { Ok(FixedIntent("v2").cached(namespace, name)) })
+    }
+}
+
+/// A DELETE of the fixture's managed ConfigMap, its stored object approved for `approved`.
+fn delete_review(approved: Option<&str>) -> String {
+    let mut review: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
+    review["request"]["operation"] = "DELETE".into();
+    review["request"]["object"] = serde_json::Value::Null;
+    if let Some(id) = approved {
+        review["request"]["oldObject"]["metadata"]["annotations"]["multicluster.dev/delete-approved-intent-id"] =
+            id.into();
+    }
+    review.to_string()
+}
+
+#[tokio::test]
+async fn a_delete_is_decided_on_the_live_intent_even_when_the_watch_has_not_seen_it() {
+    let post_delete = async |body: String| {
+        let state = Arc::new(AppState {
+            intents: Arc::new(LaggingWatch),
+            vips: None,
+            metrics: Metrics::default(),
+            proxy: None,
+        });
+        let response = admission_router(state)
+            .oneshot(
+                Request::post("/validate/intent")
+                    .header("content-type", "application/json")
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+    };
+    // Not approved: denied, although the cache would have called the Intent gone.
+    let review = post_delete(delete_review(None)).await;
+    assert_eq!(review["response"]["allowed"], false, "{review}");
+    // Approved with an old ID: denied; with the current one: admitted.
+    let review = post_delete(delete_review(Some("v1"))).await;
+    assert_eq!(review["response"]["allowed"], false, "{review}");
+    let review = post_delete(delete_review(Some("v2"))).await;
+    assert_eq!(review["response"]["allowed"], true, "{review}");
+}
