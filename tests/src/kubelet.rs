@@ -18,7 +18,8 @@
 //!   the node in `spec.nodeName`.
 //!
 //! Cleanup: [`Drop`] stops the kubelet, containerd and every containerd shim of this node (found by
-//! this node's socket on their command line), and deletes the Node.
+//! this node's socket on their command line), unmounts what they mounted under the node's
+//! directory, and deletes the Node.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -250,6 +251,20 @@ impl Drop for Node {
         }
         let _ = self.containerd.kill();
         let _ = self.containerd.wait();
+        // What they mounted under the node's directory (the kubelet's root, each sandbox's shm,
+        // each container's rootfs) outlives them: unmount it, deepest first, so that the
+        // directory can be removed.
+        let mut mounts: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mounts")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(1))
+            .map(PathBuf::from)
+            .filter(|point| point.starts_with(&self.dir))
+            .collect();
+        mounts.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
+        for point in mounts {
+            let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
+        }
         let _ = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
