@@ -12,7 +12,9 @@
 //! * the validating webhook's conflict check: ROUNDS server-side dry-run creates of a
 //!   `NamespaceRestore` (dry run still calls the webhook, which is `sideEffects: None`), timed at
 //!   the client, so each figure is the whole admission round trip through the hub API server;
-//!   against the 2,000-object namespace and, side by side, against an empty one.
+//!   against the 2,000-object namespace and, side by side, against an empty one;
+//! * the part of the check that dominates it, the target's ConfigMaps read as the check reads
+//!   them, as JSON and as protobuf, rounds interleaved (one client, one connection).
 //!
 //! Played here: the CSI snapshotter on member-1 and the provisioner on member-2 (no CSI driver
 //! runs on the playground), as in the end-to-end tests.
@@ -195,6 +197,35 @@ async fn check_itself(
     (percentile(&times, 0.5), percentile(&times, 0.99))
 }
 
+/// The target's ConfigMaps read as JSON and as protobuf (and turned into the inventory, as the
+/// check does), alternately, so that both see the same machine.
+async fn config_map_reads(
+    member: &kube::Client,
+    ns: &str,
+    rounds: usize,
+) -> [(Duration, Duration); 2] {
+    use multicluster_webhook::restore_admission::{ListEncoding, read_config_maps};
+    let mut times = [Vec::with_capacity(rounds), Vec::with_capacity(rounds)];
+    let mut inventories = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        for (i, encoding) in [ListEncoding::Json, ListEncoding::Protobuf]
+            .into_iter()
+            .enumerate()
+        {
+            let started = Instant::now();
+            let objects = read_config_maps(member, ns, encoding).await.unwrap();
+            inventories[i] = multicluster_core::snapshot::inventory(&objects);
+            times[i].push(started.elapsed());
+        }
+    }
+    assert_eq!(inventories[0], inventories[1], "the encodings disagree");
+    assert_eq!(inventories[0].len(), CONFIG_MAPS);
+    times.map(|mut t| {
+        t.sort();
+        (percentile(&t, 0.5), percentile(&t, 0.99))
+    })
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -369,6 +400,8 @@ async fn main() {
     let (itself_p50, itself_p99) = check_itself(&hub, "member-1", NS, rounds).await;
     let (empty_p50, empty_p99) =
         admission_round_trips(&hub, "bench", "member-2", "empty-target", rounds).await;
+    let [(json_p50, json_p99), (protobuf_p50, protobuf_p99)] =
+        config_map_reads(&m1, NS, rounds).await;
 
     let per_s = |n: f64, d: Duration| n / d.as_secs_f64();
     println!(
@@ -413,5 +446,13 @@ async fn main() {
         ms(full_p99),
         ms(empty_p50),
         ms(empty_p99)
+    );
+    println!(
+        "its {CONFIG_MAPS} ConfigMaps read + inventory ({rounds} rounds each, interleaved): JSON p50 {} p99 {}; protobuf (what the check reads) p50 {} p99 {}; ratio of p50s {:.2}",
+        ms(json_p50),
+        ms(json_p99),
+        ms(protobuf_p50),
+        ms(protobuf_p99),
+        json_p50.as_secs_f64() / protobuf_p50.as_secs_f64()
     );
 }

@@ -3,7 +3,9 @@
 //! by it into member-2; restores onto conflicting namespaces refused by the real hub API server,
 //! which calls the real hub server's validating webhook over TLS on `kubectl apply`, which reads
 //! the target namespace live on the real member; a corrupted archive refused before any write; a
-//! driver with group snapshots cut in one `VolumeGroupSnapshot` and restored from its handles.
+//! driver with group snapshots cut in one `VolumeGroupSnapshot` and restored from its handles;
+//! ConfigMaps, which the admission check reads as protobuf and the snapshot as JSON, compared
+//! alike.
 //!
 //! Played here (the playground runs no controllers and no CSI driver): the CSI snapshotter on
 //! member-1 (`multicluster_tests::csi::PlayedSnapshotter`, and `PlayedGroupSnapshotter` for the
@@ -415,6 +417,88 @@ async fn restores_of_a_played_csi_snapshot_onto_conflicting_namespaces_are_refus
         !namespace_exists(&m2, &fresh).await,
         "namespace {fresh} was created"
     );
+}
+
+/// The admission check reads the target's ConfigMaps as protobuf; the snapshot recorded their
+/// digests from JSON. Restoring a namespace onto itself (a server-side dry run, which calls the
+/// webhook and writes nothing) is admitted only if both reads agree on every ConfigMap, text and
+/// binary; after two of them change, exactly those two are named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_maps_read_as_protobuf_at_admission_digest_as_the_snapshot_read_them_and_each_changed_one_is_named()
+ {
+    let pg = playground();
+    pg.join_members();
+    let m1 = pg.client("member-1").await.unwrap();
+    let ns = multicluster_tests::fresh_namespace(&m1, "settings")
+        .await
+        .unwrap();
+    let config_maps = Api::<ConfigMap>::namespaced(m1.clone(), &ns);
+    for object in [
+        json!({"metadata": {"name": "text"}, "data": {"b": "2", "a": "line\n\"quoted\" é"}}),
+        json!({"metadata": {"name": "binary"}, "binaryData": {"blob": "AJ+Slv8="}}),
+        json!({"metadata": {"name": "both"}, "data": {"a": "1"}, "binaryData": {"blob": "eA=="}}),
+        json!({"metadata": {"name": "empty"}}),
+    ] {
+        config_maps
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(object).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (location, _) = multicluster_tests::minio::add_directory_location(pg, dir.path());
+    let snapshot = unique_name("settings-snap");
+    run_ok(&mut pg.multicluster(&[
+        "snapshot",
+        "create",
+        &ns,
+        "--cluster",
+        "member-1",
+        "--location",
+        &location,
+        "--name",
+        &snapshot,
+    ]));
+    let onto_itself = format!(
+        "apiVersion: multicluster.dev/v1alpha1\nkind: NamespaceRestore\n\
+         metadata: {{name: {name}, namespace: multicluster-system}}\n\
+         spec: {{snapshot: {snapshot}, targetCluster: member-1, targetNamespace: {ns}}}\n",
+        name = unique_name("r")
+    );
+    let out = pg.apply("hub", &onto_itself, &["--dry-run=server"]);
+    assert!(
+        out.status.success(),
+        "the unchanged namespace was refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for (name, patch) in [
+        ("binary", json!({"binaryData": {"blob": "AJ+Slv4="}})),
+        ("text", json!({"data": {"b": "3"}})),
+    ] {
+        config_maps
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(patch),
+            )
+            .await
+            .unwrap();
+    }
+    let out = pg.apply("hub", &onto_itself, &["--dry-run=server"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "admitted: {stderr}");
+    for changed in [
+        "ConfigMap binary: data sha256:",
+        "ConfigMap text: data sha256:",
+    ] {
+        assert!(stderr.contains(changed), "{changed} not named: {stderr}");
+    }
+    for unchanged in ["ConfigMap both", "ConfigMap empty"] {
+        assert!(!stderr.contains(unchanged), "{unchanged} named: {stderr}");
+    }
 }
 
 // Multi-threaded: the played controllers run while the test blocks on `kubectl multicluster`.
