@@ -271,17 +271,7 @@ async fn main() {
 
     // Snapshot.
     let started = Instant::now();
-    run_ok(&mut pg.multicluster(&[
-        "snapshot",
-        "create",
-        NS,
-        "--cluster",
-        "member-1",
-        "--location",
-        "bench",
-        "--name",
-        "bench",
-    ]));
+    run_ok(&mut pg.snapshot_of_member_1(NS, "bench", "bench", &[]));
     let snapshot_time = started.elapsed();
     let snapshot: NamespaceSnapshot = Api::namespaced(hub.clone(), "multicluster-system")
         .get("bench")

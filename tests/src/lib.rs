@@ -146,6 +146,30 @@ impl Playground {
         cmd
     }
 
+    /// `kubectl multicluster snapshot create NAMESPACE --cluster member-1 --location LOCATION
+    /// --name NAME EXTRA… --context hub`: the snapshots the tests take are of member-1.
+    pub fn snapshot_of_member_1(
+        &self,
+        namespace: &str,
+        location: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> Command {
+        let mut cmd = self.multicluster(&[
+            "snapshot",
+            "create",
+            namespace,
+            "--cluster",
+            "member-1",
+            "--location",
+            location,
+            "--name",
+            name,
+        ]);
+        cmd.args(extra);
+        cmd
+    }
+
     /// The process id of `cluster`'s API server (to stop it with SIGSTOP, as a hung host).
     pub fn apiserver_pid(&self, cluster: &str) -> i32 {
         let pid = self

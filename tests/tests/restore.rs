@@ -83,19 +83,7 @@ async fn a_restore_into_an_empty_namespace_of_another_member_with_a_played_provi
     let minio = Minio::start(&dir.path().join("minio"), "snapshots");
     let location = minio.add_location(pg, &hub, dir.path()).await;
     let snapshot = unique_name("shop-snap");
-    run_ok(&mut pg.multicluster(&[
-        "snapshot",
-        "create",
-        &ns,
-        "--cluster",
-        "member-1",
-        "--location",
-        &location,
-        "--name",
-        &snapshot,
-        "--quiesce",
-        "scale-down",
-    ]));
+    run_ok(&mut pg.snapshot_of_member_1(&ns, &location, &snapshot, &["--quiesce", "scale-down"]));
     let taken: NamespaceSnapshot = Api::namespaced(hub.clone(), "multicluster-system")
         .get(&snapshot)
         .await
@@ -264,17 +252,7 @@ async fn restores_of_a_played_csi_snapshot_onto_conflicting_namespaces_are_refus
     let dir = tempfile::tempdir().unwrap();
     let (location, archives) = multicluster_tests::minio::add_directory_location(pg, dir.path());
     let snapshot = unique_name("shop-snap");
-    run_ok(&mut pg.multicluster(&[
-        "snapshot",
-        "create",
-        &ns,
-        "--cluster",
-        "member-1",
-        "--location",
-        &location,
-        "--name",
-        &snapshot,
-    ]));
+    run_ok(&mut pg.snapshot_of_member_1(&ns, &location, &snapshot, &[]));
 
     // member-2's shop-v13 runs cassandra at another version; shop-api runs an unrelated app.
     let examples = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -450,17 +428,7 @@ async fn config_maps_read_as_protobuf_at_admission_digest_as_the_snapshot_read_t
     let dir = tempfile::tempdir().unwrap();
     let (location, _) = multicluster_tests::minio::add_directory_location(pg, dir.path());
     let snapshot = unique_name("settings-snap");
-    run_ok(&mut pg.multicluster(&[
-        "snapshot",
-        "create",
-        &ns,
-        "--cluster",
-        "member-1",
-        "--location",
-        &location,
-        "--name",
-        &snapshot,
-    ]));
+    run_ok(&mut pg.snapshot_of_member_1(&ns, &location, &snapshot, &[]));
     let onto_itself = format!(
         "apiVersion: multicluster.dev/v1alpha1\nkind: NamespaceRestore\n\
          metadata: {{name: {name}, namespace: multicluster-system}}\n\
@@ -524,19 +492,8 @@ async fn a_driver_with_group_snapshots_played_by_a_stand_in_controller_is_cut_in
     let dir = tempfile::tempdir().unwrap();
     let (location, _) = multicluster_tests::minio::add_directory_location(pg, dir.path());
     let snapshot = unique_name("grouped-snap");
-    let out = run(&mut pg.multicluster(&[
-        "snapshot",
-        "create",
-        &ns,
-        "--cluster",
-        "member-1",
-        "--location",
-        &location,
-        "--name",
-        &snapshot,
-        "--quiesce",
-        "scale-down",
-    ]));
+    let out =
+        run(&mut pg.snapshot_of_member_1(&ns, &location, &snapshot, &["--quiesce", "scale-down"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("in 1 volume group snapshot(s)"), "{stderr}");

@@ -183,21 +183,12 @@ async fn a_namespace_snapshot_with_a_played_csi_snapshotter_quiesces_all_volumes
 
     // ScaleDown to MinIO.
     let name = unique_name("shop-snap");
-    let out = run(&mut pg.multicluster(&[
-        "snapshot",
-        "create",
+    let out = run(&mut pg.snapshot_of_member_1(
         &ns,
-        "--cluster",
-        "member-1",
-        "--location",
         &s3,
-        "--name",
         &name,
-        "--quiesce",
-        "scale-down",
-        "-o",
-        "json",
-    ]));
+        &["--quiesce", "scale-down", "-o", "json"],
+    ));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     // Progress was followed phase by phase.
@@ -376,17 +367,7 @@ async fn a_namespace_snapshot_with_a_played_csi_snapshotter_quiesces_all_volumes
 
     // Crash-consistent to the directory: the archive file is there with the recorded checksum.
     let name2 = unique_name("shop-fs");
-    run_ok(&mut pg.multicluster(&[
-        "snapshot",
-        "create",
-        &ns,
-        "--cluster",
-        "member-1",
-        "--location",
-        &fs,
-        "--name",
-        &name2,
-    ]));
+    run_ok(&mut pg.snapshot_of_member_1(&ns, &fs, &name2, &[]));
     let snapshot2: NamespaceSnapshot = Api::namespaced(hub.clone(), "multicluster-system")
         .get(&name2)
         .await
@@ -408,19 +389,7 @@ async fn a_namespace_snapshot_with_a_played_csi_snapshotter_quiesces_all_volumes
     // The CSI driver fails a snapshot mid-way: Failed, never Completed; cassandra put back; the
     // failed snapshot's VolumeSnapshots removed.
     let broken = unique_name("shop-broken");
-    let out = run(&mut pg.multicluster(&[
-        "snapshot",
-        "create",
-        &ns,
-        "--cluster",
-        "member-1",
-        "--location",
-        &s3,
-        "--name",
-        &broken,
-        "--quiesce",
-        "scale-down",
-    ]));
+    let out = run(&mut pg.snapshot_of_member_1(&ns, &s3, &broken, &["--quiesce", "scale-down"]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(

@@ -115,21 +115,12 @@ async fn hook_annotations_are_checked_first_pre_hooks_run_before_any_volume_snap
     pods.create(&PostParams::default(), &pending).await.unwrap();
 
     let snapshot = |name: &str| {
-        run(&mut pg.multicluster(&[
-            "snapshot",
-            "create",
+        run(&mut pg.snapshot_of_member_1(
             &ns,
-            "--cluster",
-            "member-1",
-            "--location",
             &location,
-            "--name",
             name,
-            "--quiesce",
-            "hooks",
-            "-o",
-            "json",
-        ]))
+            &["--quiesce", "hooks", "-o", "json"],
+        ))
     };
     let status_of = async |name: &str| {
         Api::<NamespaceSnapshot>::namespaced(pg.client("hub").await.unwrap(), "multicluster-system")
@@ -339,21 +330,12 @@ async fn on_a_real_kubelet_the_pre_hooks_run_before_the_cut_the_post_hooks_after
         }
     }
     let snapshot = |name: &str| {
-        run(&mut pg.multicluster(&[
-            "snapshot",
-            "create",
+        run(&mut pg.snapshot_of_member_1(
             &ns,
-            "--cluster",
-            "member-1",
-            "--location",
             &location,
-            "--name",
             name,
-            "--quiesce",
-            "hooks",
-            "-o",
-            "json",
-        ]))
+            &["--quiesce", "hooks", "-o", "json"],
+        ))
     };
     let status_of = async |name: &str| {
         Api::<NamespaceSnapshot>::namespaced(pg.client("hub").await.unwrap(), "multicluster-system")
