@@ -120,7 +120,7 @@ impl DataPlane {
         std::fs::create_dir_all(&dir)
             .unwrap_or_else(|e| panic!("creating the data plane dir {}: {e}", dir.display()));
 
-        let kube_proxy_bin = kube_proxy_bin();
+        let kube_proxy_bin = crate::kubernetes_binary("kube-proxy", "KUBE_PROXY");
         assert!(
             kube_proxy_bin.is_file(),
             "kube-proxy {} is missing (looked for {}): run tests/install-deps.sh, which builds it",
@@ -652,18 +652,6 @@ fn http_get(target: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("no HTTP status line: {head:?}")))?;
     Ok((status, body.to_owned()))
-}
-
-/// `$KUBE_PROXY`, else the cache `tests/install-deps.sh` fills (the plugin's rule for
-/// kube-apiserver).
-fn kube_proxy_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("KUBE_PROXY") {
-        return PathBuf::from(path);
-    }
-    kubectl_multicluster::local::binaries::cache_dir()
-        .join("kubernetes")
-        .join(multicluster_core::versions::kubernetes())
-        .join("kube-proxy")
 }
 
 /// The port of `context`'s API server on 127.0.0.1.

@@ -45,22 +45,11 @@ pub struct Node {
     kubelet: Child,
 }
 
-/// `$KUBELET`, else the cache `tests/install-deps.sh` fills.
-fn kubelet_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("KUBELET") {
-        return PathBuf::from(path);
-    }
-    kubectl_multicluster::local::binaries::cache_dir()
-        .join("kubernetes")
-        .join(multicluster_core::versions::kubernetes())
-        .join("kubelet")
-}
-
 impl Node {
     /// Starts containerd and a kubelet in `dir` for the playground cluster `context`, registered
     /// as `name`, and waits until the Node exists. Panics saying what is missing or what failed.
     pub async fn start(pg: &Playground, context: &str, name: &str, dir: &Path) -> Self {
-        let kubelet = kubelet_bin();
+        let kubelet = crate::kubernetes_binary("kubelet", "KUBELET");
         assert!(
             kubelet.is_file(),
             "no kubelet at {}: run tests/install-deps.sh",

@@ -346,3 +346,15 @@ pub async fn set_nodes(member: &Client, count: usize, ready: usize) {
             .expect("playing a node");
     }
 }
+
+/// The Kubernetes component `name` (kubelet, kube-proxy): `$ENV_VAR` if set, else where
+/// `tests/install-deps.sh` caches it (the plugin's rule for kube-apiserver).
+pub(crate) fn kubernetes_binary(name: &str, env_var: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
+        return PathBuf::from(path);
+    }
+    kubectl_multicluster::local::binaries::cache_dir()
+        .join("kubernetes")
+        .join(multicluster_core::versions::kubernetes())
+        .join(name)
+}

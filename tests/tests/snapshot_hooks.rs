@@ -56,6 +56,29 @@ fn annotate(member_context: &str, ns: &str, pod: &str, pairs: &[&str]) {
     multicluster_tests::run_ok(pg.kubectl().args(&args));
 }
 
+/// `kubectl multicluster snapshot create NS --quiesce hooks -o json` of member-1, run.
+fn snapshot_with_hooks(ns: &str, location: &str, name: &str) -> std::process::Output {
+    run(&mut playground().snapshot_of_member_1(
+        ns,
+        location,
+        name,
+        &["--quiesce", "hooks", "-o", "json"],
+    ))
+}
+
+/// The status of the NamespaceSnapshot `name` on the hub.
+async fn snapshot_status(name: &str) -> multicluster_core::api::NamespaceSnapshotStatus {
+    Api::<NamespaceSnapshot>::namespaced(
+        playground().client("hub").await.unwrap(),
+        "multicluster-system",
+    )
+    .get(name)
+    .await
+    .unwrap()
+    .status
+    .unwrap()
+}
+
 fn hook<'a>(statuses: &'a [HookStatus], when: &str, pod: &str) -> &'a HookStatus {
     statuses
         .iter()
@@ -114,22 +137,7 @@ async fn hook_annotations_are_checked_first_pre_hooks_run_before_any_volume_snap
     .unwrap();
     pods.create(&PostParams::default(), &pending).await.unwrap();
 
-    let snapshot = |name: &str| {
-        run(&mut pg.snapshot_of_member_1(
-            &ns,
-            &location,
-            name,
-            &["--quiesce", "hooks", "-o", "json"],
-        ))
-    };
-    let status_of = async |name: &str| {
-        Api::<NamespaceSnapshot>::namespaced(pg.client("hub").await.unwrap(), "multicluster-system")
-            .get(name)
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-    };
+    let snapshot = |name: &str| snapshot_with_hooks(&ns, &location, name);
 
     // 1. A wrong annotation: refused before anything is quiesced or snapshotted, naming it.
     annotate(
@@ -148,7 +156,7 @@ async fn hook_annotations_are_checked_first_pre_hooks_run_before_any_volume_snap
         ),
         "{stderr}"
     );
-    let status = status_of(&wrong).await;
+    let status = snapshot_status(&wrong).await;
     assert_eq!(status.phase, SnapshotPhase::Failed);
     assert!(status.hooks.is_empty(), "{:?}", status.hooks);
     assert_eq!(volume_snapshots(&m1, &ns).await, 0);
@@ -175,7 +183,7 @@ async fn hook_annotations_are_checked_first_pre_hooks_run_before_any_volume_snap
     ] {
         assert!(stderr.contains(expected), "{expected:?} not in {stderr}");
     }
-    let status = status_of(&failing).await;
+    let status = snapshot_status(&failing).await;
     assert_eq!(status.phase, SnapshotPhase::Failed);
     assert!(!hook(&status.hooks, "pre", "db-0").succeeded);
     assert!(!hook(&status.hooks, "pre", "db-1").succeeded);
@@ -211,7 +219,7 @@ async fn hook_annotations_are_checked_first_pre_hooks_run_before_any_volume_snap
     let out = snapshot(&continuing);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let status = status_of(&continuing).await;
+    let status = snapshot_status(&continuing).await;
     assert_eq!(status.phase, SnapshotPhase::Completed);
     assert_eq!(snapshotter.cut(&continuing).unwrap().snapshots, 1);
     assert!(status.volumes[0].ready, "{:?}", status.volumes);
@@ -329,22 +337,7 @@ async fn on_a_real_kubelet_the_pre_hooks_run_before_the_cut_the_post_hooks_after
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
     }
-    let snapshot = |name: &str| {
-        run(&mut pg.snapshot_of_member_1(
-            &ns,
-            &location,
-            name,
-            &["--quiesce", "hooks", "-o", "json"],
-        ))
-    };
-    let status_of = async |name: &str| {
-        Api::<NamespaceSnapshot>::namespaced(pg.client("hub").await.unwrap(), "multicluster-system")
-            .get(name)
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-    };
+    let snapshot = |name: &str| snapshot_with_hooks(&ns, &location, name);
 
     // 1. db-1's pre hook fails (on-error Fail): no volume snapshot; db-0's post hook still ran.
     let failing = unique_name("db-fail");
@@ -358,7 +351,7 @@ async fn on_a_real_kubelet_the_pre_hooks_run_before_the_cut_the_post_hooks_after
             && stderr.contains("output: disk is read-only"),
         "{stderr}"
     );
-    let status = status_of(&failing).await;
+    let status = snapshot_status(&failing).await;
     assert_eq!(status.phase, SnapshotPhase::Failed);
     assert!(
         hook(&status.hooks, "pre", "db-0").succeeded,
@@ -386,7 +379,7 @@ async fn on_a_real_kubelet_the_pre_hooks_run_before_the_cut_the_post_hooks_after
     let out = snapshot(&continuing);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let status = status_of(&continuing).await;
+    let status = snapshot_status(&continuing).await;
     assert_eq!(status.phase, SnapshotPhase::Completed);
     let cut = snapshotter.cut(&continuing).unwrap().at.unwrap();
     let (pre, post) = (
