@@ -12,7 +12,18 @@
 #
 # Work already done is skipped, so a warm machine pays nothing. Versions: tests/versions.env.
 # Cache root: $MULTICLUSTER_CACHE_DIR, else ${XDG_CACHE_HOME:-~/.cache}/kubectl-multicluster.
+#
+#   tests/install-deps.sh               everything the tests run (tests/run calls this)
+#   tests/install-deps.sh --playground  only what `kubectl multicluster local up` runs: etcd and
+#                                       kube-apiserver (the README's first command)
 set -euo pipefail
+
+playground_only=false
+case "${1:-}" in
+  --playground) playground_only=true ;;
+  "") ;;
+  *) echo "usage: $0 [--playground]" >&2; exit 2 ;;
+esac
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
@@ -24,11 +35,12 @@ etcd_dir="$cache/etcd/$ETCD_DEBIAN_VERSION"
 minio_dir="$cache/minio/$MINIO_VERSION"
 log() { printf '%s\n' "install-deps: $*" >&2; }
 
+# Builds the named binaries of k8s.io/kubernetes that are not in the cache yet.
 install_kube_binaries() {
   local missing=()
-  for b in kube-apiserver kube-proxy kubelet; do [[ -x "$k8s_dir/$b" ]] || missing+=("$b"); done
+  for b in "$@"; do [[ -x "$k8s_dir/$b" ]] || missing+=("$b"); done
   if [[ ${#missing[@]} -eq 0 ]]; then
-    log "kube-apiserver, kube-proxy and kubelet $KUBERNETES_VERSION already in $k8s_dir"
+    log "$* $KUBERNETES_VERSION already in $k8s_dir"
     return
   fi
   command -v go >/dev/null || { log "go is required to build kube-apiserver"; exit 1; }
@@ -61,7 +73,7 @@ install_kube_binaries() {
       mv "$k8s_dir/$b.tmp" "$k8s_dir/$b"
     done
   )
-  log "kube-apiserver: $("$k8s_dir/kube-apiserver" --version); kube-proxy: $("$k8s_dir/kube-proxy" --version); kubelet: $("$k8s_dir/kubelet" --version)"
+  for b in "${missing[@]}"; do log "$b: $("$k8s_dir/$b" --version)"; done
 }
 
 # What the kube-proxy data plane needs around it: nftables (its proxy mode), conntrack (it flushes
@@ -127,12 +139,17 @@ install_minio() {
 }
 
 install_etcd
-install_kube_binaries
-install_minio
-install_data_plane_tools
+if $playground_only; then
+  install_kube_binaries kube-apiserver
+else
+  install_kube_binaries kube-apiserver kube-proxy kubelet
+  install_minio
+  install_data_plane_tools
+fi
 # stdout: where the binaries are, one KEY=path a line, for scripts to source.
 echo "KUBE_APISERVER=$k8s_dir/kube-apiserver"
 echo "ETCD=$etcd_dir/etcd"
+$playground_only && exit 0
 echo "KUBE_PROXY=$k8s_dir/kube-proxy"
 echo "KUBELET=$k8s_dir/kubelet"
 echo "MINIO=$minio_dir/minio"

@@ -216,7 +216,7 @@ pub fn webhook_objects(ca_bundle_pem: &str) -> Vec<Value> {
             ca_bundle_pem,
         ))),
         // The proxy API, served on the same port with the same certificate.
-        crate::proxy::api_service(SYSTEM_NAMESPACE, NAME, 443, ca_bundle_pem),
+        crate::members::proxy::api_service(SYSTEM_NAMESPACE, NAME, 443, ca_bundle_pem),
     ]
 }
 

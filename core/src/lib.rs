@@ -2,24 +2,24 @@
 //!
 //! It holds what both programs must agree on: the `multicluster.dev/v1alpha1` API types (and the
 //! CRDs generated from them), the well-known annotation and label keys, the pinned versions of the
-//! real components the playground runs, and (as later capabilities land) the pure decision
-//! functions. Nothing in here performs I/O: the programs carry data to these functions and back.
+//! real components the playground runs, and the pure decision functions of every capability. Nothing in here performs I/O: the programs carry data to these functions and back.
 
-pub mod addresses;
-pub mod api;
-pub mod crds;
+// One module per capability (the same names as the folders of the hub server and the plugin).
 pub mod distribution;
-pub mod errors;
 pub mod fencing;
-pub mod health;
-pub mod install;
-pub mod keys;
-pub mod lease;
-pub mod member;
-pub mod proxy;
+pub mod members;
 pub mod services;
 pub mod snapshot;
 pub mod traffic;
+pub mod vip;
+
+// What every capability shares.
+pub mod api;
+pub mod crds;
+pub mod errors;
+pub mod install;
+pub mod keys;
+pub mod lease;
 pub mod versions;
 pub mod webhooks;
 

@@ -65,16 +65,16 @@ pub enum Command {
     /// Install the hub server into the hub cluster and register its webhooks (--dry-run prints the YAML)
     Init(crate::init::InitArgs),
     /// Distribute manifests from the hub to members, in dependency order, secrets first
-    Distribute(crate::distribute::DistributeArgs),
+    Distribute(crate::distribution::DistributeArgs),
     /// Show what syncing a Distribution would change on each member now (a dry run on each member)
     Diff { name: String },
     /// Reach a member through the hub with your hub credentials (run kubectl there, or print a kubeconfig)
-    Proxy(crate::proxy::ProxyArgs),
+    Proxy(crate::members::proxy::ProxyArgs),
     /// Register, rotate and show intents (intent-ID fencing of managed objects)
     #[command(subcommand)]
-    Intent(crate::intent::IntentCommand),
+    Intent(crate::fencing::IntentCommand),
     /// Apply manifests carrying an Intent's ID; with --interval, keep applying until fenced off (exit 3)
-    Apply(crate::intent::ApplyArgs),
+    Apply(crate::fencing::ApplyArgs),
     /// Load sharing and backup across members: create, show, set, drain and undrain TrafficPolicies
     #[command(subcommand)]
     Traffic(crate::traffic::TrafficCommand),
@@ -86,7 +86,7 @@ pub enum Command {
     Snapshot(crate::snapshot::SnapshotCommand),
     /// Restore a snapshot into a namespace of a member (refused when it holds a conflicting application)
     #[command(subcommand)]
-    Restore(crate::restore::RestoreCommand),
+    Restore(crate::snapshot::restore::RestoreCommand),
     /// Print the plugin's version and the Kubernetes version its playground runs
     Version,
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
@@ -161,15 +161,18 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<crate::proxy::KubectlFailed>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<crate::members::proxy::KubectlFailed>()
+                .is_some() =>
+        {
             let code = e
-                .downcast_ref::<crate::proxy::KubectlFailed>()
+                .downcast_ref::<crate::members::proxy::KubectlFailed>()
                 .map_or(1, |k| k.0);
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
-        Err(e) if e.downcast_ref::<crate::intent::Fenced>().is_some() => {
+        Err(e) if e.downcast_ref::<crate::fencing::Fenced>().is_some() => {
             eprintln!("{e:#}");
-            ExitCode::from(crate::intent::FENCED_EXIT_CODE)
+            ExitCode::from(crate::fencing::FENCED_EXIT_CODE)
         }
         Err(e) => {
             eprintln!("error: {}", multicluster_core::errors::describe(e.as_ref()));
@@ -223,10 +226,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Distribute(args) => {
             let client = hub_client(&cli.global).await?;
             let ns = namespace(&cli.global, &client);
-            crate::distribute::run(args, client, &ns, format).await
+            crate::distribution::run(args, client, &ns, format).await
         }
         Command::Proxy(args) => {
-            crate::proxy::run(
+            crate::members::proxy::run(
                 args,
                 cli.global.kubeconfig.as_ref(),
                 cli.global.context.as_deref(),
@@ -234,17 +237,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Diff { name } => {
-            crate::distribute::diff(hub_client(&cli.global).await?, &name, format).await
+            crate::distribution::diff(hub_client(&cli.global).await?, &name, format).await
         }
         Command::Intent(cmd) => {
             let client = hub_client(&cli.global).await?;
             let ns = namespace(&cli.global, &client);
-            crate::intent::run(cmd, client, &ns, format).await
+            crate::fencing::run(cmd, client, &ns, format).await
         }
         Command::Apply(args) => {
             let client = hub_client(&cli.global).await?;
             let ns = namespace(&cli.global, &client);
-            crate::intent::apply(args, client, &ns).await
+            crate::fencing::apply(args, client, &ns).await
         }
         Command::Traffic(cmd) => {
             let client = hub_client(&cli.global).await?;
@@ -256,7 +259,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::snapshot::run(cmd, hub_client(&cli.global).await?, format).await
         }
         Command::Restore(cmd) => {
-            crate::restore::run(cmd, hub_client(&cli.global).await?, format).await
+            crate::snapshot::restore::run(cmd, hub_client(&cli.global).await?, format).await
         }
         Command::Version => {
             let info = VersionInfo::read(&cli.global).await;

@@ -183,7 +183,7 @@ async fn check_itself(
     let mut times = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let started = Instant::now();
-        let verdict = multicluster_webhook::restore_admission::check_restore(
+        let verdict = multicluster_webhook::snapshot::restore_admission::check_restore(
             hub,
             &members,
             "multicluster-system",
@@ -204,7 +204,7 @@ async fn config_map_reads(
     ns: &str,
     rounds: usize,
 ) -> [(Duration, Duration); 2] {
-    use multicluster_webhook::restore_admission::{ListEncoding, read_config_maps};
+    use multicluster_webhook::snapshot::target::{ListEncoding, read_config_maps};
     let mut times = [Vec::with_capacity(rounds), Vec::with_capacity(rounds)];
     let mut inventories = [Vec::new(), Vec::new()];
     for _ in 0..rounds {

@@ -2,7 +2,7 @@
 //! no snapshot controller and no volume controller, so these helpers **play** them, and say so:
 //!
 //! * the CSI snapshot API's CRDs, which real clusters get from their CSI driver installation, are
-//!   installed from `../shared/crds/csi-snapshot` (kept beside the project, not copied into it);
+//!   installed from `manifests/third-party/csi-snapshot` (vendored, with its licence and source);
 //! * [`play_bound_claim`] plays the provisioner: a CSI `PersistentVolume` bound to a claim;
 //! * [`PlayedSnapshotter`] plays the CSI snapshotter: it answers each `VolumeSnapshot` with a
 //!   `VolumeSnapshotContent` holding a snapshot handle and marks the snapshot cut and ready, and
@@ -27,9 +27,9 @@ use serde_json::{Value, json};
 /// The CSI driver the played volumes and snapshots belong to.
 pub const DRIVER: &str = "hostpath.csi.k8s.io";
 
-/// `../shared/crds/csi-snapshot`, beside the project.
+/// `manifests/third-party/csi-snapshot`: the CSI snapshot CRDs vendored from external-snapshotter.
 pub fn crds_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/crds/csi-snapshot")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests/third-party/csi-snapshot")
 }
 
 /// Installs the CSI snapshot CRDs on `context` (server-side apply, waits until established).

@@ -1,8 +1,13 @@
 //! Applications for end-to-end tests, built from the Kubernetes project's own example manifests
-//! in `../shared/examples` (beside the project, not copied into it).
+//! vendored in `tests/examples` (with their licence and source note).
+
+/// `tests/examples`: the Kubernetes project's example apps (guestbook, cassandra), vendored.
+pub fn dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
 
 /// The application under test in `ns` on `context`: guestbook (three Deployments, three Services)
-/// and cassandra (a StatefulSet of 3 with a claim template, a Service) from `../shared/examples`,
+/// and cassandra (a StatefulSet of 3 with a claim template, a Service) from `tests/examples`,
 /// plus a suspended CronJob, a Deployment scaled to 0, a Secret and a ConfigMap; and what
 /// controllers would have made (played): a Pod owned by a ReplicaSet and an Event.
 pub fn build_application(pg: &crate::Playground, context: &str, ns: &str) {
@@ -12,8 +17,7 @@ pub fn build_application(pg: &crate::Playground, context: &str, ns: &str) {
     let _one = APPLYING
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let examples =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/examples");
+    let examples = dir();
     for dir in ["guestbook", "cassandra"] {
         crate::run_ok(
             pg.kubectl()

@@ -255,8 +255,7 @@ async fn restores_of_a_played_csi_snapshot_onto_conflicting_namespaces_are_refus
     run_ok(&mut pg.snapshot_of_member_1(&ns, &location, &snapshot, &[]));
 
     // member-2's shop-v13 runs cassandra at another version; shop-api runs an unrelated app.
-    let examples = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/examples/cassandra");
+    let examples = multicluster_tests::examples::dir().join("cassandra");
     let cassandra = std::fs::read_to_string(examples.join("cassandra-statefulset.yaml")).unwrap();
     let older = multicluster_tests::fresh_namespace(&m2, "shop-v13")
         .await

@@ -277,7 +277,7 @@ async fn a_namespace_snapshot_with_a_played_csi_snapshotter_quiesces_all_volumes
         .get(&s3)
         .await
         .unwrap();
-    let store = multicluster_webhook::storage::open(&hub, &location)
+    let store = multicluster_webhook::snapshot::storage::open(&hub, &location)
         .await
         .unwrap();
     let key = multicluster_core::snapshot::location::archive_key("multicluster-system", &name);

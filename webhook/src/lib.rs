@@ -1,27 +1,25 @@
-//! `multicluster-webhook`, the hub server, as a library: the admission handlers (`admission`), the
-//! Intent cache (`intents`), TLS with certificate reload (`tls`), metrics, and the two listeners
-//! (`server`). The router is public so tests can call it in-process.
+//! `multicluster-webhook`, the hub server, as a library: one module per capability (its webhooks
+//! and its background loops), and the plumbing they share. The routers are public so tests can
+//! call them in-process.
 
+// One module per capability (the same names as in `multicluster-core` and the plugin).
+pub mod distribution;
+pub mod fencing;
+pub mod members;
+pub mod services;
+pub mod snapshot;
+pub mod traffic;
+pub mod vip;
+
+// What the capabilities share: admission plumbing, watch-fed caches, the Lease, the loop runner,
+// metrics, TLS and the two listeners.
 pub mod admission;
 pub mod cache;
-pub mod distribute;
-pub mod intents;
 pub mod leader;
 pub mod loops;
-pub mod members;
 pub mod metrics;
-pub mod progress;
-pub mod proxy;
-pub mod restore_admission;
-pub mod restores;
 pub mod server;
-pub mod services;
-pub mod snapshot_hooks;
-pub mod snapshots;
-pub mod storage;
 pub mod tls;
-pub mod traffic;
-pub mod vips;
 
 use clap::{Parser, Subcommand};
 

@@ -20,11 +20,20 @@ pub struct WebhookLabels {
     pub webhook: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoopLabels {
+    /// The background loop's name, as its log lines carry it (`distributions`, `member-health`, …).
+    pub task: &'static str,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     pub requests: Family<ReviewLabels, Counter>,
     pub latency: Family<ReviewLabels, Histogram>,
     pub errors: Family<WebhookLabels, Counter>,
+    /// Failed passes of each background loop (a reconcile that returned an error, a member that
+    /// could not be read or written), so an alert can fire on a loop that keeps failing.
+    pub loop_failures: Family<LoopLabels, Counter>,
     registry: Registry,
 }
 
@@ -54,10 +63,17 @@ impl Default for Metrics {
             "Admission requests that could not be answered normally (malformed, lookup failures)",
             errors.clone(),
         );
+        let loop_failures = Family::<LoopLabels, Counter>::default();
+        registry.register(
+            "loop_failures",
+            "Failed passes of the hub's background loops, by loop",
+            loop_failures.clone(),
+        );
         Self {
             requests,
             latency,
             errors,
+            loop_failures,
             registry,
         }
     }
@@ -70,6 +86,13 @@ impl Metrics {
         self.latency
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// The failure counter of the loop called `name`.
+    pub fn loop_failures(&self, name: &'static str) -> Counter {
+        self.loop_failures
+            .get_or_create(&LoopLabels { task: name })
+            .clone()
     }
 
     pub fn encode(&self) -> String {

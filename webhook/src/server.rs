@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRef, State};
 use axum::http::StatusCode;
 use axum::routing::{any, get, post};
 use clap::Args;
@@ -16,10 +16,14 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tower_http::limit::RequestBodyLimitLayer;
 
-use crate::admission::{self, AppState};
-use crate::intents::Intents;
+use crate::fencing::IntentLookup;
+use crate::fencing::intents::Intents;
+use crate::loops::while_leading;
+use crate::members::proxy::ProxyState;
 use crate::metrics::Metrics;
+use crate::snapshot::restore_admission::RestoreCheck;
 use crate::tls;
+use crate::vip::Vips;
 
 /// Largest AdmissionReview body accepted. An object is at most ~1.5 MiB (etcd's limit) and a review
 /// holds the old and the new one; anything far beyond that is not from an API server.
@@ -53,18 +57,50 @@ pub struct ServeArgs {
     pub vip_claim_grace_seconds: u64,
 }
 
-pub fn admission_router(state: Arc<AppState>) -> Router {
+/// What the handlers on the admission port share. Each handler extracts only the parts it uses
+/// (axum's `FromRef`), so no capability's handler depends on another's state.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub metrics: Arc<Metrics>,
+    pub intents: Arc<dyn IntentLookup>,
+    /// `None` where no hub is connected (in-process tests of the fence).
+    pub vips: Option<Vips>,
+    /// `None` where no hub is connected.
+    pub restores: Option<RestoreCheck>,
+    /// The proxy API; `None` in in-process tests.
+    pub proxy: Option<ProxyState>,
+}
+
+macro_rules! state_parts {
+    ($($field:ident: $part:ty),* $(,)?) => {
+        $(impl FromRef<AppState> for $part {
+            fn from_ref(state: &AppState) -> Self {
+                state.$field.clone()
+            }
+        })*
+    };
+}
+state_parts!(
+    metrics: Arc<Metrics>,
+    intents: Arc<dyn IntentLookup>,
+    vips: Option<Vips>,
+    restores: Option<RestoreCheck>,
+    proxy: Option<ProxyState>,
+);
+
+pub fn admission_router(state: AppState) -> Router {
+    use crate::fencing::admission::{mutate_intent, validate_intent};
     Router::new()
-        .route("/mutate/intent", post(admission::mutate_intent))
-        .route("/validate/intent", post(admission::validate_intent))
-        .route("/mutate/vip", post(admission::mutate_vip))
+        .route("/mutate/intent", post(mutate_intent))
+        .route("/validate/intent", post(validate_intent))
+        .route("/mutate/vip", post(crate::vip::admission::mutate_vip))
         .route(
             "/validate/restore",
-            post(crate::restore_admission::validate_restore),
+            post(crate::snapshot::restore_admission::validate_restore),
         )
         // The proxy API (aggregated into the hub's API server).
-        .route("/apis", any(crate::proxy::handle))
-        .route("/apis/{*rest}", any(crate::proxy::handle))
+        .route("/apis", any(crate::members::proxy::handle))
+        .route("/apis/{*rest}", any(crate::members::proxy::handle))
         // The limit is checked against Content-Length before any byte is read, so a client that
         // asks `Expect: 100-continue` gets 413 at once instead of a 100 and a reset mid-upload;
         // bodies without a length are cut off at the same size while read.
@@ -75,11 +111,11 @@ pub fn admission_router(state: Arc<AppState>) -> Router {
 
 #[derive(Debug)]
 struct HealthState {
-    app: Arc<AppState>,
+    metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
 }
 
-pub fn health_router(app: Arc<AppState>, ready: Arc<AtomicBool>) -> Router {
+pub fn health_router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -103,11 +139,11 @@ pub fn health_router(app: Arc<AppState>, ready: Arc<AtomicBool>) -> Router {
                         "content-type",
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
-                    s.app.metrics.encode(),
+                    s.metrics.encode(),
                 )
             }),
         )
-        .with_state(Arc::new(HealthState { app, ready }))
+        .with_state(Arc::new(HealthState { metrics, ready }))
 }
 
 async fn hub_client(args: &ServeArgs) -> anyhow::Result<Client> {
@@ -145,7 +181,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("loading the serving certificate")?,
     );
     let client = hub_client(&args).await.context("connecting to the hub")?;
-    let front_proxy = match crate::proxy::front_proxy(&client).await {
+    let front_proxy = match crate::members::proxy::front_proxy(&client).await {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the hub's front-proxy configuration: the proxy API is off");
@@ -158,84 +194,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let tls_config =
         tls::server_config_with_clients(resolver, front_proxy.as_ref().map(|f| f.ca_pem.as_str()))?;
     let intents = Intents::watch(client.clone());
-    let vips = crate::vips::Vips::watch(client.clone());
+    let vips = Vips::watch(client.clone());
+    let metrics = Arc::new(Metrics::default());
     // One connection per member, shared by probes, distributions and the proxy.
-    let member_clients = crate::members::MemberClients::default();
-    let leading = crate::leader::elect(client.clone(), crate::leader::identity());
-    {
-        let client = client.clone();
-        crate::leader::while_leading(leading.clone(), "intent-epochs", move || {
-            crate::loops::intent_epochs(client.clone())
-        });
-    }
-    {
-        let client = client.clone();
-        let interval = std::time::Duration::from_secs(args.vip_gc_interval_seconds.max(1));
-        let grace = std::time::Duration::from_secs(args.vip_claim_grace_seconds);
-        crate::leader::while_leading(leading.clone(), "vip-claims", move || {
-            crate::loops::vip_claims(client.clone(), interval, grace)
-        });
-    }
-    {
-        let client = client.clone();
-        let member_clients = member_clients.clone();
-        crate::leader::while_leading(leading.clone(), "distributions", move || {
-            crate::distribute::run(client.clone(), member_clients.clone())
-        });
-    }
-    {
-        let client = client.clone();
-        let member_clients = member_clients.clone();
-        crate::leader::while_leading(leading.clone(), "multi-cluster-services", move || {
-            crate::services::run(client.clone(), member_clients.clone())
-        });
-    }
-    {
-        let client = client.clone();
-        crate::leader::while_leading(leading.clone(), "storage-locations", move || {
-            crate::storage::check_locations(client.clone())
-        });
-    }
-    {
-        let client = client.clone();
-        let member_clients = member_clients.clone();
-        crate::leader::while_leading(leading.clone(), "namespace-snapshots", move || {
-            crate::snapshots::run(client.clone(), member_clients.clone())
-        });
-    }
-    {
-        let client = client.clone();
-        let member_clients = member_clients.clone();
-        crate::leader::while_leading(leading.clone(), "namespace-restores", move || {
-            crate::restores::run(client.clone(), member_clients.clone())
-        });
-    }
-    {
-        let client = client.clone();
-        let identity = crate::leader::identity();
-        crate::leader::while_leading(leading.clone(), "traffic", move || {
-            crate::traffic::run(client.clone(), identity.clone())
-        });
-    }
-    {
-        let client = client.clone();
-        let member_clients = member_clients.clone();
-        let identity = crate::leader::identity();
-        crate::leader::while_leading(leading, "member-health", move || {
-            crate::loops::member_health(client.clone(), member_clients.clone(), identity.clone())
-        });
-    }
-    let state = Arc::new(AppState {
+    let members = crate::members::MemberClients::default();
+    start_loops(&client, &members, &metrics, &args);
+    let state = AppState {
+        metrics: metrics.clone(),
         intents: Arc::new(intents.clone()),
         vips: Some(vips.clone()),
-        metrics: Metrics::default(),
-        proxy: Some(crate::proxy::ProxyState {
+        restores: Some(RestoreCheck {
             hub: client.clone(),
-            // A watch through the proxy may stay quiet for minutes.
-            members: member_clients.clone(),
+            members: members.clone(),
+        }),
+        proxy: Some(ProxyState {
+            hub: client.clone(),
+            members,
             front_proxy,
         }),
-    });
+    };
     let ready = Arc::new(AtomicBool::new(false));
     {
         let ready = ready.clone();
@@ -256,13 +233,67 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(admission = %args.listen, health = %args.health_listen, "serving");
     let admission = axum::serve(
         tls::TlsListener::new(admission_listener, tls_config)?,
-        admission_router(state.clone()).into_make_service_with_connect_info::<tls::Peer>(),
+        admission_router(state).into_make_service_with_connect_info::<tls::Peer>(),
     )
     .with_graceful_shutdown(shutdown_signal());
-    let health = axum::serve(health_listener, health_router(state, ready))
+    let health = axum::serve(health_listener, health_router(metrics, ready))
         .with_graceful_shutdown(shutdown_signal());
     let (a, h) = tokio::join!(admission.into_future(), health.into_future());
     a.context("admission server")?;
     h.context("health server")?;
     Ok(())
+}
+
+/// Starts every background loop; each runs while this replica holds the Lease.
+fn start_loops(
+    hub: &Client,
+    members: &crate::members::MemberClients,
+    metrics: &Metrics,
+    args: &ServeArgs,
+) {
+    use crate::{distribution, fencing, services, snapshot, traffic, vip};
+    let leading = crate::leader::elect(hub.clone(), crate::leader::identity());
+    let identity = crate::leader::identity();
+    let vip_gc_interval = std::time::Duration::from_secs(args.vip_gc_interval_seconds.max(1));
+    let vip_claim_grace = std::time::Duration::from_secs(args.vip_claim_grace_seconds);
+    // Each loop's task is made anew whenever this replica becomes the leader again.
+    let hub_only = || hub.clone();
+    let both = || (hub.clone(), members.clone());
+
+    let h = hub_only();
+    while_leading(&leading, metrics, "intent-epochs", move |run| {
+        fencing::epochs::run(h.clone(), run)
+    });
+    let h = hub_only();
+    while_leading(&leading, metrics, "vip-claims", move |run| {
+        vip::claims::run(h.clone(), vip_gc_interval, vip_claim_grace, run)
+    });
+    let (h, m) = both();
+    while_leading(&leading, metrics, "distributions", move |run| {
+        distribution::run(h.clone(), m.clone(), run)
+    });
+    let (h, m) = both();
+    while_leading(&leading, metrics, "multi-cluster-services", move |run| {
+        services::run(h.clone(), m.clone(), run)
+    });
+    let h = hub_only();
+    while_leading(&leading, metrics, "storage-locations", move |run| {
+        snapshot::storage::check_locations(h.clone(), run)
+    });
+    let (h, m) = both();
+    while_leading(&leading, metrics, "namespace-snapshots", move |run| {
+        snapshot::take::run(h.clone(), m.clone(), run)
+    });
+    let (h, m) = both();
+    while_leading(&leading, metrics, "namespace-restores", move |run| {
+        snapshot::restore::run(h.clone(), m.clone(), run)
+    });
+    let (h, id) = (hub_only(), identity.clone());
+    while_leading(&leading, metrics, "traffic", move |run| {
+        traffic::run(h.clone(), id.clone(), run)
+    });
+    let (h, m, id) = (hub_only(), members.clone(), identity);
+    while_leading(&leading, metrics, "member-health", move |run| {
+        crate::members::health::run(h.clone(), m.clone(), id.clone(), run)
+    });
 }

@@ -10,9 +10,9 @@ use axum::body::Body;
 use futures::future::BoxFuture;
 use http::{Request, StatusCode};
 use multicluster_core::fencing::IntentView;
-use multicluster_webhook::admission::{AppState, IntentLookup};
+use multicluster_webhook::fencing::IntentLookup;
 use multicluster_webhook::metrics::Metrics;
-use multicluster_webhook::server::admission_router;
+use multicluster_webhook::server::{AppState, admission_router};
 use tower::ServiceExt;
 
 const FIXTURE: &str = include_str!("fixtures/configmap-update.json");
@@ -45,12 +45,13 @@ async fn post(
     path: &str,
     body: String,
 ) -> (StatusCode, serde_json::Value) {
-    let state = Arc::new(AppState {
+    let state = AppState {
         intents: Arc::new(FixedIntent(current_id)),
         vips: None,
-        metrics: Metrics::default(),
+        restores: None,
+        metrics: Arc::new(Metrics::default()),
         proxy: None,
-    });
+    };
     let response = admission_router(state)
         .oneshot(
             Request::post(path)
@@ -181,12 +182,13 @@ fn delete_review(approved: Option<&str>) -> String {
 #[tokio::test]
 async fn a_delete_is_decided_on_the_live_intent_even_when_the_watch_has_not_seen_it() {
     let post_delete = async |body: String| {
-        let state = Arc::new(AppState {
+        let state = AppState {
             intents: Arc::new(LaggingWatch),
             vips: None,
-            metrics: Metrics::default(),
+            restores: None,
+            metrics: Arc::new(Metrics::default()),
             proxy: None,
-        });
+        };
         let response = admission_router(state)
             .oneshot(
                 Request::post("/validate/intent")

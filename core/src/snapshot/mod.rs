@@ -1,4 +1,4 @@
-//! Namespace snapshot and restore (capability 5) as pure functions: what a snapshot captures and
+//! Namespace snapshot and restore as pure functions: what a snapshot captures and
 //! what it leaves out (with the reason, recorded in the archive's manifest), how a captured object
 //! is stripped of what belongs to its cluster, the application inventory of a namespace, and the
 //! conflicts a restore target has with a snapshot. The hub server and the validating webhook carry

@@ -655,7 +655,7 @@ async fn register_proxy_api(hub: &Client, port: u16, ca_pem: &str) -> anyhow::Re
         "spec": {"type": "ExternalName", "externalName": "localhost",
                  "ports": [{"name": "https", "port": port}]}
     });
-    let api_service = multicluster_core::proxy::api_service(
+    let api_service = multicluster_core::members::proxy::api_service(
         multicluster_core::SYSTEM_NAMESPACE,
         multicluster_core::install::NAME,
         port,

@@ -1,0 +1,661 @@
+//! Multi-cluster services as pure functions: what a member's exported
+//! Service offers to other members, how the exports of one name merge into one import (and which
+//! conflict), and which backend addresses each importing member's data plane lists so that it
+//! spreads traffic by the active weights.
+//!
+//! The data plane is kube-proxy (or anything that reads EndpointSlices), which spreads connections
+//! evenly over the endpoints it sees and keys them by address and port: listing an address twice
+//! counts once. A weight can therefore only be carried by *how many* distinct backend addresses of
+//! a member are listed. A member's backends are the addresses another cluster reaches its Service
+//! on: its load balancer's ingress addresses, else each ready node's InternalIP with the node port.
+//! [`endpoint_counts`] picks, per member, how many of them to list so that the shares come as close
+//! to the active weights as those addresses allow; a Gateway API data plane gets the exact weights.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+
+use crate::api::NodeWeight;
+
+/// Label on every object the hub server writes for a multi-cluster service (on the hub and on the
+/// members): the exported name. Clean-up finds its objects by it.
+pub const SERVICE_LABEL: &str = "multicluster.dev/multi-cluster-service";
+/// The value of `endpointslice.kubernetes.io/managed-by` on the EndpointSlices the hub writes, so
+/// the members' EndpointSlice controllers leave them alone.
+pub const ENDPOINTSLICE_MANAGER: &str = "multicluster.dev";
+/// The MCS API's label naming the cluster an EndpointSlice's endpoints come from.
+pub const SOURCE_CLUSTER_LABEL: &str = "multicluster.kubernetes.io/source-cluster";
+/// The field manager of everything the multi-cluster service loop writes.
+pub const FIELD_MANAGER: &str = "multicluster-services";
+
+/// The Multi-Cluster Services API resource of `kind` (`ServiceExport`, `ServiceImport`) in the
+/// version this project reads and writes; no Rust types ship for it.
+pub fn mcs_api_resource(kind: &str) -> kube::core::ApiResource {
+    kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+        "multicluster.x-k8s.io",
+        "v1beta1",
+        kind,
+    ))
+}
+
+/// One port of a multi-cluster service, as every exporter must agree on it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServicePort {
+    pub name: String,
+    pub port: i32,
+    pub protocol: String,
+    pub app_protocol: Option<String>,
+}
+
+/// One address another cluster reaches an exported Service on, with the port to use for each of
+/// the service's port names (a node port differs from the service port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub address: Ipv4Addr,
+    /// The node behind the address, when it is a node address (not a load balancer's).
+    pub node: Option<String>,
+    pub ports: BTreeMap<String, i32>,
+}
+
+/// What one member exports under a name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Export {
+    pub member: String,
+    /// When the `ServiceExport` was created (RFC 3339): the oldest export wins a conflict, as the
+    /// MCS API specifies.
+    pub created: String,
+    pub ports: Vec<ServicePort>,
+    /// The addresses other members reach it on, or why there are none.
+    pub backends: Result<Vec<Backend>, String>,
+}
+
+/// The ports a Service exports, in a stable order.
+pub fn ports_of(service: &Service) -> Vec<ServicePort> {
+    let mut ports: Vec<ServicePort> = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|p| ServicePort {
+            name: p.name.clone().unwrap_or_default(),
+            port: p.port,
+            protocol: p.protocol.clone().unwrap_or_else(|| "TCP".to_owned()),
+            app_protocol: p.app_protocol.clone(),
+        })
+        .collect();
+    ports.sort();
+    ports
+}
+
+/// The addresses other clusters reach `service` on: its load balancer's ingress IPs (with the
+/// service ports), else the InternalIP of every ready node (with the node ports). A ClusterIP-only
+/// Service is reachable inside its own cluster only, which is the error.
+pub fn backends_of(service: &Service, nodes: &[Node]) -> Result<Vec<Backend>, String> {
+    let spec = service.spec.clone().unwrap_or_default();
+    let ports = spec.ports.clone().unwrap_or_default();
+    let ingress: Vec<Ipv4Addr> = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .collect();
+    if !ingress.is_empty() {
+        let by_name: BTreeMap<String, i32> = ports
+            .iter()
+            .map(|p| (p.name.clone().unwrap_or_default(), p.port))
+            .collect();
+        return Ok(ingress
+            .into_iter()
+            .map(|address| Backend {
+                address,
+                node: None,
+                ports: by_name.clone(),
+            })
+            .collect());
+    }
+    let node_ports: BTreeMap<String, i32> = ports
+        .iter()
+        .filter_map(|p| Some((p.name.clone().unwrap_or_default(), p.node_port?)))
+        .collect();
+    if node_ports.is_empty() || node_ports.len() < ports.len() {
+        let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
+        return Err(format!(
+            "Service is {kind} without a node port on every port and has no load-balancer address, so no other \
+             cluster can reach it: make it type NodePort or LoadBalancer"
+        ));
+    }
+    let mut backends: Vec<Backend> = nodes
+        .iter()
+        .filter(|n| node_is_ready(n))
+        .filter_map(|n| {
+            let address = n
+                .status
+                .as_ref()?
+                .addresses
+                .as_ref()?
+                .iter()
+                .find(|a| a.type_ == "InternalIP")?
+                .address
+                .parse()
+                .ok()?;
+            Some(Backend {
+                address,
+                node: n.metadata.name.clone(),
+                ports: node_ports.clone(),
+            })
+        })
+        .collect();
+    backends.sort_by_key(|b| b.address);
+    if backends.is_empty() {
+        return Err(
+            "no ready node with an InternalIP address carries the Service's node ports".to_owned(),
+        );
+    }
+    Ok(backends)
+}
+
+fn node_is_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The exports of one name, merged: the ports (those of the oldest export), the members whose
+/// backends serve it, and each conflicting member with what differs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Merged {
+    pub ports: Vec<ServicePort>,
+    /// Members whose export agrees with the winning ports, in name order.
+    pub serving: Vec<String>,
+    /// Member → why its export conflicts (it serves nothing until it agrees).
+    pub conflicts: BTreeMap<String, String>,
+}
+
+/// Merges the exports of one name. The oldest export (then the member name, for a stable result)
+/// sets the ports; an export whose ports or protocols differ is a conflict, named with what differs.
+pub fn merge(exports: &[Export]) -> Merged {
+    let mut by_age: Vec<&Export> = exports.iter().collect();
+    by_age.sort_by(|a, b| (&a.created, &a.member).cmp(&(&b.created, &b.member)));
+    let Some(oldest) = by_age.first() else {
+        return Merged::default();
+    };
+    let mut merged = Merged {
+        ports: oldest.ports.clone(),
+        ..Merged::default()
+    };
+    for export in &by_age {
+        if export.ports == oldest.ports {
+            merged.serving.push(export.member.clone());
+        } else {
+            let show = |ports: &[ServicePort]| {
+                ports
+                    .iter()
+                    .map(|p| {
+                        let name = if p.name.is_empty() { "" } else { &p.name };
+                        format!(
+                            "{name}{}{}/{}",
+                            if name.is_empty() { "" } else { ":" },
+                            p.port,
+                            p.protocol
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            merged.conflicts.insert(
+                export.member.clone(),
+                format!(
+                    "ports [{}] differ from [{}] exported first by {}; this export serves nothing until they agree",
+                    show(&export.ports),
+                    show(&oldest.ports),
+                    oldest.member
+                ),
+            );
+        }
+    }
+    merged.serving.sort();
+    merged
+}
+
+/// Orders a member's backends by their node's priority (lower first), then weight (higher
+/// first), and drops those whose node has weight 0. Nodes the policy does not name have
+/// priority 0 and weight 100, like a member.
+pub fn rank_backends(backends: &[Backend], node_weights: &[NodeWeight]) -> Vec<Backend> {
+    let of = |node: Option<&str>| {
+        node.and_then(|n| node_weights.iter().find(|w| w.name == n))
+            .map_or((0, 100), |w| (w.priority, w.weight))
+    };
+    let mut ranked: Vec<Backend> = backends
+        .iter()
+        .filter(|b| of(b.node.as_deref()).1 > 0)
+        .cloned()
+        .collect();
+    ranked.sort_by_key(|b| {
+        let (priority, weight) = of(b.node.as_deref());
+        (priority, std::cmp::Reverse(weight), b.address)
+    });
+    ranked
+}
+
+/// How many backend addresses of each member to list so that an even spread over all listed
+/// addresses comes closest to the members' `weights`, given how many addresses each member has
+/// (`available`). Tries every total and keeps the one whose shares are closest (total variation
+/// distance), preferring more addresses on a tie, so equal weights list every address that keeps
+/// the shares equal. Members with weight 0 get 0; nothing at all when no weight is positive.
+pub fn endpoint_counts(
+    weights: &BTreeMap<String, u32>,
+    available: &BTreeMap<String, usize>,
+) -> BTreeMap<String, usize> {
+    let members: Vec<(&String, u64, usize)> = weights
+        .iter()
+        .map(|(m, w)| (m, u64::from(*w), available.get(m).copied().unwrap_or(0)))
+        .filter(|(_, w, a)| *w > 0 && *a > 0)
+        .collect();
+    let mut best: BTreeMap<String, usize> = weights.keys().map(|m| (m.clone(), 0)).collect();
+    let total_weight: u64 = members.iter().map(|(_, w, _)| w).sum();
+    let total_available: usize = members.iter().map(|(_, _, a)| a).sum();
+    if total_weight == 0 {
+        return best;
+    }
+    let mut best_distance = f64::INFINITY;
+    for k in 1..=total_available {
+        let counts = apportion(k, &members, total_weight);
+        let listed: usize = counts.iter().sum();
+        if listed == 0 {
+            continue;
+        }
+        let distance: f64 = members
+            .iter()
+            .zip(&counts)
+            .map(|((_, w, _), c)| {
+                (*c as f64 / listed as f64 - *w as f64 / total_weight as f64).abs()
+            })
+            .sum::<f64>()
+            / 2.0;
+        // Ties go to the larger total: more addresses, the same shares.
+        if distance <= best_distance + 1e-9 {
+            best_distance = distance;
+            for ((m, _, _), c) in members.iter().zip(&counts) {
+                best.insert((*m).clone(), *c);
+            }
+        }
+    }
+    best
+}
+
+/// Largest-remainder apportionment of `k` addresses by weight, each member capped at what it has
+/// (what a capped member cannot take goes to the others in remainder order).
+fn apportion(k: usize, members: &[(&String, u64, usize)], total_weight: u64) -> Vec<usize> {
+    let mut counts: Vec<usize> = members
+        .iter()
+        .map(|(_, w, a)| ((k as u64 * w / total_weight) as usize).min(*a))
+        .collect();
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    // Largest remainder first, then heavier, then name: deterministic.
+    order.sort_by(|&i, &j| {
+        let rem = |i: usize| (k as u64 * members[i].1) % total_weight;
+        rem(j)
+            .cmp(&rem(i))
+            .then(members[j].1.cmp(&members[i].1))
+            .then(members[i].0.cmp(members[j].0))
+    });
+    let mut left = k.saturating_sub(counts.iter().sum());
+    while left > 0 {
+        let mut gave = false;
+        for &i in &order {
+            if left > 0 && counts[i] < members[i].2 {
+                counts[i] += 1;
+                left -= 1;
+                gave = true;
+            }
+        }
+        if !gave {
+            break;
+        }
+    }
+    counts
+}
+
+/// A Kubernetes name for an object derived from `base` and `suffix`, at most 63 characters: cut
+/// and made unique with a hash of the whole when too long.
+pub fn derived_name(base: &str, suffix: &str) -> String {
+    let full = format!("{base}-{suffix}");
+    if full.len() <= 63 {
+        return full;
+    }
+    let hash = crate::vip::seed_for(base, suffix);
+    let tag = format!("{:08x}", hash as u32);
+    let keep = 63 - tag.len() - 1;
+    format!("{}-{tag}", full[..keep].trim_end_matches('-'))
+}
+
+/// The selector-less Service each importing member gets for a multi-cluster service: its name.
+/// It cannot be the exported name, which may already be the member's own (selector) Service.
+pub fn imported_service_name(name: &str) -> String {
+    derived_name(name, "multicluster")
+}
+
+/// The weights one multi-cluster service is spread by, over the members whose export serves it,
+/// and the node weights of each. A `TrafficPolicy` in the service's namespace that lists the
+/// service decides (its active weights, which the hub recomputes on every health transition; a
+/// member it does not list gets nothing); without one, every healthy exporter gets its
+/// `MemberCluster` weight.
+pub fn weights_for(
+    namespace: &str,
+    name: &str,
+    policies: &[&crate::api::TrafficPolicy],
+    serving: &[String],
+    members: &BTreeMap<String, crate::api::MemberCluster>,
+) -> Steering {
+    let policy = policies
+        .iter()
+        .filter(|p| {
+            p.metadata.namespace.as_deref() == Some(namespace)
+                && p.spec.services.iter().any(|s| s == name)
+        })
+        .min_by_key(|p| p.metadata.name.clone());
+    let mut out = Steering::default();
+    match policy {
+        Some(p) => {
+            out.policy = p.metadata.name.clone();
+            out.gateway = p.spec.gateway.clone();
+            let active = p.status.as_ref().map(|s| &s.active_weights);
+            for m in serving {
+                let weight = active.and_then(|a| a.get(m)).copied().unwrap_or(0);
+                out.weights.insert(m.clone(), weight);
+                if let Some(tm) = p.spec.members.iter().find(|tm| &tm.name == m) {
+                    out.node_weights.insert(m.clone(), tm.nodes.clone());
+                }
+            }
+        }
+        None => {
+            for m in serving {
+                let healthy = members.get(m).is_some_and(|c| {
+                    c.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Healthy" && c.status == "True")
+                    })
+                });
+                let weight = members.get(m).map_or(0, |c| c.spec.weight);
+                out.weights
+                    .insert(m.clone(), if healthy { weight } else { 0 });
+            }
+        }
+    }
+    out
+}
+
+/// What steers one multi-cluster service: the policy (if any), member weights and node weights.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Steering {
+    pub policy: Option<String>,
+    pub weights: BTreeMap<String, u32>,
+    pub node_weights: BTreeMap<String, Vec<NodeWeight>>,
+    /// Where the policy wants an `HTTPRoute` with the exact weights.
+    pub gateway: Option<crate::api::GatewayParent>,
+}
+
+/// Each serving member's backends in the order they are listed (node weights applied).
+pub fn ranked_backends(
+    steering: &Steering,
+    backends: &BTreeMap<String, Vec<Backend>>,
+) -> BTreeMap<String, Vec<Backend>> {
+    backends
+        .iter()
+        .map(|(m, b)| {
+            let nodes = steering.node_weights.get(m).map_or(&[][..], Vec::as_slice);
+            (m.clone(), rank_backends(b, nodes))
+        })
+        .collect()
+}
+
+/// The backends each serving member lists now on an even-spreading data plane: its ranked
+/// backends, as many as [`endpoint_counts`] gives it.
+pub fn listed_backends(
+    steering: &Steering,
+    ranked: &BTreeMap<String, Vec<Backend>>,
+) -> BTreeMap<String, Vec<Backend>> {
+    let available = ranked.iter().map(|(m, b)| (m.clone(), b.len())).collect();
+    let counts = endpoint_counts(&steering.weights, &available);
+    ranked
+        .iter()
+        .map(|(m, b)| {
+            let n = counts.get(m).copied().unwrap_or(0);
+            (m.clone(), b.iter().take(n).cloned().collect())
+        })
+        .collect()
+}
+
+/// The [`crate::keys::BACKENDS`] summary: `member=listed/available`, by member name.
+pub fn backends_summary(
+    listed: &BTreeMap<String, Vec<Backend>>,
+    available: &BTreeMap<String, Vec<Backend>>,
+) -> String {
+    available
+        .iter()
+        .map(|(m, all)| {
+            let n = listed.get(m).map_or(0, Vec::len);
+            format!("{m}={n}/{}", all.len())
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One multi-cluster service as every importing member gets it.
+#[derive(Debug, Clone)]
+pub struct Import<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub vip: Ipv4Addr,
+    pub hostname: &'a str,
+    pub ports: &'a [ServicePort],
+    /// Serving member → the backends listed for it now (empty: none now).
+    pub listed: &'a BTreeMap<String, Vec<Backend>>,
+}
+
+fn port_json(p: &ServicePort, port: i32) -> serde_json::Value {
+    let mut v = serde_json::json!({"port": port, "protocol": p.protocol});
+    if !p.name.is_empty() {
+        v["name"] = p.name.clone().into();
+    }
+    if let Some(app) = &p.app_protocol {
+        v["appProtocol"] = app.clone().into();
+    }
+    v
+}
+
+/// The `ServiceImport` (spec and status) of a multi-cluster service, as the hub and every
+/// importing member hold it.
+pub fn service_import(import: &Import<'_>) -> (serde_json::Value, serde_json::Value) {
+    let spec = serde_json::json!({
+        "apiVersion": crate::vip::SERVICE_IMPORT_API_VERSION, "kind": "ServiceImport",
+        "metadata": {"name": import.name, "namespace": import.namespace,
+                     "labels": {SERVICE_LABEL: import.name},
+                     "annotations": {crate::keys::VIP: import.vip.to_string(), crate::keys::HOSTNAME: import.hostname}},
+        "spec": {"type": "ClusterSetIP", "ips": [import.vip.to_string()],
+                 "ports": import.ports.iter().map(|p| port_json(p, p.port)).collect::<Vec<_>>()}
+    });
+    let status = serde_json::json!({
+        "apiVersion": crate::vip::SERVICE_IMPORT_API_VERSION, "kind": "ServiceImport",
+        "metadata": {"name": import.name, "namespace": import.namespace},
+        "status": {"clusters": import.listed.keys().map(|m| serde_json::json!({"cluster": m})).collect::<Vec<_>>()}
+    });
+    (spec, status)
+}
+
+/// The data-plane objects of a multi-cluster service on an importing member: a selector-less
+/// Service whose routable address is the VIP (`spec.externalIPs`: kube-proxy, Cilium and others
+/// route it on every node) and one EndpointSlice per serving member listing its backends now.
+pub fn data_plane(import: &Import<'_>) -> Vec<serde_json::Value> {
+    let service = imported_service_name(import.name);
+    let mut out = vec![serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": service, "namespace": import.namespace,
+                     "labels": {SERVICE_LABEL: import.name},
+                     "annotations": {crate::keys::VIP: import.vip.to_string(), crate::keys::HOSTNAME: import.hostname}},
+        "spec": {"type": "ClusterIP", "externalIPs": [import.vip.to_string()],
+                 "ports": import.ports.iter().map(|p| port_json(p, p.port)).collect::<Vec<_>>()}
+    })];
+    for (member, backends) in import.listed {
+        out.push(endpoint_slice(
+            import,
+            &service,
+            &derived_name(&service, member),
+            member,
+            backends,
+        ));
+    }
+    out
+}
+
+fn endpoint_slice(
+    import: &Import<'_>,
+    service: &str,
+    slice: &str,
+    member: &str,
+    backends: &[Backend],
+) -> serde_json::Value {
+    let ports: Vec<serde_json::Value> = import
+        .ports
+        .iter()
+        .map(|p| {
+            let port = backends
+                .first()
+                .and_then(|b| b.ports.get(&p.name))
+                .copied()
+                .unwrap_or(p.port);
+            port_json(p, port)
+        })
+        .collect();
+    serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": slice, "namespace": import.namespace,
+                     "labels": {"kubernetes.io/service-name": service,
+                                "endpointslice.kubernetes.io/managed-by": ENDPOINTSLICE_MANAGER,
+                                SOURCE_CLUSTER_LABEL: member, SERVICE_LABEL: import.name}},
+        "addressType": "IPv4",
+        "ports": ports,
+        "endpoints": backends.iter().map(|b| serde_json::json!({
+            "addresses": [b.address.to_string()], "conditions": {"ready": true}
+        })).collect::<Vec<_>>()
+    })
+}
+
+/// For a Gateway API data plane (the policy names a `Gateway`): one selector-less Service per
+/// serving member listing all its ranked backends, and an `HTTPRoute` attached to the Gateway,
+/// for the service's hostname, whose `backendRefs` send to those Services with the active weights
+/// exactly (a Gateway splits by weight; it does not need the address-count approximation).
+pub fn gateway_objects(
+    import: &Import<'_>,
+    gateway: &crate::api::GatewayParent,
+    ranked: &BTreeMap<String, Vec<Backend>>,
+    weights: &BTreeMap<String, u32>,
+) -> Vec<serde_json::Value> {
+    let service = imported_service_name(import.name);
+    let mut out = Vec::new();
+    let mut backend_refs = Vec::new();
+    let first_port = import.ports.first().map_or(80, |p| p.port);
+    for (member, backends) in ranked {
+        let per_member = derived_name(&service, member);
+        out.push(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": per_member, "namespace": import.namespace,
+                         "labels": {SERVICE_LABEL: import.name, SOURCE_CLUSTER_LABEL: member}},
+            "spec": {"type": "ClusterIP",
+                     "ports": import.ports.iter().map(|p| port_json(p, p.port)).collect::<Vec<_>>()}
+        }));
+        out.push(endpoint_slice(
+            import,
+            &per_member,
+            &derived_name(&per_member, "all"),
+            member,
+            backends,
+        ));
+        backend_refs.push(serde_json::json!({
+            "name": per_member, "port": first_port,
+            "weight": weights.get(member).copied().unwrap_or(0)
+        }));
+    }
+    let mut parent = serde_json::json!({"name": gateway.name});
+    if let Some(ns) = &gateway.namespace {
+        parent["namespace"] = ns.clone().into();
+    }
+    if let Some(section) = &gateway.section_name {
+        parent["sectionName"] = section.clone().into();
+    }
+    out.push(serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": service, "namespace": import.namespace,
+                     "labels": {SERVICE_LABEL: import.name}},
+        "spec": {"parentRefs": [parent], "hostnames": [import.hostname],
+                 "rules": [{"backendRefs": backend_refs}]}
+    }));
+    out
+}
+
+/// A condition the loop wants on a `ServiceExport`: type, status, reason, message.
+pub type Wanted = (&'static str, bool, String, String);
+
+/// The conditions of one member's export: `Valid` (it names an existing Service), `Conflict`
+/// (its ports disagree with the oldest export) and `Ready` (the service has a VIP and this
+/// member's backends are reachable from the other members).
+pub fn export_conditions(
+    member: &str,
+    export: &Export,
+    merged: &Merged,
+    vip: Result<Ipv4Addr, &str>,
+) -> Vec<Wanted> {
+    let mut out = Vec::new();
+    let valid = !matches!(&export.backends, Err(e) if e.starts_with(MISSING_SERVICE));
+    out.push(match &export.backends {
+        Err(e) if !valid => ("Valid", false, "ServiceNotFound".to_owned(), e.clone()),
+        _ => (
+            "Valid",
+            true,
+            "Exported".to_owned(),
+            "the exported Service exists".to_owned(),
+        ),
+    });
+    out.push(match merged.conflicts.get(member) {
+        Some(why) => ("Conflict", true, "PortConflict".to_owned(), why.clone()),
+        None => (
+            "Conflict",
+            false,
+            "NoConflict".to_owned(),
+            "its ports agree with every other export".to_owned(),
+        ),
+    });
+    out.push(match (&export.backends, vip) {
+        (Err(e), _) => ("Ready", false, "NoReachableAddress".to_owned(), e.clone()),
+        (_, Err(e)) => ("Ready", false, "NoVip".to_owned(), e.to_owned()),
+        _ if merged.conflicts.contains_key(member) => (
+            "Ready",
+            false,
+            "PortConflict".to_owned(),
+            "serves nothing while its ports conflict".to_owned(),
+        ),
+        (Ok(b), Ok(vip)) => (
+            "Ready",
+            true,
+            "Serving".to_owned(),
+            format!(
+                "reachable from other members on {} address(es); multi-cluster VIP {vip}",
+                b.len()
+            ),
+        ),
+    });
+    out
+}
+
+/// The start of the message when an export names a Service that does not exist.
+pub const MISSING_SERVICE: &str = "no Service";
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,300 @@
+//! Virtual IP allocation as pure functions: parsing a pool's ranges, choosing which
+//! free addresses to try, and the annotations a Service gets. The webhook turns a choice into a
+//! `VipClaim` named after the address, so the API server itself settles races between replicas.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
+
+use crate::api::VipPoolSpec;
+use crate::keys::{HOSTNAME, VIP};
+
+/// Inclusive address ranges of a pool.
+pub type Ranges = Vec<(Ipv4Addr, Ipv4Addr)>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    #[error("{0:?} is not an IPv4 CIDR (10.96.100.0/24) or range (10.96.100.10-10.96.100.50)")]
+    Malformed(String),
+    #[error("{0:?}: the range ends before it starts")]
+    Backwards(String),
+    #[error("{0:?}: IPv6 pools are not supported yet")]
+    Ipv6(String),
+}
+
+/// Parses CIDRs and `first-last` ranges. A CIDR of /30 or wider leaves out its network and
+/// broadcast addresses; /31 and /32 use every address.
+pub fn parse_ranges(entries: &[String]) -> Result<Ranges, RangeError> {
+    entries.iter().map(|e| parse_range(e.trim())).collect()
+}
+
+fn parse_range(entry: &str) -> Result<(Ipv4Addr, Ipv4Addr), RangeError> {
+    if entry.contains(':') {
+        return Err(RangeError::Ipv6(entry.to_owned()));
+    }
+    let bad = || RangeError::Malformed(entry.to_owned());
+    if let Some((addr, prefix)) = entry.split_once('/') {
+        let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+        let prefix: u32 = prefix.parse().map_err(|_| bad())?;
+        if prefix > 32 {
+            return Err(bad());
+        }
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        };
+        let network = u32::from(addr) & mask;
+        let broadcast = network | !mask;
+        return Ok(if prefix >= 31 {
+            (network.into(), broadcast.into())
+        } else {
+            ((network + 1).into(), (broadcast - 1).into())
+        });
+    }
+    let (first, last) = entry.split_once('-').ok_or_else(bad)?;
+    let first: Ipv4Addr = first.trim().parse().map_err(|_| bad())?;
+    let last: Ipv4Addr = last.trim().parse().map_err(|_| bad())?;
+    if first > last {
+        return Err(RangeError::Backwards(entry.to_owned()));
+    }
+    Ok((first, last))
+}
+
+pub fn pool_size(ranges: &[(Ipv4Addr, Ipv4Addr)]) -> u64 {
+    ranges
+        .iter()
+        .map(|(a, b)| u64::from(u32::from(*b) - u32::from(*a)) + 1)
+        .sum()
+}
+
+fn contains(ranges: &[(Ipv4Addr, Ipv4Addr)], addr: Ipv4Addr) -> bool {
+    ranges.iter().any(|(a, b)| *a <= addr && addr <= *b)
+}
+
+/// The `i`-th address of the pool (ranges in order), for `i < pool_size`.
+fn nth(ranges: &[(Ipv4Addr, Ipv4Addr)], mut i: u64) -> Option<Ipv4Addr> {
+    for (a, b) in ranges {
+        let len = u64::from(u32::from(*b) - u32::from(*a)) + 1;
+        if i < len {
+            return u32::from(*a)
+                .checked_add(u32::try_from(i).ok()?)
+                .map(Ipv4Addr::from);
+        }
+        i -= len;
+    }
+    None
+}
+
+/// A stable 64-bit FNV-1a hash of a Service's identity (std's hasher may change between
+/// releases; replicas of different builds must agree).
+pub fn seed_for(namespace: &str, name: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in namespace.bytes().chain([b'/']).chain(name.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// Up to `limit` free addresses, starting at an offset derived from `seed` and wrapping around,
+/// so that replicas allocating for different Services rarely try the same address first.
+pub fn candidates(
+    ranges: &[(Ipv4Addr, Ipv4Addr)],
+    taken: &HashSet<Ipv4Addr>,
+    seed: u64,
+    limit: usize,
+) -> Vec<Ipv4Addr> {
+    let size = pool_size(ranges);
+    if size == 0 {
+        return Vec::new();
+    }
+    let start = seed % size;
+    (0..size)
+        .filter_map(|i| nth(ranges, (start + i) % size))
+        .filter(|a| !taken.contains(a))
+        .take(limit)
+        .collect()
+}
+
+/// What to do for one Service asking for a VIP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VipDecision {
+    /// It has an address of this pool already (an update, or a retried create): keep it.
+    Keep(Ipv4Addr),
+    /// Try to claim these, in order, until one claim is created.
+    TryInOrder(Vec<Ipv4Addr>),
+    /// Every address is claimed.
+    PoolFull { size: u64 },
+}
+
+/// How many candidates one admission request tries before giving up on a busy pool.
+pub const CANDIDATES_PER_REQUEST: usize = 64;
+
+pub fn decide(
+    existing: Option<Ipv4Addr>,
+    ranges: &[(Ipv4Addr, Ipv4Addr)],
+    taken: &HashSet<Ipv4Addr>,
+    seed: u64,
+) -> VipDecision {
+    if let Some(addr) = existing
+        && contains(ranges, addr)
+    {
+        return VipDecision::Keep(addr);
+    }
+    let tries = candidates(ranges, taken, seed, CANDIDATES_PER_REQUEST);
+    if tries.is_empty() {
+        VipDecision::PoolFull {
+            size: pool_size(ranges),
+        }
+    } else {
+        VipDecision::TryInOrder(tries)
+    }
+}
+
+/// What holds a VIP: a Service, or the hub's `ServiceImport` of a multi-cluster service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerKind {
+    pub api_version: String,
+    pub kind: String,
+}
+
+impl OwnerKind {
+    pub fn service() -> Self {
+        OwnerKind {
+            api_version: "v1".to_owned(),
+            kind: "Service".to_owned(),
+        }
+    }
+
+    pub fn service_import() -> Self {
+        OwnerKind {
+            api_version: SERVICE_IMPORT_API_VERSION.to_owned(),
+            kind: "ServiceImport".to_owned(),
+        }
+    }
+}
+
+/// The Multi-Cluster Services API version this project reads and writes (the CRDs' storage one).
+pub const SERVICE_IMPORT_API_VERSION: &str = "multicluster.x-k8s.io/v1beta1";
+
+/// `<service>.<namespace>.<domainSuffix>`, lower-cased.
+pub fn hostname(service: &str, namespace: &str, domain_suffix: &str) -> String {
+    format!(
+        "{service}.{namespace}.{}",
+        domain_suffix.trim_end_matches('.')
+    )
+    .to_lowercase()
+}
+
+/// The annotations a Service with a VIP carries: ours always, MetalLB's and ExternalDNS's when the
+/// pool asks for them.
+pub fn annotations_for(
+    addr: Ipv4Addr,
+    hostname: &str,
+    pool: &VipPoolSpec,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::from([
+        (VIP.to_owned(), addr.to_string()),
+        (HOSTNAME.to_owned(), hostname.to_owned()),
+    ]);
+    if pool.ecosystem_annotations.metallb {
+        out.insert(
+            "metallb.universe.tf/loadBalancerIPs".to_owned(),
+            addr.to_string(),
+        );
+    }
+    if pool.ecosystem_annotations.external_dns {
+        out.insert(
+            "external-dns.alpha.kubernetes.io/hostname".to_owned(),
+            hostname.to_owned(),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(entries: &[&str]) -> Ranges {
+        parse_ranges(&entries.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn cidrs_and_ranges_parse_to_usable_addresses() {
+        assert_eq!(pool_size(&r(&["10.0.0.0/24"])), 254);
+        assert_eq!(
+            r(&["10.0.0.0/24"])[0],
+            ("10.0.0.1".parse().unwrap(), "10.0.0.254".parse().unwrap())
+        );
+        assert_eq!(pool_size(&r(&["10.0.0.10-10.0.0.12"])), 3);
+        assert_eq!(pool_size(&r(&["10.0.0.7/32", "10.0.0.8/31"])), 3);
+    }
+
+    #[test]
+    fn malformed_entries_are_named() {
+        for (entry, expected) in [
+            ("10.0.0.0/33", "not an IPv4"),
+            ("banana", "not an IPv4"),
+            ("10.0.0.9-10.0.0.1", "ends before it starts"),
+            ("fd00::/64", "IPv6"),
+        ] {
+            let err = parse_ranges(&[entry.to_owned()]).unwrap_err().to_string();
+            assert!(err.contains(entry) && err.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn candidates_cover_the_free_pool_once_and_skip_taken_addresses() {
+        let pool = r(&["10.0.0.0/28"]);
+        let taken: HashSet<Ipv4Addr> = ["10.0.0.3".parse().unwrap()].into();
+        let all = candidates(&pool, &taken, 7, 1000);
+        assert_eq!(all.len(), 13);
+        let unique: HashSet<_> = all.iter().collect();
+        assert_eq!(unique.len(), 13);
+        assert!(!all.contains(&"10.0.0.3".parse().unwrap()));
+        assert_ne!(
+            candidates(&pool, &taken, 1, 1)[0],
+            candidates(&pool, &taken, 2, 1)[0]
+        );
+    }
+
+    #[test]
+    fn decisions_keep_allocate_or_report_a_full_pool() {
+        let pool = r(&["10.0.0.1-10.0.0.2"]);
+        let a: Ipv4Addr = "10.0.0.1".parse().unwrap();
+        assert_eq!(decide(Some(a), &pool, &[a].into(), 0), VipDecision::Keep(a));
+        let outside: Ipv4Addr = "192.168.0.1".parse().unwrap();
+        assert!(matches!(
+            decide(Some(outside), &pool, &HashSet::new(), 0),
+            VipDecision::TryInOrder(_)
+        ));
+        let full: HashSet<Ipv4Addr> = [a, "10.0.0.2".parse().unwrap()].into();
+        assert_eq!(
+            decide(None, &pool, &full, 0),
+            VipDecision::PoolFull { size: 2 }
+        );
+    }
+
+    #[test]
+    fn names_and_annotations() {
+        assert_eq!(
+            hostname("Web", "shop", "mc.example.com."),
+            "web.shop.mc.example.com"
+        );
+        assert_eq!(seed_for("a", "b"), seed_for("a", "b"));
+        assert_ne!(seed_for("a", "b"), seed_for("ab", ""));
+        let mut spec = VipPoolSpec {
+            ranges: vec![],
+            domain_suffix: "mc".into(),
+            ecosystem_annotations: Default::default(),
+        };
+        let addr: Ipv4Addr = "10.0.0.1".parse().unwrap();
+        assert_eq!(annotations_for(addr, "h", &spec).len(), 2);
+        spec.ecosystem_annotations.metallb = true;
+        spec.ecosystem_annotations.external_dns = true;
+        let all = annotations_for(addr, "h", &spec);
+        assert_eq!(all["metallb.universe.tf/loadBalancerIPs"], "10.0.0.1");
+        assert_eq!(all["external-dns.alpha.kubernetes.io/hostname"], "h");
+    }
+}

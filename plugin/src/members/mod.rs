@@ -1,0 +1,624 @@
+//! `kubectl multicluster join|unjoin|list|status`: registering members on the hub and showing
+//! their health.
+//!
+//! `join` works with the joining user's credentials for the member only to create the hub's own
+//! account there; what the hub stores is that account's token, never the user's credentials. It
+//! checks everything it can before it writes anything, and removes what it created on the member if
+//! a later step fails, so a failed join leaves nothing half-created.
+
+pub mod proxy;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use clap::Args;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::{Event, Node, Secret, ServiceAccount};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config, ResourceExt};
+use multicluster_core::SYSTEM_NAMESPACE;
+use multicluster_core::api::{HealthCheck, MemberCluster, MemberClusterSpec, Role, SecretRef};
+use multicluster_core::members::join::{self as member, HUB_ACCOUNT, secret_keys};
+use serde::Serialize;
+
+use crate::output::{self, OutputFormat, Tabular};
+
+#[derive(Args, Debug)]
+pub struct JoinArgs {
+    /// The member's name on the hub
+    pub name: String,
+    /// Kubeconfig with the member's credentials (default: the hub's kubeconfig)
+    #[arg(long, value_name = "FILE")]
+    pub member_kubeconfig: Option<PathBuf>,
+    /// The member's context in that kubeconfig
+    #[arg(long, value_name = "NAME")]
+    pub member_context: String,
+    /// Labels of the MemberCluster, k=v,k2=v2
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Vec<String>,
+    #[arg(long, default_value_t = 100)]
+    pub weight: u32,
+    #[arg(long, default_value_t = 0)]
+    pub priority: u32,
+    #[arg(long, value_enum, default_value = "active")]
+    pub role: RoleArg,
+    /// Show what would be created where, and create nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum RoleArg {
+    Active,
+    Standby,
+}
+
+#[derive(Args, Debug)]
+pub struct UnjoinArgs {
+    pub name: String,
+    /// Kubeconfig with the member's credentials, to remove the hub's account there
+    #[arg(long, value_name = "FILE")]
+    pub member_kubeconfig: Option<PathBuf>,
+    /// The member's context, to remove the hub's account there
+    #[arg(long, value_name = "NAME")]
+    pub member_context: Option<String>,
+    /// Leave the hub's account on the member
+    #[arg(long)]
+    pub keep_remote: bool,
+}
+
+async fn member_client(
+    kubeconfig: Option<&PathBuf>,
+    hub_kubeconfig: Option<&PathBuf>,
+    context: &str,
+) -> anyhow::Result<(Client, Config)> {
+    let options = KubeConfigOptions {
+        context: Some(context.to_owned()),
+        ..Default::default()
+    };
+    let mut config = match kubeconfig.or(hub_kubeconfig) {
+        Some(path) => {
+            Config::from_custom_kubeconfig(Kubeconfig::read_from(path)?, &options).await?
+        }
+        None => Config::from_kubeconfig(&options).await?,
+    }
+    .clone();
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(Duration::from_secs(15));
+    Ok((Client::try_from(config.clone())?, config))
+}
+
+/// Turns a failed member request into a sentence that says which kind of failure it was.
+fn explain(member: &str, url: &str, e: kube::Error) -> anyhow::Error {
+    match &e {
+        kube::Error::Api(s) if s.code == 401 => anyhow!(
+            "the member {member} ({url}) rejected the credentials: {}",
+            s.message
+        ),
+        kube::Error::Api(s) if s.code == 403 => anyhow!(
+            "missing permission on member {member} ({url}): {}",
+            s.message
+        ),
+        kube::Error::Api(_) => anyhow!("member {member} ({url}) refused: {e}"),
+        _ => anyhow!("cannot reach member {member} at {url}: {e}"),
+    }
+}
+
+/// What the joining user must be allowed to do on the member.
+const NEEDED: [(&str, &str, &str); 7] = [
+    ("create", "", "namespaces"),
+    ("create", "", "serviceaccounts"),
+    ("create", "", "serviceaccounts/token"),
+    ("create", "rbac.authorization.k8s.io", "clusterroles"),
+    ("create", "rbac.authorization.k8s.io", "clusterrolebindings"),
+    ("create", "rbac.authorization.k8s.io", "roles"),
+    ("create", "rbac.authorization.k8s.io", "rolebindings"),
+];
+
+async fn missing_permissions(client: &Client) -> anyhow::Result<Vec<String>> {
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let mut missing = Vec::new();
+    for (verb, group, resource) in NEEDED {
+        let (resource, subresource) = resource
+            .split_once('/')
+            .map_or((resource, None), |(r, s)| (r, Some(s)));
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.to_owned()),
+                    group: Some(group.to_owned()),
+                    resource: Some(resource.to_owned()),
+                    subresource: subresource.map(str::to_owned),
+                    namespace: Some(SYSTEM_NAMESPACE.to_owned()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = reviews.create(&PostParams::default(), &review).await?;
+        if !answer.status.is_some_and(|s| s.allowed) {
+            let what = subresource.map_or(resource.to_owned(), |s| format!("{resource}/{s}"));
+            missing.push(format!(
+                "{verb} {what}{}",
+                if group.is_empty() {
+                    String::new()
+                } else {
+                    format!(".{group}")
+                }
+            ));
+        }
+    }
+    Ok(missing)
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanRow {
+    pub cluster: String,
+    pub object: String,
+}
+
+#[derive(Serialize, Debug)]
+#[serde(transparent)]
+pub struct Plan(pub Vec<PlanRow>);
+
+impl Tabular for Plan {
+    fn headers(&self) -> Vec<&'static str> {
+        vec!["cluster", "object"]
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        self.0
+            .iter()
+            .map(|r| vec![r.cluster.clone(), r.object.clone()])
+            .collect()
+    }
+}
+
+fn object_label(o: &serde_json::Value) -> String {
+    match o["metadata"]["namespace"].as_str() {
+        Some(ns) => format!(
+            "{} {ns}/{}",
+            o["kind"].as_str().unwrap_or(""),
+            o["metadata"]["name"].as_str().unwrap_or("")
+        ),
+        None => format!(
+            "{} {}",
+            o["kind"].as_str().unwrap_or(""),
+            o["metadata"]["name"].as_str().unwrap_or("")
+        ),
+    }
+}
+
+pub async fn join(
+    args: JoinArgs,
+    hub: Client,
+    hub_kubeconfig: Option<&PathBuf>,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let (member, config) = member_client(
+        args.member_kubeconfig.as_ref(),
+        hub_kubeconfig,
+        &args.member_context,
+    )
+    .await?;
+    let url = config
+        .cluster_url
+        .to_string()
+        .trim_end_matches('/')
+        .to_owned();
+    let name = &args.name;
+    // 1. Check, before writing anything.
+    member
+        .apiserver_version()
+        .await
+        .map_err(|e| explain(name, &url, e))?;
+    let missing =
+        missing_permissions(&member)
+            .await
+            .map_err(|e| match e.downcast::<kube::Error>() {
+                Ok(e) => explain(name, &url, e),
+                Err(e) => e,
+            })?;
+    if !missing.is_empty() {
+        bail!(
+            "the credentials of context {} lack permissions on member {name} ({url}) that join needs: {}; nothing was created",
+            args.member_context,
+            missing.join(", ")
+        );
+    }
+    let members: Api<MemberCluster> = Api::all(hub.clone());
+    members.list(&ListParams::default().limit(1)).await.map_err(|e| {
+        anyhow!("the hub does not serve MemberClusters ({e}); install the hub first with `kubectl multicluster init`")
+    })?;
+    let labels: BTreeMap<String, String> = args
+        .labels
+        .iter()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| anyhow!("label {l:?} is not k=v"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let secret_name = member::secret_name(name);
+    if args.dry_run {
+        let mut rows: Vec<PlanRow> = member::member_objects()
+            .iter()
+            .map(|o| PlanRow {
+                cluster: format!("member {name} ({url})"),
+                object: object_label(o),
+            })
+            .collect();
+        rows.push(PlanRow { cluster: format!("member {name}"), object: format!("token for ServiceAccount {SYSTEM_NAMESPACE}/{HUB_ACCOUNT} (24h, renewed by the hub)") });
+        rows.push(PlanRow {
+            cluster: "hub".into(),
+            object: format!("Secret {SYSTEM_NAMESPACE}/{secret_name} (endpoint, CA, that token)"),
+        });
+        rows.push(PlanRow {
+            cluster: "hub".into(),
+            object: format!("MemberCluster {name}"),
+        });
+        return output::print(format, &Plan(rows));
+    }
+
+    // 2. The hub's account on the member; removed again if anything after this fails.
+    let progress = |m: &str| eprintln!("{m}");
+    progress(&format!(
+        "Creating the hub's account on member {name} ({url})"
+    ));
+    let result = async {
+        crate::apply::apply_objects(&member, &member::member_objects()).await?;
+        let sa: Api<ServiceAccount> = Api::namespaced(member.clone(), SYSTEM_NAMESPACE);
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(member::TOKEN_LIFETIME_SECONDS),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let token = sa
+            .create_token_request(HUB_ACCOUNT, &PostParams::default(), &request)
+            .await
+            .context("requesting a token for the hub's account")?;
+        let status = token
+            .status
+            .ok_or_else(|| anyhow!("the member returned no token"))?;
+        let token_text = status
+            .token
+            .clone()
+            .ok_or_else(|| anyhow!("the member returned an empty token"))?;
+        let expires = status
+            .expiration_timestamp
+            .map(|t| t.0.to_string())
+            .unwrap_or_default();
+        let ca = config
+            .root_cert
+            .as_deref()
+            .map(member::pem_of)
+            .unwrap_or_default();
+        // The token must work for what the hub does with it, before the hub stores it.
+        let check = Client::try_from(member::client_config(
+            &url,
+            &ca,
+            &token_text,
+            Duration::from_secs(5),
+        )?)?;
+        Api::<Node>::all(check.clone())
+            .list(&ListParams::default().limit(1))
+            .await
+            .map_err(|e| anyhow!("the hub's new token does not work on member {name}: {e}"))?;
+
+        progress("Storing the member's endpoint, CA and the hub's token on the hub");
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(secret_name.clone()),
+                namespace: Some(SYSTEM_NAMESPACE.to_owned()),
+                labels: Some([("multicluster.dev/member".to_owned(), name.clone())].into()),
+                ..Default::default()
+            },
+            type_: Some("multicluster.dev/member-credentials".to_owned()),
+            data: Some(
+                [
+                    (secret_keys::SERVER, url.clone()),
+                    (secret_keys::CA, ca),
+                    (secret_keys::TOKEN, token_text),
+                    (secret_keys::EXPIRES, expires),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
+                .collect(),
+            ),
+            ..Default::default()
+        };
+        let params = PatchParams::apply(crate::apply::FIELD_MANAGER).force();
+        Api::<Secret>::namespaced(hub.clone(), SYSTEM_NAMESPACE)
+            .patch(&secret_name, &params, &Patch::Apply(&secret))
+            .await
+            .context("storing the member's credentials on the hub")?;
+        let mut mc = MemberCluster::new(
+            name,
+            MemberClusterSpec {
+                endpoint: url.clone(),
+                credentials_secret: SecretRef {
+                    name: secret_name.clone(),
+                },
+                weight: args.weight,
+                priority: args.priority,
+                role: match args.role {
+                    RoleArg::Active => Role::Active,
+                    RoleArg::Standby => Role::Standby,
+                },
+                health: HealthCheck::default(),
+            },
+        );
+        mc.metadata.labels = Some(labels.clone());
+        // Joining an existing name again updates it (endpoint, token, labels, weights).
+        members
+            .patch(name, &params, &Patch::Apply(&mc))
+            .await
+            .context("creating the MemberCluster on the hub")?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        progress("Join failed: removing what it created on the member");
+        remove_remote(&member).await;
+        let _ = Api::<Secret>::namespaced(hub.clone(), SYSTEM_NAMESPACE)
+            .delete(&secret_name, &DeleteParams::default())
+            .await;
+        return Err(e.context(format!("joining {name}; nothing was left behind")));
+    }
+    progress(&format!(
+        "Joined {name}; the hub server probes it and reports its health in `kubectl multicluster list`"
+    ));
+    output::print(format, &members_report(&hub, Some(name)).await?)
+}
+
+async fn remove_remote(member: &Client) {
+    for object in member::member_objects().iter().rev() {
+        if object["kind"] == "Namespace" {
+            continue; // it may hold more than ours
+        }
+        let _ = delete_dynamic(member, object).await;
+    }
+}
+
+async fn delete_dynamic(client: &Client, object: &serde_json::Value) -> anyhow::Result<()> {
+    let located = crate::apply::locate(client, object, None).await?;
+    located
+        .api
+        .delete(&located.name, &DeleteParams::default())
+        .await?;
+    Ok(())
+}
+
+pub async fn unjoin(
+    args: UnjoinArgs,
+    hub: Client,
+    hub_kubeconfig: Option<&PathBuf>,
+) -> anyhow::Result<()> {
+    let members: Api<MemberCluster> = Api::all(hub.clone());
+    let existing = members.get_opt(&args.name).await?;
+    if existing.is_none() {
+        bail!("no member {} on the hub", args.name);
+    }
+    if !args.keep_remote {
+        let context = args.member_context.as_ref().ok_or_else(|| {
+            anyhow!("give the member's --member-context to remove the hub's account there, or --keep-remote to leave it")
+        })?;
+        let (member, config) =
+            member_client(args.member_kubeconfig.as_ref(), hub_kubeconfig, context).await?;
+        member
+            .apiserver_version()
+            .await
+            .map_err(|e| explain(&args.name, &config.cluster_url.to_string(), e))?;
+        remove_remote(&member).await;
+        eprintln!("Removed the hub's account from member {}", args.name);
+    }
+    let secret = member::secret_name(&args.name);
+    match Api::<Secret>::namespaced(hub.clone(), SYSTEM_NAMESPACE)
+        .delete(&secret, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    members.delete(&args.name, &DeleteParams::default()).await?;
+    eprintln!("Unjoined {}", args.name);
+    Ok(())
+}
+
+/// One row of `list`.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberRow {
+    pub name: String,
+    pub healthy: String,
+    pub reason: String,
+    pub ready_nodes: Option<u32>,
+    pub total_nodes: Option<u32>,
+    pub version: Option<String>,
+    pub role: String,
+    pub weight: u32,
+    pub priority: u32,
+    pub labels: BTreeMap<String, String>,
+    /// Seconds since the hub last probed it.
+    pub last_probe_age_seconds: Option<i64>,
+    pub message: String,
+}
+
+#[derive(Serialize, Debug)]
+#[serde(transparent)]
+pub struct MembersReport(pub Vec<MemberRow>);
+
+impl Tabular for MembersReport {
+    fn headers(&self) -> Vec<&'static str> {
+        vec![
+            "name",
+            "healthy",
+            "ready",
+            "version",
+            "role",
+            "weight",
+            "priority",
+            "labels",
+            "last probe",
+            "reason",
+        ]
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        self.0
+            .iter()
+            .map(|m| {
+                vec![
+                    m.name.clone(),
+                    m.healthy.clone(),
+                    match (m.ready_nodes, m.total_nodes) {
+                        (Some(r), Some(t)) => format!("{r}/{t}"),
+                        _ => "-".into(),
+                    },
+                    m.version.clone().unwrap_or_else(|| "-".into()),
+                    m.role.clone(),
+                    m.weight.to_string(),
+                    m.priority.to_string(),
+                    m.labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    m.last_probe_age_seconds
+                        .map_or("never".into(), |s| format!("{s}s ago")),
+                    m.reason.clone(),
+                ]
+            })
+            .collect()
+    }
+}
+
+async fn members_report(hub: &Client, only: Option<&str>) -> anyhow::Result<MembersReport> {
+    let members: Api<MemberCluster> = Api::all(hub.clone());
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let mut rows = Vec::new();
+    for mc in members.list(&ListParams::default()).await?.items {
+        if only.is_some_and(|n| n != mc.name_any()) {
+            continue;
+        }
+        let status = mc.status.clone().unwrap_or_default();
+        let healthy = status.conditions.iter().find(|c| c.type_ == "Healthy");
+        rows.push(MemberRow {
+            name: mc.name_any(),
+            healthy: healthy.map_or("Unknown".into(), |c| c.status.clone()),
+            reason: healthy.map_or("NotProbedYet".into(), |c| c.reason.clone()),
+            message: healthy.map_or("the hub server has not probed it yet".into(), |c| {
+                c.message.clone()
+            }),
+            ready_nodes: status.ready_nodes,
+            total_nodes: status.total_nodes,
+            version: status.version.clone(),
+            role: format!("{:?}", mc.spec.role),
+            weight: mc.spec.weight,
+            priority: mc.spec.priority,
+            labels: mc.labels().clone(),
+            last_probe_age_seconds: status
+                .last_probe_time
+                .map(|t| now.duration_since(t.0).as_secs()),
+        });
+    }
+    Ok(MembersReport(rows))
+}
+
+/// `list`: every member as the hub server last saw it.
+pub async fn list(hub: Client, format: OutputFormat) -> anyhow::Result<()> {
+    output::print(format, &members_report(&hub, None).await?)
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberDetail {
+    pub member: MemberRow,
+    pub endpoint: String,
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    pub events: Vec<String>,
+}
+
+impl Tabular for MemberDetail {
+    fn headers(&self) -> Vec<&'static str> {
+        vec!["field", "value"]
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        let m = &self.member;
+        let mut rows = vec![
+            vec!["Name".into(), m.name.clone()],
+            vec!["Endpoint".into(), self.endpoint.clone()],
+            vec![
+                "Healthy".into(),
+                format!("{} ({}): {}", m.healthy, m.reason, m.message),
+            ],
+        ];
+        for c in &self.conditions {
+            rows.push(vec![
+                format!("Condition {}", c.type_),
+                format!("{} {}: {}", c.status, c.reason, c.message),
+            ]);
+        }
+        for e in &self.events {
+            rows.push(vec!["Event".into(), e.clone()]);
+        }
+        rows
+    }
+}
+
+/// `status NAME`: the detail of one member, with its recent Events.
+pub async fn status(hub: Client, name: &str, format: OutputFormat) -> anyhow::Result<()> {
+    let mc = Api::<MemberCluster>::all(hub.clone())
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| anyhow!("no member {name} on the hub"))?;
+    let report = members_report(&hub, Some(name)).await?;
+    let row = report
+        .0
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("no member {name}"))?;
+    let events: Vec<String> = Api::<Event>::all(hub.clone())
+        .list(&ListParams::default().fields(&format!(
+            "involvedObject.name={name},involvedObject.kind=MemberCluster"
+        )))
+        .await
+        .map(|l| {
+            let mut items = l.items;
+            items.sort_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0));
+            items
+                .iter()
+                .rev()
+                .take(10)
+                .map(|e| {
+                    format!(
+                        "{} {}: {}",
+                        e.type_.clone().unwrap_or_default(),
+                        e.reason.clone().unwrap_or_default(),
+                        e.message.clone().unwrap_or_default()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    output::print(
+        format,
+        &MemberDetail {
+            member: row,
+            endpoint: mc.spec.endpoint.clone(),
+            conditions: mc.status.map(|s| s.conditions).unwrap_or_default(),
+            events,
+        },
+    )
+}

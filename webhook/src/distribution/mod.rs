@@ -1,0 +1,781 @@
+//! Distributions, run by the Lease holder: one runner per Distribution. A runner syncs when the
+//! Distribution changes, retries members that failed with backoff, and in Continuous mode also
+//! watches its sources on the hub and its copies on every member.
+
+mod member;
+mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{self, Scope};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use multicluster_core::SYSTEM_NAMESPACE;
+use multicluster_core::api::{
+    Distribution, DistributionMode, DriftPolicy, MemberCluster, MemberDistributionStatus,
+    ObjectSyncState, TrafficPolicy,
+};
+use multicluster_core::distribution::{self, ObjectKey};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::members::MemberClients;
+
+use member::MemberMemory;
+pub use member::Source;
+
+/// How long a member may take to start answering one request before the sync gives up on it.
+const MEMBER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a runner wakes up.
+#[derive(Debug)]
+pub enum Trigger {
+    /// The Distribution, a source, or a member list changed: sync.
+    Sync,
+    /// A copy on a member changed or disappeared.
+    Copy {
+        member: String,
+        key: ObjectKey,
+        /// `None` when the copy is gone (deleted, or its label removed).
+        resource_version: Option<String>,
+        /// The manager of the copy's most recent change.
+        last_manager: Option<String>,
+    },
+}
+
+/// Runs every Distribution in `multicluster-system` until aborted (on losing the Lease).
+pub async fn run(client: Client, clients: MemberClients, run: crate::loops::Loop) {
+    let api: Api<Distribution> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
+    let mut runners: HashMap<
+        String,
+        (tokio::task::JoinHandle<()>, mpsc::UnboundedSender<Trigger>),
+    > = HashMap::new();
+    // What last woke each runner: status writes (ours) change neither, so they wake nobody.
+    let mut seen: HashMap<String, (Option<i64>, Option<String>)> = HashMap::new();
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    // A member that answers again (or stops answering) changes what every runner should do.
+    let mut member_events = watcher(
+        Api::<MemberCluster>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .boxed();
+    let mut reachable: HashMap<String, bool> = HashMap::new();
+    // Deployments placed by a TrafficPolicy follow its active weights.
+    let mut policy_events = watcher(
+        Api::<TrafficPolicy>::namespaced(client.clone(), SYSTEM_NAMESPACE),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .boxed();
+    let mut weights_seen: HashMap<String, BTreeMap<String, u32>> = HashMap::new();
+    loop {
+        let event = tokio::select! {
+            e = events.next() => match e {
+                Some(e) => e,
+                None => return,
+            },
+            p = policy_events.next() => {
+                if let Some(Ok(policy)) = p {
+                    let weights = policy.status.map(|s| s.active_weights).unwrap_or_default();
+                    if weights_seen.insert(policy.metadata.name.unwrap_or_default(), weights.clone()) != Some(weights) {
+                        for (_, tx) in runners.values() {
+                            let _ = tx.send(Trigger::Sync);
+                        }
+                    }
+                }
+                continue;
+            }
+            m = member_events.next() => {
+                if let Some(Ok(member)) = m {
+                    let now = member_reachable(&member);
+                    if reachable.insert(member.name_any(), now) != Some(now) {
+                        tracing::debug!(member = %member.name_any(), reachable = now, "member reachability changed");
+                        for (_, tx) in runners.values() {
+                            let _ = tx.send(Trigger::Sync);
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        match event {
+            Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) => {
+                let name = d.name_any();
+                let wake = (
+                    d.metadata.generation,
+                    d.annotations()
+                        .get(multicluster_core::keys::SYNC_REQUESTED)
+                        .cloned(),
+                );
+                let running = runners.get(&name).is_some_and(|(t, _)| !t.is_finished());
+                if running && seen.get(&name) == Some(&wake) {
+                    continue;
+                }
+                seen.insert(name.clone(), wake);
+                let (task, tx) = runners.entry(name.clone()).or_insert_with(|| {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let task = tokio::spawn(runner(
+                        client.clone(),
+                        clients.clone(),
+                        name.clone(),
+                        tx.clone(),
+                        rx,
+                        run.clone(),
+                    ));
+                    (task, tx)
+                });
+                if task.is_finished() || tx.send(Trigger::Sync).is_err() {
+                    runners.remove(&name);
+                }
+            }
+            Ok(watcher::Event::Delete(d)) => {
+                seen.remove(&d.name_any());
+                if let Some((task, _)) = runners.remove(&d.name_any()) {
+                    task.abort();
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                run.failed();
+                tracing::warn!(error = %e, "watching Distributions")
+            }
+        }
+    }
+}
+
+/// What the hub's health probe last said: `false` only when the member did not answer.
+fn member_reachable(member: &MemberCluster) -> bool {
+    member
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Reachable"))
+        .is_none_or(|c| c.status != "False")
+}
+
+/// State one runner keeps between syncs.
+#[derive(Default)]
+struct RunnerState {
+    memory: HashMap<String, MemberMemory>,
+    /// Copies edited on a member and left alone (DriftPolicy Report): member → key → message.
+    drifted: BTreeMap<(String, ObjectKey), String>,
+    /// Corrections made since the last sync (DriftPolicy Correct), reported in status.
+    corrected: BTreeMap<(String, ObjectKey), String>,
+    discovery: HashMap<String, (ApiResource, bool)>,
+    watches: watch::Watches,
+    failures: u32,
+    /// From the last sync: where the objects live, and the registered members.
+    kinds: watch::Kinds,
+    members: Vec<MemberCluster>,
+}
+
+/// Continuous mode re-applies everything this often even without events, in case a watch missed
+/// an edit while it was reconnecting. An unchanged apply writes nothing on the member.
+const FULL_RESYNC: Duration = Duration::from_secs(300);
+
+async fn runner(
+    client: Client,
+    clients: MemberClients,
+    name: String,
+    tx: mpsc::UnboundedSender<Trigger>,
+    mut rx: mpsc::UnboundedReceiver<Trigger>,
+    run: crate::loops::Loop,
+) {
+    let api: Api<Distribution> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
+    let mut state = RunnerState::default();
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut resync_at = tokio::time::Instant::now() + FULL_RESYNC;
+    loop {
+        let wake_at = retry_at.map_or(resync_at, |r| r.min(resync_at));
+        let first = tokio::select! {
+            t = rx.recv() => t,
+            _ = tokio::time::sleep_until(wake_at) => {
+                if tokio::time::Instant::now() >= resync_at {
+                    resync_at = tokio::time::Instant::now() + FULL_RESYNC;
+                    if !state.watches.is_empty() {
+                        state.memory.clear();
+                    }
+                }
+                Some(Trigger::Sync)
+            }
+        };
+        let Some(first) = first else { return };
+        // Collect what else arrives in a short window: a burst of changes is one sync.
+        let mut triggers = vec![first];
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        while let Ok(t) = rx.try_recv() {
+            triggers.push(t);
+        }
+        let distribution = match api.get_opt(&name).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(e) => {
+                run.failed();
+                tracing::warn!(distribution = %name, error = %e, "reading the Distribution");
+                retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                continue;
+            }
+        };
+        let mut needed = triggers.iter().any(|t| matches!(t, Trigger::Sync));
+        for t in triggers {
+            if let Trigger::Copy {
+                member,
+                key,
+                resource_version,
+                last_manager,
+            } = t
+            {
+                needed |= copy_changed(
+                    &mut state,
+                    &distribution,
+                    member,
+                    key,
+                    resource_version,
+                    last_manager,
+                );
+            }
+        }
+        if !needed {
+            continue;
+        }
+        let done = sync(&client, &clients, &api, &distribution, &mut state).await;
+        if distribution.spec.mode == DistributionMode::Continuous {
+            state
+                .watches
+                .ensure(
+                    &client,
+                    &clients,
+                    &distribution,
+                    &state.members,
+                    &state.kinds,
+                    &tx,
+                )
+                .await;
+        } else {
+            state.watches.clear();
+        }
+        retry_at = if done {
+            state.failures = 0;
+            None
+        } else {
+            run.failed();
+            state.failures += 1;
+            let secs = 1u64 << state.failures.min(3);
+            Some(tokio::time::Instant::now() + Duration::from_secs(secs.min(10)))
+        };
+    }
+}
+
+/// Decides what a change of a copy means: our own write (nothing), an edit to correct (sync), or
+/// an edit to report (status only).
+fn copy_changed(
+    state: &mut RunnerState,
+    distribution: &Distribution,
+    member: String,
+    key: ObjectKey,
+    resource_version: Option<String>,
+    last_manager: Option<String>,
+) -> bool {
+    let Some(memory) = state.memory.get_mut(&member) else {
+        return false;
+    };
+    let Some((_, ours)) = memory.applied.get(&key) else {
+        return false;
+    };
+    if resource_version.as_deref() == Some(ours.as_str())
+        || (resource_version.is_some()
+            && last_manager.as_deref() == Some(distribution::FIELD_MANAGER))
+    {
+        return false;
+    }
+    let what = match (&resource_version, &last_manager) {
+        (None, _) => "deleted (or unlabelled) on the member".to_owned(),
+        (Some(_), Some(m)) => format!("edited on the member by {m}"),
+        (Some(_), None) => "edited on the member".to_owned(),
+    };
+    let when = Timestamp::now();
+    match distribution.spec.drift_policy {
+        DriftPolicy::Correct => {
+            tracing::info!(distribution = %distribution.name_any(), %member, object = %key, %what, "correcting drift");
+            memory.applied.remove(&key);
+            state
+                .corrected
+                .insert((member, key), format!("{what}; corrected at {when}"));
+            true
+        }
+        DriftPolicy::Report => {
+            tracing::info!(distribution = %distribution.name_any(), %member, object = %key, %what, "drift reported");
+            state.drifted.insert(
+                (member, key),
+                format!("{what} at {when}; left as is (driftPolicy Report)"),
+            );
+            true
+        }
+    }
+}
+
+/// The API of `api_version`/`kind` on the hub (cached per runner).
+async fn discover(
+    client: &Client,
+    cache: &mut HashMap<String, (ApiResource, bool)>,
+    api_version: &str,
+    kind: &str,
+) -> anyhow::Result<(ApiResource, bool)> {
+    let id = format!("{api_version}/{kind}");
+    if let Some(found) = cache.get(&id) {
+        return Ok(found.clone());
+    }
+    let gvk = GroupVersionKind::try_from(&kube::core::TypeMeta {
+        api_version: api_version.to_owned(),
+        kind: kind.to_owned(),
+    })?;
+    let (resource, caps) = discovery::pinned_kind(client, &gvk)
+        .await
+        .map_err(|e| anyhow::anyhow!("the hub does not serve {api_version} {kind}: {e}"))?;
+    let found = (resource, caps.scope == Scope::Namespaced);
+    cache.insert(id, found.clone());
+    Ok(found)
+}
+
+/// Reads every source from the hub.
+async fn read_sources(
+    client: &Client,
+    distribution: &Distribution,
+    cache: &mut HashMap<String, (ApiResource, bool)>,
+) -> anyhow::Result<Vec<Source>> {
+    let spec = &distribution.spec;
+    let mut out: Vec<Source> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut push =
+        |mut object: Value, resource: &ApiResource, namespaced: bool, out: &mut Vec<Source>| {
+            object["apiVersion"] = json!(resource.api_version);
+            object["kind"] = json!(resource.kind);
+            if let Some(key) = ObjectKey::of(&object)
+                && seen.insert(key)
+            {
+                out.push(Source {
+                    object,
+                    resource: resource.clone(),
+                    namespaced,
+                });
+            }
+        };
+    for source in &spec.sources {
+        if let Some(r) = &source.object {
+            let (resource, namespaced) = discover(client, cache, &r.api_version, &r.kind).await?;
+            let api: Api<DynamicObject> = match (&r.namespace, namespaced) {
+                (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &resource),
+                (None, true) => anyhow::bail!(
+                    "source {} {} is namespaced: give its namespace",
+                    r.kind,
+                    r.name
+                ),
+                _ => Api::all_with(client.clone(), &resource),
+            };
+            let object = api.get_opt(&r.name).await?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "source {} {}{} does not exist on the hub",
+                    r.kind,
+                    r.namespace
+                        .as_ref()
+                        .map(|n| format!("{n}/"))
+                        .unwrap_or_default(),
+                    r.name
+                )
+            })?;
+            push(
+                serde_json::to_value(object)?,
+                &resource,
+                namespaced,
+                &mut out,
+            );
+        }
+        if let Some(s) = &source.selector {
+            let (resource, namespaced) = discover(client, cache, &s.api_version, &s.kind).await?;
+            if !distribution::may_leave_hub(spec, &s.api_version, &s.kind, false) {
+                tracing::debug!("selector over Secrets without includeSelectedSecrets: skipped");
+                continue;
+            }
+            let api: Api<DynamicObject> = match (&s.namespace, namespaced) {
+                (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &resource),
+                _ => Api::all_with(client.clone(), &resource),
+            };
+            let selector = kube::core::Selector::try_from(s.label_selector.clone())
+                .map_err(|e| anyhow::anyhow!("source selector: {e}"))?;
+            let list = api
+                .list(&ListParams::default().labels(&selector.to_string()))
+                .await?;
+            for object in list.items {
+                push(
+                    serde_json::to_value(object)?,
+                    &resource,
+                    namespaced,
+                    &mut out,
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Replicas per member for each Deployment, when `targets.trafficPolicy` names a policy (in
+/// `multicluster-system`, beside the Distribution).
+async fn placement(
+    client: &Client,
+    distribution: &Distribution,
+    sources: &[Source],
+) -> anyhow::Result<member::Placement> {
+    let mut out = member::Placement::new();
+    let Some(policy_name) = &distribution.spec.targets.traffic_policy else {
+        return Ok(out);
+    };
+    let policy = Api::<TrafficPolicy>::namespaced(client.clone(), SYSTEM_NAMESPACE)
+        .get_opt(policy_name)
+        .await?
+        .ok_or_else(|| {
+            anyhow::anyhow!("TrafficPolicy {SYSTEM_NAMESPACE}/{policy_name} does not exist")
+        })?;
+    let active = policy.status.map(|s| s.active_weights).unwrap_or_default();
+    for source in sources {
+        if source.object["kind"] != "Deployment" || source.object["apiVersion"] != "apps/v1" {
+            continue;
+        }
+        let Some(key) = ObjectKey::of(&source.object) else {
+            continue;
+        };
+        let replicas = source.object["spec"]["replicas"]
+            .as_u64()
+            .and_then(|r| u32::try_from(r).ok())
+            .unwrap_or(1);
+        out.insert(
+            key,
+            distribution::place_replicas(replicas, &policy.spec, &active),
+        );
+    }
+    Ok(out)
+}
+
+fn condition(status: bool, reason: &str, message: String, generation: Option<i64>) -> Value {
+    json!({"type": "Synced", "status": if status {"True"} else {"False"}, "reason": reason,
+           "message": message, "lastTransitionTime": Time(Timestamp::now()),
+           "observedGeneration": generation})
+}
+
+async fn write_status(api: &Api<Distribution>, name: &str, status: Value) {
+    if let Err(e) = api
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "status": status })),
+        )
+        .await
+    {
+        tracing::warn!(distribution = %name, error = %e, "writing Distribution status");
+    }
+}
+
+/// One sync of every target member; true when everything is Applied everywhere.
+async fn sync(
+    client: &Client,
+    clients: &MemberClients,
+    api: &Api<Distribution>,
+    distribution: &Distribution,
+    state: &mut RunnerState,
+) -> bool {
+    let name = distribution.name_any();
+    let generation = distribution.metadata.generation;
+    let request = distribution
+        .annotations()
+        .get(multicluster_core::keys::SYNC_REQUESTED)
+        .cloned();
+    let fail = |reason: &str, message: String| condition(false, reason, message, generation);
+    // The sync this request asked for ended here: say why, so `distribute` stops waiting.
+    let failed = |reason: &'static str, message: String| {
+        let status = json!({"observedGeneration": generation, "observedSyncRequest": request,
+                            "conditions": [fail(reason, message)]});
+        let (api, name) = (api.clone(), name.clone());
+        async move { write_status(&api, &name, status).await }
+    };
+    let sources = match read_sources(client, distribution, &mut state.discovery).await {
+        Ok(s) => s,
+        Err(e) => {
+            failed("SourceUnavailable", format!("{e:#}")).await;
+            return false;
+        }
+    };
+    let objects: Vec<Value> = sources.iter().map(|s| s.object.clone()).collect();
+    let plan = match distribution::plan(&objects, &distribution.spec.dependency_rules) {
+        Ok(p) => p,
+        Err(e) => {
+            failed("OrderUnresolvable", e.to_string()).await;
+            // Nothing changes until the Distribution or its sources do.
+            return true;
+        }
+    };
+    let placement = match placement(client, distribution, &sources).await {
+        Ok(p) => p,
+        Err(e) => {
+            failed("TrafficPolicyUnavailable", format!("{e:#}")).await;
+            return false;
+        }
+    };
+    let mut kinds: watch::Kinds = Vec::new();
+    for source in &sources {
+        let entry = (
+            source.resource.clone(),
+            source.namespaced,
+            source.object["metadata"]["namespace"]
+                .as_str()
+                .map(str::to_owned),
+        );
+        if !kinds.iter().any(|k| {
+            k.0.api_version == entry.0.api_version && k.0.kind == entry.0.kind && k.2 == entry.2
+        }) {
+            kinds.push(entry);
+        }
+    }
+    state.kinds = kinds;
+    let members: Vec<MemberCluster> = match Api::<MemberCluster>::all(client.clone())
+        .list(&Default::default())
+        .await
+    {
+        Ok(l) => l.items,
+        Err(e) => {
+            failed("MembersUnavailable", e.to_string()).await;
+            return false;
+        }
+    };
+    let labels: BTreeMap<String, BTreeMap<String, String>> = members
+        .iter()
+        .map(|m| (m.name_any(), m.labels().clone()))
+        .collect();
+    state.members = members.clone();
+    let (targets, unknown) = match distribution::targets(&distribution.spec.targets, &labels) {
+        Ok(t) => t,
+        Err(e) => {
+            failed("BadTargets", e.to_string()).await;
+            return true;
+        }
+    };
+    let previous: HashMap<String, MemberDistributionStatus> = distribution
+        .status
+        .as_ref()
+        .map(|s| {
+            s.members
+                .iter()
+                .map(|m| (m.member.clone(), m.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let progress: BTreeMap<String, Arc<Mutex<MemberDistributionStatus>>> = targets
+        .iter()
+        .map(|m| {
+            let mut p = previous.get(m).cloned().unwrap_or_default();
+            m.clone_into(&mut p.member);
+            (m.clone(), Arc::new(Mutex::new(p)))
+        })
+        .collect();
+
+    // Publish progress while the members sync.
+    let publisher = {
+        let api = api.clone();
+        let name = name.clone();
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let members: Vec<MemberDistributionStatus> = progress
+                    .values()
+                    .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).clone())
+                    .collect();
+                write_status(&api, &name, json!({"members": members})).await;
+            }
+        })
+    };
+    let mut memories: Vec<(String, MemberMemory)> = targets
+        .iter()
+        .map(|m| (m.clone(), state.memory.remove(m).unwrap_or_default()))
+        .collect();
+    let mut syncs = Vec::new();
+    for (member_name, memory) in memories.iter_mut() {
+        let member = members.iter().find(|m| m.name_any() == *member_name);
+        let previous = previous.get(member_name);
+        let progress = progress[member_name].clone();
+        let (plan, sources, placement) = (&plan, &sources, &placement);
+        syncs.push(
+            async move {
+                // Targets come from this very list of members.
+                let Some(member) = member else {
+                    return member::MemberOutcome {
+                        status: MemberDistributionStatus {
+                            member: member_name.clone(),
+                            message: Some("not a registered member".into()),
+                            ..Default::default()
+                        },
+                        unreachable: false,
+                        complete: false,
+                    };
+                };
+                if !member_reachable(member) {
+                    // Waiting out a timeout per sync would hold every other member's updates back;
+                    // the runner syncs again as soon as the probe sees the member answer.
+                    return member::MemberOutcome {
+                        status: MemberDistributionStatus {
+                            member: member_name.clone(),
+                            message: Some(
+                                "the member did not answer the hub's last health probe; \
+                                 syncing again when it answers, nothing on it is deleted meanwhile"
+                                    .into(),
+                            ),
+                            ..previous.cloned().unwrap_or_default()
+                        },
+                        unreachable: true,
+                        complete: false,
+                    };
+                }
+                match clients.get(client, member, Some(MEMBER_TIMEOUT)).await {
+                    Ok(member_client) => {
+                        member::sync(
+                            &member_client,
+                            member_name,
+                            distribution,
+                            plan,
+                            sources,
+                            placement,
+                            memory,
+                            previous,
+                            progress,
+                        )
+                        .await
+                    }
+                    Err(e) => member::MemberOutcome {
+                        status: MemberDistributionStatus {
+                            member: member_name.clone(),
+                            message: Some(format!("no client for the member: {e:#}")),
+                            ..previous.cloned().unwrap_or_default()
+                        },
+                        unreachable: true,
+                        complete: false,
+                    },
+                }
+            }
+            .boxed(),
+        );
+    }
+    let outcomes = futures::future::join_all(syncs).await;
+    publisher.abort();
+    for (member, memory) in memories {
+        state.memory.insert(member, memory);
+    }
+
+    let mut statuses = Vec::new();
+    let (mut complete, mut unreachable, mut conflicts, mut errors) = (0, Vec::new(), 0, 0);
+    for mut outcome in outcomes {
+        let member = outcome.status.member.clone();
+        for ((m, key), message) in state.drifted.iter().chain(state.corrected.iter()) {
+            if *m != member {
+                continue;
+            }
+            let drifted = state.drifted.contains_key(&(m.clone(), key.clone()));
+            if let Some(o) = outcome
+                .status
+                .objects
+                .iter_mut()
+                .find(|o| o.object.kind == key.kind && o.object.name == key.name)
+            {
+                o.message = Some(message.clone());
+                if drifted {
+                    o.state = ObjectSyncState::Drifted;
+                }
+            }
+        }
+        if outcome.complete {
+            complete += 1;
+        }
+        if outcome.unreachable {
+            unreachable.push(member);
+        }
+        conflicts += outcome
+            .status
+            .objects
+            .iter()
+            .filter(|o| o.state == ObjectSyncState::Conflict)
+            .count();
+        errors += outcome
+            .status
+            .objects
+            .iter()
+            .filter(|o| o.state == ObjectSyncState::Error)
+            .count();
+        statuses.push(outcome.status);
+    }
+    state.corrected.clear();
+    let all = targets.len();
+    let synced = complete == all && unknown.is_empty() && state.drifted.is_empty();
+    let cond = if synced {
+        condition(
+            true,
+            "Applied",
+            format!(
+                "{} objects applied on {all} member(s)",
+                plan.steps.iter().filter(|s| s.index.is_some()).count()
+            ),
+            generation,
+        )
+    } else if !unreachable.is_empty() {
+        fail(
+            "MembersUnreachable",
+            format!(
+                "{} did not answer; retrying with backoff; {complete} of {all} member(s) in sync",
+                unreachable.join(", ")
+            ),
+        )
+    } else if !unknown.is_empty() {
+        fail(
+            "UnknownMembers",
+            format!("no MemberCluster named {}", unknown.join(", ")),
+        )
+    } else if conflicts > 0 {
+        fail(
+            "Conflicts",
+            format!(
+                "{conflicts} object(s) exist on members and are not ours (conflictPolicy {:?})",
+                distribution.spec.conflict_policy
+            ),
+        )
+    } else if !state.drifted.is_empty() {
+        fail(
+            "Drifted",
+            format!(
+                "{} copies edited on members (driftPolicy Report)",
+                state.drifted.len()
+            ),
+        )
+    } else {
+        fail(
+            "Errors",
+            format!("{errors} object(s) could not be applied; see status.members"),
+        )
+    };
+    write_status(
+        api,
+        &name,
+        json!({"observedGeneration": generation, "observedSyncRequest": request,
+                       "conditions": [cond], "members": statuses}),
+    )
+    .await;
+    tracing::info!(distribution = %name, synced, members = all, "synced");
+    // Conflicts need a change to resolve; unreachable members and errors are retried.
+    unreachable.is_empty() && errors == 0
+}

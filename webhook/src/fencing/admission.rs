@@ -1,0 +1,131 @@
+//! The fence's two webhooks: `POST /mutate/intent` stamps a write to a managed object with the
+//! intent ID it carries, and `POST /validate/intent` refuses one whose ID is not the Intent's
+//! current one (`multicluster_core::fencing`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Response;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use multicluster_core::fencing::{self, FenceVerdict};
+use multicluster_core::keys::WRITTEN_WITH_INTENT_ID;
+
+use super::IntentLookup;
+use crate::admission::{annotations, is_write, labels, review, with_patch};
+use crate::metrics::Metrics;
+
+/// `POST /mutate/intent`: step 1 of the fence (see `multicluster_core::fencing`).
+pub async fn mutate_intent(State(metrics): State<Arc<Metrics>>, body: Bytes) -> Response {
+    review(&metrics, "mutate-intent", &body, async |req| {
+        let response = AdmissionResponse::from(req);
+        let object = req.object.as_ref();
+        let managed = fencing::fencing_intent(req.namespace.as_deref(), labels(object)).is_some()
+            || fencing::fencing_intent(req.namespace.as_deref(), labels(req.old_object.as_ref()))
+                .is_some();
+        if !is_write(&req.operation) || !managed {
+            return response;
+        }
+        let ops = fencing::carry_intent_id(annotations(object));
+        if ops.is_empty() {
+            return response;
+        }
+        with_patch(response, ops)
+    })
+    .await
+}
+
+/// `POST /validate/intent`: step 2 of the fence.
+pub async fn validate_intent(
+    State(metrics): State<Arc<Metrics>>,
+    State(intents): State<Arc<dyn IntentLookup>>,
+    body: Bytes,
+) -> Response {
+    review(&metrics, "validate-intent", &body, async |req| {
+        let response = AdmissionResponse::from(req);
+        if matches!(req.operation, Operation::Delete) {
+            return validate_delete(intents.as_ref(), req, response).await;
+        }
+        if !is_write(&req.operation) {
+            return response;
+        }
+        let object = req.object.as_ref();
+        let name = object
+            .and_then(|o| o.metadata.name.clone().or_else(|| o.metadata.generate_name.clone()))
+            .unwrap_or_else(|| req.name.clone());
+        let write = fencing::Write {
+            kind: &req.kind.kind,
+            namespace: req.namespace.as_deref(),
+            name: &name,
+            labels: labels(object),
+            old_labels: labels(req.old_object.as_ref()),
+            carried_intent_id: annotations(object)
+                .and_then(|a| a.get(WRITTEN_WITH_INTENT_ID))
+                .map(String::as_str),
+        };
+        match fencing::check_write(&write, |ns, n| intents.cached(ns, n)) {
+            FenceVerdict::NotManaged | FenceVerdict::Allowed => response,
+            FenceVerdict::Denied(_) => {
+                // The watch may lag a just-created or just-rotated Intent: decide again on live data.
+                let mut live = HashMap::new();
+                for labels in [write.labels, write.old_labels] {
+                    if let Some((ns, n)) = fencing::fencing_intent(write.namespace, labels) {
+                        match intents.live(ns, n).await {
+                            Ok(Some(view)) => {
+                                live.insert((ns.to_owned(), n.to_owned()), view);
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                return response.deny(format!(
+                                    "cannot read Intent {ns}/{n} to check this write ({e}); the write is refused \
+                                     because fencing must not lapse. Retry when the hub API answers"
+                                ));
+                            }
+                        }
+                    }
+                }
+                match fencing::check_write(&write, |ns, n| live.get(&(ns.to_owned(), n.to_owned())).cloned()) {
+                    FenceVerdict::Denied(reason) => {
+                        tracing::info!(%reason, "write denied by intent fence");
+                        response.deny(reason)
+                    }
+                    _ => response,
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// A DELETE of a managed object (see `multicluster_core::fencing::check_delete`), always decided on
+/// a live read of its Intent. The watch-fed cache is not enough here: an Intent it has not seen yet
+/// reads as "gone", which admits the delete, and a rotation it has not seen yet leaves an approval
+/// with the old ID looking current. Deletes are rare; a fence that lapses for a watch's lag is not.
+async fn validate_delete(
+    intents: &dyn IntentLookup,
+    req: &AdmissionRequest<DynamicObject>,
+    response: AdmissionResponse,
+) -> AdmissionResponse {
+    let old = req.old_object.as_ref();
+    let Some((ns, n)) = fencing::fencing_intent(req.namespace.as_deref(), labels(old)) else {
+        return response;
+    };
+    match intents.live(ns, n).await {
+        Ok(live) => match fencing::check_delete(
+            &req.kind.kind,
+            req.namespace.as_deref(),
+            &req.name,
+            labels(old),
+            annotations(old),
+            |_, _| live.clone(),
+        ) {
+            FenceVerdict::Denied(reason) => response.deny(reason),
+            _ => response,
+        },
+        Err(e) => response.deny(format!(
+            "cannot read Intent {ns}/{n} to check this delete ({e}); refused because fencing must not lapse"
+        )),
+    }
+}

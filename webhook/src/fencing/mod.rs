@@ -1,0 +1,37 @@
+//! Intent-ID fencing in the hub server: the Intent cache the webhooks read ([`intents`]), the two
+//! webhooks ([`admission`]) and the loop that records each rotation ([`epochs`]). The decisions
+//! are `multicluster_core::fencing`.
+
+use futures::future::BoxFuture;
+use multicluster_core::fencing::IntentView;
+
+pub mod admission;
+pub mod epochs;
+pub mod intents;
+
+/// Where the fence looks up Intents: a watch-fed cache, and a live read before any denial.
+pub trait IntentLookup: Send + Sync + std::fmt::Debug {
+    fn cached(&self, namespace: &str, name: &str) -> Option<IntentView>;
+    fn live<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<IntentView>, String>>;
+}
+
+impl IntentLookup for intents::Intents {
+    fn cached(&self, namespace: &str, name: &str) -> Option<IntentView> {
+        intents::Intents::cached(self, namespace, name)
+    }
+    fn live<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<IntentView>, String>> {
+        Box::pin(async move {
+            intents::Intents::live(self, namespace, name)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}

@@ -1,0 +1,349 @@
+//! The health loop (Lease holder only): probes each member on its own schedule, records what it
+//! found in the member's status, publishes an Event at each transition, and renews the hub's token
+//! on the member before it expires. The judgement is `multicluster_core::members::health`.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+
+use super::MemberClients;
+
+/// Probes every member on its own schedule: one task per member, so a member that hangs until its
+/// timeout never delays the probes of the others. Records health in the member's status and
+/// publishes an Event at every transition; transitions need the member's thresholds of
+/// consecutive results (`multicluster_core::members::health::next`).
+pub async fn run(
+    client: Client,
+    clients: MemberClients,
+    identity: String,
+    run: crate::loops::Loop,
+) {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use kube::runtime::events::{Recorder, Reporter};
+    use multicluster_core::api::MemberCluster;
+
+    let members: Api<MemberCluster> = Api::all(client.clone());
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "multicluster-hub".into(),
+            instance: Some(identity),
+        },
+    );
+    let mut tasks: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        match members.list(&Default::default()).await {
+            Ok(list) => {
+                let names: Vec<String> = list.items.iter().map(|m| m.name_any()).collect();
+                tasks.retain(|name, task| {
+                    let keep = names.contains(name) && !task.is_finished();
+                    if !keep {
+                        task.abort();
+                    }
+                    keep
+                });
+                for name in names {
+                    tasks.entry(name.clone()).or_insert_with(|| {
+                        tokio::spawn(probe_forever(
+                            client.clone(),
+                            clients.clone(),
+                            recorder.clone(),
+                            name,
+                            run.clone(),
+                        ))
+                    });
+                }
+            }
+            Err(e) => {
+                run.failed();
+                tracing::warn!(error = %e, "listing members")
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// One member's probe loop: probe, record, wait its interval, until the member is gone.
+async fn probe_forever(
+    client: Client,
+    clients: MemberClients,
+    recorder: kube::runtime::events::Recorder,
+    name: String,
+    run: crate::loops::Loop,
+) {
+    use multicluster_core::api::MemberCluster;
+    use multicluster_core::members::health::Streak;
+
+    let members: Api<MemberCluster> = Api::all(client.clone());
+    let mut streak: Option<Streak> = None;
+    loop {
+        let member = match members.get_opt(&name).await {
+            Ok(Some(member)) => member,
+            Ok(None) => return,
+            Err(e) => {
+                run.failed();
+                tracing::warn!(member = %name, error = %e, "reading member");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        let interval =
+            std::time::Duration::from_secs(u64::from(member.spec.health.interval_seconds.max(1)));
+        let next_probe = tokio::time::Instant::now() + interval;
+        // Believe what the status said before this process started, so a restart emits no Event.
+        let current = *streak.get_or_insert_with(|| Streak {
+            healthy: member
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Healthy"))
+                .filter(|c| c.status != "Unknown")
+                .map(|c| c.status == "True"),
+            disagreeing: 0,
+        });
+        let (probe, latency) = probe_member(&client, &clients, &member).await;
+        let (healthy_now, why) =
+            multicluster_core::members::health::judge(&member.spec.health, &probe);
+        let (next, changed) =
+            multicluster_core::members::health::next(&member.spec.health, current, healthy_now);
+        streak = Some(next);
+        let status = health_status(&member, &probe, healthy_now, next, &why, latency);
+        let patch = serde_json::json!({ "status": status });
+        if let Err(e) = members
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            run.failed();
+            tracing::warn!(member = %name, error = %e, "recording member health");
+        }
+        if changed {
+            let healthy = next.healthy == Some(true);
+            tracing::info!(member = %name, healthy, %why, "member health changed");
+            let event = kube::runtime::events::Event {
+                type_: if healthy {
+                    kube::runtime::events::EventType::Normal
+                } else {
+                    kube::runtime::events::EventType::Warning
+                },
+                reason: if healthy {
+                    "Healthy".into()
+                } else {
+                    "Unhealthy".into()
+                },
+                note: Some(why.clone()),
+                action: "Probe".into(),
+                secondary: None,
+            };
+            if let Err(e) = recorder
+                .publish(&event, &kube::Resource::object_ref(&member, &()))
+                .await
+            {
+                tracing::warn!(member = %name, error = %e, "publishing a health Event");
+            }
+        }
+        if let Err(e) = renew_token_if_due(&client, &clients, &member).await {
+            run.failed();
+            tracing::warn!(member = %name, error = %e, "renewing the hub's token");
+        }
+        tokio::time::sleep_until(next_probe).await;
+    }
+}
+
+/// One probe: the member's version and nodes, within the member's timeout.
+async fn probe_member(
+    client: &Client,
+    clients: &MemberClients,
+    member: &multicluster_core::api::MemberCluster,
+) -> (
+    multicluster_core::members::health::ProbeResult,
+    std::time::Duration,
+) {
+    use k8s_openapi::api::core::v1::Node;
+    use multicluster_core::members::health::ProbeResult;
+    let started = std::time::Instant::now();
+    let timeout =
+        std::time::Duration::from_secs(u64::from(member.spec.health.timeout_seconds.max(1)));
+    let attempt = async {
+        // The member's one shared connection (the probe's own timeout bounds the wait).
+        let member_client = clients.get(client, member, None).await?;
+        let version = member_client.apiserver_version().await?.git_version;
+        let nodes = Api::<Node>::all(member_client)
+            .list(&Default::default())
+            .await?;
+        let ready = nodes
+            .items
+            .iter()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        anyhow::Ok(ProbeResult::Answered {
+            version,
+            ready_nodes: u32::try_from(ready).unwrap_or(u32::MAX),
+            total_nodes: u32::try_from(nodes.items.len()).unwrap_or(u32::MAX),
+        })
+    };
+    let result = match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(probe)) => probe,
+        Ok(Err(e)) => ProbeResult::Unreachable {
+            reason: format!("{e:#}"),
+        },
+        Err(_) => ProbeResult::Unreachable {
+            reason: format!("no answer within {}s", timeout.as_secs()),
+        },
+    };
+    (result, started.elapsed())
+}
+
+/// The status a probe leads to: conditions with reasons a person understands, nodes, version,
+/// latency, time.
+fn health_status(
+    member: &multicluster_core::api::MemberCluster,
+    probe: &multicluster_core::members::health::ProbeResult,
+    healthy_now: bool,
+    streak: multicluster_core::members::health::Streak,
+    why: &str,
+    latency: std::time::Duration,
+) -> serde_json::Value {
+    use multicluster_core::members::health::ProbeResult;
+    let now = Timestamp::now();
+    let previous = member.status.clone().unwrap_or_default();
+    let condition = |type_: &str, status: &str, reason: &str, message: String| {
+        // Keep the transition time while the status stays the same.
+        let since = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map_or(now, |c| c.last_transition_time.0);
+        serde_json::json!({"type": type_, "status": status, "reason": reason, "message": message,
+                           "lastTransitionTime": Time(since), "observedGeneration": member.metadata.generation})
+    };
+    let believed = streak.healthy.unwrap_or(healthy_now);
+    let pending = if believed != healthy_now {
+        let needed = if believed {
+            member.spec.health.failure_threshold
+        } else {
+            member.spec.health.success_threshold
+        };
+        format!(
+            " (latest probe disagrees: {why}; {} of {needed} probes needed to change)",
+            streak.disagreeing
+        )
+    } else {
+        String::new()
+    };
+    let (reachable, healthy_reason) = match probe {
+        ProbeResult::Answered { .. } => (
+            condition(
+                "Reachable",
+                "True",
+                "APIAnswered",
+                "the API server answered".into(),
+            ),
+            if believed {
+                "EnoughReadyNodes"
+            } else {
+                "TooFewReadyNodes"
+            },
+        ),
+        ProbeResult::Unreachable { reason } => (
+            condition(
+                "Reachable",
+                "False",
+                "Unreachable",
+                format!("the API server did not answer: {reason}"),
+            ),
+            if believed {
+                "EnoughReadyNodes"
+            } else {
+                "Unreachable"
+            },
+        ),
+    };
+    let message = if believed == healthy_now {
+        why.to_owned()
+    } else {
+        format!("still as before{pending}")
+    };
+    let healthy = condition(
+        "Healthy",
+        if believed { "True" } else { "False" },
+        healthy_reason,
+        message,
+    );
+    let mut status = serde_json::json!({
+        "conditions": [reachable, healthy],
+        "probeLatencyMillis": u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+        "lastProbeTime": Time(now),
+    });
+    if let ProbeResult::Answered {
+        version,
+        ready_nodes,
+        total_nodes,
+    } = probe
+    {
+        status["version"] = serde_json::json!(version);
+        status["readyNodes"] = serde_json::json!(ready_nodes);
+        status["totalNodes"] = serde_json::json!(total_nodes);
+    }
+    status
+}
+
+/// Renews the hub's token on a member at half its lifetime, with the token itself (its account
+/// may request tokens for itself, nothing else), and stores the new one.
+async fn renew_token_if_due(
+    client: &Client,
+    clients: &MemberClients,
+    member: &multicluster_core::api::MemberCluster,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    use multicluster_core::members::join::{HUB_ACCOUNT, TOKEN_LIFETIME_SECONDS, secret_keys};
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), multicluster_core::SYSTEM_NAMESPACE);
+    let name = &member.spec.credentials_secret.name;
+    let secret = secrets.get(name).await?;
+    let expires = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(secret_keys::EXPIRES))
+        .and_then(|v| String::from_utf8_lossy(&v.0).parse::<Timestamp>().ok());
+    let Some(expires) = expires else {
+        return Ok(());
+    };
+    let left = expires.duration_since(Timestamp::now()).as_secs();
+    if left > TOKEN_LIFETIME_SECONDS / 2 {
+        return Ok(());
+    }
+    // Over the member's shared connection; the stored token is the one about to be replaced.
+    let member_client = clients
+        .get(client, member, Some(std::time::Duration::from_secs(10)))
+        .await?;
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(TOKEN_LIFETIME_SECONDS),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token =
+        Api::<ServiceAccount>::namespaced(member_client, multicluster_core::SYSTEM_NAMESPACE)
+            .create_token_request(HUB_ACCOUNT, &Default::default(), &request)
+            .await?;
+    let status = token
+        .status
+        .ok_or_else(|| anyhow::anyhow!("no token returned"))?;
+    let patch = serde_json::json!({"stringData": {
+        secret_keys::TOKEN: status.token,
+        secret_keys::EXPIRES: status.expiration_timestamp.map(|t| t.0.to_string()),
+    }});
+    secrets
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    tracing::info!(member = %member.name_any(), "renewed the hub's token");
+    Ok(())
+}

@@ -1,0 +1,886 @@
+//! Multi-cluster services: the I/O around `multicluster_core::services` (Lease holder only).
+//!
+//! Every few seconds the loop reads each member's `ServiceExport`s, Services, nodes and
+//! namespaces (a *refresh*); on every change of a `MemberCluster` or `TrafficPolicy` on the hub it
+//! recomputes from what it last read (a *recompute*, no member reads, so a health transition
+//! reaches the data planes in one round of writes). Per exported name it keeps one hub
+//! `ServiceImport` (whose VIP the mutating webhook hands out), and writes to every member holding
+//! the namespace the `ServiceImport`, the selector-less Service with the VIP and one EndpointSlice
+//! per serving member; exports get the VIP, hostname and conditions. Writes whose content did not
+//! change since the last one are skipped. A member that does not answer keeps its objects and its
+//! last known exports: nothing is deleted because a member was unreachable.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use kube::api::{
+    DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::discovery::ApiResource;
+use kube::{Api, Client, ResourceExt};
+use multicluster_core::api::{MemberCluster, TrafficPolicy, VipPool};
+use multicluster_core::keys::{HOSTNAME, VIP, VIP_POOL};
+use multicluster_core::services::{self as mcs, Backend, Export, Import, SERVICE_LABEL};
+use tokio::sync::Notify;
+
+use crate::cache::watched_then;
+use crate::members::MemberClients;
+
+/// How often members are read again (new exports, Services, node readiness).
+const REFRESH: Duration = Duration::from_secs(3);
+/// Clean-up (listing every member's objects of ours) runs on every this many refreshes.
+const CLEAN_EVERY: u64 = 2;
+/// Writes in flight at once, over all members.
+const IN_FLIGHT: usize = 64;
+
+fn http_route_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+    ))
+}
+
+/// One member's `ServiceExport` as last read, with the Service it names.
+#[derive(Clone)]
+struct ExportSeen {
+    namespace: String,
+    name: String,
+    created: String,
+    pool: Option<String>,
+    object: DynamicObject,
+    service: Option<Service>,
+}
+
+/// What the loop last read from one member.
+#[derive(Clone, Default)]
+struct MemberView {
+    exports: Vec<ExportSeen>,
+    nodes: Vec<Node>,
+    namespaces: BTreeSet<String>,
+    /// Whether it serves the Gateway API (HTTPRoutes).
+    gateway_api: bool,
+    /// Whether the last refresh reached it (only then are its objects written or cleaned).
+    fresh: bool,
+}
+
+pub async fn run(hub: Client, clients: MemberClients, run: crate::loops::Loop) {
+    let changed = Arc::new(Notify::new());
+    let wake = |changed: &Arc<Notify>| {
+        let changed = changed.clone();
+        move || changed.notify_one()
+    };
+    let members = watched_then(
+        Api::<MemberCluster>::all(hub.clone()),
+        "MemberClusters",
+        wake(&changed),
+    );
+    let policies = watched_then(
+        Api::<TrafficPolicy>::all(hub.clone()),
+        "TrafficPolicies",
+        wake(&changed),
+    );
+    if members.wait_until_ready().await.is_err() || policies.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut state = LoopState::new(run);
+    let mut refresh = tokio::time::interval(REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refreshes: u64 = 0;
+    // Each member's last probe verdict: a member whose verdict or ready nodes changed is read
+    // again at once (a recovered member's nodes are its backends again).
+    let mut probed: BTreeMap<String, (Option<bool>, Option<u32>)> = BTreeMap::new();
+    loop {
+        let full = tokio::select! {
+            _ = refresh.tick() => true,
+            () = changed.notified() => false,
+        };
+        let clusters: BTreeMap<String, MemberCluster> = members
+            .state()
+            .iter()
+            .map(|m| (m.name_any(), (**m).clone()))
+            .collect();
+        let now_probed: BTreeMap<String, (Option<bool>, Option<u32>)> = clusters
+            .iter()
+            .map(|(name, m)| (name.clone(), probe_verdict(m)))
+            .collect();
+        let changed_members: BTreeMap<String, MemberCluster> = clusters
+            .iter()
+            .filter(|(name, _)| probed.get(*name) != now_probed.get(*name))
+            .map(|(name, m)| (name.clone(), m.clone()))
+            .collect();
+        probed = now_probed;
+        let clean = full && refreshes.is_multiple_of(CLEAN_EVERY);
+        if full {
+            refreshes += 1;
+            state.refresh(&hub, &clients, &clusters).await;
+            state.forget_unjoined(&clusters);
+        } else if !changed_members.is_empty() {
+            state.refresh(&hub, &clients, &changed_members).await;
+        }
+        let policies: Vec<Arc<TrafficPolicy>> = policies.state();
+        let started = Instant::now();
+        let writes = state
+            .reconcile(&hub, &clients, &clusters, &policies, clean)
+            .await;
+        if writes > 0 {
+            tracing::info!(
+                writes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                refresh = full,
+                "multi-cluster services updated"
+            );
+        }
+    }
+}
+
+fn probe_verdict(member: &MemberCluster) -> (Option<bool>, Option<u32>) {
+    let status = member.status.as_ref();
+    let healthy = status.and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Healthy")
+            .map(|c| c.status == "True")
+    });
+    (healthy, status.and_then(|s| s.ready_nodes))
+}
+
+struct LoopState {
+    /// This loop's name and failure counter.
+    run: crate::loops::Loop,
+    views: BTreeMap<String, MemberView>,
+    /// (member or "" for the hub, kind, namespace, name) → digest of what was last written.
+    written: HashMap<(String, String, String, String), u64>,
+    /// (member, kind, namespace, name) → the resourceVersion our last write left. Clean-up
+    /// compares it with the live one: an object someone else changed or deleted is written again.
+    versions: HashMap<(String, String, String, String), String>,
+}
+
+/// One write the loop wants: where, what, and how.
+struct Write {
+    member: Option<String>,
+    object: serde_json::Value,
+    status: bool,
+}
+
+impl LoopState {
+    fn new(run: crate::loops::Loop) -> Self {
+        Self {
+            run,
+            views: BTreeMap::new(),
+            written: HashMap::new(),
+            versions: HashMap::new(),
+        }
+    }
+
+    /// Counts a failed write or read of this pass.
+    fn failed(&self) {
+        self.run.failed();
+    }
+
+    async fn refresh(
+        &mut self,
+        hub: &Client,
+        clients: &MemberClients,
+        clusters: &BTreeMap<String, MemberCluster>,
+    ) {
+        let reads = clusters.values().map(|member| async move {
+            let view = read_member(hub, clients, member).await;
+            (member.name_any(), view)
+        });
+        for (name, view) in futures::future::join_all(reads).await {
+            match view {
+                Ok(view) => {
+                    self.views.insert(name, view);
+                }
+                Err(e) => {
+                    tracing::debug!(member = %name, error = %format!("{e:#}"), "reading exports");
+                    if let Some(v) = self.views.get_mut(&name) {
+                        v.fresh = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets members that left the hub.
+    fn forget_unjoined(&mut self, clusters: &BTreeMap<String, MemberCluster>) {
+        self.views.retain(|name, _| clusters.contains_key(name));
+    }
+
+    /// Computes every multi-cluster service and writes what changed; with `clean`, also removes
+    /// what no export backs any more. Returns the number of writes.
+    async fn reconcile(
+        &mut self,
+        hub: &Client,
+        clients: &MemberClients,
+        clusters: &BTreeMap<String, MemberCluster>,
+        policies: &[Arc<TrafficPolicy>],
+        clean: bool,
+    ) -> usize {
+        let hub_imports: Vec<DynamicObject> = match Api::<DynamicObject>::all_with(
+            hub.clone(),
+            &mcs::mcs_api_resource("ServiceImport"),
+        )
+        .list(&ListParams::default().labels(SERVICE_LABEL))
+        .await
+        {
+            Ok(list) => list.items,
+            Err(e) => {
+                self.failed();
+                tracing::warn!(error = %e, "listing the hub's ServiceImports (are the Multi-Cluster Services API CRDs installed on the hub?)");
+                return 0;
+            }
+        };
+        // Every export, grouped by (namespace, name).
+        let mut by_name: BTreeMap<(String, String), Vec<(String, &ExportSeen)>> = BTreeMap::new();
+        for (member, view) in &self.views {
+            for e in &view.exports {
+                by_name
+                    .entry((e.namespace.clone(), e.name.clone()))
+                    .or_default()
+                    .push((member.clone(), e));
+            }
+        }
+        let policy_refs: Vec<&TrafficPolicy> = policies.iter().map(|p| &**p).collect();
+        let mut writes: Vec<Write> = Vec::new();
+        let mut export_patches: Vec<(String, DynamicObject, serde_json::Value)> = Vec::new();
+        let mut desired: BTreeSet<(String, String, String, String)> = BTreeSet::new();
+        for ((ns, name), seen) in &by_name {
+            let exports: Vec<Export> = seen
+                .iter()
+                .map(|(member, e)| {
+                    let nodes = &self.views[member].nodes;
+                    Export {
+                        member: member.clone(),
+                        created: e.created.clone(),
+                        ports: e.service.as_ref().map(mcs::ports_of).unwrap_or_default(),
+                        backends: match &e.service {
+                            Some(svc) => mcs::backends_of(svc, nodes),
+                            None => Err(format!(
+                                "{} {ns}/{name} exists on {member}: create it, or delete the ServiceExport",
+                                mcs::MISSING_SERVICE
+                            )),
+                        },
+                    }
+                })
+                .collect();
+            let merged = mcs::merge(&exports);
+            let hub_import = hub_imports
+                .iter()
+                .find(|i| i.namespace().as_deref() == Some(ns) && &i.name_any() == name);
+            let vip: Result<(Ipv4Addr, String), String> = match hub_import {
+                Some(i) => vip_of(i).ok_or_else(|| {
+                    "the hub's ServiceImport has no VIP yet (is the hub server's mutating webhook registered?)".to_owned()
+                }),
+                None => {
+                    let pool = seen.iter().find_map(|(_, e)| e.pool.clone());
+                    create_hub_import(hub, ns, name, pool).await
+                }
+            };
+            let backends: BTreeMap<String, Vec<Backend>> = exports
+                .iter()
+                .filter(|e| merged.serving.contains(&e.member))
+                .map(|e| (e.member.clone(), e.backends.clone().unwrap_or_default()))
+                .collect();
+            let steering = mcs::weights_for(ns, name, &policy_refs, &merged.serving, clusters);
+            let ranked = mcs::ranked_backends(&steering, &backends);
+            let listed = mcs::listed_backends(&steering, &ranked);
+            for ((member, seen_export), export) in seen.iter().zip(&exports) {
+                let wanted = mcs::export_conditions(
+                    member,
+                    export,
+                    &merged,
+                    vip.as_ref().map(|v| v.0).map_err(String::as_str),
+                );
+                if let Some(patch) = export_patch(
+                    &seen_export.object,
+                    &wanted,
+                    vip.as_ref().ok().map(|(a, h)| (*a, h.as_str())),
+                ) {
+                    export_patches.push((member.clone(), seen_export.object.clone(), patch));
+                }
+            }
+            let Ok((vip, hostname)) = &vip else {
+                continue;
+            };
+            let import = Import {
+                namespace: ns,
+                name,
+                vip: *vip,
+                hostname,
+                ports: &merged.ports,
+                listed: &listed,
+            };
+            let (import_spec, import_status) = mcs::service_import(&import);
+            // The hub's copy: its VIP annotations are the webhook's; ours says who serves now.
+            let mut hub_spec = import_spec.clone();
+            hub_spec["metadata"]["annotations"] = serde_json::json!({
+                multicluster_core::keys::BACKENDS: mcs::backends_summary(&listed, &backends)
+            });
+            writes.push(Write {
+                member: None,
+                object: hub_spec,
+                status: false,
+            });
+            writes.push(Write {
+                member: None,
+                object: import_status.clone(),
+                status: true,
+            });
+            let data_plane = mcs::data_plane(&import);
+            let gateway = steering
+                .gateway
+                .as_ref()
+                .map(|g| mcs::gateway_objects(&import, g, &ranked, &steering.weights))
+                .unwrap_or_default();
+            for (member, view) in &self.views {
+                if !view.namespaces.contains(ns) {
+                    continue;
+                }
+                let gateway = if view.gateway_api { &gateway[..] } else { &[] };
+                for object in std::iter::once(&import_spec)
+                    .chain(&data_plane)
+                    .chain(gateway)
+                {
+                    desired.insert(key(Some(member), object));
+                    writes.push(Write {
+                        member: Some(member.clone()),
+                        object: object.clone(),
+                        status: false,
+                    });
+                }
+                writes.push(Write {
+                    member: Some(member.clone()),
+                    object: import_status.clone(),
+                    status: true,
+                });
+            }
+        }
+        let writes: Vec<Write> = writes
+            .into_iter()
+            .filter(|w| {
+                w.member
+                    .as_ref()
+                    .is_none_or(|m| self.views.get(m).is_some_and(|v| v.fresh))
+            })
+            .filter(|w| {
+                let digest = digest(&w.object);
+                let mut k = key(w.member.as_deref(), &w.object);
+                if w.status {
+                    k.1.push_str("/status");
+                }
+                self.written.get(&k) != Some(&digest)
+            })
+            .collect();
+        let count = writes.len() + export_patches.len();
+        // One client per member for this pass (getting one reads its credentials on the hub).
+        let touched: BTreeSet<&String> = writes
+            .iter()
+            .filter_map(|w| w.member.as_ref())
+            .chain(export_patches.iter().map(|(m, _, _)| m))
+            .collect();
+        let mut connected: BTreeMap<String, anyhow::Result<Client>> = BTreeMap::new();
+        for member in touched {
+            let client = match clusters.get(member) {
+                Some(cluster) => {
+                    clients
+                        .get(hub, cluster, Some(Duration::from_secs(10)))
+                        .await
+                }
+                None => Err(anyhow::anyhow!("member {member} is no longer joined")),
+            };
+            connected.insert(member.clone(), client);
+        }
+        let connected = &connected;
+        // Objects before their status: a status write needs the object to exist.
+        let (status_writes, object_writes): (Vec<Write>, Vec<Write>) =
+            writes.into_iter().partition(|w| w.status);
+        let mut results: Vec<(Write, anyhow::Result<String>)> = Vec::new();
+        for phase in [object_writes, status_writes] {
+            let done: Vec<(Write, anyhow::Result<String>)> = stream::iter(phase)
+                .map(|w| async move {
+                    let result = apply(hub, connected, &w).await;
+                    (w, result)
+                })
+                .buffer_unordered(IN_FLIGHT)
+                .collect()
+                .await;
+            results.extend(done);
+        }
+        for (w, result) in results {
+            let mut k = key(w.member.as_deref(), &w.object);
+            if w.status {
+                k.1.push_str("/status");
+            }
+            match result {
+                Ok(version) => {
+                    self.written.insert(k, digest(&w.object));
+                    if let Some(member) = &w.member {
+                        self.versions.insert(key(Some(member), &w.object), version);
+                    }
+                }
+                Err(e) => {
+                    self.written.remove(&k);
+                    self.failed();
+                    tracing::warn!(member = w.member.as_deref().unwrap_or("hub"), object = %format!("{} {}/{}", k.1, k.2, k.3), error = %format!("{e:#}"), "writing a multi-cluster service object");
+                }
+            }
+        }
+        let exported: BTreeSet<(String, String)> = by_name.keys().cloned().collect();
+        drop(by_name);
+        let run = &self.run;
+        let patched: Vec<(String, DynamicObject)> = stream::iter(export_patches)
+            .map(|(member, export, patch)| async move {
+                match patch_export(connected, &member, &export, &patch).await {
+                    Ok(updated) => Some((member, updated)),
+                    Err(e) => {
+                        run.failed();
+                        tracing::warn!(%member, export = %export.name_any(), error = %format!("{e:#}"), "recording a ServiceExport's VIP and conditions");
+                        None
+                    }
+                }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        // What the exports look like now, so the next pass does not patch them again before the
+        // next refresh reads them.
+        for (member, updated) in patched {
+            if let Some(seen) = self.views.get_mut(&member).and_then(|v| {
+                v.exports.iter_mut().find(|e| {
+                    Some(e.namespace.as_str()) == updated.metadata.namespace.as_deref()
+                        && Some(e.name.as_str()) == updated.metadata.name.as_deref()
+                })
+            }) {
+                seen.object = updated;
+            }
+        }
+        if clean {
+            self.clean(hub, clients, clusters, &exported, &hub_imports, &desired)
+                .await;
+        }
+        count
+    }
+
+    /// Removes from reachable members the objects of multi-cluster services that are gone, and
+    /// the hub's ServiceImports nobody exports any more (their VIP claims are then released).
+    async fn clean(
+        &mut self,
+        hub: &Client,
+        clients: &MemberClients,
+        clusters: &BTreeMap<String, MemberCluster>,
+        exported: &BTreeSet<(String, String)>,
+        hub_imports: &[DynamicObject],
+        desired: &BTreeSet<(String, String, String, String)>,
+    ) {
+        for import in hub_imports {
+            let ns = import.namespace().unwrap_or_default();
+            if !exported.contains(&(ns.clone(), import.name_any())) {
+                let api = Api::<DynamicObject>::namespaced_with(
+                    hub.clone(),
+                    &ns,
+                    &mcs::mcs_api_resource("ServiceImport"),
+                );
+                match api
+                    .delete(&import.name_any(), &DeleteParams::default())
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(service = %format!("{ns}/{}", import.name_any()), "multi-cluster service gone: its hub ServiceImport is removed")
+                    }
+                    Err(e) => {
+                        self.failed();
+                        tracing::warn!(error = %e, "removing a hub ServiceImport")
+                    }
+                }
+            }
+        }
+        let members: Vec<(String, bool)> = self
+            .views
+            .iter()
+            .filter(|(_, v)| v.fresh)
+            .map(|(m, v)| (m.clone(), v.gateway_api))
+            .collect();
+        for (member, gateway_api) in &members {
+            let Some(cluster) = clusters.get(member) else {
+                continue;
+            };
+            let Ok(client) = clients
+                .get(hub, cluster, Some(Duration::from_secs(5)))
+                .await
+            else {
+                continue;
+            };
+            let mut kinds = vec![
+                ApiResource::erase::<Service>(&()),
+                ApiResource::erase::<k8s_openapi::api::discovery::v1::EndpointSlice>(&()),
+                mcs::mcs_api_resource("ServiceImport"),
+            ];
+            if *gateway_api {
+                kinds.push(http_route_resource());
+            }
+            for resource in kinds {
+                // Names are all clean-up needs: metadata lists cost the API server far less.
+                let all = Api::<DynamicObject>::all_with(client.clone(), &resource);
+                let Ok(list) = all
+                    .list_metadata(&ListParams::default().labels(SERVICE_LABEL))
+                    .await
+                else {
+                    continue;
+                };
+                let mut live: BTreeSet<(String, String, String, String)> = BTreeSet::new();
+                for object in list.items {
+                    let ns = object.namespace().unwrap_or_default();
+                    let k = (
+                        member.clone(),
+                        resource.kind.clone(),
+                        ns.clone(),
+                        object.name_any(),
+                    );
+                    live.insert(k.clone());
+                    if desired.contains(&k) {
+                        // Changed by someone else since our write: write it again.
+                        if self
+                            .versions
+                            .get(&k)
+                            .is_some_and(|v| Some(v) != object.resource_version().as_ref())
+                        {
+                            tracing::info!(%member, object = %format!("{} {ns}/{}", k.1, k.3), "changed by someone else: writing it again");
+                            self.forget(&k);
+                        }
+                        continue;
+                    }
+                    let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &resource);
+                    match api
+                        .delete(&object.name_any(), &DeleteParams::default())
+                        .await
+                    {
+                        Ok(_) => {
+                            self.forget(&k);
+                            tracing::info!(%member, object = %format!("{} {ns}/{}", resource.kind, object.name_any()), "removed: no export backs it any more");
+                        }
+                        Err(e) => {
+                            self.failed();
+                            tracing::warn!(%member, error = %e, "removing a multi-cluster service object")
+                        }
+                    }
+                }
+                // Deleted by someone else: written again on the next pass.
+                let missing: Vec<_> = desired
+                    .iter()
+                    .filter(|k| &k.0 == member && k.1 == resource.kind && !live.contains(*k))
+                    .filter(|k| self.versions.contains_key(*k))
+                    .cloned()
+                    .collect();
+                for k in missing {
+                    tracing::info!(%member, object = %format!("{} {}/{}", k.1, k.2, k.3), "deleted by someone else: writing it again");
+                    self.forget(&k);
+                }
+            }
+        }
+    }
+}
+
+impl LoopState {
+    /// Forgets what was written for one object (its status included), so it is written again.
+    fn forget(&mut self, k: &(String, String, String, String)) {
+        let status = format!("{}/status", k.1);
+        self.written.retain(|w, _| {
+            !(w.0 == k.0 && (w.1 == k.1 || w.1 == status) && w.2 == k.2 && w.3 == k.3)
+        });
+        self.versions.remove(k);
+    }
+}
+
+fn key(member: Option<&str>, object: &serde_json::Value) -> (String, String, String, String) {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    (
+        member.unwrap_or_default().to_owned(),
+        s(&object["kind"]),
+        s(&object["metadata"]["namespace"]),
+        s(&object["metadata"]["name"]),
+    )
+}
+
+fn digest(object: &serde_json::Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    object.to_string().hash(&mut h);
+    h.finish()
+}
+
+fn vip_of(object: &DynamicObject) -> Option<(Ipv4Addr, String)> {
+    let a = object.annotations();
+    Some((a.get(VIP)?.parse().ok()?, a.get(HOSTNAME)?.clone()))
+}
+
+/// Creates the hub's ServiceImport for a new multi-cluster service (and its namespace, when the
+/// hub lacks it: namespace sameness). The mutating webhook gives it a VIP from `pool`, else from
+/// the hub's only VipPool.
+async fn create_hub_import(
+    hub: &Client,
+    ns: &str,
+    name: &str,
+    pool: Option<String>,
+) -> Result<(Ipv4Addr, String), String> {
+    let pool = match pool {
+        Some(p) => p,
+        None => {
+            let pools = Api::<VipPool>::all(hub.clone())
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| format!("cannot list VipPools: {e}"))?;
+            match pools.items.as_slice() {
+                [only] => only.name_any(),
+                [] => return Err("no VipPool exists on the hub: create one (kubectl multicluster vip pool …) for multi-cluster services".to_owned()),
+                _ => return Err(format!("the hub has several VipPools: label the ServiceExport {VIP_POOL}=<pool> to choose one")),
+            }
+        }
+    };
+    let namespaces: Api<Namespace> = Api::all(hub.clone());
+    if namespaces.get_opt(ns).await.ok().flatten().is_none() {
+        let object: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": ns, "labels": {SERVICE_LABEL: name}}
+        }))
+        .map_err(|e| e.to_string())?;
+        match namespaces.create(&PostParams::default(), &object).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(format!("cannot create namespace {ns} on the hub: {e}")),
+        }
+    }
+    let object: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": multicluster_core::vip::SERVICE_IMPORT_API_VERSION, "kind": "ServiceImport",
+        "metadata": {"name": name, "namespace": ns, "labels": {SERVICE_LABEL: name, VIP_POOL: pool}},
+        "spec": {"type": "ClusterSetIP", "ports": [{"port": 1, "protocol": "TCP"}]}
+    }))
+    .map_err(|e| e.to_string())?;
+    let api = Api::<DynamicObject>::namespaced_with(
+        hub.clone(),
+        ns,
+        &mcs::mcs_api_resource("ServiceImport"),
+    );
+    let created = match api.create(&PostParams::default(), &object).await {
+        Ok(o) => o,
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            api.get(name).await.map_err(|e| e.to_string())?
+        }
+        Err(kube::Error::Api(s)) => return Err(format!("no VIP for {ns}/{name}: {}", s.message)),
+        Err(e) => {
+            return Err(format!(
+                "cannot create the hub's ServiceImport {ns}/{name}: {e}"
+            ));
+        }
+    };
+    vip_of(&created).ok_or_else(|| {
+        "the hub's ServiceImport got no VIP: is the hub server's mutating webhook registered?"
+            .to_owned()
+    })
+}
+
+/// The client of this pass for `member`.
+fn member_client(
+    connected: &BTreeMap<String, anyhow::Result<Client>>,
+    member: &str,
+) -> anyhow::Result<Client> {
+    match connected.get(member) {
+        Some(Ok(client)) => Ok(client.clone()),
+        Some(Err(e)) => Err(anyhow::anyhow!("{e:#}")),
+        None => Err(anyhow::anyhow!("no connection to {member} in this pass")),
+    }
+}
+
+async fn apply(
+    hub: &Client,
+    connected: &BTreeMap<String, anyhow::Result<Client>>,
+    write: &Write,
+) -> anyhow::Result<String> {
+    let client = match &write.member {
+        None => hub.clone(),
+        Some(m) => member_client(connected, m)?,
+    };
+    let object = &write.object;
+    let resource = match object["kind"].as_str() {
+        Some("Service") => ApiResource::erase::<Service>(&()),
+        Some("EndpointSlice") => {
+            ApiResource::erase::<k8s_openapi::api::discovery::v1::EndpointSlice>(&())
+        }
+        Some("HTTPRoute") => http_route_resource(),
+        _ => mcs::mcs_api_resource("ServiceImport"),
+    };
+    let (ns, name) = (
+        object["metadata"]["namespace"].as_str().unwrap_or_default(),
+        object["metadata"]["name"].as_str().unwrap_or_default(),
+    );
+    let api = Api::<DynamicObject>::namespaced_with(client, ns, &resource);
+    let params = PatchParams::apply(mcs::FIELD_MANAGER).force();
+    let written = if write.status {
+        api.patch_status(name, &params, &Patch::Apply(object))
+            .await?
+    } else {
+        api.patch(name, &params, &Patch::Apply(object)).await?
+    };
+    Ok(written.resource_version().unwrap_or_default())
+}
+
+/// What to change on an export so that it carries the VIP, hostname and `wanted` conditions, or
+/// `None` when it already does (conditions keep their transition time while their status holds).
+fn export_patch(
+    export: &DynamicObject,
+    wanted: &[mcs::Wanted],
+    vip: Option<(Ipv4Addr, &str)>,
+) -> Option<serde_json::Value> {
+    let current: Vec<serde_json::Value> = export.data["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let mut same = true;
+    let conditions: Vec<serde_json::Value> = wanted
+        .iter()
+        .map(|(type_, ok, reason, message)| {
+            let status = if *ok { "True" } else { "False" };
+            let old = current.iter().find(|c| c["type"] == *type_);
+            if old.is_none_or(|c| {
+                c["status"] != status || c["reason"] != reason.as_str() || c["message"] != message.as_str()
+            }) {
+                same = false;
+            }
+            let since = old
+                .filter(|c| c["status"] == status)
+                .map_or_else(|| serde_json::json!(now), |c| c["lastTransitionTime"].clone());
+            serde_json::json!({"type": type_, "status": status, "reason": reason, "message": message,
+                               "lastTransitionTime": since, "observedGeneration": export.metadata.generation})
+        })
+        .collect();
+    let annotations = export.annotations();
+    let vip_now = vip.map(|(a, _)| a.to_string());
+    let host_now = vip.map(|(_, h)| h.to_owned());
+    if annotations.get(VIP) != vip_now.as_ref() || annotations.get(HOSTNAME) != host_now.as_ref() {
+        same = false;
+    }
+    if same {
+        return None;
+    }
+    Some(serde_json::json!({
+        "annotations": {VIP: vip_now, HOSTNAME: host_now},
+        "conditions": conditions,
+    }))
+}
+
+async fn patch_export(
+    connected: &BTreeMap<String, anyhow::Result<Client>>,
+    member: &str,
+    export: &DynamicObject,
+    patch: &serde_json::Value,
+) -> anyhow::Result<DynamicObject> {
+    let client = member_client(connected, member)?;
+    let ns = export.namespace().unwrap_or_default();
+    let api =
+        Api::<DynamicObject>::namespaced_with(client, &ns, &mcs::mcs_api_resource("ServiceExport"));
+    // The export is the user's object: a merge patch touches only our annotations, and the
+    // status conditions are ours alone (the MCS API gives them to the implementation).
+    let meta = serde_json::json!({"metadata": {"annotations": patch["annotations"]}});
+    api.patch(
+        &export.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&meta),
+    )
+    .await?;
+    let status = serde_json::json!({"status": {"conditions": patch["conditions"]}});
+    Ok(api
+        .patch_status(
+            &export.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await?)
+}
+
+/// Reads a member's exports (with their Services), nodes and namespaces. A member without the
+/// Multi-Cluster Services API has no exports.
+async fn read_member(
+    hub: &Client,
+    clients: &MemberClients,
+    member: &MemberCluster,
+) -> anyhow::Result<MemberView> {
+    let client = clients
+        .get(hub, member, Some(Duration::from_secs(5)))
+        .await?;
+    let exports_api =
+        Api::<DynamicObject>::all_with(client.clone(), &mcs::mcs_api_resource("ServiceExport"));
+    let lp = ListParams::default();
+    let (services_api, nodes_api, namespaces_api) = (
+        Api::<Service>::all(client.clone()),
+        Api::<Node>::all(client.clone()),
+        Api::<Namespace>::all(client.clone()),
+    );
+    let routes_api = Api::<DynamicObject>::all_with(client.clone(), &http_route_resource());
+    let (exports, services, nodes, namespaces, gateway_api) = tokio::try_join!(
+        async {
+            match exports_api.list(&lp).await {
+                Ok(l) => Ok(l.items),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
+                Err(e) => Err(e),
+            }
+        },
+        services_api.list(&lp),
+        nodes_api.list(&lp),
+        namespaces_api.list(&lp),
+        async {
+            match routes_api
+                .list_metadata(&ListParams::default().limit(1))
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+                Err(e) => Err(e),
+            }
+        },
+    )?;
+    let services: HashMap<(String, String), Service> = services
+        .items
+        .into_iter()
+        .map(|s| ((s.namespace().unwrap_or_default(), s.name_any()), s))
+        .collect();
+    let exports = exports
+        .into_iter()
+        .filter(|e| e.metadata.deletion_timestamp.is_none())
+        .map(|e| {
+            let namespace = e.namespace().unwrap_or_default();
+            let name = e.name_any();
+            ExportSeen {
+                service: services.get(&(namespace.clone(), name.clone())).cloned(),
+                created: e
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_default(),
+                pool: e.labels().get(VIP_POOL).cloned(),
+                namespace,
+                name,
+                object: e,
+            }
+        })
+        .collect();
+    Ok(MemberView {
+        exports,
+        nodes: nodes.items,
+        namespaces: namespaces
+            .items
+            .iter()
+            .filter(|n| n.metadata.deletion_timestamp.is_none())
+            .map(ResourceExt::name_any)
+            .collect(),
+        gateway_api,
+        fresh: true,
+    })
+}

@@ -1,0 +1,477 @@
+//! Carries out `NamespaceRestore`s (Lease holder). The validating webhook admitted the restore;
+//! just before writing, this checks again that the target namespace holds no conflicting
+//! application (it may have changed since), reads and checks the archive (its recorded checksum,
+//! format version and every entry), and refuses before any write when either fails. Then it writes
+//! `multicluster_core::snapshot::restore::plan`'s objects: the namespace, the volume snapshots and
+//! claims (waiting until they are bound, i.e. hydrated from the snapshot), the rest tier by tier in
+//! the distribution's dependency order, and the workloads last, at their recorded scale.
+//!
+//! Every write is a server-side apply, so a restore found half-way (the hub server restarted)
+//! simply starts over: what was written is written again, unchanged.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Client, ResourceExt};
+use multicluster_core::SYSTEM_NAMESPACE;
+use multicluster_core::api::{
+    MemberCluster, NamespaceRestore, NamespaceRestoreStatus, NamespaceSnapshot,
+    RestoreObjectFailure, RestorePhase, SnapshotPhase, StorageLocation,
+};
+use multicluster_core::keys;
+use multicluster_core::snapshot::archive::{self, Archive};
+use multicluster_core::snapshot::location::archive_key;
+use multicluster_core::snapshot::restore::{self, RestorePlan, RestoreTarget};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use serde_json::{Value, json};
+
+use crate::members::MemberClients;
+
+/// The field manager of every object a restore writes.
+const FIELD_MANAGER: &str = "multicluster-restore";
+/// How long claims may take to be bound (volumes hydrated from their snapshots).
+const HYDRATE_TIMEOUT: Duration = Duration::from_secs(1800);
+/// Writes in flight at once within a tier.
+const CONCURRENT_WRITES: usize = 32;
+/// The status is written at most this often while objects are being written.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+struct Context {
+    hub: Client,
+    members: MemberClients,
+}
+
+/// Reconciles the hub's `NamespaceRestore`s, one at a time.
+pub async fn run(hub: Client, members: MemberClients, run: crate::loops::Loop) {
+    let api: Api<NamespaceRestore> = Api::namespaced(hub.clone(), SYSTEM_NAMESPACE);
+    crate::loops::run_controller(api, reconcile, Arc::new(Context { hub, members }), run).await;
+}
+
+async fn reconcile(
+    restore: Arc<NamespaceRestore>,
+    ctx: Arc<Context>,
+) -> Result<Action, kube::Error> {
+    let phase = restore.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    if matches!(phase, RestorePhase::Completed | RestorePhase::Failed) {
+        return Ok(Action::await_change());
+    }
+    let name = restore.name_any();
+    let mut progress = Progress::new(
+        &ctx.hub,
+        &restore.name_any(),
+        restore.status.clone().unwrap_or_default(),
+    );
+    if phase != RestorePhase::Pending {
+        tracing::info!(restore = %name, ?phase, "restore found half-way; starting over");
+    }
+    progress.status = NamespaceRestoreStatus {
+        start_time: Some(Time(Timestamp::now())),
+        ..Default::default()
+    };
+    let message = format!(
+        "reading snapshot {} and checking {}/{}",
+        restore.spec.snapshot, restore.spec.target_cluster, restore.spec.target_namespace
+    );
+    if !progress
+        .claim(restore.resource_version(), RestorePhase::Pending, message)
+        .await?
+    {
+        return Ok(Action::await_change());
+    }
+    match run_restore(&ctx, &restore, &mut progress).await {
+        Ok(()) => tracing::info!(restore = %name, "namespace restore completed"),
+        Err(e) => {
+            let message = format!("{e:#}");
+            tracing::warn!(restore = %name, error = %message, "namespace restore failed");
+            progress.status.phase = RestorePhase::Failed;
+            progress.status.message = Some(message);
+            progress.status.completion_time = Some(Time(Timestamp::now()));
+            progress.write().await?;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+type Progress = crate::snapshot::progress::Progress<NamespaceRestore, NamespaceRestoreStatus>;
+
+async fn run_restore(
+    ctx: &Context,
+    restore: &NamespaceRestore,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let spec = &restore.spec;
+    let (name, ns) = (restore.name_any(), spec.target_namespace.as_str());
+    // Nothing is written to the target until the archive and the target are both checked.
+    let snapshot = Api::<NamespaceSnapshot>::namespaced(ctx.hub.clone(), SYSTEM_NAMESPACE)
+        .get_opt(&spec.snapshot)
+        .await?
+        .ok_or_else(|| anyhow!("NamespaceSnapshot {} does not exist", spec.snapshot))?;
+    let archive = read_archive(ctx, &snapshot).await?;
+    let cluster = Api::<MemberCluster>::all(ctx.hub.clone())
+        .get_opt(&spec.target_cluster)
+        .await?
+        .ok_or_else(|| {
+            anyhow!(
+                "MemberCluster {} does not exist on the hub",
+                spec.target_cluster
+            )
+        })?;
+    let member = ctx
+        .members
+        .get(&ctx.hub, &cluster, Some(Duration::from_secs(30)))
+        .await
+        .with_context(|| format!("connecting to member {}", spec.target_cluster))?;
+    let live = crate::snapshot::target::live_objects(
+        &member,
+        ns,
+        crate::snapshot::target::Freshness::Consistent,
+    )
+    .await
+    .with_context(|| format!("reading {}/{ns} to check it again", spec.target_cluster))?;
+    // What this restore already wrote (it is starting over) is not a conflict.
+    let others: Vec<Value> = live
+        .into_iter()
+        .filter(|o| o["metadata"]["annotations"][keys::RESTORED_BY] != name.as_str())
+        .collect();
+    let conflicts = multicluster_core::snapshot::conflicts(
+        &archive.manifest.inventory,
+        &multicluster_core::snapshot::inventory(&others),
+        ns,
+    );
+    if !conflicts.is_empty() {
+        let list: Vec<String> = conflicts
+            .iter()
+            .map(|c| format!("{} {}: {}", c.kind, c.name, c.reason))
+            .collect();
+        progress.status.conflicts = conflicts;
+        bail!(
+            "{}/{ns} changed since the restore was admitted and now holds applications that differ \
+             from the snapshot; nothing was written: {}",
+            spec.target_cluster,
+            list.join("; ")
+        );
+    }
+    let plan = restore::plan(
+        &archive,
+        RestoreTarget {
+            restore: &name,
+            snapshot: &spec.snapshot,
+            cluster: &spec.target_cluster,
+            namespace: ns,
+        },
+        &spec.transforms,
+    )
+    .context("planning the restore; nothing was written")?;
+    let resources = resolve_kinds(&member, &plan).await?;
+    progress.status.objects_total = u32::try_from(plan.total() + 1).unwrap_or(u32::MAX);
+
+    progress
+        .step(
+            RestorePhase::Hydrating,
+            format!(
+                "creating namespace {ns} and {} claim(s) from {} volume snapshot(s)",
+                plan.claims.len(),
+                archive.manifest.volume_snapshots.len()
+            ),
+        )
+        .await?;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let namespace = json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": ns, "annotations": {keys::RESTORED_BY: name}}
+    });
+    Api::<Namespace>::all(member.clone())
+        .patch(ns, &params, &Patch::Apply(&namespace))
+        .await
+        .with_context(|| format!("creating namespace {ns}"))?;
+    count_written(progress, 1).await?;
+    write_all(&member, &resources, &plan.snapshot_objects, progress).await?;
+    write_all(&member, &resources, &plan.claims, progress).await?;
+    let waiting = wait_bound(&member, ns, &plan.claims).await?;
+    progress
+        .step(
+            RestorePhase::Restoring,
+            format!(
+                "{} claim(s) bound{}; writing {} objects in {} tier(s), workloads last",
+                plan.claims.len() - waiting.len(),
+                if waiting.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} bind when their first pod is scheduled: {})",
+                        waiting.len(),
+                        waiting.join(", ")
+                    )
+                },
+                plan.tiers.iter().map(Vec::len).sum::<usize>(),
+                plan.tiers.len()
+            ),
+        )
+        .await?;
+    for tier in &plan.tiers {
+        write_all(&member, &resources, tier, progress).await?;
+    }
+    progress.status.completion_time = Some(Time(Timestamp::now()));
+    let written = progress.status.objects_written;
+    progress
+        .step(
+            RestorePhase::Completed,
+            format!("{written} objects written to {}/{ns}", spec.target_cluster),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Reads the snapshot's archive from its location and checks it against the checksum the
+/// snapshot recorded. A truncated, altered or unknown-version archive is refused here, before
+/// anything is written.
+async fn read_archive(ctx: &Context, snapshot: &NamespaceSnapshot) -> anyhow::Result<Archive> {
+    let name = snapshot.name_any();
+    let status = snapshot.status.clone().unwrap_or_default();
+    if status.phase != SnapshotPhase::Completed {
+        bail!(
+            "NamespaceSnapshot {name} is {:?}, not Completed",
+            status.phase
+        );
+    }
+    let recorded = status
+        .archive
+        .ok_or_else(|| anyhow!("NamespaceSnapshot {name} records no archive"))?;
+    let location = Api::<StorageLocation>::namespaced(ctx.hub.clone(), SYSTEM_NAMESPACE)
+        .get_opt(&snapshot.spec.location)
+        .await?
+        .ok_or_else(|| anyhow!("StorageLocation {} does not exist", snapshot.spec.location))?;
+    let store = crate::snapshot::storage::open(&ctx.hub, &location)
+        .await
+        .with_context(|| format!("opening StorageLocation {}", snapshot.spec.location))?;
+    let key = archive_key(SYSTEM_NAMESPACE, &name);
+    let bytes = store
+        .get(&Path::from(key.as_str()))
+        .await
+        .with_context(|| format!("reading the archive {}", recorded.url))?
+        .bytes()
+        .await
+        .with_context(|| format!("reading the archive {}", recorded.url))?;
+    archive::read(&bytes, Some(&recorded.checksum)).with_context(|| {
+        format!(
+            "the archive {} is refused; nothing was written",
+            recorded.url
+        )
+    })
+}
+
+/// The API resource of every kind the plan writes, found by discovery on the target. A kind the
+/// target does not serve (a custom resource whose definition is not installed there) is refused
+/// here, before any write.
+async fn resolve_kinds(
+    member: &Client,
+    plan: &RestorePlan,
+) -> anyhow::Result<BTreeMap<(String, String), ApiResource>> {
+    let kinds: BTreeSet<(String, String)> = plan
+        .snapshot_objects
+        .iter()
+        .chain(&plan.claims)
+        .chain(plan.tiers.iter().flatten())
+        .filter_map(|o| {
+            Some((
+                o["apiVersion"].as_str()?.to_owned(),
+                o["kind"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    let mut missing = Vec::new();
+    for (api_version, kind) in kinds {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+        match kube::discovery::pinned_kind(member, &GroupVersionKind::gvk(group, version, &kind))
+            .await
+        {
+            Ok((resource, _)) => {
+                out.insert((api_version, kind), resource);
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                missing.push(format!("{kind} ({api_version})"))
+            }
+            Err(kube::Error::Discovery(_)) => missing.push(format!("{kind} ({api_version})")),
+            Err(e) => return Err(e).context(format!("discovering {kind} on the target")),
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "the target member does not serve {}: install their definitions (CRDs, the CSI snapshot \
+             API) there first; nothing was written",
+            missing.join(", ")
+        );
+    }
+    Ok(out)
+}
+
+/// Counts written objects, writing the status when it was last written a while ago.
+async fn count_written(progress: &mut Progress, n: usize) -> Result<(), kube::Error> {
+    progress.status.objects_written += u32::try_from(n).unwrap_or(u32::MAX);
+    if progress.since_write() >= PROGRESS_EVERY {
+        let (written, total) = (
+            progress.status.objects_written,
+            progress.status.objects_total,
+        );
+        progress.status.message = Some(format!("{written} of {total} objects written"));
+        progress.write().await?;
+    }
+    Ok(())
+}
+
+/// Writes `objects` at once (server-side apply) and fails after all were tried, naming each that
+/// was refused in the status.
+async fn write_all(
+    member: &Client,
+    resources: &BTreeMap<(String, String), ApiResource>,
+    objects: &[Value],
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    // Built up front: a lazily mapped stream would hold a closure over borrowed objects, which
+    // the controller's `Send` bound cannot see through.
+    let pending: Vec<_> = objects
+        .iter()
+        .map(|object| write_one(member.clone(), resources, object.clone()))
+        .collect();
+    let mut writes = futures::stream::iter(pending).buffer_unordered(CONCURRENT_WRITES);
+    let mut failures = Vec::new();
+    let mut written = 0;
+    while let Some(result) = writes.next().await {
+        match result {
+            Ok(()) => written += 1,
+            Err(f) => failures.push(f),
+        }
+        if written >= 50 {
+            count_written(progress, written).await?;
+            written = 0;
+        }
+    }
+    count_written(progress, written).await?;
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = failures
+        .iter()
+        .map(|f| format!("{} {}: {}", f.kind, f.name, f.message))
+        .collect();
+    let (done, total) = (
+        progress.status.objects_written,
+        progress.status.objects_total,
+    );
+    progress.status.failures.extend(failures);
+    bail!(
+        "the target refused {} object(s): {}. {done} of {total} objects were written (the namespace \
+         first, then claims, then in dependency order, workloads last); nothing after the refused \
+         ones was written. Fix the cause and create the restore again: objects already written are \
+         written again unchanged",
+        list.len(),
+        list.join("; ")
+    )
+}
+
+/// Server-side applies one object (owned, so that many are in flight at once).
+fn write_one(
+    member: Client,
+    resources: &BTreeMap<(String, String), ApiResource>,
+    object: Value,
+) -> impl Future<Output = Result<(), RestoreObjectFailure>> + Send + 'static {
+    let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let key = (
+        object["apiVersion"].as_str().unwrap_or_default().to_owned(),
+        kind.clone(),
+    );
+    let api: Option<Api<DynamicObject>> =
+        resources
+            .get(&key)
+            .map(|resource| match object["metadata"]["namespace"].as_str() {
+                Some(ns) => Api::namespaced_with(member, ns, resource),
+                None => Api::all_with(member, resource),
+            });
+    async move {
+        let result = match api {
+            None => Err(format!("{kind} is not served by the target")),
+            Some(api) => api
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&object),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| match e {
+                    kube::Error::Api(s) => s.message,
+                    e => e.to_string(),
+                }),
+        };
+        result.map_err(|message| RestoreObjectFailure {
+            kind,
+            name,
+            message,
+        })
+    }
+}
+
+/// Waits until every claim that binds on its own is bound (its volume hydrated from the snapshot).
+/// Returns the claims of `WaitForFirstConsumer` classes, which bind only once a pod uses them.
+async fn wait_bound(member: &Client, ns: &str, claims: &[Value]) -> anyhow::Result<Vec<String>> {
+    if claims.is_empty() {
+        return Ok(Vec::new());
+    }
+    let classes: Vec<Value> = Api::<StorageClass>::all(member.clone())
+        .list(&ListParams::default())
+        .await
+        .context("listing StorageClasses")?
+        .items
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?;
+    let (now, later): (Vec<&Value>, Vec<&Value>) = claims
+        .iter()
+        .partition(|c| restore::binds_immediately(c, &classes));
+    let names = |v: &[&Value]| -> Vec<String> {
+        v.iter()
+            .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut pending: BTreeSet<String> = names(&now).into_iter().collect();
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(member.clone(), ns);
+    let deadline = tokio::time::Instant::now() + HYDRATE_TIMEOUT;
+    while !pending.is_empty() {
+        for claim in api.list(&ListParams::default()).await?.items {
+            let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+            if bound {
+                pending.remove(&claim.name_any());
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "claims not bound after {}s: {} (is the CSI driver's provisioner running on the \
+                 target, and does it serve the snapshots' driver?). The namespace and claims were \
+                 written; nothing else was",
+                HYDRATE_TIMEOUT.as_secs(),
+                pending.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(names(&later))
+}

@@ -1,0 +1,161 @@
+//! `POST /validate/restore`: a `NamespaceRestore` is admitted only if its target namespace, read
+//! live on the target member, holds no application that differs from the snapshot's
+//! (`multicluster_core::snapshot::conflicts`). The I/O around that decision: the snapshot's
+//! inventory from its status on the hub, the target's objects from the member.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Response;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use kube::{Api, Client};
+use multicluster_core::api::{MemberCluster, NamespaceRestore, NamespaceSnapshot, SnapshotPhase};
+
+use super::target::{Freshness, live_objects};
+use crate::members::MemberClients;
+use crate::metrics::Metrics;
+
+/// What the restore check reads with: the hub and the connections to its members.
+#[derive(Clone)]
+pub struct RestoreCheck {
+    pub hub: Client,
+    pub members: MemberClients,
+}
+
+impl std::fmt::Debug for RestoreCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreCheck")
+            .field("members", &self.members)
+            .finish_non_exhaustive()
+    }
+}
+
+pub async fn validate_restore(
+    State(metrics): State<Arc<Metrics>>,
+    State(check_with): State<Option<RestoreCheck>>,
+    body: Bytes,
+) -> Response {
+    crate::admission::review(&metrics, "validate-restore", &body, async |req| {
+        let response = AdmissionResponse::from(req);
+        if !matches!(req.operation, Operation::Create) {
+            return response;
+        }
+        let Some(RestoreCheck { hub, members }) = check_with.as_ref() else {
+            return response
+                .deny("this hub server is not connected to a hub; it cannot check restores");
+        };
+        match check(hub, members, req).await {
+            Ok(()) => response,
+            Err(reason) => {
+                tracing::info!(%reason, "restore denied");
+                response.deny(reason)
+            }
+        }
+    })
+    .await
+}
+
+async fn check(
+    hub: &Client,
+    members: &MemberClients,
+    req: &AdmissionRequest<DynamicObject>,
+) -> Result<(), String> {
+    let object = req
+        .object
+        .as_ref()
+        .ok_or("the request carries no NamespaceRestore")?;
+    let restore: NamespaceRestore =
+        serde_json::from_value(serde_json::to_value(object).map_err(|e| e.to_string())?)
+            .map_err(|e| format!("not a valid NamespaceRestore: {e}"))?;
+    check_restore(
+        hub,
+        members,
+        &req.namespace.clone().unwrap_or_default(),
+        &restore,
+    )
+    .await
+}
+
+/// The check itself: `restore` (in `ns` on the hub) against its target namespace, read live. `Err`
+/// is the denial, naming each conflict (or why the check could not be made).
+pub async fn check_restore(
+    hub: &Client,
+    members: &MemberClients,
+    ns: &str,
+    restore: &NamespaceRestore,
+) -> Result<(), String> {
+    let spec = &restore.spec;
+    // The snapshot (on the hub) and the target (on the member) are read at the same time: each
+    // is a round trip of its own, and the admission review waits for the slower one only.
+    let snapshot = async {
+        Api::<NamespaceSnapshot>::namespaced(hub.clone(), ns)
+            .get_opt(&spec.snapshot)
+            .await
+            .map_err(|e| format!("cannot read NamespaceSnapshot {ns}/{}: {e}; retry", spec.snapshot))?
+            .ok_or_else(|| {
+                format!(
+                    "NamespaceSnapshot {} does not exist in {ns}: `kubectl multicluster snapshot list -n {ns}` shows the snapshots",
+                    spec.snapshot
+                )
+            })
+    };
+    let target = async {
+        let member = Api::<MemberCluster>::all(hub.clone())
+            .get_opt(&spec.target_cluster)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot read MemberCluster {}: {e}; retry",
+                    spec.target_cluster
+                )
+            })?
+            .ok_or_else(|| {
+                format!(
+                    "no member named {}: `kubectl multicluster list` shows the members",
+                    spec.target_cluster
+                )
+            })?;
+        async {
+            let client = members.get(hub, &member, Some(Duration::from_secs(5))).await?;
+            live_objects(&client, &spec.target_namespace, Freshness::WatchCache).await
+        }
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot check {}/{} for conflicting applications: {e:#}; the restore is refused until the member answers",
+                spec.target_cluster, spec.target_namespace
+            )
+        })
+    };
+    let (snapshot, target) = futures::future::try_join(snapshot, target).await?;
+    let status = snapshot.status.unwrap_or_default();
+    if status.phase != SnapshotPhase::Completed {
+        return Err(format!(
+            "NamespaceSnapshot {} is {:?}, not Completed: only a completed snapshot can be restored",
+            spec.snapshot, status.phase
+        ));
+    }
+    let found = multicluster_core::snapshot::conflicts(
+        &status.inventory,
+        &multicluster_core::snapshot::inventory(&target),
+        &spec.target_namespace,
+    );
+    if found.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = found
+        .iter()
+        .map(|c| format!("{} {}: {}", c.kind, c.name, c.reason))
+        .collect();
+    Err(format!(
+        "restoring {} into {}/{} would land on applications that differ from the snapshot: {}. \
+         Restore into an empty or absent namespace, or remove these first",
+        spec.snapshot,
+        spec.target_cluster,
+        spec.target_namespace,
+        list.join("; ")
+    ))
+}

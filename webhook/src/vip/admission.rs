@@ -1,0 +1,89 @@
+//! `POST /mutate/vip`: the webhook that gives a Service labelled with a pool its address and name.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Response;
+use kube::core::admission::AdmissionResponse;
+
+use super::allocator::Vips;
+use crate::admission::{annotations, is_write, labels, review, with_patch};
+use crate::metrics::Metrics;
+
+/// `POST /mutate/vip`: a Service labelled `multicluster.dev/vip-pool: POOL` gets an address from the
+/// pool and its domain name, as annotations (see `multicluster_core::vip`).
+pub async fn mutate_vip(
+    State(metrics): State<Arc<Metrics>>,
+    State(vips): State<Option<Vips>>,
+    body: Bytes,
+) -> Response {
+    review(&metrics, "mutate-vip", &body, async |req| {
+        let response = AdmissionResponse::from(req);
+        let (Some(service), true) = (req.object.as_ref(), is_write(&req.operation)) else {
+            return response;
+        };
+        let Some(pool) =
+            labels(Some(service)).and_then(|l| l.get(multicluster_core::keys::VIP_POOL))
+        else {
+            return response;
+        };
+        let Some(vips) = vips.as_ref() else {
+            return response
+                .deny("this hub server is not connected to a hub; it cannot hand out VIPs");
+        };
+        let namespace = req.namespace.clone().unwrap_or_default();
+        let owner = multicluster_core::vip::OwnerKind {
+            api_version: if req.kind.group.is_empty() {
+                req.kind.version.clone()
+            } else {
+                format!("{}/{}", req.kind.group, req.kind.version)
+            },
+            kind: req.kind.kind.clone(),
+        };
+        match vips
+            .assign(
+                &owner,
+                pool,
+                &namespace,
+                service,
+                req.old_object.as_ref(),
+                req.dry_run,
+            )
+            .await
+        {
+            Ok(vip_annotations) => {
+                let ops = annotation_patch(annotations(Some(service)), vip_annotations);
+                with_patch(response, ops)
+            }
+            Err(reason) => {
+                tracing::info!(%reason, "no VIP");
+                response.deny(reason)
+            }
+        }
+    })
+    .await
+}
+
+/// JSON Patch operations that set `annotations` on an object whose annotations are `current`.
+fn annotation_patch(
+    current: Option<&BTreeMap<String, String>>,
+    annotations: BTreeMap<String, String>,
+) -> Vec<serde_json::Value> {
+    match current {
+        None => vec![
+            serde_json::json!({"op": "add", "path": "/metadata/annotations", "value": annotations}),
+        ],
+        Some(_) => annotations
+            .into_iter()
+            .map(|(k, v)| {
+                let path = format!(
+                    "/metadata/annotations/{}",
+                    k.replace('~', "~0").replace('/', "~1")
+                );
+                serde_json::json!({"op": "add", "path": path, "value": v})
+            })
+            .collect(),
+    }
+}
