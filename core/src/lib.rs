@@ -15,7 +15,9 @@ pub mod vip;
 
 // What every capability shares.
 pub mod api;
+pub mod conditions;
 pub mod crds;
+pub mod duration;
 pub mod errors;
 pub mod install;
 pub mod keys;

@@ -159,7 +159,7 @@ fn hook_of(pod: &Value, annotations: &Value, when: When) -> Result<Option<Hook>,
     };
     let timeout = match annotation(annotations, when, "timeout") {
         None => DEFAULT_TIMEOUT,
-        Some((key, v)) => parse_duration(&v).map_err(|e| format!("{key}: {e}"))?,
+        Some((key, v)) => crate::duration::parse(&v).map_err(|e| format!("{key}: {e}"))?,
     };
     Ok(Some(Hook {
         pod: pod["metadata"]["name"]
@@ -191,15 +191,6 @@ fn parse_command(text: &str) -> Result<Vec<String>, String> {
         return Err("the command is empty".to_owned());
     }
     Ok(command)
-}
-
-/// A duration such as `500ms`, `30s`, `1m30s` or `2h` (Go's and Velero's style), not negative.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let parsed: jiff::SignedDuration = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 30s or 1m30s"))?;
-    Duration::try_from(parsed).map_err(|_| format!("{text:?} is negative"))
 }
 
 #[cfg(test)]
@@ -321,21 +312,6 @@ mod tests {
             "pod e: multicluster.dev/post-hook-timeout: \"soon\" is not a duration",
         ] {
             assert!(error.contains(expected), "{expected:?} not in {error}");
-        }
-    }
-
-    #[test]
-    fn durations_in_go_style_parse_and_others_do_not() {
-        for (text, expected) in [
-            ("500ms", Duration::from_millis(500)),
-            ("30s", Duration::from_secs(30)),
-            ("1m30s", Duration::from_secs(90)),
-            ("2h", Duration::from_secs(7200)),
-        ] {
-            assert_eq!(parse_duration(text), Ok(expected), "{text}");
-        }
-        for text in ["", "soon", "-5s", "30"] {
-            assert!(parse_duration(text).is_err(), "{text}");
         }
     }
 }

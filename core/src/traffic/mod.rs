@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
     MemberCluster, Role, TrafficMember, TrafficMemberState, TrafficMode, TrafficPolicySpec,
@@ -350,7 +350,7 @@ pub fn next_status(
     };
     let (serving, reason, message) = if weights.nobody_serves {
         (
-            "False",
+            false,
             "NoHealthyMember",
             "no member is healthy and serving: no traffic is sent anywhere".to_owned(),
         )
@@ -361,25 +361,17 @@ pub fn next_status(
             .filter(|(_, w)| **w > 0)
             .map(|(n, w)| format!("{n}={w}"))
             .collect();
-        (
-            "True",
-            "Serving",
-            format!("serving: {}", serving.join(", ")),
-        )
+        (true, "Serving", format!("serving: {}", serving.join(", ")))
     };
-    let since = previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Serving" && c.status == serving)
-        .map_or(now.clone(), |c| c.last_transition_time.clone());
-    status.conditions.push(Condition {
-        type_: "Serving".into(),
-        status: serving.into(),
-        reason: reason.into(),
+    status.conditions.push(crate::conditions::condition(
+        &previous.conditions,
+        "Serving",
+        serving,
+        reason,
         message,
-        last_transition_time: since,
-        observed_generation: None,
-    });
+        None,
+        now.0,
+    ));
     if status.active_weights == previous.active_weights {
         return (status, None);
     }

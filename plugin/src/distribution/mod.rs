@@ -86,7 +86,7 @@ pub struct DistributeArgs {
     #[arg(long)]
     pub no_wait: bool,
     /// How long to wait for the members
-    #[arg(long, default_value = "5m", value_parser = crate::fencing::parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = multicluster_core::duration::parse)]
     pub timeout: Duration,
 }
 

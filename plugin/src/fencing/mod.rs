@@ -66,23 +66,8 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "NAME")]
     pub intent: String,
     /// Keep applying every DURATION (e.g. 500ms, 10s) until fenced off or interrupted
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = multicluster_core::duration::parse)]
     pub interval: Option<Duration>,
-}
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (number, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 500ms or 10s"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?}: use ms, s or m")),
-    }
 }
 
 /// 128 random bits, hex: an intent ID nobody guesses or reuses by accident.

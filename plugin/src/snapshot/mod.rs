@@ -66,7 +66,7 @@ pub struct CreateArgs {
     #[arg(long)]
     pub no_wait: bool,
     /// How long to wait for the snapshot to complete
-    #[arg(long, default_value = "30m", value_parser = crate::fencing::parse_duration)]
+    #[arg(long, default_value = "30m", value_parser = multicluster_core::duration::parse)]
     pub timeout: Duration,
 }
 
@@ -93,7 +93,7 @@ pub enum LocationCommand {
     Check {
         name: String,
         /// How long to wait for the hub server's answer
-        #[arg(long, default_value = "60s", value_parser = crate::fencing::parse_duration)]
+        #[arg(long, default_value = "60s", value_parser = multicluster_core::duration::parse)]
         timeout: Duration,
     },
 }

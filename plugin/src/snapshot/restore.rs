@@ -54,7 +54,7 @@ pub struct CreateArgs {
     #[arg(long)]
     pub no_wait: bool,
     /// How long to wait for the restore to complete
-    #[arg(long, default_value = "30m", value_parser = crate::fencing::parse_duration)]
+    #[arg(long, default_value = "30m", value_parser = multicluster_core::duration::parse)]
     pub timeout: Duration,
 }
 

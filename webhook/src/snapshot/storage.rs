@@ -14,15 +14,15 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt};
-use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::api::{S3Location, StorageLocation, StorageLocationStatus};
 use multicluster_core::keys;
 use multicluster_core::snapshot::location::{self, AVAILABLE};
+use multicluster_core::{SYSTEM_NAMESPACE, conditions};
 use object_store::client::{
     HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpRequestBody, HttpResponse,
     HttpResponseBody, HttpService,
@@ -154,13 +154,13 @@ async fn check_one(
         Ok(store) => probe(store.as_ref(), &token).await,
         Err(e) => Err(e),
     };
-    let (status, reason, message) = match &verdict {
+    let (available, reason, message) = match &verdict {
         Ok(()) => (
-            "True",
+            true,
             "Checked",
             "wrote, read back and deleted a probe object".to_owned(),
         ),
-        Err(e) => ("False", "CheckFailed", format!("{e:#}")),
+        Err(e) => (false, "CheckFailed", format!("{e:#}")),
     };
     match &verdict {
         Ok(()) => tracing::info!(location = %name, "storage location available"),
@@ -169,20 +169,16 @@ async fn check_one(
         }
     }
     let previous = location.status.clone().unwrap_or_default();
-    let transition = previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == AVAILABLE && c.status == status)
-        .map_or(Time(now), |c| c.last_transition_time.clone());
     let new_status = StorageLocationStatus {
-        conditions: vec![Condition {
-            type_: AVAILABLE.to_owned(),
-            status: status.to_owned(),
-            observed_generation: location.metadata.generation,
-            last_transition_time: transition,
-            reason: reason.to_owned(),
+        conditions: vec![conditions::condition(
+            &previous.conditions,
+            AVAILABLE,
+            available,
+            reason,
             message,
-        }],
+            location.metadata.generation,
+            now,
+        )],
         last_check_time: Some(Time(now)),
         last_check_request: location.annotations().get(keys::CHECK_REQUESTED).cloned(),
     };
