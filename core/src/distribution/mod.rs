@@ -176,6 +176,169 @@ mod placement_tests {
     }
 }
 
+/// A Deployment's replicas as written in its source: Kubernetes' default of 1 when unset.
+pub fn replicas_of(object: &serde_json::Value) -> u32 {
+    object["spec"]["replicas"]
+        .as_u64()
+        .and_then(|r| u32::try_from(r).ok())
+        .unwrap_or(1)
+}
+
+/// What one sync of a Distribution found, summed over its target members.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncTally {
+    /// Objects in the plan (each one applied to every target member).
+    pub objects: usize,
+    /// Target members, and how many of them have everything applied.
+    pub members: usize,
+    pub complete: usize,
+    /// Targets that did not answer, and targets that are not registered members.
+    pub unreachable: Vec<String>,
+    pub unknown: Vec<String>,
+    /// Objects in conflict (on a member and not ours), in error, and copies edited on members.
+    pub conflicts: usize,
+    pub errors: usize,
+    pub drifted: usize,
+}
+
+/// The Distribution's `Synced` condition after a sync: its status, reason and message. The first
+/// problem in this order names it: unreachable members, unknown members, conflicts, drift, errors.
+pub fn synced_condition(
+    tally: &SyncTally,
+    conflict_policy: crate::api::ConflictPolicy,
+) -> (bool, &'static str, String) {
+    let (complete, all) = (tally.complete, tally.members);
+    if complete == all && tally.unknown.is_empty() && tally.drifted == 0 {
+        (
+            true,
+            "Applied",
+            format!("{} objects applied on {all} member(s)", tally.objects),
+        )
+    } else if !tally.unreachable.is_empty() {
+        (
+            false,
+            "MembersUnreachable",
+            format!(
+                "{} did not answer; retrying with backoff; {complete} of {all} member(s) in sync",
+                tally.unreachable.join(", ")
+            ),
+        )
+    } else if !tally.unknown.is_empty() {
+        (
+            false,
+            "UnknownMembers",
+            format!("no MemberCluster named {}", tally.unknown.join(", ")),
+        )
+    } else if tally.conflicts > 0 {
+        (
+            false,
+            "Conflicts",
+            format!(
+                "{} object(s) exist on members and are not ours (conflictPolicy {conflict_policy:?})",
+                tally.conflicts
+            ),
+        )
+    } else if tally.drifted > 0 {
+        (
+            false,
+            "Drifted",
+            format!(
+                "{} copies edited on members (driftPolicy Report)",
+                tally.drifted
+            ),
+        )
+    } else {
+        (
+            false,
+            "Errors",
+            format!(
+                "{} object(s) could not be applied; see status.members",
+                tally.errors
+            ),
+        )
+    }
+}
+
+#[cfg(test)]
+mod sync_tests {
+    use super::*;
+    use crate::api::ConflictPolicy;
+
+    fn tally() -> SyncTally {
+        SyncTally {
+            objects: 3,
+            members: 2,
+            complete: 2,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn everything_applied_everywhere_is_synced() {
+        assert_eq!(
+            synced_condition(&tally(), ConflictPolicy::Abort),
+            (
+                true,
+                "Applied",
+                "3 objects applied on 2 member(s)".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn the_first_problem_names_the_condition() {
+        let mut t = SyncTally {
+            complete: 1,
+            unreachable: vec!["member-2".into()],
+            unknown: vec!["member-9".into()],
+            conflicts: 1,
+            errors: 1,
+            ..tally()
+        };
+        let reason = |t: &SyncTally| synced_condition(t, ConflictPolicy::Abort).1;
+        assert_eq!(reason(&t), "MembersUnreachable");
+        assert_eq!(
+            synced_condition(&t, ConflictPolicy::Abort).2,
+            "member-2 did not answer; retrying with backoff; 1 of 2 member(s) in sync"
+        );
+        t.unreachable.clear();
+        assert_eq!(reason(&t), "UnknownMembers");
+        t.unknown.clear();
+        assert_eq!(
+            synced_condition(&t, ConflictPolicy::Abort).2,
+            "1 object(s) exist on members and are not ours (conflictPolicy Abort)"
+        );
+        t.conflicts = 0;
+        assert_eq!(reason(&t), "Errors");
+        // Drift keeps a Distribution from being synced even when every member is complete.
+        let drifted = SyncTally {
+            drifted: 2,
+            ..tally()
+        };
+        assert_eq!(
+            synced_condition(&drifted, ConflictPolicy::Abort),
+            (
+                false,
+                "Drifted",
+                "2 copies edited on members (driftPolicy Report)".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn replicas_default_to_one_as_in_kubernetes() {
+        assert_eq!(
+            replicas_of(&serde_json::json!({"spec": {"replicas": 4}})),
+            4
+        );
+        assert_eq!(replicas_of(&serde_json::json!({"spec": {}})), 1);
+        assert_eq!(
+            replicas_of(&serde_json::json!({"spec": {"replicas": -1}})),
+            1
+        );
+    }
+}
+
 #[cfg(test)]
 mod rbac_tests {
     #[test]

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
@@ -454,10 +453,7 @@ async fn placement(
         let Some(key) = ObjectKey::of(&source.object) else {
             continue;
         };
-        let replicas = source.object["spec"]["replicas"]
-            .as_u64()
-            .and_then(|r| u32::try_from(r).ok())
-            .unwrap_or(1);
+        let replicas = distribution::replicas_of(&source.object);
         out.insert(
             key,
             distribution::place_replicas(replicas, &policy.spec, &active),
@@ -466,10 +462,100 @@ async fn placement(
     Ok(out)
 }
 
-fn condition(status: bool, reason: &str, message: String, generation: Option<i64>) -> Value {
-    json!({"type": "Synced", "status": if status {"True"} else {"False"}, "reason": reason,
-           "message": message, "lastTransitionTime": Time(Timestamp::now()),
-           "observedGeneration": generation})
+/// Writes a Distribution's status: its `Synced` condition (the transition time kept while its
+/// status stays) and what the sync that asked for it saw.
+struct Report<'a> {
+    api: &'a Api<Distribution>,
+    name: String,
+    generation: Option<i64>,
+    /// The `sync-requested` annotation this sync answers (`distribute` waits for it).
+    request: Option<String>,
+    previous: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+}
+
+impl<'a> Report<'a> {
+    fn new(api: &'a Api<Distribution>, distribution: &Distribution) -> Self {
+        Self {
+            api,
+            name: distribution.name_any(),
+            generation: distribution.metadata.generation,
+            request: distribution
+                .annotations()
+                .get(multicluster_core::keys::SYNC_REQUESTED)
+                .cloned(),
+            previous: distribution
+                .status
+                .as_ref()
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn condition(&self, status: bool, reason: &str, message: String) -> Value {
+        let condition = multicluster_core::conditions::condition(
+            &self.previous,
+            "Synced",
+            status,
+            reason,
+            message,
+            self.generation,
+            Timestamp::now(),
+        );
+        json!(condition)
+    }
+
+    /// The sync ended before any member was synced: say why, so `distribute` stops waiting.
+    async fn stopped(&self, stop: Stop) {
+        let status = json!({"observedGeneration": self.generation, "observedSyncRequest": self.request,
+                            "conditions": [self.condition(false, stop.reason, stop.message)]});
+        write_status(self.api, &self.name, status).await;
+    }
+
+    async fn finished(
+        &self,
+        condition: (bool, &str, String),
+        members: Vec<MemberDistributionStatus>,
+    ) {
+        let (status, reason, message) = condition;
+        let status = json!({"observedGeneration": self.generation, "observedSyncRequest": self.request,
+                            "conditions": [self.condition(status, reason, message)], "members": members});
+        write_status(self.api, &self.name, status).await;
+    }
+}
+
+/// Why a sync stopped before syncing members, and whether trying again can help before the
+/// Distribution or its sources change (`settled`: it cannot).
+struct Stop {
+    reason: &'static str,
+    message: String,
+    settled: bool,
+}
+
+impl Stop {
+    fn retry(reason: &'static str, message: String) -> Self {
+        Self {
+            reason,
+            message,
+            settled: false,
+        }
+    }
+    fn settled(reason: &'static str, message: String) -> Self {
+        Self {
+            reason,
+            message,
+            settled: true,
+        }
+    }
+}
+
+/// What a sync works from, read from the hub.
+struct Inputs {
+    sources: Vec<Source>,
+    plan: distribution::Plan,
+    placement: member::Placement,
+    members: Vec<MemberCluster>,
+    targets: Vec<String>,
+    unknown: Vec<String>,
 }
 
 async fn write_status(api: &Api<Distribution>, name: &str, status: Value) {
@@ -493,82 +579,104 @@ async fn sync(
     distribution: &Distribution,
     state: &mut RunnerState,
 ) -> bool {
-    let name = distribution.name_any();
-    let generation = distribution.metadata.generation;
-    let request = distribution
-        .annotations()
-        .get(multicluster_core::keys::SYNC_REQUESTED)
-        .cloned();
-    let fail = |reason: &str, message: String| condition(false, reason, message, generation);
-    // The sync this request asked for ended here: say why, so `distribute` stops waiting.
-    let failed = |reason: &'static str, message: String| {
-        let status = json!({"observedGeneration": generation, "observedSyncRequest": request,
-                            "conditions": [fail(reason, message)]});
-        let (api, name) = (api.clone(), name.clone());
-        async move { write_status(&api, &name, status).await }
-    };
-    let sources = match read_sources(client, distribution, &mut state.discovery).await {
-        Ok(s) => s,
-        Err(e) => {
-            failed("SourceUnavailable", format!("{e:#}")).await;
-            return false;
+    let report = Report::new(api, distribution);
+    let inputs = match read_inputs(client, distribution, state).await {
+        Ok(inputs) => inputs,
+        Err(stop) => {
+            let settled = stop.settled;
+            report.stopped(stop).await;
+            return settled;
         }
     };
+    let progress = member_progress(distribution, &inputs.targets);
+    let publisher = publish_progress(api.clone(), report.name.clone(), progress.clone());
+    let outcomes = sync_members(client, clients, distribution, &inputs, state, &progress).await;
+    publisher.abort();
+    let (statuses, tally) = tally(outcomes, &inputs, state);
+    state.corrected.clear();
+    let condition = distribution::synced_condition(&tally, distribution.spec.conflict_policy);
+    let synced = condition.0;
+    report.finished(condition, statuses).await;
+    tracing::info!(distribution = %report.name, synced, members = tally.members, "synced");
+    // Conflicts need a change to resolve; unreachable members and errors are retried.
+    tally.unreachable.is_empty() && tally.errors == 0
+}
+
+/// The sources, their order and placement, and the target members, from the hub. Remembers the
+/// kinds the sources live in and the registered members (for the copy watches).
+async fn read_inputs(
+    client: &Client,
+    distribution: &Distribution,
+    state: &mut RunnerState,
+) -> Result<Inputs, Stop> {
+    let sources = read_sources(client, distribution, &mut state.discovery)
+        .await
+        .map_err(|e| Stop::retry("SourceUnavailable", format!("{e:#}")))?;
     let objects: Vec<Value> = sources.iter().map(|s| s.object.clone()).collect();
-    let plan = match distribution::plan(&objects, &distribution.spec.dependency_rules) {
-        Ok(p) => p,
-        Err(e) => {
-            failed("OrderUnresolvable", e.to_string()).await;
-            // Nothing changes until the Distribution or its sources do.
-            return true;
-        }
-    };
-    let placement = match placement(client, distribution, &sources).await {
-        Ok(p) => p,
-        Err(e) => {
-            failed("TrafficPolicyUnavailable", format!("{e:#}")).await;
-            return false;
-        }
-    };
-    let mut kinds: watch::Kinds = Vec::new();
-    for source in &sources {
-        let entry = (
-            source.resource.clone(),
-            source.namespaced,
-            source.object["metadata"]["namespace"]
-                .as_str()
-                .map(str::to_owned),
-        );
-        if !kinds.iter().any(|k| {
-            k.0.api_version == entry.0.api_version && k.0.kind == entry.0.kind && k.2 == entry.2
-        }) {
-            kinds.push(entry);
-        }
-    }
-    state.kinds = kinds;
-    let members: Vec<MemberCluster> = match Api::<MemberCluster>::all(client.clone())
+    // An order that cannot be resolved stays so until the Distribution or its sources change.
+    let plan = distribution::plan(&objects, &distribution.spec.dependency_rules)
+        .map_err(|e| Stop::settled("OrderUnresolvable", e.to_string()))?;
+    let placement = placement(client, distribution, &sources)
+        .await
+        .map_err(|e| Stop::retry("TrafficPolicyUnavailable", format!("{e:#}")))?;
+    state.kinds = kinds_of(&sources);
+    let members = Api::<MemberCluster>::all(client.clone())
         .list(&Default::default())
         .await
-    {
-        Ok(l) => l.items,
-        Err(e) => {
-            failed("MembersUnavailable", e.to_string()).await;
-            return false;
-        }
-    };
+        .map_err(|e| Stop::retry("MembersUnavailable", e.to_string()))?
+        .items;
     let labels: BTreeMap<String, BTreeMap<String, String>> = members
         .iter()
         .map(|m| (m.name_any(), m.labels().clone()))
         .collect();
     state.members = members.clone();
-    let (targets, unknown) = match distribution::targets(&distribution.spec.targets, &labels) {
-        Ok(t) => t,
-        Err(e) => {
-            failed("BadTargets", e.to_string()).await;
-            return true;
+    let (targets, unknown) = distribution::targets(&distribution.spec.targets, &labels)
+        .map_err(|e| Stop::settled("BadTargets", e.to_string()))?;
+    Ok(Inputs {
+        sources,
+        plan,
+        placement,
+        members,
+        targets,
+        unknown,
+    })
+}
+
+/// The kinds and namespaces the sources live in, each once.
+fn kinds_of(sources: &[Source]) -> watch::Kinds {
+    let mut kinds: watch::Kinds = Vec::new();
+    for source in sources {
+        let namespace = source.object["metadata"]["namespace"]
+            .as_str()
+            .map(str::to_owned);
+        if !kinds.iter().any(|k| {
+            k.0.api_version == source.resource.api_version
+                && k.0.kind == source.resource.kind
+                && k.2 == namespace
+        }) {
+            kinds.push((source.resource.clone(), source.namespaced, namespace));
         }
-    };
-    let previous: HashMap<String, MemberDistributionStatus> = distribution
+    }
+    kinds
+}
+
+type MemberProgress = BTreeMap<String, Arc<Mutex<MemberDistributionStatus>>>;
+
+/// Each target's live status during the sync, starting from what the last sync recorded.
+fn member_progress(distribution: &Distribution, targets: &[String]) -> MemberProgress {
+    let previous = previous_statuses(distribution);
+    targets
+        .iter()
+        .map(|m| {
+            let mut p = previous.get(m).cloned().unwrap_or_default();
+            m.clone_into(&mut p.member);
+            (m.clone(), Arc::new(Mutex::new(p)))
+        })
+        .collect()
+}
+
+fn previous_statuses(distribution: &Distribution) -> HashMap<String, MemberDistributionStatus> {
+    distribution
         .status
         .as_ref()
         .map(|s| {
@@ -577,205 +685,194 @@ async fn sync(
                 .map(|m| (m.member.clone(), m.clone()))
                 .collect()
         })
-        .unwrap_or_default();
-    let progress: BTreeMap<String, Arc<Mutex<MemberDistributionStatus>>> = targets
-        .iter()
-        .map(|m| {
-            let mut p = previous.get(m).cloned().unwrap_or_default();
-            m.clone_into(&mut p.member);
-            (m.clone(), Arc::new(Mutex::new(p)))
-        })
-        .collect();
+        .unwrap_or_default()
+}
 
-    // Publish progress while the members sync.
-    let publisher = {
-        let api = api.clone();
-        let name = name.clone();
-        let progress = progress.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let members: Vec<MemberDistributionStatus> = progress
-                    .values()
-                    .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).clone())
-                    .collect();
-                write_status(&api, &name, json!({"members": members})).await;
-            }
-        })
-    };
-    let mut memories: Vec<(String, MemberMemory)> = targets
+/// Writes the members' progress to the Distribution's status every 300 ms while the sync runs
+/// (`distribute` shows it); the caller aborts it when the sync is done.
+fn publish_progress(
+    api: Api<Distribution>,
+    name: String,
+    progress: MemberProgress,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let members: Vec<MemberDistributionStatus> = progress
+                .values()
+                .map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).clone())
+                .collect();
+            write_status(&api, &name, json!({"members": members})).await;
+        }
+    })
+}
+
+/// Syncs every target member at once, each with what this runner remembers of it.
+async fn sync_members(
+    client: &Client,
+    clients: &MemberClients,
+    distribution: &Distribution,
+    inputs: &Inputs,
+    state: &mut RunnerState,
+    progress: &MemberProgress,
+) -> Vec<member::MemberOutcome> {
+    let previous = previous_statuses(distribution);
+    let mut memories: Vec<(String, MemberMemory)> = inputs
+        .targets
         .iter()
         .map(|m| (m.clone(), state.memory.remove(m).unwrap_or_default()))
         .collect();
-    let mut syncs = Vec::new();
-    for (member_name, memory) in memories.iter_mut() {
-        let member = members.iter().find(|m| m.name_any() == *member_name);
-        let previous = previous.get(member_name);
-        let progress = progress[member_name].clone();
-        let (plan, sources, placement) = (&plan, &sources, &placement);
-        syncs.push(
-            async move {
-                // Targets come from this very list of members.
-                let Some(member) = member else {
-                    return member::MemberOutcome {
-                        status: MemberDistributionStatus {
-                            member: member_name.clone(),
-                            message: Some("not a registered member".into()),
-                            ..Default::default()
-                        },
-                        unreachable: false,
-                        complete: false,
-                    };
-                };
-                if !member_reachable(member) {
-                    // Waiting out a timeout per sync would hold every other member's updates back;
-                    // the runner syncs again as soon as the probe sees the member answer.
-                    return member::MemberOutcome {
-                        status: MemberDistributionStatus {
-                            member: member_name.clone(),
-                            message: Some(
-                                "the member did not answer the hub's last health probe; \
-                                 syncing again when it answers, nothing on it is deleted meanwhile"
-                                    .into(),
-                            ),
-                            ..previous.cloned().unwrap_or_default()
-                        },
-                        unreachable: true,
-                        complete: false,
-                    };
-                }
-                match clients.get(client, member, Some(MEMBER_TIMEOUT)).await {
-                    Ok(member_client) => {
-                        member::sync(
-                            &member_client,
-                            member_name,
-                            distribution,
-                            plan,
-                            sources,
-                            placement,
-                            memory,
-                            previous,
-                            progress,
-                        )
-                        .await
-                    }
-                    Err(e) => member::MemberOutcome {
-                        status: MemberDistributionStatus {
-                            member: member_name.clone(),
-                            message: Some(format!("no client for the member: {e:#}")),
-                            ..previous.cloned().unwrap_or_default()
-                        },
-                        unreachable: true,
-                        complete: false,
-                    },
-                }
-            }
-            .boxed(),
-        );
-    }
+    let syncs = memories.iter_mut().map(|(name, memory)| {
+        let target = Target {
+            name,
+            member: inputs.members.iter().find(|m| m.name_any() == *name),
+            previous: previous.get(name),
+        };
+        sync_member(
+            client,
+            clients,
+            distribution,
+            inputs,
+            target,
+            memory,
+            progress[name].clone(),
+        )
+        .boxed()
+    });
     let outcomes = futures::future::join_all(syncs).await;
-    publisher.abort();
     for (member, memory) in memories {
         state.memory.insert(member, memory);
     }
+    outcomes
+}
 
+/// One target member of a sync: its name, its MemberCluster (when registered) and its status
+/// from the last sync.
+struct Target<'a> {
+    name: &'a str,
+    member: Option<&'a MemberCluster>,
+    previous: Option<&'a MemberDistributionStatus>,
+}
+
+impl Target<'_> {
+    /// The outcome for a member that was not synced, and why.
+    fn not_synced(&self, message: String, unreachable: bool) -> member::MemberOutcome {
+        let kept = if unreachable {
+            self.previous.cloned().unwrap_or_default()
+        } else {
+            MemberDistributionStatus::default()
+        };
+        member::MemberOutcome {
+            status: MemberDistributionStatus {
+                member: self.name.to_owned(),
+                message: Some(message),
+                ..kept
+            },
+            unreachable,
+            complete: false,
+        }
+    }
+}
+
+async fn sync_member(
+    client: &Client,
+    clients: &MemberClients,
+    distribution: &Distribution,
+    inputs: &Inputs,
+    target: Target<'_>,
+    memory: &mut MemberMemory,
+    progress: Arc<Mutex<MemberDistributionStatus>>,
+) -> member::MemberOutcome {
+    // Targets come from this very list of members.
+    let Some(member) = target.member else {
+        return target.not_synced("not a registered member".into(), false);
+    };
+    if !member_reachable(member) {
+        // Waiting out a timeout per sync would hold every other member's updates back; the
+        // runner syncs again as soon as the probe sees the member answer.
+        return target.not_synced(
+            "the member did not answer the hub's last health probe; \
+             syncing again when it answers, nothing on it is deleted meanwhile"
+                .into(),
+            true,
+        );
+    }
+    match clients.get(client, member, Some(MEMBER_TIMEOUT)).await {
+        Ok(member_client) => {
+            member::sync(
+                &member_client,
+                target.name,
+                distribution,
+                &inputs.plan,
+                &inputs.sources,
+                &inputs.placement,
+                memory,
+                target.previous,
+                progress,
+            )
+            .await
+        }
+        Err(e) => target.not_synced(format!("no client for the member: {e:#}"), true),
+    }
+}
+
+/// The members' statuses (with the drift this runner saw marked on their objects) and the sums
+/// the `Synced` condition is decided from.
+fn tally(
+    outcomes: Vec<member::MemberOutcome>,
+    inputs: &Inputs,
+    state: &RunnerState,
+) -> (Vec<MemberDistributionStatus>, distribution::SyncTally) {
+    let mut tally = distribution::SyncTally {
+        objects: inputs
+            .plan
+            .steps
+            .iter()
+            .filter(|s| s.index.is_some())
+            .count(),
+        members: inputs.targets.len(),
+        unknown: inputs.unknown.clone(),
+        drifted: state.drifted.len(),
+        ..Default::default()
+    };
     let mut statuses = Vec::new();
-    let (mut complete, mut unreachable, mut conflicts, mut errors) = (0, Vec::new(), 0, 0);
     for mut outcome in outcomes {
-        let member = outcome.status.member.clone();
-        for ((m, key), message) in state.drifted.iter().chain(state.corrected.iter()) {
-            if *m != member {
-                continue;
-            }
-            let drifted = state.drifted.contains_key(&(m.clone(), key.clone()));
-            if let Some(o) = outcome
+        mark_drift(&mut outcome.status, state);
+        tally.complete += usize::from(outcome.complete);
+        if outcome.unreachable {
+            tally.unreachable.push(outcome.status.member.clone());
+        }
+        let count = |wanted: ObjectSyncState| {
+            outcome
                 .status
                 .objects
-                .iter_mut()
-                .find(|o| o.object.kind == key.kind && o.object.name == key.name)
-            {
-                o.message = Some(message.clone());
-                if drifted {
-                    o.state = ObjectSyncState::Drifted;
-                }
-            }
-        }
-        if outcome.complete {
-            complete += 1;
-        }
-        if outcome.unreachable {
-            unreachable.push(member);
-        }
-        conflicts += outcome
-            .status
-            .objects
-            .iter()
-            .filter(|o| o.state == ObjectSyncState::Conflict)
-            .count();
-        errors += outcome
-            .status
-            .objects
-            .iter()
-            .filter(|o| o.state == ObjectSyncState::Error)
-            .count();
+                .iter()
+                .filter(|o| o.state == wanted)
+                .count()
+        };
+        tally.conflicts += count(ObjectSyncState::Conflict);
+        tally.errors += count(ObjectSyncState::Error);
         statuses.push(outcome.status);
     }
-    state.corrected.clear();
-    let all = targets.len();
-    let synced = complete == all && unknown.is_empty() && state.drifted.is_empty();
-    let cond = if synced {
-        condition(
-            true,
-            "Applied",
-            format!(
-                "{} objects applied on {all} member(s)",
-                plan.steps.iter().filter(|s| s.index.is_some()).count()
-            ),
-            generation,
-        )
-    } else if !unreachable.is_empty() {
-        fail(
-            "MembersUnreachable",
-            format!(
-                "{} did not answer; retrying with backoff; {complete} of {all} member(s) in sync",
-                unreachable.join(", ")
-            ),
-        )
-    } else if !unknown.is_empty() {
-        fail(
-            "UnknownMembers",
-            format!("no MemberCluster named {}", unknown.join(", ")),
-        )
-    } else if conflicts > 0 {
-        fail(
-            "Conflicts",
-            format!(
-                "{conflicts} object(s) exist on members and are not ours (conflictPolicy {:?})",
-                distribution.spec.conflict_policy
-            ),
-        )
-    } else if !state.drifted.is_empty() {
-        fail(
-            "Drifted",
-            format!(
-                "{} copies edited on members (driftPolicy Report)",
-                state.drifted.len()
-            ),
-        )
-    } else {
-        fail(
-            "Errors",
-            format!("{errors} object(s) could not be applied; see status.members"),
-        )
-    };
-    write_status(
-        api,
-        &name,
-        json!({"observedGeneration": generation, "observedSyncRequest": request,
-                       "conditions": [cond], "members": statuses}),
-    )
-    .await;
-    tracing::info!(distribution = %name, synced, members = all, "synced");
-    // Conflicts need a change to resolve; unreachable members and errors are retried.
-    unreachable.is_empty() && errors == 0
+    (statuses, tally)
+}
+
+/// Puts this runner's drift reports and corrections on the member's objects.
+fn mark_drift(status: &mut MemberDistributionStatus, state: &RunnerState) {
+    for ((m, key), message) in state.drifted.iter().chain(state.corrected.iter()) {
+        if *m != status.member {
+            continue;
+        }
+        let drifted = state.drifted.contains_key(&(m.clone(), key.clone()));
+        if let Some(o) = status
+            .objects
+            .iter_mut()
+            .find(|o| o.object.kind == key.kind && o.object.name == key.name)
+        {
+            o.message = Some(message.clone());
+            if drifted {
+                o.state = ObjectSyncState::Drifted;
+            }
+        }
+    }
 }

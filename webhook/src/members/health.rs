@@ -2,7 +2,6 @@
 //! found in the member's status, publishes an Event at each transition, and renews the hub's token
 //! on the member before it expires. The judgement is `multicluster_core::members::health`.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
@@ -109,7 +108,14 @@ async fn probe_forever(
         let (next, changed) =
             multicluster_core::members::health::next(&member.spec.health, current, healthy_now);
         streak = Some(next);
-        let status = health_status(&member, &probe, healthy_now, next, &why, latency);
+        let probed = multicluster_core::members::health::Probed {
+            probe: &probe,
+            healthy_now,
+            why: &why,
+            streak: next,
+            latency,
+        };
+        let status = multicluster_core::members::health::status(&member, &probed, Timestamp::now());
         let patch = serde_json::json!({ "status": status });
         if let Err(e) = members
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -198,100 +204,6 @@ async fn probe_member(
         },
     };
     (result, started.elapsed())
-}
-
-/// The status a probe leads to: conditions with reasons a person understands, nodes, version,
-/// latency, time.
-fn health_status(
-    member: &multicluster_core::api::MemberCluster,
-    probe: &multicluster_core::members::health::ProbeResult,
-    healthy_now: bool,
-    streak: multicluster_core::members::health::Streak,
-    why: &str,
-    latency: std::time::Duration,
-) -> serde_json::Value {
-    use multicluster_core::members::health::ProbeResult;
-    let now = Timestamp::now();
-    let previous = member.status.clone().unwrap_or_default();
-    let condition = |type_: &str, status: &str, reason: &str, message: String| {
-        // Keep the transition time while the status stays the same.
-        let since = previous
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map_or(now, |c| c.last_transition_time.0);
-        serde_json::json!({"type": type_, "status": status, "reason": reason, "message": message,
-                           "lastTransitionTime": Time(since), "observedGeneration": member.metadata.generation})
-    };
-    let believed = streak.healthy.unwrap_or(healthy_now);
-    let pending = if believed != healthy_now {
-        let needed = if believed {
-            member.spec.health.failure_threshold
-        } else {
-            member.spec.health.success_threshold
-        };
-        format!(
-            " (latest probe disagrees: {why}; {} of {needed} probes needed to change)",
-            streak.disagreeing
-        )
-    } else {
-        String::new()
-    };
-    let (reachable, healthy_reason) = match probe {
-        ProbeResult::Answered { .. } => (
-            condition(
-                "Reachable",
-                "True",
-                "APIAnswered",
-                "the API server answered".into(),
-            ),
-            if believed {
-                "EnoughReadyNodes"
-            } else {
-                "TooFewReadyNodes"
-            },
-        ),
-        ProbeResult::Unreachable { reason } => (
-            condition(
-                "Reachable",
-                "False",
-                "Unreachable",
-                format!("the API server did not answer: {reason}"),
-            ),
-            if believed {
-                "EnoughReadyNodes"
-            } else {
-                "Unreachable"
-            },
-        ),
-    };
-    let message = if believed == healthy_now {
-        why.to_owned()
-    } else {
-        format!("still as before{pending}")
-    };
-    let healthy = condition(
-        "Healthy",
-        if believed { "True" } else { "False" },
-        healthy_reason,
-        message,
-    );
-    let mut status = serde_json::json!({
-        "conditions": [reachable, healthy],
-        "probeLatencyMillis": u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
-        "lastProbeTime": Time(now),
-    });
-    if let ProbeResult::Answered {
-        version,
-        ready_nodes,
-        total_nodes,
-    } = probe
-    {
-        status["version"] = serde_json::json!(version);
-        status["readyNodes"] = serde_json::json!(ready_nodes);
-        status["totalNodes"] = serde_json::json!(total_nodes);
-    }
-    status
 }
 
 /// Renews the hub's token on a member at half its lifetime, with the token itself (its account

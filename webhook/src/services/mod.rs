@@ -17,12 +17,14 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{
     DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
 use kube::discovery::ApiResource;
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::api::{MemberCluster, TrafficPolicy, VipPool};
+use multicluster_core::conditions;
 use multicluster_core::keys::{HOSTNAME, VIP, VIP_POOL};
 use multicluster_core::services::{self as mcs, Backend, Export, Import, SERVICE_LABEL};
 use tokio::sync::Notify;
@@ -736,30 +738,30 @@ fn export_patch(
     wanted: &[mcs::Wanted],
     vip: Option<(Ipv4Addr, &str)>,
 ) -> Option<serde_json::Value> {
-    let current: Vec<serde_json::Value> = export.data["status"]["conditions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let now =
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
-    let mut same = true;
-    let conditions: Vec<serde_json::Value> = wanted
+    let current = conditions::from_json(&export.data["status"]);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let conditions: Vec<Condition> = wanted
         .iter()
         .map(|(type_, ok, reason, message)| {
-            let status = if *ok { "True" } else { "False" };
-            let old = current.iter().find(|c| c["type"] == *type_);
-            if old.is_none_or(|c| {
-                c["status"] != status || c["reason"] != reason.as_str() || c["message"] != message.as_str()
-            }) {
-                same = false;
-            }
-            let since = old
-                .filter(|c| c["status"] == status)
-                .map_or_else(|| serde_json::json!(now), |c| c["lastTransitionTime"].clone());
-            serde_json::json!({"type": type_, "status": status, "reason": reason, "message": message,
-                               "lastTransitionTime": since, "observedGeneration": export.metadata.generation})
+            let generation = export.metadata.generation;
+            conditions::condition(
+                &current,
+                type_,
+                *ok,
+                reason,
+                message.clone(),
+                generation,
+                now,
+            )
         })
         .collect();
+    // What a reader sees: status, reason and message (not the generation or the time).
+    let mut same = conditions.iter().all(|c| {
+        current.iter().any(|o| {
+            (&o.type_, &o.status, &o.reason, &o.message)
+                == (&c.type_, &c.status, &c.reason, &c.message)
+        })
+    });
     let annotations = export.annotations();
     let vip_now = vip.map(|(a, _)| a.to_string());
     let host_now = vip.map(|(_, h)| h.to_owned());
