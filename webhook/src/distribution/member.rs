@@ -83,121 +83,211 @@ fn api_for(client: &Client, source: &Source, namespace: Option<&str>) -> Api<Dyn
     }
 }
 
-/// Syncs `member`. `progress` holds this member's live status so the caller can publish it while
-/// the work runs.
 /// Replicas per member for Deployments placed by a TrafficPolicy (`None`: no member serves).
 pub type Placement = HashMap<ObjectKey, Option<BTreeMap<String, u32>>>;
 
-#[allow(clippy::too_many_arguments)]
+/// What one member is synced from: the Distribution, its ordered plan, the sources and the
+/// replicas placed per member.
+#[derive(Clone, Copy)]
+pub struct Bundle<'a> {
+    pub distribution: &'a Distribution,
+    pub plan: &'a Plan,
+    pub sources: &'a [Source],
+    pub placement: &'a Placement,
+}
+
+/// Syncs `member`, tier by tier: the copies of a tier and what to do with each, the labels of
+/// what already exists there (for the conflict policy), the applies, then a wait until any CRD
+/// the tier wrote serves. Stops at the first sign that the member does not answer; removes the
+/// copies that left the Distribution only when it answered throughout. `progress` holds this
+/// member's live status so the caller can publish it while the work runs.
 pub async fn sync(
     client: &Client,
     member: &str,
-    distribution: &Distribution,
-    plan: &Plan,
-    sources: &[Source],
-    placement: &Placement,
+    bundle: Bundle<'_>,
     memory: &mut MemberMemory,
     previous: Option<&MemberDistributionStatus>,
     progress: Arc<Mutex<MemberDistributionStatus>>,
 ) -> MemberOutcome {
-    let name = distribution.name_any();
-    let spec = &distribution.spec;
-    let force_params = PatchParams::apply(distribution::FIELD_MANAGER).force();
-    let mut states: BTreeMap<ObjectKey, ObjectDistributionStatus> = BTreeMap::new();
-    let mut failed: BTreeSet<ObjectKey> = BTreeSet::new();
-    let mut unreachable: Option<String> = None;
-    let mut written: BTreeSet<WrittenKind> = previous
-        .map(|p| p.written.iter().cloned().collect())
-        .unwrap_or_default();
-    let mut desired: BTreeSet<(String, Option<String>, String)> = BTreeSet::new();
-    let total =
-        u32::try_from(plan.steps.iter().filter(|s| s.index.is_some()).count()).unwrap_or(u32::MAX);
-    {
-        let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
-        p.total = total;
-        p.applied = 0;
-    }
-
-    for tier in plan.tiers() {
-        if unreachable.is_some() {
+    let mut run = MemberSync::new(client, member, bundle, previous, progress);
+    for tier in bundle.plan.tiers() {
+        let work = run.work_of(tier);
+        let Some(existing) = run.existing(&work, memory).await else {
+            break;
+        };
+        let results = run.apply(work, &existing, memory).await;
+        let crds = run.record(results, memory);
+        run.wait_established(crds).await;
+        if run.unreachable.is_some() {
             break;
         }
-        // Copies and what to do with each; objects whose dependency failed wait.
+    }
+    // Remove copies that left the Distribution, only from a member that answered throughout.
+    if run.unreachable.is_none() {
+        let name = bundle.distribution.name_any();
+        remove_leftovers(
+            client,
+            &name,
+            &run.written,
+            &run.desired,
+            bundle.sources,
+            &mut run.states,
+        )
+        .await;
+    }
+    run.outcome()
+}
+
+/// One member's sync in progress.
+struct MemberSync<'a> {
+    client: &'a Client,
+    member: &'a str,
+    bundle: Bundle<'a>,
+    name: String,
+    /// Each object's state on the member, as status will show it.
+    states: BTreeMap<ObjectKey, ObjectDistributionStatus>,
+    /// Objects that failed (and so hold back what depends on them).
+    failed: BTreeSet<ObjectKey>,
+    /// Why the member stopped answering, once it did.
+    unreachable: Option<String>,
+    /// The kinds (and namespaces) ever written there, for finding leftovers.
+    written: BTreeSet<WrittenKind>,
+    /// (kind, namespace, name) of every copy the Distribution wants there now.
+    desired: BTreeSet<(String, Option<String>, String)>,
+    total: u32,
+    progress: Arc<Mutex<MemberDistributionStatus>>,
+}
+
+impl<'a> MemberSync<'a> {
+    fn new(
+        client: &'a Client,
+        member: &'a str,
+        bundle: Bundle<'a>,
+        previous: Option<&MemberDistributionStatus>,
+        progress: Arc<Mutex<MemberDistributionStatus>>,
+    ) -> Self {
+        let objects = bundle
+            .plan
+            .steps
+            .iter()
+            .filter(|s| s.index.is_some())
+            .count();
+        let total = u32::try_from(objects).unwrap_or(u32::MAX);
+        {
+            let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+            p.total = total;
+            p.applied = 0;
+        }
+        Self {
+            client,
+            member,
+            bundle,
+            name: bundle.distribution.name_any(),
+            states: BTreeMap::new(),
+            failed: BTreeSet::new(),
+            unreachable: None,
+            written: previous
+                .map(|p| p.written.iter().cloned().collect())
+                .unwrap_or_default(),
+            desired: BTreeSet::new(),
+            total,
+            progress,
+        }
+    }
+
+    fn set_state(
+        &mut self,
+        key: ObjectKey,
+        of: &Value,
+        state: ObjectSyncState,
+        message: Option<String>,
+    ) {
+        let status = ObjectDistributionStatus {
+            object: reference_of(of),
+            state,
+            message,
+        };
+        self.states.insert(key, status);
+    }
+
+    /// The tier's copies for this member and what to do with each. An object whose dependency
+    /// failed waits (Pending); a copy that cannot be made for this member is an Error.
+    fn work_of(&mut self, tier: Vec<&distribution::Step>) -> Vec<Work<'a>> {
         let mut work = Vec::new();
         for step in tier {
-            if let Some(dep) = step.depends_on.iter().find(|d| failed.contains(&d.on)) {
-                failed.insert(step.object.clone());
+            if let Some(dep) = step.depends_on.iter().find(|d| self.failed.contains(&d.on)) {
+                self.failed.insert(step.object.clone());
                 if let Some(index) = step.index {
-                    let copy = &sources[index].object;
-                    states.insert(
+                    let message = format!("waits for {} ({})", dep.on, dep.via);
+                    let of = &self.bundle.sources[index].object;
+                    self.set_state(
                         step.object.clone(),
-                        ObjectDistributionStatus {
-                            object: reference_of(copy),
-                            state: ObjectSyncState::Pending,
-                            message: Some(format!("waits for {} ({})", dep.on, dep.via)),
-                        },
+                        of,
+                        ObjectSyncState::Pending,
+                        Some(message),
                     );
                 }
                 continue;
             }
             let Some(index) = step.index else {
                 // A namespace the bundle lives in but does not contain.
-                let ns = mapped_namespace(distribution, member, &step.object.name);
+                let ns = mapped_namespace(self.bundle.distribution, self.member, &step.object.name);
                 work.push(Work::Namespace(step.object.clone(), ns));
                 continue;
             };
-            let source = &sources[index];
-            match distribution::for_member(&source.object, &name, member, &spec.overrides) {
-                Ok(mut copy) => {
-                    match placement.get(&step.object) {
-                        Some(Some(replicas)) => {
-                            copy["spec"]["replicas"] =
-                                replicas.get(member).copied().unwrap_or(0).into();
-                        }
-                        Some(None) => {
-                            // Nobody serves: leave every member's replicas as they are.
-                            states.insert(
-                                step.object.clone(),
-                                ObjectDistributionStatus {
-                                    object: reference_of(&source.object),
-                                    state: ObjectSyncState::Pending,
-                                    message: Some(
-                                        "no member serves in the TrafficPolicy: replicas stay where they are".into(),
-                                    ),
-                                },
-                            );
-                            continue;
-                        }
-                        None => {}
+            let source = &self.bundle.sources[index];
+            let spec = &self.bundle.distribution.spec;
+            match distribution::for_member(&source.object, &self.name, self.member, &spec.overrides)
+            {
+                Ok(copy) => {
+                    if let Some(copy) = self.placed(&step.object, source, copy) {
+                        self.desired.insert(identity_of(&copy));
+                        work.push(Work::Object(step.object.clone(), source, copy));
                     }
-                    desired.insert((
-                        copy["kind"].as_str().unwrap_or_default().to_owned(),
-                        copy["metadata"]["namespace"].as_str().map(str::to_owned),
-                        copy["metadata"]["name"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
-                    ));
-                    work.push(Work::Object(step.object.clone(), source, copy));
                 }
                 Err(e) => {
-                    failed.insert(step.object.clone());
-                    states.insert(
+                    self.failed.insert(step.object.clone());
+                    self.set_state(
                         step.object.clone(),
-                        ObjectDistributionStatus {
-                            object: reference_of(&source.object),
-                            state: ObjectSyncState::Error,
-                            message: Some(e.to_string()),
-                        },
+                        &source.object,
+                        ObjectSyncState::Error,
+                        Some(e.to_string()),
                     );
                 }
             }
         }
-        // Labels of the member's existing objects, one list per kind and namespace, for the
-        // conflict policy (only for objects not already known to be ours).
+        work
+    }
+
+    /// The copy with this member's replicas when a TrafficPolicy places it; `None` (and the
+    /// object Pending) when no member serves, so every member keeps the replicas it has.
+    fn placed(&mut self, key: &ObjectKey, source: &Source, mut copy: Value) -> Option<Value> {
+        match self.bundle.placement.get(key) {
+            Some(Some(replicas)) => {
+                copy["spec"]["replicas"] = replicas.get(self.member).copied().unwrap_or(0).into();
+                Some(copy)
+            }
+            Some(None) => {
+                let message = "no member serves in the TrafficPolicy: replicas stay where they are";
+                self.set_state(
+                    key.clone(),
+                    &source.object,
+                    ObjectSyncState::Pending,
+                    Some(message.into()),
+                );
+                None
+            }
+            None => Some(copy),
+        }
+    }
+
+    /// Labels of the member's existing objects, one list per kind and namespace, for the conflict
+    /// policy (only for objects not already known to be ours). `None` when the member did not
+    /// answer (then `unreachable` says why).
+    async fn existing(&mut self, work: &[Work<'_>], memory: &MemberMemory) -> Option<Existing> {
         let mut existing: Existing = HashMap::new();
         let mut groups: BTreeMap<(String, Option<String>), &Source> = BTreeMap::new();
-        for w in &work {
+        for w in work {
             if let Work::Object(key, source, copy) = w
                 && !memory.applied.contains_key(key)
             {
@@ -206,50 +296,63 @@ pub async fn sync(
             }
         }
         for ((plural, ns), source) in groups {
-            let api = api_for(client, source, ns.as_deref());
+            let api = api_for(self.client, source, ns.as_deref());
             match api.list_metadata(&ListParams::default()).await {
                 Ok(list) => {
-                    existing.insert(
-                        (plural, ns),
-                        list.items
-                            .into_iter()
-                            .map(|m| (m.name_any(), m.labels().clone()))
-                            .collect(),
-                    );
+                    let labels = list
+                        .items
+                        .into_iter()
+                        .map(|m| (m.name_any(), m.labels().clone()));
+                    existing.insert((plural, ns), labels.collect());
                 }
                 Err(e) if is_transport(&e) => {
-                    unreachable = Some(e.to_string());
-                    break;
+                    self.unreachable = Some(e.to_string());
+                    return None;
                 }
                 // A namespace that does not exist yet, or a kind the member does not serve: the
-                // apply below reports it precisely.
+                // apply reports it precisely.
                 Err(_) => {}
             }
         }
-        if unreachable.is_some() {
-            break;
-        }
+        Some(existing)
+    }
+
+    /// Applies the tier's work, [`CONCURRENCY`] requests at a time.
+    async fn apply(
+        &self,
+        work: Vec<Work<'_>>,
+        existing: &Existing,
+        memory: &MemberMemory,
+    ) -> Vec<(ObjectKey, Result<Applied, ObjectDistributionStatus>)> {
+        let force_params = PatchParams::apply(distribution::FIELD_MANAGER).force();
+        let policy = self.bundle.distribution.spec.conflict_policy;
         // Boxed one by one (not through a closure) so the future stays Send for tokio::spawn.
         let mut applies = Vec::with_capacity(work.len());
         for w in work {
-            applies.push(
-                apply_one(
-                    client,
-                    &name,
-                    spec.conflict_policy,
-                    &existing,
-                    &memory.applied,
-                    &force_params,
-                    w,
-                )
-                .boxed(),
+            let apply = apply_one(
+                self.client,
+                &self.name,
+                policy,
+                existing,
+                &memory.applied,
+                &force_params,
+                w,
             );
+            applies.push(apply.boxed());
         }
-        let results: Vec<(ObjectKey, Result<Applied, ObjectDistributionStatus>)> =
-            stream::iter(applies)
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
+        stream::iter(applies)
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await
+    }
+
+    /// Records what the applies did (in memory, in states and in progress) and returns the CRDs
+    /// written, whose custom resources come in a later tier.
+    fn record(
+        &mut self,
+        results: Vec<(ObjectKey, Result<Applied, ObjectDistributionStatus>)>,
+        memory: &mut MemberMemory,
+    ) -> Vec<String> {
         let mut crds = Vec::new();
         for (key, result) in results {
             match result {
@@ -263,88 +366,102 @@ pub async fn sync(
                         memory
                             .applied
                             .insert(key.clone(), (*hash, resource_version.clone()));
-                        written.insert(WrittenKind {
-                            api_version: copy["apiVersion"].as_str().unwrap_or_default().into(),
-                            kind: copy["kind"].as_str().unwrap_or_default().into(),
-                            namespace: copy["metadata"]["namespace"].as_str().map(str::to_owned),
-                        });
+                        self.written.insert(written_kind(copy));
                         if key.kind == "CustomResourceDefinition" {
                             crds.push(key.name.clone());
                         }
                     }
-                    if let Some(index) = plan
-                        .steps
-                        .iter()
-                        .find(|s| s.object == key)
-                        .and_then(|s| s.index)
-                    {
-                        states.insert(
-                            key,
-                            ObjectDistributionStatus {
-                                object: reference_of(&sources[index].object),
-                                state: ObjectSyncState::Applied,
-                                message: None,
-                            },
-                        );
-                        let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
-                        p.applied += 1;
+                    let step = self.bundle.plan.steps.iter().find(|s| s.object == key);
+                    if let Some(index) = step.and_then(|s| s.index) {
+                        let of = &self.bundle.sources[index].object;
+                        self.set_state(key, of, ObjectSyncState::Applied, None);
+                        self.progress
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .applied += 1;
                     }
                 }
                 Err(status) => {
-                    if status.state == ObjectSyncState::Error
+                    let unanswered = status.state == ObjectSyncState::Error
                         && status
                             .message
                             .as_deref()
-                            .is_some_and(|m| m.starts_with(UNREACHABLE))
-                    {
-                        unreachable = status.message.clone();
+                            .is_some_and(|m| m.starts_with(UNREACHABLE));
+                    if unanswered {
+                        self.unreachable = status.message.clone();
                     }
                     memory.applied.remove(&key);
-                    failed.insert(key.clone());
-                    states.insert(key, status);
+                    self.failed.insert(key.clone());
+                    self.states.insert(key, status);
                 }
             }
         }
-        // Custom resources of a CRD in this tier come in a later tier: wait until it serves them.
+        crds
+    }
+
+    /// Waits until each CRD written serves its custom resources.
+    async fn wait_established(&mut self, crds: Vec<String>) {
         for crd in crds {
-            if let Err(e) = established(client, &crd).await {
-                unreachable.get_or_insert(e);
+            if let Err(e) = established(self.client, &crd).await {
+                self.unreachable.get_or_insert(e);
             }
         }
     }
 
-    // Remove copies that left the Distribution, only from a member that answered throughout.
-    if unreachable.is_none() {
-        remove_leftovers(client, &name, &written, &desired, sources, &mut states).await;
-    }
-
-    let applied = u32::try_from(
-        states
+    fn outcome(self) -> MemberOutcome {
+        let applied = self
+            .states
             .values()
             .filter(|s| s.state == ObjectSyncState::Applied)
-            .count(),
+            .count();
+        let complete = self.unreachable.is_none()
+            && self
+                .states
+                .values()
+                .all(|s| s.state == ObjectSyncState::Applied);
+        let total = self.total;
+        let objects: Vec<ObjectDistributionStatus> = self
+            .states
+            .into_values()
+            .filter(|s| total <= LIST_APPLIED_UP_TO || s.state != ObjectSyncState::Applied)
+            .collect();
+        MemberOutcome {
+            status: MemberDistributionStatus {
+                member: self.member.to_owned(),
+                total,
+                applied: u32::try_from(applied).unwrap_or(u32::MAX),
+                message: self.unreachable.clone().map(|why| {
+                    format!(
+                        "{why}; retrying with backoff, nothing on the member is deleted meanwhile"
+                    )
+                }),
+                last_sync_time: Some(Time(Timestamp::now())),
+                objects,
+                written: self.written.into_iter().collect(),
+            },
+            unreachable: self.unreachable.is_some(),
+            complete,
+        }
+    }
+}
+
+/// (kind, namespace, name) of a copy.
+fn identity_of(copy: &Value) -> (String, Option<String>, String) {
+    (
+        copy["kind"].as_str().unwrap_or_default().to_owned(),
+        copy["metadata"]["namespace"].as_str().map(str::to_owned),
+        copy["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
     )
-    .unwrap_or(u32::MAX);
-    let complete =
-        unreachable.is_none() && states.values().all(|s| s.state == ObjectSyncState::Applied);
-    let objects: Vec<ObjectDistributionStatus> = states
-        .into_values()
-        .filter(|s| total <= LIST_APPLIED_UP_TO || s.state != ObjectSyncState::Applied)
-        .collect();
-    MemberOutcome {
-        status: MemberDistributionStatus {
-            member: member.to_owned(),
-            total,
-            applied,
-            message: unreachable.clone().map(|why| {
-                format!("{why}; retrying with backoff, nothing on the member is deleted meanwhile")
-            }),
-            last_sync_time: Some(Time(Timestamp::now())),
-            objects,
-            written: written.into_iter().collect(),
-        },
-        unreachable: unreachable.is_some(),
-        complete,
+}
+
+fn written_kind(copy: &Value) -> WrittenKind {
+    WrittenKind {
+        api_version: copy["apiVersion"].as_str().unwrap_or_default().into(),
+        kind: copy["kind"].as_str().unwrap_or_default().into(),
+        namespace: copy["metadata"]["namespace"].as_str().map(str::to_owned),
     }
 }
 

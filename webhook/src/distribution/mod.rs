@@ -799,13 +799,16 @@ async fn sync_member(
     }
     match clients.get(client, member, Some(MEMBER_TIMEOUT)).await {
         Ok(member_client) => {
+            let bundle = member::Bundle {
+                distribution,
+                plan: &inputs.plan,
+                sources: &inputs.sources,
+                placement: &inputs.placement,
+            };
             member::sync(
                 &member_client,
                 target.name,
-                distribution,
-                &inputs.plan,
-                &inputs.sources,
-                &inputs.placement,
+                bundle,
                 memory,
                 target.previous,
                 progress,
