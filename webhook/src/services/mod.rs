@@ -169,6 +169,108 @@ struct Write {
     status: bool,
 }
 
+impl Write {
+    /// What this loop remembers the write under: (member or "" for the hub, kind, namespace,
+    /// name), the kind suffixed `/status` for a status write.
+    fn key(&self) -> (String, String, String, String) {
+        let mut k = key(self.member.as_deref(), &self.object);
+        if self.status {
+            k.1.push_str("/status");
+        }
+        k
+    }
+}
+
+/// What a pass reads besides the exports: the hub, its members and traffic policies, and the
+/// hub's ServiceImports (which hold each service's VIP).
+struct PassInputs<'a> {
+    hub: &'a Client,
+    clusters: &'a BTreeMap<String, MemberCluster>,
+    policies: &'a [&'a TrafficPolicy],
+    hub_imports: &'a [DynamicObject],
+}
+
+/// What one pass wants: writes to the hub and members, ServiceExport patches, the member objects
+/// multi-cluster services need (the clean-up keeps them) and the names exported.
+#[derive(Default)]
+struct Pass {
+    writes: Vec<Write>,
+    export_patches: Vec<(String, DynamicObject, serde_json::Value)>,
+    desired: BTreeSet<(String, String, String, String)>,
+    exported: BTreeSet<(String, String)>,
+}
+
+impl Pass {
+    fn write(&mut self, member: Option<&String>, object: serde_json::Value, status: bool) {
+        self.writes.push(Write {
+            member: member.cloned(),
+            object,
+            status,
+        });
+    }
+}
+
+/// One client per member touched by this pass (getting one reads its credentials on the hub).
+type Connected = BTreeMap<String, anyhow::Result<Client>>;
+
+async fn connect(
+    hub: &Client,
+    clients: &MemberClients,
+    clusters: &BTreeMap<String, MemberCluster>,
+    writes: &[Write],
+    export_patches: &[(String, DynamicObject, serde_json::Value)],
+) -> Connected {
+    let touched: BTreeSet<&String> = writes
+        .iter()
+        .filter_map(|w| w.member.as_ref())
+        .chain(export_patches.iter().map(|(m, _, _)| m))
+        .collect();
+    let mut connected = Connected::new();
+    for member in touched {
+        let client = match clusters.get(member) {
+            Some(cluster) => {
+                clients
+                    .get(hub, cluster, Some(Duration::from_secs(10)))
+                    .await
+            }
+            None => Err(anyhow::anyhow!("member {member} is no longer joined")),
+        };
+        connected.insert(member.clone(), client);
+    }
+    connected
+}
+
+async fn list_hub_imports(hub: &Client) -> kube::Result<Vec<DynamicObject>> {
+    let api = Api::<DynamicObject>::all_with(hub.clone(), &mcs::mcs_api_resource("ServiceImport"));
+    Ok(api
+        .list(&ListParams::default().labels(SERVICE_LABEL))
+        .await?
+        .items)
+}
+
+/// A service's VIP and hostname, from the hub's ServiceImport, which is created (and given them by
+/// the webhook) the first time the name is exported.
+async fn vip_for(
+    inputs: &PassInputs<'_>,
+    ns: &str,
+    name: &str,
+    seen: &[(String, &ExportSeen)],
+) -> Result<(Ipv4Addr, String), String> {
+    let hub_import = inputs
+        .hub_imports
+        .iter()
+        .find(|i| i.namespace().as_deref() == Some(ns) && i.name_any() == name);
+    match hub_import {
+        Some(i) => vip_of(i).ok_or_else(|| {
+            "the hub's ServiceImport has no VIP yet (is the hub server's mutating webhook registered?)".to_owned()
+        }),
+        None => {
+            let pool = seen.iter().find_map(|(_, e)| e.pool.clone());
+            create_hub_import(inputs.hub, ns, name, pool).await
+        }
+    }
+}
+
 impl LoopState {
     fn new(run: crate::loops::Loop) -> Self {
         Self {
@@ -224,20 +326,43 @@ impl LoopState {
         policies: &[Arc<TrafficPolicy>],
         clean: bool,
     ) -> usize {
-        let hub_imports: Vec<DynamicObject> = match Api::<DynamicObject>::all_with(
-            hub.clone(),
-            &mcs::mcs_api_resource("ServiceImport"),
-        )
-        .list(&ListParams::default().labels(SERVICE_LABEL))
-        .await
-        {
-            Ok(list) => list.items,
+        let hub_imports = match list_hub_imports(hub).await {
+            Ok(imports) => imports,
             Err(e) => {
                 self.failed();
                 tracing::warn!(error = %e, "listing the hub's ServiceImports (are the Multi-Cluster Services API CRDs installed on the hub?)");
                 return 0;
             }
         };
+        let policies: Vec<&TrafficPolicy> = policies.iter().map(|p| &**p).collect();
+        let inputs = PassInputs {
+            hub,
+            clusters,
+            policies: &policies,
+            hub_imports: &hub_imports,
+        };
+        let pass = self.plan(&inputs).await;
+        let writes = self.unwritten(pass.writes);
+        let count = writes.len() + pass.export_patches.len();
+        let connected = connect(hub, clients, clusters, &writes, &pass.export_patches).await;
+        self.write(hub, &connected, writes).await;
+        self.patch_exports(&connected, pass.export_patches).await;
+        if clean {
+            self.clean(
+                hub,
+                clients,
+                clusters,
+                &pass.exported,
+                &hub_imports,
+                &pass.desired,
+            )
+            .await;
+        }
+        count
+    }
+
+    /// What every multi-cluster service needs written this pass, from the exports last read.
+    async fn plan(&self, inputs: &PassInputs<'_>) -> Pass {
         // Every export, grouped by (namespace, name).
         let mut by_name: BTreeMap<(String, String), Vec<(String, &ExportSeen)>> = BTreeMap::new();
         for (member, view) in &self.views {
@@ -248,158 +373,125 @@ impl LoopState {
                     .push((member.clone(), e));
             }
         }
-        let policy_refs: Vec<&TrafficPolicy> = policies.iter().map(|p| &**p).collect();
-        let mut writes: Vec<Write> = Vec::new();
-        let mut export_patches: Vec<(String, DynamicObject, serde_json::Value)> = Vec::new();
-        let mut desired: BTreeSet<(String, String, String, String)> = BTreeSet::new();
+        let mut pass = Pass::default();
         for ((ns, name), seen) in &by_name {
-            let exports: Vec<Export> = seen
-                .iter()
-                .map(|(member, e)| {
-                    let nodes = &self.views[member].nodes;
-                    Export {
-                        member: member.clone(),
-                        created: e.created.clone(),
-                        ports: e.service.as_ref().map(mcs::ports_of).unwrap_or_default(),
-                        backends: match &e.service {
-                            Some(svc) => mcs::backends_of(svc, nodes),
-                            None => Err(format!(
-                                "{} {ns}/{name} exists on {member}: create it, or delete the ServiceExport",
-                                mcs::MISSING_SERVICE
-                            )),
-                        },
-                    }
-                })
-                .collect();
-            let merged = mcs::merge(&exports);
-            let hub_import = hub_imports
-                .iter()
-                .find(|i| i.namespace().as_deref() == Some(ns) && &i.name_any() == name);
-            let vip: Result<(Ipv4Addr, String), String> = match hub_import {
-                Some(i) => vip_of(i).ok_or_else(|| {
-                    "the hub's ServiceImport has no VIP yet (is the hub server's mutating webhook registered?)".to_owned()
-                }),
-                None => {
-                    let pool = seen.iter().find_map(|(_, e)| e.pool.clone());
-                    create_hub_import(hub, ns, name, pool).await
-                }
-            };
-            let backends: BTreeMap<String, Vec<Backend>> = exports
-                .iter()
-                .filter(|e| merged.serving.contains(&e.member))
-                .map(|e| (e.member.clone(), e.backends.clone().unwrap_or_default()))
-                .collect();
-            let steering = mcs::weights_for(ns, name, &policy_refs, &merged.serving, clusters);
-            let ranked = mcs::ranked_backends(&steering, &backends);
-            let listed = mcs::listed_backends(&steering, &ranked);
-            for ((member, seen_export), export) in seen.iter().zip(&exports) {
-                let wanted = mcs::export_conditions(
-                    member,
-                    export,
-                    &merged,
-                    vip.as_ref().map(|v| v.0).map_err(String::as_str),
-                );
-                if let Some(patch) = export_patch(
-                    &seen_export.object,
-                    &wanted,
-                    vip.as_ref().ok().map(|(a, h)| (*a, h.as_str())),
-                ) {
-                    export_patches.push((member.clone(), seen_export.object.clone(), patch));
-                }
-            }
-            let Ok((vip, hostname)) = &vip else {
-                continue;
-            };
-            let import = Import {
-                namespace: ns,
-                name,
-                vip: *vip,
-                hostname,
-                ports: &merged.ports,
-                listed: &listed,
-            };
-            let (import_spec, import_status) = mcs::service_import(&import);
-            // The hub's copy: its VIP annotations are the webhook's; ours says who serves now.
-            let mut hub_spec = import_spec.clone();
-            hub_spec["metadata"]["annotations"] = serde_json::json!({
-                multicluster_core::keys::BACKENDS: mcs::backends_summary(&listed, &backends)
-            });
-            writes.push(Write {
-                member: None,
-                object: hub_spec,
-                status: false,
-            });
-            writes.push(Write {
-                member: None,
-                object: import_status.clone(),
-                status: true,
-            });
-            let data_plane = mcs::data_plane(&import);
-            let gateway = steering
-                .gateway
-                .as_ref()
-                .map(|g| mcs::gateway_objects(&import, g, &ranked, &steering.weights))
-                .unwrap_or_default();
-            for (member, view) in &self.views {
-                if !view.namespaces.contains(ns) {
-                    continue;
-                }
-                let gateway = if view.gateway_api { &gateway[..] } else { &[] };
-                for object in std::iter::once(&import_spec)
-                    .chain(&data_plane)
-                    .chain(gateway)
-                {
-                    desired.insert(key(Some(member), object));
-                    writes.push(Write {
-                        member: Some(member.clone()),
-                        object: object.clone(),
-                        status: false,
-                    });
-                }
-                writes.push(Write {
-                    member: Some(member.clone()),
-                    object: import_status.clone(),
-                    status: true,
-                });
+            self.plan_service(inputs, (ns, name), seen, &mut pass).await;
+        }
+        pass.exported = by_name.into_keys().collect();
+        pass
+    }
+
+    /// One multi-cluster service: its exports merged, its VIP (the hub's ServiceImport holds it),
+    /// each export's conditions, and the ServiceImport, data-plane and Gateway objects every member
+    /// with the namespace gets.
+    async fn plan_service(
+        &self,
+        inputs: &PassInputs<'_>,
+        (ns, name): (&str, &str),
+        seen: &[(String, &ExportSeen)],
+        pass: &mut Pass,
+    ) {
+        let exports = self.exports_of(ns, name, seen);
+        let merged = mcs::merge(&exports);
+        let vip = vip_for(inputs, ns, name, seen).await;
+        for ((member, seen_export), export) in seen.iter().zip(&exports) {
+            let vip_address = vip.as_ref().map(|v| v.0).map_err(String::as_str);
+            let wanted = mcs::export_conditions(member, export, &merged, vip_address);
+            let vip_now = vip.as_ref().ok().map(|(a, h)| (*a, h.as_str()));
+            if let Some(patch) = export_patch(&seen_export.object, &wanted, vip_now) {
+                pass.export_patches
+                    .push((member.clone(), seen_export.object.clone(), patch));
             }
         }
-        let writes: Vec<Write> = writes
+        let Ok((vip, hostname)) = &vip else {
+            return;
+        };
+        let backends: BTreeMap<String, Vec<Backend>> = exports
+            .iter()
+            .filter(|e| merged.serving.contains(&e.member))
+            .map(|e| (e.member.clone(), e.backends.clone().unwrap_or_default()))
+            .collect();
+        let steering =
+            mcs::weights_for(ns, name, inputs.policies, &merged.serving, inputs.clusters);
+        let ranked = mcs::ranked_backends(&steering, &backends);
+        let listed = mcs::listed_backends(&steering, &ranked);
+        let import = Import {
+            namespace: ns,
+            name,
+            vip: *vip,
+            hostname,
+            ports: &merged.ports,
+            listed: &listed,
+        };
+        let (import_spec, import_status) = mcs::service_import(&import);
+        // The hub's copy: its VIP annotations are the webhook's; ours says who serves now.
+        let mut hub_spec = import_spec.clone();
+        hub_spec["metadata"]["annotations"] = serde_json::json!({
+            multicluster_core::keys::BACKENDS: mcs::backends_summary(&listed, &backends)
+        });
+        pass.write(None, hub_spec, false);
+        pass.write(None, import_status.clone(), true);
+        let data_plane = mcs::data_plane(&import);
+        let gateway = steering
+            .gateway
+            .as_ref()
+            .map(|g| mcs::gateway_objects(&import, g, &ranked, &steering.weights))
+            .unwrap_or_default();
+        for (member, view) in &self.views {
+            if !view.namespaces.contains(ns) {
+                continue;
+            }
+            let gateway = if view.gateway_api { &gateway[..] } else { &[] };
+            for object in std::iter::once(&import_spec)
+                .chain(&data_plane)
+                .chain(gateway)
+            {
+                pass.desired.insert(key(Some(member), object));
+                pass.write(Some(member), object.clone(), false);
+            }
+            pass.write(Some(member), import_status.clone(), true);
+        }
+    }
+
+    /// The exports of one name as the merge reads them: ports and backends of each member's
+    /// Service (an export without its Service has none, and says so).
+    fn exports_of(&self, ns: &str, name: &str, seen: &[(String, &ExportSeen)]) -> Vec<Export> {
+        seen.iter()
+            .map(|(member, e)| {
+                let nodes = &self.views[member].nodes;
+                Export {
+                    member: member.clone(),
+                    created: e.created.clone(),
+                    ports: e.service.as_ref().map(mcs::ports_of).unwrap_or_default(),
+                    backends: match &e.service {
+                        Some(svc) => mcs::backends_of(svc, nodes),
+                        None => Err(format!(
+                            "{} {ns}/{name} exists on {member}: create it, or delete the ServiceExport",
+                            mcs::MISSING_SERVICE
+                        )),
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// The writes worth making: to the hub or a member read fresh this pass, and different from
+    /// what this loop last wrote there.
+    fn unwritten(&self, writes: Vec<Write>) -> Vec<Write> {
+        writes
             .into_iter()
             .filter(|w| {
                 w.member
                     .as_ref()
                     .is_none_or(|m| self.views.get(m).is_some_and(|v| v.fresh))
             })
-            .filter(|w| {
-                let digest = digest(&w.object);
-                let mut k = key(w.member.as_deref(), &w.object);
-                if w.status {
-                    k.1.push_str("/status");
-                }
-                self.written.get(&k) != Some(&digest)
-            })
-            .collect();
-        let count = writes.len() + export_patches.len();
-        // One client per member for this pass (getting one reads its credentials on the hub).
-        let touched: BTreeSet<&String> = writes
-            .iter()
-            .filter_map(|w| w.member.as_ref())
-            .chain(export_patches.iter().map(|(m, _, _)| m))
-            .collect();
-        let mut connected: BTreeMap<String, anyhow::Result<Client>> = BTreeMap::new();
-        for member in touched {
-            let client = match clusters.get(member) {
-                Some(cluster) => {
-                    clients
-                        .get(hub, cluster, Some(Duration::from_secs(10)))
-                        .await
-                }
-                None => Err(anyhow::anyhow!("member {member} is no longer joined")),
-            };
-            connected.insert(member.clone(), client);
-        }
-        let connected = &connected;
-        // Objects before their status: a status write needs the object to exist.
+            .filter(|w| self.written.get(&w.key()) != Some(&digest(&w.object)))
+            .collect()
+    }
+
+    /// Makes the writes, objects before their status (a status write needs the object to
+    /// exist), and remembers what each left.
+    async fn write(&mut self, hub: &Client, connected: &Connected, writes: Vec<Write>) {
         let (status_writes, object_writes): (Vec<Write>, Vec<Write>) =
             writes.into_iter().partition(|w| w.status);
         let mut results: Vec<(Write, anyhow::Result<String>)> = Vec::new();
@@ -415,10 +507,7 @@ impl LoopState {
             results.extend(done);
         }
         for (w, result) in results {
-            let mut k = key(w.member.as_deref(), &w.object);
-            if w.status {
-                k.1.push_str("/status");
-            }
+            let k = w.key();
             match result {
                 Ok(version) => {
                     self.written.insert(k, digest(&w.object));
@@ -433,8 +522,15 @@ impl LoopState {
                 }
             }
         }
-        let exported: BTreeSet<(String, String)> = by_name.keys().cloned().collect();
-        drop(by_name);
+    }
+
+    /// Records each export's VIP and conditions on its member, and keeps what the exports look
+    /// like now, so the next pass does not patch them again before the next refresh reads them.
+    async fn patch_exports(
+        &mut self,
+        connected: &Connected,
+        export_patches: Vec<(String, DynamicObject, serde_json::Value)>,
+    ) {
         let run = &self.run;
         let patched: Vec<(String, DynamicObject)> = stream::iter(export_patches)
             .map(|(member, export, patch)| async move {
@@ -451,8 +547,6 @@ impl LoopState {
             .filter_map(std::future::ready)
             .collect()
             .await;
-        // What the exports look like now, so the next pass does not patch them again before the
-        // next refresh reads them.
         for (member, updated) in patched {
             if let Some(seen) = self.views.get_mut(&member).and_then(|v| {
                 v.exports.iter_mut().find(|e| {
@@ -463,11 +557,6 @@ impl LoopState {
                 seen.object = updated;
             }
         }
-        if clean {
-            self.clean(hub, clients, clusters, &exported, &hub_imports, &desired)
-                .await;
-        }
-        count
     }
 
     /// Removes from reachable members the objects of multi-cluster services that are gone, and
