@@ -315,6 +315,131 @@ pub fn claim_from_snapshot(claim: &mut Value, volume_snapshot: &str, restore_siz
     }
 }
 
+/// Which claims a snapshot takes, and how: one by one, or together per driver and group class.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Claims snapshotted one by one, with their `VolumeSnapshotClass`.
+    pub single: Vec<(String, String)>,
+    /// Claims snapshotted together: (driver, `VolumeGroupSnapshotClass`) → claims.
+    pub grouped: std::collections::BTreeMap<(String, String), Vec<String>>,
+}
+
+impl Selection {
+    /// Every claim to snapshot, alone or in a group, with its class: what the quiesce covers.
+    pub fn all_claims(&self) -> Vec<(String, String)> {
+        let grouped = self
+            .grouped
+            .iter()
+            .flat_map(|((_, class), claims)| claims.iter().map(|c| (c.clone(), class.clone())));
+        self.single.iter().cloned().chain(grouped).collect()
+    }
+}
+
+/// The snapshot's volume selection from the claims' plans. Claims that cannot be snapshotted fail
+/// the snapshot (naming each and why) unless the policy skips them; empty claims are not taken.
+pub fn select(
+    plans: &[VolumePlan],
+    unsnapshottable: crate::api::UnsnapshottablePolicy,
+) -> Result<Selection, String> {
+    let refused: Vec<String> = plans
+        .iter()
+        .filter_map(|p| match &p.action {
+            VolumeAction::Unsnapshottable(why) => Some(format!("{}: {why}", p.claim)),
+            _ => None,
+        })
+        .collect();
+    if !refused.is_empty() && unsnapshottable == crate::api::UnsnapshottablePolicy::Fail {
+        return Err(format!(
+            "claims that cannot be snapshotted (set unsnapshottableVolumes: Skip to skip them): {}",
+            refused.join("; ")
+        ));
+    }
+    let mut selection = Selection::default();
+    for p in plans {
+        match &p.action {
+            VolumeAction::Snapshot { class } => {
+                selection.single.push((p.claim.clone(), class.clone()))
+            }
+            VolumeAction::GroupSnapshot { class } => selection
+                .grouped
+                .entry((p.driver.clone().unwrap_or_default(), class.clone()))
+                .or_default()
+                .push(p.claim.clone()),
+            VolumeAction::Empty(_) | VolumeAction::Unsnapshottable(_) => {}
+        }
+    }
+    Ok(selection)
+}
+
+#[cfg(test)]
+mod selection_tests {
+    use super::*;
+    use crate::api::UnsnapshottablePolicy;
+
+    fn plan(claim: &str, driver: &str, action: VolumeAction) -> VolumePlan {
+        VolumePlan {
+            claim: claim.into(),
+            storage_class: None,
+            driver: Some(driver.into()),
+            volume_handle: None,
+            action,
+        }
+    }
+
+    fn plans() -> Vec<VolumePlan> {
+        vec![
+            plan(
+                "data-0",
+                "a.csi",
+                VolumeAction::GroupSnapshot {
+                    class: "group-a".into(),
+                },
+            ),
+            plan(
+                "logs",
+                "b.csi",
+                VolumeAction::Snapshot {
+                    class: "snap-b".into(),
+                },
+            ),
+            plan(
+                "data-1",
+                "a.csi",
+                VolumeAction::GroupSnapshot {
+                    class: "group-a".into(),
+                },
+            ),
+            plan("pending", "b.csi", VolumeAction::Empty("not bound".into())),
+            plan(
+                "scratch",
+                "nfs",
+                VolumeAction::Unsnapshottable("no snapshot class for nfs".into()),
+            ),
+        ]
+    }
+
+    #[test]
+    fn claims_are_taken_alone_or_grouped_per_driver_and_class_and_empty_ones_not_at_all() {
+        let selection = select(&plans(), UnsnapshottablePolicy::Skip).expect("skipped");
+        assert_eq!(selection.single, [("logs".to_owned(), "snap-b".to_owned())]);
+        assert_eq!(
+            selection.grouped[&("a.csi".to_owned(), "group-a".to_owned())],
+            ["data-0", "data-1"]
+        );
+        let all: Vec<String> = selection.all_claims().into_iter().map(|(c, _)| c).collect();
+        assert_eq!(all, ["logs", "data-0", "data-1"]);
+    }
+
+    #[test]
+    fn an_unsnapshottable_claim_fails_the_snapshot_unless_skipped_and_says_how_to_skip() {
+        let error = select(&plans(), UnsnapshottablePolicy::Fail).unwrap_err();
+        assert_eq!(
+            error,
+            "claims that cannot be snapshotted (set unsnapshottableVolumes: Skip to skip them): scratch: no snapshot class for nfs"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ use kube::{Api, Client, ResourceExt};
 use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::api::{
     ArchiveRef, HookStatus, MemberCluster, NamespaceSnapshot, NamespaceSnapshotStatus,
-    QuiesceMethod, SnapshotPhase, StorageLocation, UnsnapshottablePolicy, VolumeSnapshotStatus,
+    QuiesceMethod, SnapshotPhase, StorageLocation, VolumeSnapshotStatus,
 };
 use multicluster_core::keys;
 use multicluster_core::snapshot::archive::{self, LeftOut, Manifest, VolumeEntry};
@@ -226,6 +226,9 @@ fn skipped(pods: &[String]) -> String {
     }
 }
 
+/// Takes one snapshot: its location opened first (a snapshot that cannot be saved must stop
+/// nothing), the namespace captured and its volumes selected, the volumes quiesced and cut at
+/// once, then the archive written.
 async fn take(
     ctx: &Context,
     snapshot: &NamespaceSnapshot,
@@ -233,23 +236,8 @@ async fn take(
 ) -> anyhow::Result<()> {
     let spec = &snapshot.spec;
     let (ns, name) = (spec.namespace.as_str(), snapshot.name_any());
-    // The storage first: a snapshot that cannot be saved must not stop anything.
-    let location = Api::<StorageLocation>::namespaced(ctx.hub.clone(), SYSTEM_NAMESPACE)
-        .get_opt(&spec.location)
-        .await?
-        .ok_or_else(|| anyhow!("StorageLocation {} does not exist", spec.location))?;
-    let store = crate::snapshot::storage::open(&ctx.hub, &location)
-        .await
-        .with_context(|| format!("opening StorageLocation {}", spec.location))?;
-    let member = member_client(ctx, &spec.cluster).await?;
-    let namespace_exists = Api::<k8s_openapi::api::core::v1::Namespace>::all(member.clone())
-        .get_opt(ns)
-        .await?
-        .is_some();
-    if !namespace_exists {
-        bail!("namespace {ns} does not exist on member {}", spec.cluster);
-    }
-
+    let (location, store) = open_location(ctx, &spec.location).await?;
+    let member = source_member(ctx, &spec.cluster, ns).await?;
     // A mistake in a hook's annotations is reported before anything is quiesced.
     let hooks = match spec.quiesce {
         QuiesceMethod::Hooks => hooks::plan(&crate::snapshot::hooks::pods(&member, ns).await?)
@@ -266,199 +254,270 @@ async fn take(
         .cloned()
         .collect();
     let plans = plan(&member, &claims).await?;
-    progress.status.volumes = plans
+    progress.status.volumes = plans.iter().map(volume_status).collect();
+    let selection =
+        volumes::select(&plans, spec.unsnapshottable_volumes).map_err(|e| anyhow!(e))?;
+    let cut = Cut {
+        member: &member,
+        ns,
+        snapshot: &name,
+        groups: groups_of(&selection, &name, ns),
+        all_claims: selection.all_claims(),
+        selection,
+        plans: &plans,
+    };
+    let groups = match cut.groups.len() {
+        0 => String::new(),
+        n => format!(", in {n} volume group snapshot(s)"),
+    };
+    let message = format!(
+        "captured {} objects, {} left out; {} of {} claims to snapshot{groups}",
+        captured.objects.len(),
+        captured.left_out.len(),
+        cut.all_claims.len(),
+        claims.len(),
+    );
+    progress.step(SnapshotPhase::Discovering, message).await?;
+    let entries = if cut.all_claims.is_empty() {
+        Vec::new()
+    } else {
+        quiesce_and_cut(ctx, spec, &cut, &captured, &hooks, progress).await?
+    };
+    record_volume_snapshots(progress, &entries, &name);
+    save(
+        store.as_ref(),
+        &location,
+        snapshot,
+        captured,
+        entries,
+        progress,
+    )
+    .await
+}
+
+/// The snapshot's StorageLocation and its store, opened.
+async fn open_location(
+    ctx: &Context,
+    name: &str,
+) -> anyhow::Result<(
+    StorageLocation,
+    std::sync::Arc<dyn object_store::ObjectStore>,
+)> {
+    let location = Api::<StorageLocation>::namespaced(ctx.hub.clone(), SYSTEM_NAMESPACE)
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| anyhow!("StorageLocation {name} does not exist"))?;
+    let store = crate::snapshot::storage::open(&ctx.hub, &location)
+        .await
+        .with_context(|| format!("opening StorageLocation {name}"))?;
+    Ok((location, store))
+}
+
+/// A client for the snapshot's member, once its namespace is known to exist there.
+async fn source_member(ctx: &Context, cluster: &str, ns: &str) -> anyhow::Result<Client> {
+    let member = member_client(ctx, cluster).await?;
+    let namespace_exists = Api::<k8s_openapi::api::core::v1::Namespace>::all(member.clone())
+        .get_opt(ns)
+        .await?
+        .is_some();
+    if !namespace_exists {
+        bail!("namespace {ns} does not exist on member {cluster}");
+    }
+    Ok(member)
+}
+
+/// A claim's line in the snapshot's status before it is cut: why it is not taken, if it is not.
+fn volume_status(plan: &volumes::VolumePlan) -> VolumeSnapshotStatus {
+    VolumeSnapshotStatus {
+        claim: plan.claim.clone(),
+        storage_class: plan.storage_class.clone(),
+        driver: plan.driver.clone(),
+        message: match &plan.action {
+            VolumeAction::Snapshot { .. } | VolumeAction::GroupSnapshot { .. } => None,
+            VolumeAction::Empty(why) | VolumeAction::Unsnapshottable(why) => Some(why.clone()),
+        },
+        ..Default::default()
+    }
+}
+
+/// What one snapshot cuts on its member.
+struct Cut<'a> {
+    member: &'a Client,
+    ns: &'a str,
+    snapshot: &'a str,
+    selection: volumes::Selection,
+    groups: Vec<Group>,
+    /// Every claim to snapshot, alone or in a group: what the quiesce covers.
+    all_claims: Vec<(String, String)>,
+    plans: &'a [volumes::VolumePlan],
+}
+
+/// Quiesces the workloads (scale-down or pre hooks), cuts every volume snapshot, resumes them
+/// (or runs the post hooks) whatever happened in between, then waits until the snapshots are
+/// ready. A failure leaves no volume snapshots behind.
+async fn quiesce_and_cut(
+    ctx: &Context,
+    spec: &multicluster_core::api::NamespaceSnapshotSpec,
+    cut: &Cut<'_>,
+    captured: &Captured,
+    hooks: &HookPlan,
+    progress: &mut Progress,
+) -> anyhow::Result<Vec<VolumeEntry>> {
+    let (member, ns) = (cut.member, cut.ns);
+    let stopped = match spec.quiesce {
+        QuiesceMethod::ScaleDown => {
+            let mounting: BTreeSet<String> =
+                cut.all_claims.iter().map(|(c, _)| c.clone()).collect();
+            volumes::workloads_mounting(&captured.objects, &mounting).map_err(|e| anyhow!(e))?
+        }
+        QuiesceMethod::None | QuiesceMethod::Hooks => Vec::new(),
+    };
+    progress.status.hooks = hooks
+        .not_running
         .iter()
-        .map(|p| VolumeSnapshotStatus {
-            claim: p.claim.clone(),
-            storage_class: p.storage_class.clone(),
-            driver: p.driver.clone(),
-            message: match &p.action {
-                VolumeAction::Snapshot { .. } | VolumeAction::GroupSnapshot { .. } => None,
-                VolumeAction::Empty(why) | VolumeAction::Unsnapshottable(why) => Some(why.clone()),
-            },
+        .map(|pod| HookStatus {
+            pod: pod.clone(),
+            message: Some("skipped: the pod is not running".to_owned()),
             ..Default::default()
         })
         .collect();
-    let unsnapshottable: Vec<String> = plans
-        .iter()
-        .filter_map(|p| match &p.action {
-            VolumeAction::Unsnapshottable(why) => Some(format!("{}: {why}", p.claim)),
-            _ => None,
-        })
-        .collect();
-    if !unsnapshottable.is_empty() && spec.unsnapshottable_volumes == UnsnapshottablePolicy::Fail {
-        bail!(
-            "claims that cannot be snapshotted (set unsnapshottableVolumes: Skip to skip them): {}",
-            unsnapshottable.join("; ")
-        );
-    }
-    let to_snapshot: Vec<(String, String)> = plans
-        .iter()
-        .filter_map(|p| match &p.action {
-            VolumeAction::Snapshot { class } => Some((p.claim.clone(), class.clone())),
-            _ => None,
-        })
-        .collect();
-    let groups = groups_of(&plans, &name, ns);
-    // Every claim to snapshot, alone or in a group: what the quiesce covers.
-    let all_claims: Vec<(String, String)> = to_snapshot
-        .iter()
-        .cloned()
-        .chain(
-            groups
-                .iter()
-                .flat_map(|g| g.claims.iter().map(|c| (c.clone(), g.class.clone()))),
-        )
-        .collect();
-    progress
-        .step(
-            SnapshotPhase::Discovering,
-            format!(
-                "captured {} objects, {} left out; {} of {} claims to snapshot{}",
-                captured.objects.len(),
-                captured.left_out.len(),
-                all_claims.len(),
-                claims.len(),
-                if groups.is_empty() {
-                    String::new()
-                } else {
-                    format!(", in {} volume group snapshot(s)", groups.len())
-                }
-            ),
-        )
-        .await?;
-
-    let entries = if all_claims.is_empty() {
-        Vec::new()
-    } else {
-        let stopped = match spec.quiesce {
-            QuiesceMethod::ScaleDown => {
-                let mounting: BTreeSet<String> =
-                    all_claims.iter().map(|(c, _)| c.clone()).collect();
-                volumes::workloads_mounting(&captured.objects, &mounting).map_err(|e| anyhow!(e))?
-            }
-            QuiesceMethod::None | QuiesceMethod::Hooks => Vec::new(),
-        };
-        progress.status.hooks = hooks
-            .not_running
-            .iter()
-            .map(|pod| HookStatus {
-                pod: pod.clone(),
-                message: Some("skipped: the pod is not running".to_owned()),
-                ..Default::default()
-            })
-            .collect();
-        let exec = match spec.quiesce {
-            QuiesceMethod::Hooks => Some(exec_client(ctx, &spec.cluster).await?),
-            QuiesceMethod::None | QuiesceMethod::ScaleDown => None,
-        };
-        progress
-            .step(
-                SnapshotPhase::Quiescing,
-                match spec.quiesce {
-                    QuiesceMethod::ScaleDown => {
-                        format!("scaling {} workload(s) to 0", stopped.len())
-                    }
-                    QuiesceMethod::Hooks => format!(
-                        "running {} pre hook(s) at once{}",
-                        hooks.pre.len(),
-                        skipped(&hooks.not_running)
-                    ),
-                    QuiesceMethod::None => "not quiescing (crash-consistent)".to_owned(),
-                },
-            )
-            .await?;
-        // One barrier: every workload is stopped (or every pre hook has run) before the first
-        // snapshot is taken, and all are resumed (or every post hook runs) only after the last
-        // one is cut, whatever happens in between.
-        let cut = async {
-            match (spec.quiesce, &exec) {
-                (QuiesceMethod::ScaleDown, _) => {
-                    scale_down(&member, ns, &name, &stopped).await?;
-                    wait_quiesced(&member, ns, &all_claims).await?;
-                }
-                (QuiesceMethod::Hooks, Some(exec)) => {
-                    let (statuses, failing) =
-                        crate::snapshot::hooks::run_all(exec, ns, &hooks.pre).await;
-                    progress.status.hooks.extend(statuses);
-                    if !failing.is_empty() {
-                        bail!("{}", failing.join("; "));
-                    }
-                }
-                _ => {}
-            }
-            progress
-                .step(
-                    SnapshotPhase::Snapshotting,
-                    format!("taking {} volume snapshot(s)", all_claims.len()),
-                )
-                .await?;
-            cut_snapshots(&member, ns, &name, &to_snapshot, &groups).await
-        }
-        .await;
-        let mut resumed = resume(&member, ns, &name).await;
-        if let Some(exec) = &exec {
-            let (statuses, failing) = crate::snapshot::hooks::run_all(exec, ns, &hooks.post).await;
-            progress.status.hooks.extend(statuses);
-            if !failing.is_empty() && resumed.is_ok() {
-                resumed = Err(anyhow!(
-                    "{}; the pods may still be quiesced: check them",
-                    failing.join("; ")
-                ));
-            }
-        }
-        if let Err(e) = unlabel_group_claims(&member, ns, &groups).await {
-            tracing::warn!(error = %format!("{e:#}"), "removing the group snapshot labels from the claims");
-        }
-        let result = match (cut, resumed) {
-            (Ok(()), Ok(_)) => {
-                progress
-                    .step(
-                        SnapshotPhase::Snapshotting,
-                        format!(
-                            "{} volume snapshot(s) cut, {} workload(s) resumed; waiting until ready",
-                            all_claims.len(),
-                            stopped.len()
-                        ),
-                    )
-                    .await?;
-                wait_ready(&member, ns, &name, &to_snapshot, &groups, &plans).await
-            }
-            (Err(e), Ok(_)) => Err(e),
-            (Ok(()), Err(e)) => Err(e.context("resuming after the cut")),
-            (Err(e), Err(r)) => Err(anyhow!("{e:#}; and resuming failed too: {r:#}")),
-        };
-        match result {
-            Ok(entries) => entries,
-            Err(e) => {
-                // A failed snapshot leaves no volume snapshots behind.
-                if let Err(c) = delete_volume_snapshots(&member, ns, &name).await {
-                    tracing::warn!(error = %format!("{c:#}"), "removing a failed snapshot's volume snapshots");
-                }
-                return Err(e);
-            }
-        }
+    let exec = match spec.quiesce {
+        QuiesceMethod::Hooks => Some(exec_client(ctx, &spec.cluster).await?),
+        QuiesceMethod::None | QuiesceMethod::ScaleDown => None,
     };
+    let message = match spec.quiesce {
+        QuiesceMethod::ScaleDown => format!("scaling {} workload(s) to 0", stopped.len()),
+        QuiesceMethod::Hooks => format!(
+            "running {} pre hook(s) at once{}",
+            hooks.pre.len(),
+            skipped(&hooks.not_running)
+        ),
+        QuiesceMethod::None => "not quiescing (crash-consistent)".to_owned(),
+    };
+    progress.step(SnapshotPhase::Quiescing, message).await?;
+    // One barrier: every workload is stopped (or every pre hook has run) before the first
+    // snapshot is taken, and all are resumed (or every post hook runs) only after the last one is
+    // cut, whatever happens in between.
+    let cut_result =
+        quiesce_then_cut(spec.quiesce, exec.as_ref(), cut, &stopped, hooks, progress).await;
+    let resumed = resume_all(member, ns, cut.snapshot, exec.as_ref(), hooks, progress).await;
+    if let Err(e) = unlabel_group_claims(member, ns, &cut.groups).await {
+        tracing::warn!(error = %format!("{e:#}"), "removing the group snapshot labels from the claims");
+    }
+    let result = match (cut_result, resumed) {
+        (Ok(()), Ok(_)) => {
+            let message = format!(
+                "{} volume snapshot(s) cut, {} workload(s) resumed; waiting until ready",
+                cut.all_claims.len(),
+                stopped.len()
+            );
+            progress.step(SnapshotPhase::Snapshotting, message).await?;
+            wait_ready(
+                member,
+                ns,
+                cut.snapshot,
+                &cut.selection.single,
+                &cut.groups,
+                cut.plans,
+            )
+            .await
+        }
+        (Err(e), Ok(_)) => Err(e),
+        (Ok(()), Err(e)) => Err(e.context("resuming after the cut")),
+        (Err(e), Err(r)) => Err(anyhow!("{e:#}; and resuming failed too: {r:#}")),
+    };
+    if result.is_err() {
+        // A failed snapshot leaves no volume snapshots behind.
+        if let Err(c) = delete_volume_snapshots(member, ns, cut.snapshot).await {
+            tracing::warn!(error = %format!("{c:#}"), "removing a failed snapshot's volume snapshots");
+        }
+    }
+    result
+}
+
+/// Stops the workloads (or runs the pre hooks), then cuts every volume snapshot.
+async fn quiesce_then_cut(
+    quiesce: QuiesceMethod,
+    exec: Option<&Client>,
+    cut: &Cut<'_>,
+    stopped: &[Workload],
+    hooks: &HookPlan,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let (member, ns) = (cut.member, cut.ns);
+    match (quiesce, exec) {
+        (QuiesceMethod::ScaleDown, _) => {
+            scale_down(member, ns, cut.snapshot, stopped).await?;
+            wait_quiesced(member, ns, &cut.all_claims).await?;
+        }
+        (QuiesceMethod::Hooks, Some(exec)) => {
+            let (statuses, failing) = crate::snapshot::hooks::run_all(exec, ns, &hooks.pre).await;
+            progress.status.hooks.extend(statuses);
+            if !failing.is_empty() {
+                bail!("{}", failing.join("; "));
+            }
+        }
+        _ => {}
+    }
+    let message = format!("taking {} volume snapshot(s)", cut.all_claims.len());
+    progress.step(SnapshotPhase::Snapshotting, message).await?;
+    cut_snapshots(member, ns, cut.snapshot, &cut.selection.single, &cut.groups).await
+}
+
+/// Puts the workloads back at their scale and runs the post hooks; returns how many were resumed.
+async fn resume_all(
+    member: &Client,
+    ns: &str,
+    snapshot: &str,
+    exec: Option<&Client>,
+    hooks: &HookPlan,
+    progress: &mut Progress,
+) -> anyhow::Result<usize> {
+    let mut resumed = resume(member, ns, snapshot).await;
+    if let Some(exec) = exec {
+        let (statuses, failing) = crate::snapshot::hooks::run_all(exec, ns, &hooks.post).await;
+        progress.status.hooks.extend(statuses);
+        if !failing.is_empty() && resumed.is_ok() {
+            resumed = Err(anyhow!(
+                "{}; the pods may still be quiesced: check them",
+                failing.join("; ")
+            ));
+        }
+    }
+    resumed
+}
+
+/// Marks each claim's line with the volume snapshot that holds it.
+fn record_volume_snapshots(progress: &mut Progress, entries: &[VolumeEntry], snapshot: &str) {
     for status in &mut progress.status.volumes {
         if let Some(entry) = entries.iter().find(|e| e.claim == status.claim) {
             status.volume_snapshot = Some(
                 entry
                     .group
                     .clone()
-                    .unwrap_or_else(|| volumes::volume_snapshot_name(&name, &entry.claim)),
+                    .unwrap_or_else(|| volumes::volume_snapshot_name(snapshot, &entry.claim)),
             );
             status.snapshot_handle = Some(entry.snapshot_handle.clone());
             status.restore_size = entry.restore_size.clone();
             status.ready = true;
         }
     }
+}
 
-    progress
-        .step(
-            SnapshotPhase::Saving,
-            format!("writing the archive to {}", spec.location),
-        )
-        .await?;
+/// Writes the archive (the stripped objects, their inventory, what was left out and the volume
+/// snapshots) to the location, and completes the snapshot.
+async fn save(
+    store: &dyn object_store::ObjectStore,
+    location: &StorageLocation,
+    snapshot: &NamespaceSnapshot,
+    captured: Captured,
+    entries: Vec<VolumeEntry>,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let spec = &snapshot.spec;
+    let name = snapshot.name_any();
+    let message = format!("writing the archive to {}", spec.location);
+    progress.step(SnapshotPhase::Saving, message).await?;
     let mut stripped = captured.objects;
     for object in &mut stripped {
         strip(object);
@@ -468,7 +527,7 @@ async fn take(
         format_version: archive::FORMAT_VERSION,
         tool: format!("multicluster-webhook {}", env!("CARGO_PKG_VERSION")),
         source_cluster: spec.cluster.clone(),
-        source_namespace: ns.to_owned(),
+        source_namespace: spec.namespace.clone(),
         time: Timestamp::now().to_string(),
         inventory: apps.clone(),
         left_out: captured.left_out,
@@ -489,16 +548,12 @@ async fn take(
     });
     progress.status.inventory = apps;
     progress.status.completion_time = Some(Time(Timestamp::now()));
-    progress
-        .step(
-            SnapshotPhase::Completed,
-            format!(
-                "{} objects and {} volume snapshot(s) saved",
-                stripped.len(),
-                progress.status.volumes.iter().filter(|v| v.ready).count()
-            ),
-        )
-        .await?;
+    let message = format!(
+        "{} objects and {} volume snapshot(s) saved",
+        stripped.len(),
+        progress.status.volumes.iter().filter(|v| v.ready).count()
+    );
+    progress.step(SnapshotPhase::Completed, message).await?;
     Ok(())
 }
 
@@ -599,30 +654,19 @@ fn csi_api(kind: &str) -> ApiResource {
 struct Group {
     name: String,
     object: Value,
-    class: String,
     claims: Vec<String>,
 }
 
-fn groups_of(plans: &[volumes::VolumePlan], snapshot: &str, ns: &str) -> Vec<Group> {
-    let mut by_driver: std::collections::BTreeMap<(String, String), Vec<String>> =
-        Default::default();
-    for p in plans {
-        if let VolumeAction::GroupSnapshot { class } = &p.action {
-            by_driver
-                .entry((p.driver.clone().unwrap_or_default(), class.clone()))
-                .or_default()
-                .push(p.claim.clone());
-        }
-    }
-    by_driver
-        .into_iter()
+fn groups_of(selection: &volumes::Selection, snapshot: &str, ns: &str) -> Vec<Group> {
+    selection
+        .grouped
+        .iter()
         .map(|((driver, class), claims)| {
-            let (name, object) = volumes::volume_group_snapshot(snapshot, ns, &driver, &class);
+            let (name, object) = volumes::volume_group_snapshot(snapshot, ns, driver, class);
             Group {
                 name,
                 object,
-                class,
-                claims,
+                claims: claims.clone(),
             }
         })
         .collect()
