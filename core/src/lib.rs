@@ -2,7 +2,8 @@
 //!
 //! It holds what both programs must agree on: the `multicluster.dev/v1alpha1` API types (and the
 //! CRDs generated from them), the well-known annotation and label keys, the pinned versions of the
-//! real components the playground runs, and the pure decision functions of every capability. Nothing in here performs I/O: the programs carry data to these functions and back.
+//! real components the playground runs, and the pure decision functions of every capability. Nothing in here performs I/O but `cluster`, two small helpers over a kube client that both
+//! programs need: the programs carry data to the decision functions and back.
 
 // One module per capability (the same names as the folders of the hub server and the plugin).
 pub mod distribution;
@@ -15,6 +16,7 @@ pub mod vip;
 
 // What every capability shares.
 pub mod api;
+pub mod cluster;
 pub mod conditions;
 pub mod crds;
 pub mod duration;

@@ -57,14 +57,8 @@ pub async fn install_these_crds(
             crds.patch(&name, &params(), &Patch::Apply(crd))
                 .await
                 .with_context(|| format!("installing CRD {name}"))?;
-            let established = kube::runtime::wait::await_condition(
-                crds,
-                &name,
-                kube::runtime::wait::conditions::is_crd_established(),
-            );
-            tokio::time::timeout(Duration::from_secs(30), established)
-                .await
-                .map_err(|_| anyhow!("CRD {name} was not Established within 30s"))??;
+            multicluster_core::cluster::wait_established(client, &name, Duration::from_secs(30))
+                .await?;
             anyhow::Ok(())
         }
     });

@@ -167,10 +167,36 @@ pub fn client_config(
     Ok(config)
 }
 
+/// The connection settings for the member at `endpoint` from its credentials Secret (the CA and
+/// the hub's token, as `join` stored them).
+pub fn client_config_from_secret(
+    endpoint: &str,
+    secret: &k8s_openapi::api::core::v1::Secret,
+    timeout: std::time::Duration,
+) -> Result<kube::Config, MemberAccessError> {
+    let data = secret.data.as_ref();
+    let field = |key: &'static str| {
+        data.and_then(|d| d.get(key))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            .ok_or_else(|| MemberAccessError::MissingKey {
+                secret: secret.metadata.name.clone().unwrap_or_default(),
+                key,
+            })
+    };
+    client_config(
+        endpoint,
+        &field(secret_keys::CA)?,
+        &field(secret_keys::TOKEN)?,
+        timeout,
+    )
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MemberAccessError {
     #[error("the member endpoint {0:?} is not a URL")]
     Endpoint(String),
+    #[error("Secret {secret} has no {key}")]
+    MissingKey { secret: String, key: &'static str },
     #[error("the member's CA certificate is not valid PEM: {0}")]
     Ca(#[from] base64::DecodeError),
 }

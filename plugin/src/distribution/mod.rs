@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use futures::{StreamExt, stream};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
@@ -489,15 +488,9 @@ async fn store_sources(
         }
         results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
         for crd in crds {
-            let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-            let established = kube::runtime::wait::await_condition(
-                api,
-                &crd,
-                kube::runtime::wait::conditions::is_crd_established(),
-            );
-            tokio::time::timeout(Duration::from_secs(30), established)
+            multicluster_core::cluster::wait_established(client, &crd, Duration::from_secs(30))
                 .await
-                .map_err(|_| anyhow!("CRD {crd} was not Established on the hub within 30s"))??;
+                .with_context(|| format!("waiting for CRD {crd} on the hub"))?;
         }
     }
     Ok(unchanged)

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
@@ -100,17 +100,9 @@ pub async fn member_client(hub: &Client, member: &MemberCluster) -> anyhow::Resu
                 kube::ResourceExt::name_any(member)
             )
         })?;
-    let data = secret.data.unwrap_or_default();
-    let field = |k: &str| {
-        data.get(k)
-            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-            .ok_or_else(|| anyhow!("Secret {name} has no {k}"))
-    };
-    use multicluster_core::members::join::secret_keys;
-    let config = multicluster_core::members::join::client_config(
+    let config = multicluster_core::members::join::client_config_from_secret(
         &member.spec.endpoint,
-        &field(secret_keys::CA)?,
-        &field(secret_keys::TOKEN)?,
+        &secret,
         Duration::from_secs(15),
     )?;
     Ok(Client::try_from(config)?)

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{
@@ -643,29 +642,11 @@ async fn overwrite(
 
 /// Waits (up to 30 s) until a CRD just applied is Established on the member.
 async fn established(client: &Client, name: &str) -> Result<(), String> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match api.get_opt(name).await {
-            Ok(Some(crd)) => {
-                let ok = crd.status.and_then(|s| s.conditions).is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                });
-                if ok {
-                    return Ok(());
-                }
-            }
-            Ok(None) => {}
-            Err(e) if is_transport(&e) => return Err(format!("{UNREACHABLE}: {e}")),
-            Err(_) => {}
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(format!(
-                "CRD {name} was not Established on the member within 30s"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    use multicluster_core::cluster::{EstablishedError, wait_established};
+    match wait_established(client, name, Duration::from_secs(30)).await {
+        Ok(()) => Ok(()),
+        Err(EstablishedError::Unanswered(e)) => Err(format!("{UNREACHABLE}: {e}")),
+        Err(e @ EstablishedError::NotWithin { .. }) => Err(format!("{e} on the member")),
     }
 }
 

@@ -12,8 +12,6 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::{self, Scope};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::SYSTEM_NAMESPACE;
@@ -21,6 +19,7 @@ use multicluster_core::api::{
     Distribution, DistributionMode, DriftPolicy, MemberCluster, MemberDistributionStatus,
     ObjectSyncState, TrafficPolicy,
 };
+use multicluster_core::cluster::Kinds;
 use multicluster_core::distribution::{self, ObjectKey};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -171,7 +170,7 @@ struct RunnerState {
     drifted: BTreeMap<(String, ObjectKey), String>,
     /// Corrections made since the last sync (DriftPolicy Correct), reported in status.
     corrected: BTreeMap<(String, ObjectKey), String>,
-    discovery: HashMap<String, (ApiResource, bool)>,
+    discovery: Kinds,
     watches: watch::Watches,
     failures: u32,
     /// From the last sync: where the objects live, and the registered members.
@@ -327,31 +326,22 @@ fn copy_changed(
 /// The API of `api_version`/`kind` on the hub (cached per runner).
 async fn discover(
     client: &Client,
-    cache: &mut HashMap<String, (ApiResource, bool)>,
+    cache: &mut Kinds,
     api_version: &str,
     kind: &str,
 ) -> anyhow::Result<(ApiResource, bool)> {
-    let id = format!("{api_version}/{kind}");
-    if let Some(found) = cache.get(&id) {
-        return Ok(found.clone());
-    }
-    let gvk = GroupVersionKind::try_from(&kube::core::TypeMeta {
-        api_version: api_version.to_owned(),
-        kind: kind.to_owned(),
-    })?;
-    let (resource, caps) = discovery::pinned_kind(client, &gvk)
+    let found = cache
+        .resolve(client, api_version, kind)
         .await
         .map_err(|e| anyhow::anyhow!("the hub does not serve {api_version} {kind}: {e}"))?;
-    let found = (resource, caps.scope == Scope::Namespaced);
-    cache.insert(id, found.clone());
-    Ok(found)
+    Ok((found.resource, found.namespaced))
 }
 
 /// Reads every source from the hub.
 async fn read_sources(
     client: &Client,
     distribution: &Distribution,
-    cache: &mut HashMap<String, (ApiResource, bool)>,
+    cache: &mut Kinds,
 ) -> anyhow::Result<Vec<Source>> {
     let spec = &distribution.spec;
     let mut out: Vec<Source> = Vec::new();

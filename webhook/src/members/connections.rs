@@ -137,17 +137,7 @@ fn member_config(
     secret: &k8s_openapi::api::core::v1::Secret,
     timeout: std::time::Duration,
 ) -> anyhow::Result<kube::Config> {
-    use multicluster_core::members::join::secret_keys;
-    let data = secret.data.clone().unwrap_or_default();
-    let field = |k: &str| {
-        data.get(k)
-            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-            .ok_or_else(|| anyhow::anyhow!("Secret {} has no {k}", secret.name_any()))
-    };
-    Ok(multicluster_core::members::join::client_config(
-        endpoint,
-        &field(secret_keys::CA)?,
-        &field(secret_keys::TOKEN)?,
-        timeout,
+    Ok(multicluster_core::members::join::client_config_from_secret(
+        endpoint, secret, timeout,
     )?)
 }
