@@ -25,19 +25,46 @@ fn verdict_label(response: &AdmissionResponse) -> &'static str {
     }
 }
 
+/// Why an admission webhook could not answer a request normally. The messages are what the API
+/// server shows the user (`kubectl apply` prints them after "admission webhook … denied the
+/// request:"), so they say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmissionError {
+    #[error("the body is not a valid AdmissionReview: {0}")]
+    NotAReview(serde_json::Error),
+    #[error(
+        "only admission.k8s.io/v1 AdmissionReview is served, got {api_version:?} {kind:?}; set admissionReviewVersions: [v1]"
+    )]
+    WrongVersion { api_version: String, kind: String },
+    #[error("the AdmissionReview has no request")]
+    NoRequest,
+    #[error("internal error building the patch: {0}")]
+    Patch(String),
+    /// A hub server started without a hub (in-process tests) cannot make this decision.
+    #[error("this hub server is not connected to a hub; it cannot {0}")]
+    NotConnected(&'static str),
+    /// The Intent a write or delete is fenced by could not be read; the request is refused.
+    #[error(
+        "cannot read Intent {intent} to check this write ({error}); the write is refused because fencing must not lapse. Retry when the hub API answers"
+    )]
+    IntentUnreadableForWrite { intent: String, error: String },
+    #[error(
+        "cannot read Intent {intent} to check this delete ({error}); refused because fencing must not lapse"
+    )]
+    IntentUnreadableForDelete { intent: String, error: String },
+}
+
 /// Parses a body into an AdmissionRequest, or says what is wrong with it.
-pub fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, String> {
-    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
-        .map_err(|e| format!("the body is not a valid AdmissionReview: {e}"))?;
+pub fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, AdmissionError> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(AdmissionError::NotAReview)?;
     if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
-        return Err(format!(
-            "only admission.k8s.io/v1 AdmissionReview is served, got {:?} {:?}; set admissionReviewVersions: [v1]",
-            review.types.api_version, review.types.kind
-        ));
+        return Err(AdmissionError::WrongVersion {
+            api_version: review.types.api_version,
+            kind: review.types.kind,
+        });
     }
-    review
-        .try_into()
-        .map_err(|_| "the AdmissionReview has no request".to_owned())
+    review.try_into().map_err(|_| AdmissionError::NoRequest)
 }
 
 /// Runs `decide` on a parsed request inside a span with the request's identity, records metrics,
@@ -54,7 +81,8 @@ where
     let started = Instant::now();
     let request = match parse(body) {
         Ok(request) => request,
-        Err(reason) => {
+        Err(error) => {
+            let reason = error.to_string();
             metrics.observe(webhook, "invalid", started.elapsed());
             metrics
                 .errors
@@ -109,6 +137,31 @@ pub(crate) fn with_patch(
                 .map_err(|e| e.to_string())
         }) {
         Ok(patched) => patched,
-        Err(e) => response.deny(format!("internal error building the patch: {e}")),
+        Err(e) => response.deny(AdmissionError::Patch(e).to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_that_is_not_a_v1_review_is_refused_with_what_to_set() {
+        let error =
+            parse(br#"{"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview"}"#)
+                .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            r#"only admission.k8s.io/v1 AdmissionReview is served, got "admission.k8s.io/v1beta1" "AdmissionReview"; set admissionReviewVersions: [v1]"#
+        );
+        let error = parse(b"not json").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("the body is not a valid AdmissionReview: ")
+        );
+        let error = parse(br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}"#)
+            .unwrap_err();
+        assert_eq!(error.to_string(), "the AdmissionReview has no request");
     }
 }

@@ -14,7 +14,7 @@ use multicluster_core::fencing::{self, FenceVerdict};
 use multicluster_core::keys::WRITTEN_WITH_INTENT_ID;
 
 use super::IntentLookup;
-use crate::admission::{annotations, is_write, labels, review, with_patch};
+use crate::admission::{AdmissionError, annotations, is_write, labels, review, with_patch};
 use crate::metrics::Metrics;
 
 /// `POST /mutate/intent`: step 1 of the fence (see `multicluster_core::fencing`).
@@ -53,7 +53,12 @@ pub async fn validate_intent(
         }
         let object = req.object.as_ref();
         let name = object
-            .and_then(|o| o.metadata.name.clone().or_else(|| o.metadata.generate_name.clone()))
+            .and_then(|o| {
+                o.metadata
+                    .name
+                    .clone()
+                    .or_else(|| o.metadata.generate_name.clone())
+            })
             .unwrap_or_else(|| req.name.clone());
         let write = fencing::Write {
             kind: &req.kind.kind,
@@ -78,15 +83,18 @@ pub async fn validate_intent(
                             }
                             Ok(None) => {}
                             Err(e) => {
-                                return response.deny(format!(
-                                    "cannot read Intent {ns}/{n} to check this write ({e}); the write is refused \
-                                     because fencing must not lapse. Retry when the hub API answers"
-                                ));
+                                let error = AdmissionError::IntentUnreadableForWrite {
+                                    intent: format!("{ns}/{n}"),
+                                    error: e,
+                                };
+                                return response.deny(error.to_string());
                             }
                         }
                     }
                 }
-                match fencing::check_write(&write, |ns, n| live.get(&(ns.to_owned(), n.to_owned())).cloned()) {
+                match fencing::check_write(&write, |ns, n| {
+                    live.get(&(ns.to_owned(), n.to_owned())).cloned()
+                }) {
                     FenceVerdict::Denied(reason) => {
                         tracing::info!(%reason, "write denied by intent fence");
                         response.deny(reason)
@@ -124,8 +132,12 @@ async fn validate_delete(
             FenceVerdict::Denied(reason) => response.deny(reason),
             _ => response,
         },
-        Err(e) => response.deny(format!(
-            "cannot read Intent {ns}/{n} to check this delete ({e}); refused because fencing must not lapse"
-        )),
+        Err(e) => {
+            let error = AdmissionError::IntentUnreadableForDelete {
+                intent: format!("{ns}/{n}"),
+                error: e,
+            };
+            response.deny(error.to_string())
+        }
     }
 }

@@ -15,6 +15,7 @@ use kube::{Api, Client};
 use multicluster_core::api::{MemberCluster, NamespaceRestore, NamespaceSnapshot, SnapshotPhase};
 
 use super::target::{Freshness, live_objects};
+use crate::admission::AdmissionError;
 use crate::members::MemberClients;
 use crate::metrics::Metrics;
 
@@ -44,8 +45,7 @@ pub async fn validate_restore(
             return response;
         }
         let Some(RestoreCheck { hub, members }) = check_with.as_ref() else {
-            return response
-                .deny("this hub server is not connected to a hub; it cannot check restores");
+            return response.deny(AdmissionError::NotConnected("check restores").to_string());
         };
         match check(hub, members, req).await {
             Ok(()) => response,

@@ -9,7 +9,7 @@ use axum::response::Response;
 use kube::core::admission::AdmissionResponse;
 
 use super::allocator::Vips;
-use crate::admission::{annotations, is_write, labels, review, with_patch};
+use crate::admission::{AdmissionError, annotations, is_write, labels, review, with_patch};
 use crate::metrics::Metrics;
 
 /// `POST /mutate/vip`: a Service labelled `multicluster.dev/vip-pool: POOL` gets an address from the
@@ -30,8 +30,7 @@ pub async fn mutate_vip(
             return response;
         };
         let Some(vips) = vips.as_ref() else {
-            return response
-                .deny("this hub server is not connected to a hub; it cannot hand out VIPs");
+            return response.deny(AdmissionError::NotConnected("hand out VIPs").to_string());
         };
         let namespace = req.namespace.clone().unwrap_or_default();
         let owner = multicluster_core::vip::OwnerKind {
