@@ -36,11 +36,6 @@ impl Loop {
     pub fn failed(&self) {
         self.failures.inc();
     }
-
-    /// How many passes failed so far (for tests).
-    pub fn failures(&self) -> u64 {
-        self.failures.get()
-    }
 }
 
 /// Reconciles every `K` that `api` lists, one object at a time, with kube-runtime's controller.

@@ -578,9 +578,19 @@ async fn sync(
             return settled;
         }
     };
-    let progress = member_progress(distribution, &inputs.targets);
+    let previous = previous_statuses(distribution);
+    let progress = member_progress(&previous, &inputs.targets);
     let publisher = publish_progress(api.clone(), report.name.clone(), progress.clone());
-    let outcomes = sync_members(client, clients, distribution, &inputs, state, &progress).await;
+    let outcomes = sync_members(
+        client,
+        clients,
+        distribution,
+        &inputs,
+        &previous,
+        state,
+        &progress,
+    )
+    .await;
     publisher.abort();
     let (statuses, tally) = tally(outcomes, &inputs, state);
     state.corrected.clear();
@@ -653,8 +663,10 @@ fn kinds_of(sources: &[Source]) -> watch::Kinds {
 type MemberProgress = BTreeMap<String, Arc<Mutex<MemberDistributionStatus>>>;
 
 /// Each target's live status during the sync, starting from what the last sync recorded.
-fn member_progress(distribution: &Distribution, targets: &[String]) -> MemberProgress {
-    let previous = previous_statuses(distribution);
+fn member_progress(
+    previous: &HashMap<String, MemberDistributionStatus>,
+    targets: &[String],
+) -> MemberProgress {
     targets
         .iter()
         .map(|m| {
@@ -703,10 +715,10 @@ async fn sync_members(
     clients: &MemberClients,
     distribution: &Distribution,
     inputs: &Inputs,
+    previous: &HashMap<String, MemberDistributionStatus>,
     state: &mut RunnerState,
     progress: &MemberProgress,
 ) -> Vec<member::MemberOutcome> {
-    let previous = previous_statuses(distribution);
     let mut memories: Vec<(String, MemberMemory)> = inputs
         .targets
         .iter()
