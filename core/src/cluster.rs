@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::core::{GroupVersionKind, TypeMeta};
+use kube::core::{DynamicObject, GroupVersionKind, TypeMeta};
 use kube::discovery::{ApiResource, Scope};
 use kube::{Api, Client};
 
@@ -27,6 +27,17 @@ pub fn gvk(
 pub struct Kind {
     pub resource: ApiResource,
     pub namespaced: bool,
+}
+
+impl Kind {
+    /// The API of this kind's objects in `namespace`, or cluster-wide when the kind is not
+    /// namespaced or no namespace is given.
+    pub fn api(&self, client: &Client, namespace: Option<&str>) -> Api<DynamicObject> {
+        match namespace {
+            Some(ns) if self.namespaced => Api::namespaced_with(client.clone(), ns, &self.resource),
+            _ => Api::all_with(client.clone(), &self.resource),
+        }
+    }
 }
 
 /// Kinds resolved on one cluster, each asked of its API server once.

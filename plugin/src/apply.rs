@@ -7,9 +7,8 @@ use anyhow::{Context, anyhow};
 use futures::future::try_join_all;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DynamicObject, Patch, PatchParams, ValidationDirective};
-use kube::core::GroupVersionKind;
-use kube::discovery::{self, Scope};
 use kube::{Api, Client};
+use multicluster_core::cluster::Kinds;
 
 /// Field manager of everything the plugin applies.
 pub const FIELD_MANAGER: &str = "kubectl-multicluster";
@@ -84,16 +83,13 @@ pub async fn locate(
     locate_cached(client, value, default_namespace, &mut Default::default()).await
 }
 
-/// Discovery answers by `apiVersion/kind`, so a bundle of many objects of few kinds asks once per kind.
-pub type DiscoveryCache =
-    std::collections::HashMap<String, (kube::api::ApiResource, kube::discovery::ApiCapabilities)>;
-
-/// `locate`, asking discovery only for kinds not in `cache`.
+/// `locate`, asking discovery only for kinds not yet in `kinds` (a bundle of many objects of few
+/// kinds asks once per kind).
 pub async fn locate_cached(
     client: &Client,
     value: &serde_json::Value,
     default_namespace: Option<&str>,
-    cache: &mut DiscoveryCache,
+    kinds: &mut Kinds,
 ) -> anyhow::Result<Located> {
     let mut object: DynamicObject =
         serde_json::from_value(value.clone()).context("a document is not a Kubernetes object")?;
@@ -106,37 +102,25 @@ pub async fn locate_cached(
         .name
         .clone()
         .ok_or_else(|| anyhow!("a {} has no metadata.name", types.kind))?;
-    let id = format!("{}/{}", types.api_version, types.kind);
-    let (resource, caps) = match cache.get(&id) {
-        Some(found) => found.clone(),
-        None => {
-            let gvk = GroupVersionKind::try_from(&types)?;
-            let found = discovery::pinned_kind(client, &gvk)
-                .await
-                .with_context(|| {
-                    format!(
-                        "the cluster does not serve {} {}",
-                        types.api_version, types.kind
-                    )
-                })?;
-            cache.insert(id, found.clone());
-            found
-        }
-    };
-    let api = match (
-        caps.scope,
-        object
-            .metadata
-            .namespace
-            .clone()
-            .or(default_namespace.map(str::to_owned)),
-    ) {
-        (Scope::Namespaced, Some(ns)) => {
-            object.metadata.namespace = Some(ns.clone());
-            Api::namespaced_with(client.clone(), &ns, &resource)
-        }
-        _ => Api::all_with(client.clone(), &resource),
-    };
+    let kind = kinds
+        .resolve(client, &types.api_version, &types.kind)
+        .await
+        .with_context(|| {
+            format!(
+                "the cluster does not serve {} {}",
+                types.api_version, types.kind
+            )
+        })?;
+    let namespace = object
+        .metadata
+        .namespace
+        .clone()
+        .or(default_namespace.map(str::to_owned))
+        .filter(|_| kind.namespaced);
+    if namespace.is_some() {
+        object.metadata.namespace.clone_from(&namespace);
+    }
+    let api = kind.api(client, namespace.as_deref());
     Ok(Located {
         object,
         name,

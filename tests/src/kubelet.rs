@@ -24,7 +24,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node as NodeObject;
 use kube::Api;
@@ -190,15 +190,15 @@ localStorageCapacityIsolation: false
             kubelet,
         };
         let nodes: Api<NodeObject> = Api::all(pg.client(context).await.expect("client"));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while nodes.get_opt(name).await.ok().flatten().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "node {name} did not register within 60 s; see {}",
+        crate::eventually(
+            &format!(
+                "node {name} registers (see {})",
                 dir.join("kubelet.log").display()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+            ),
+            Duration::from_secs(60),
+            async || nodes.get_opt(name).await.ok().flatten().is_some(),
+        )
+        .await;
         node
     }
 
@@ -272,15 +272,7 @@ fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
 }
 
 fn wait_for(ready: impl Fn() -> bool, timeout: Duration, what: &str, log: &Path) {
-    let deadline = Instant::now() + timeout;
-    while !ready() {
-        assert!(
-            Instant::now() < deadline,
-            "no {what} within {timeout:?}; see {}",
-            log.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    crate::eventually_blocking(&format!("{what} (see {})", log.display()), timeout, ready);
 }
 
 /// The machine's first global IPv4 address: the kubelet's node IP and listening address.

@@ -19,6 +19,9 @@ pub mod examples;
 pub mod kubelet;
 pub mod mcs;
 pub mod minio;
+pub mod wait;
+
+pub use wait::{eventually, eventually_blocking};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -247,6 +250,35 @@ pub fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The standard output of a finished command, as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The standard error of a finished command, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Requires that a finished command succeeded (failing with its stderr) and returns its stdout.
+pub fn succeeded(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed ({}):\n{}",
+        out.status,
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// The condition of type `type_` in an object's `status.conditions`, as JSON.
+pub fn condition<'a>(object: &'a serde_json::Value, type_: &str) -> Option<&'a serde_json::Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
 }
 
 /// A new namespace with a unique name starting with `prefix`. The playground has no namespace

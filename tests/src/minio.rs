@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kubectl_multicluster::local::binaries::{INSTALL_COMMAND, cache_dir};
 use multicluster_core::versions;
@@ -85,15 +85,14 @@ impl Minio {
     /// MinIO opens its port once it serves; a TCP connect is enough to know (the test then speaks
     /// S3 through the product's own client).
     fn wait_listening(&self, port: u16, dir: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "MinIO did not listen on {port} within 60 s; see {}",
+        crate::eventually_blocking(
+            &format!(
+                "MinIO listens on {port} (see {})",
                 dir.join("minio.log").display()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            ),
+            Duration::from_secs(60),
+            || std::net::TcpStream::connect(("127.0.0.1", port)),
+        );
     }
 
     /// The files MinIO keeps for the objects of its bucket, as object keys (MinIO stores an

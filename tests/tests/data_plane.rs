@@ -20,7 +20,9 @@ use kube::Api;
 use multicluster_core::api::TrafficPolicy;
 use multicluster_tests::dataplane::{DataPlane, NO_ANSWER};
 use multicluster_tests::mcs::{api, create_namespace, export_service, play_node};
-use multicluster_tests::{fresh_namespace, playground, probe_every_second, run_ok, unique_name};
+use multicluster_tests::{
+    eventually, fresh_namespace, playground, probe_every_second, run_ok, unique_name,
+};
 
 const M1_NODES: [&str; 3] = ["10.250.1.2", "10.250.1.3", "10.250.1.4"];
 const M2_NODES: [&str; 3] = ["10.250.2.2", "10.250.2.3", "10.250.2.4"];
@@ -167,19 +169,15 @@ async fn kube_proxy_spreads_the_vip_over_played_backends_by_active_weight_and_fo
     export_service(&m2, &ns, "web", 80, Some(30081), &pool).await;
 
     let imports = api(&m1, &ns, "ServiceImport");
-    let started = Instant::now();
-    let vip: Ipv4Addr = loop {
-        if let Some(import) = imports.get_opt("web").await.unwrap()
-            && let Some(vip) = import.data["spec"]["ips"][0].as_str()
-        {
-            break vip.parse().unwrap();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "member-1 never imported web"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let vip: Ipv4Addr = eventually(
+        "member-1 imports web",
+        Duration::from_secs(30),
+        async || {
+            let import = imports.get_opt("web").await.unwrap()?;
+            import.data["spec"]["ips"][0].as_str()?.parse().ok()
+        },
+    )
+    .await;
 
     // Weights 200:100 over 3 node addresses each: kube-proxy lists 2 of member-1's and 1 of
     // member-2's, so member-1 gets 2/3 of the requests.

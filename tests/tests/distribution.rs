@@ -17,7 +17,9 @@ use kube::core::GroupVersionKind;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::api::Distribution;
-use multicluster_tests::{fresh_namespace, playground, run, run_ok, unique_name};
+use multicluster_tests::{
+    eventually, fresh_namespace, playground, run, run_ok, succeeded, unique_name,
+};
 use serde_json::Value;
 
 const MEMBERS: [&str; 2] = ["member-1", "member-2"];
@@ -198,21 +200,20 @@ fn record_creations(client: &Client, ns: &str, crd_group: &str) -> Seen {
 }
 
 async fn wait_until_seen(seen: &Seen, keys: &[String], member: &str) -> HashMap<String, u64> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = seen.lock().unwrap().clone();
-        if keys.iter().all(|k| now.contains_key(k)) {
-            return now;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{member}: never saw {:?}; saw {now:?}",
-            keys.iter()
-                .filter(|k| !now.contains_key(*k))
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        &format!("{member} sees {keys:?}"),
+        Duration::from_secs(30),
+        async || {
+            let now = seen.lock().unwrap().clone();
+            let missing: Vec<_> = keys.iter().filter(|k| !now.contains_key(*k)).collect();
+            if missing.is_empty() {
+                Ok(now)
+            } else {
+                Err(format!("missing {missing:?}; saw {now:?}"))
+            }
+        },
+    )
+    .await
 }
 
 fn write_bundle(text: &str) -> tempfile::TempDir {
@@ -231,16 +232,6 @@ fn distribute(
     let mut all = vec!["distribute", "-f", &path, "--name", name];
     all.extend_from_slice(args);
     run(&mut playground().multicluster(&all))
-}
-
-/// Requires success; returns stdout.
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn status_of(name: &str) -> Value {
@@ -484,7 +475,7 @@ async fn continuous_mode_follows_the_hub_corrects_edits_and_removes_what_left() 
         text
     };
     let dir = write_bundle(&manifest("hello", "one", true));
-    ok(distribute(
+    succeeded(distribute(
         dir.path(),
         &name,
         &["--to", "member-1,member-2", "--mode", "continuous"],
@@ -529,21 +520,13 @@ async fn continuous_mode_follows_the_hub_corrects_edits_and_removes_what_left() 
         .await
         .unwrap();
     for (member, client) in MEMBERS.iter().zip(&members) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let s = Api::<Secret>::namespaced(client.clone(), &ns)
-                .get("creds")
-                .await
-                .unwrap();
-            if s.data.unwrap()["password"].0 == b"two" {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{member}: the rotated Secret never arrived"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+        eventually(
+            &format!("{member} gets the rotated Secret"),
+            Duration::from_secs(10),
+            async || secrets.get("creds").await.unwrap().data.unwrap()["password"].0 == b"two",
+        )
+        .await;
     }
     eprintln!(
         "Secret rotation reached both members in {:?}",
@@ -572,56 +555,51 @@ async fn continuous_mode_follows_the_hub_corrects_edits_and_removes_what_left() 
         "member-1",
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = status_of(&name);
-        let m1 = status["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["member"] == "member-1")
-            .unwrap()
-            .clone();
-        let note = m1["objects"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["object"]["name"] == "settings")
-            .and_then(|o| o["message"].as_str().map(str::to_owned));
-        if note
-            .as_deref()
-            .is_some_and(|n| n.contains("kubectl-edit") && n.contains("corrected"))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the correction never showed in status: {m1}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "the correction shows in status",
+        Duration::from_secs(10),
+        async || {
+            let status = status_of(&name);
+            let m1 = status["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["member"] == "member-1")
+                .unwrap()
+                .clone();
+            let note = m1["objects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["object"]["name"] == "settings")
+                .and_then(|o| o["message"].as_str().map(str::to_owned));
+            let corrected = note
+                .as_deref()
+                .is_some_and(|n| n.contains("kubectl-edit") && n.contains("corrected"));
+            if corrected {
+                Ok(())
+            } else {
+                Err(m1.to_string())
+            }
+        },
+    )
+    .await;
 
     // `extra` leaves the bundle: it leaves the members (and the hub's sources).
     let dir2 = write_bundle(&manifest("bonjour", "two", false));
-    ok(distribute(
+    succeeded(distribute(
         dir2.path(),
         &name,
         &["--to", "member-1,member-2", "--mode", "continuous"],
     ));
     for (member, client) in MEMBERS.iter().zip(&members) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Api::<ConfigMap>::namespaced(client.clone(), &ns)
-            .get_opt("extra")
-            .await
-            .unwrap()
-            .is_some()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "{member}: extra was never removed"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+        eventually(
+            &format!("{member} loses extra"),
+            Duration::from_secs(10),
+            async || config_maps.get_opt("extra").await.unwrap().is_none(),
+        )
+        .await;
     }
     assert!(
         Api::<ConfigMap>::namespaced(hub.clone(), &ns)
@@ -633,26 +611,21 @@ async fn continuous_mode_follows_the_hub_corrects_edits_and_removes_what_left() 
 }
 
 async fn wait_for_data(client: &Client, ns: &str, name: &str, key: &str, want: &str, member: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
-            .get_opt(name)
-            .await
-            .unwrap();
-        let got = cm
-            .as_ref()
-            .and_then(|c| c.data.as_ref())
-            .and_then(|d| d.get(key))
-            .cloned();
-        if got.as_deref() == Some(want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{member}: {name}.{key} is {got:?}, never {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), ns);
+    eventually(
+        &format!("{member}: {name}.{key} is {want:?}"),
+        Duration::from_secs(10),
+        async || {
+            let cm = config_maps.get_opt(name).await.unwrap();
+            let got = cm.and_then(|c| c.data).and_then(|mut d| d.remove(key));
+            if got.as_deref() == Some(want) {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -665,7 +638,7 @@ async fn drift_can_be_reported_instead_of_corrected() {
     let dir = write_bundle(&format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings, namespace: {ns}}}\ndata: {{greeting: hello}}\n"
     ));
-    ok(distribute(
+    succeeded(distribute(
         dir.path(),
         &name,
         &[
@@ -689,26 +662,30 @@ async fn drift_can_be_reported_instead_of_corrected() {
         )
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = status_of(&name);
-        let drifted = status["members"][0]["objects"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|o| {
-                o["state"] == "Drifted"
-                    && o["message"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .contains("kubectl-edit")
-            });
-        if drifted && status["synced"] == "False" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "drift never reported: {status}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "the drift is reported",
+        Duration::from_secs(10),
+        async || {
+            let status = status_of(&name);
+            let drifted = status["members"][0]["objects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| {
+                    o["state"] == "Drifted"
+                        && o["message"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .contains("kubectl-edit")
+                });
+            if drifted && status["synced"] == "False" {
+                Ok(())
+            } else {
+                Err(status.to_string())
+            }
+        },
+    )
+    .await;
     // Reported, not corrected.
     let cm = Api::<ConfigMap>::namespaced(m2, &ns)
         .get("settings")
@@ -827,7 +804,7 @@ async fn dry_run_stores_nothing_and_diff_shows_an_edit_on_a_member_with_secrets_
          apiVersion: v1\nkind: Secret\nmetadata: {{name: creds, namespace: {ns}}}\nstringData: {{password: hunter2}}\n"
     ));
     let path = dir.path().to_str().unwrap();
-    let out = ok(distribute(
+    let out = succeeded(distribute(
         path,
         &name,
         &["--to", "member-1,member-2", "--dry-run", "server"],
@@ -857,7 +834,7 @@ async fn dry_run_stores_nothing_and_diff_shows_an_edit_on_a_member_with_secrets_
             .is_none()
     );
 
-    ok(distribute(path, &name, &["--to", "member-1,member-2"]));
+    succeeded(distribute(path, &name, &["--to", "member-1,member-2"]));
     let diff: Value = serde_json::from_str(&run_ok(
         &mut pg.multicluster(&["diff", &name, "-o", "json"]),
     ))

@@ -12,7 +12,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::api::MemberCluster;
-use multicluster_tests::{fresh_namespace, playground, run, run_ok, unique_name};
+use multicluster_tests::{
+    eventually, fresh_namespace, playground, run, run_ok, stderr, unique_name,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -82,18 +84,6 @@ async fn reachable(hub: &Client, member: &str) -> Option<bool> {
         .map(|c| c.status == "True")
 }
 
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 async fn greeting(client: &Client, ns: &str) -> Option<String> {
     Api::<ConfigMap>::namespaced(client.clone(), ns)
         .get_opt("settings")
@@ -152,7 +142,7 @@ async fn a_stopped_member_converges_when_it_returns_and_the_others_do_not_wait_f
         eventually(
             "the probe sees member-2 unreachable",
             Duration::from_secs(30),
-            || async { reachable(&hub, "member-2").await == Some(false) },
+            async || reachable(&hub, "member-2").await == Some(false),
         )
         .await;
         // The source changes and grows while member-2 is down: member-1 gets it all; the command
@@ -162,7 +152,7 @@ async fn a_stopped_member_converges_when_it_returns_and_the_others_do_not_wait_f
         let out = run(&mut distribute());
         let took = started.elapsed();
         let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let stderr = stderr(&out);
         let m1_greeting = greeting(&m1, &ns).await;
         let m1_late = Api::<Deployment>::namespaced(m1.clone(), &ns)
             .get_opt("late")
@@ -208,13 +198,13 @@ async fn a_stopped_member_converges_when_it_returns_and_the_others_do_not_wait_f
     eventually(
         "member-2 has the new greeting",
         Duration::from_secs(60),
-        || async { greeting(&m2, &ns).await.as_deref() == Some("v2") },
+        async || greeting(&m2, &ns).await.as_deref() == Some("v2"),
     )
     .await;
     eventually(
         "member-2 has the new Deployment",
         Duration::from_secs(30),
-        || async {
+        async || {
             Api::<Deployment>::namespaced(m2.clone(), &ns)
                 .get_opt("late")
                 .await
@@ -249,7 +239,7 @@ async fn a_stopped_member_converges_when_it_returns_and_the_others_do_not_wait_f
     eventually(
         "the Distribution reports Synced",
         Duration::from_secs(30),
-        || async {
+        async || {
             let out = run(&mut pg.multicluster(&["distribute", "status", &name, "-o", "json"]));
             let status: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
             status["synced"] == "True"

@@ -417,17 +417,22 @@ fn local_up_without_binaries_names_the_install_command_and_starts_nothing() {
 async fn version_names_the_plugin_build_and_the_hub_servers_which_match() {
     let pg = playground();
     // The hub server writes its build on the hub's Lease when it takes it, right after it starts.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let (info, stderr) = loop {
-        let out = run(&mut pg.multicluster(&["version", "-o", "json"]));
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
-        let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        if info["hubServer"].is_string() || std::time::Instant::now() > deadline {
-            break (info, stderr);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    };
+    let (info, stderr) = multicluster_tests::eventually(
+        "the hub server's build on its Lease",
+        std::time::Duration::from_secs(20),
+        async || {
+            let out = run(&mut pg.multicluster(&["version", "-o", "json"]));
+            let stderr = multicluster_tests::stderr(&out);
+            assert!(out.status.success(), "{stderr}");
+            let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if info["hubServer"].is_string() {
+                Ok((info, stderr))
+            } else {
+                Err(info.to_string())
+            }
+        },
+    )
+    .await;
     let plugin = info["plugin"].as_str().unwrap();
     assert!(plugin.starts_with(env!("CARGO_PKG_VERSION")), "{info}");
     assert_eq!(plugin, multicluster_core::versions::release(), "{info}");

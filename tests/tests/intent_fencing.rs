@@ -8,15 +8,11 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use multicluster_tests::{fresh_namespace, playground, run, run_ok};
+use multicluster_tests::{eventually_blocking, fresh_namespace, playground, run, run_ok, stderr};
 
 /// `kubectl apply -f -` (plus `extra` flags) of `manifest` on the hub.
 fn apply(manifest: &str, extra: &[&str]) -> Output {
     playground().apply("hub", manifest, extra)
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn intent(ns: &str, id: &str, holder: &str) -> String {
@@ -337,23 +333,21 @@ async fn rotating_the_intent_stops_the_running_manager_at_its_next_write() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !run(pg
-        .kubectl()
-        .args(["--context", "hub", "-n", &ns, "get", "configmap", "managed"]))
-    .status
-    .success()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the manager never wrote its ConfigMap"
-        );
-        assert!(
-            manager.try_wait().unwrap().is_none(),
-            "the manager stopped before rotation"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    eventually_blocking(
+        "the manager writes its ConfigMap",
+        std::time::Duration::from_secs(20),
+        || {
+            assert!(
+                manager.try_wait().unwrap().is_none(),
+                "the manager stopped before rotation"
+            );
+            run(pg
+                .kubectl()
+                .args(["--context", "hub", "-n", &ns, "get", "configmap", "managed"]))
+            .status
+            .success()
+        },
+    );
 
     let rotated = run_ok(pg.kubectl().args([
         "multicluster",

@@ -12,18 +12,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use multicluster_core::api::MemberCluster;
-use multicluster_tests::{playground, run, run_ok, set_nodes};
+use multicluster_tests::{eventually, playground, run, run_ok, set_nodes};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-fn multicluster(args: &[&str]) -> std::process::Command {
-    let mut cmd = playground().kubectl();
-    cmd.arg("multicluster")
-        .args(args)
-        .args(["--context", "hub"]);
-    cmd
-}
-
+/// Waits until MemberCluster `name` satisfies `check`; returns how long that took.
 async fn wait_for(
     hub: &Client,
     name: &str,
@@ -33,18 +26,16 @@ async fn wait_for(
 ) -> Duration {
     let started = Instant::now();
     let api: Api<MemberCluster> = Api::all(hub.clone());
-    loop {
+    eventually(&format!("{name} {what}"), timeout, async || {
         let mc = api.get(name).await.unwrap();
         if check(&mc) {
-            return started.elapsed();
+            Ok(())
+        } else {
+            Err(format!("{:?}", mc.status))
         }
-        assert!(
-            started.elapsed() < timeout,
-            "{name} not {what} after {timeout:?}: {:?}",
-            mc.status
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
+    started.elapsed()
 }
 
 fn condition<'a>(
@@ -72,7 +63,7 @@ async fn joined_members_are_probed_against_the_survival_ratio_of_played_nodes_an
     set_nodes(&m2, 4, 4).await;
 
     for member in ["member-1", "member-2"] {
-        run_ok(&mut multicluster(&[
+        run_ok(&mut playground().multicluster(&[
             "join",
             member,
             "--member-context",
@@ -187,7 +178,7 @@ async fn joined_members_are_probed_against_the_survival_ratio_of_played_nodes_an
         .await;
         // `list` still answers, and says why.
         let started = Instant::now();
-        let out = run(&mut multicluster(&["list", "-o", "json"]));
+        let out = run(&mut playground().multicluster(&["list", "-o", "json"]));
         let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let row = listed
             .as_array()
@@ -217,14 +208,14 @@ async fn joined_members_are_probed_against_the_survival_ratio_of_played_nodes_an
     .await;
 
     // Every transition left an Event, and `status` shows them.
-    let status = run_ok(&mut multicluster(&["status", "member-2"]));
+    let status = run_ok(&mut playground().multicluster(&["status", "member-2"]));
     assert!(
         status.contains("Unhealthy") && status.contains("1 of 4 nodes ready"),
         "{status}"
     );
 
     // Joining again updates the member; unjoin removes the hub's state and the account on the member.
-    run_ok(&mut multicluster(&[
+    run_ok(&mut playground().multicluster(&[
         "join",
         "member-1",
         "--member-context",
@@ -237,12 +228,7 @@ async fn joined_members_are_probed_against_the_survival_ratio_of_played_nodes_an
         .await
         .unwrap();
     assert_eq!(mc.spec.weight, 30);
-    run_ok(&mut multicluster(&[
-        "unjoin",
-        "member-1",
-        "--member-context",
-        "member-1",
-    ]));
+    run_ok(&mut playground().multicluster(&["unjoin", "member-1", "--member-context", "member-1"]));
     assert!(
         Api::<MemberCluster>::all(hub.clone())
             .get_opt("member-1")
@@ -293,7 +279,7 @@ async fn a_join_that_cannot_reach_the_member_says_so_and_creates_nothing() {
         .replace(&member_1, &format!("https://127.0.0.1:{closed}"));
     let path = pg.dir().join("broken-kubeconfig");
     std::fs::write(&path, broken).unwrap();
-    let out = run(&mut multicluster(&[
+    let out = run(&mut playground().multicluster(&[
         "join",
         "ghost",
         "--member-context",
@@ -356,7 +342,7 @@ async fn a_join_with_bad_credentials_or_too_few_permissions_says_which_and_creat
 
     // Wrong credentials: a token the member does not know.
     let bogus = kubeconfig_with_token(pg.dir(), &member_1.server, &ca, "not-a-real-token");
-    let out = run(&mut multicluster(&[
+    let out = run(&mut playground().multicluster(&[
         "join",
         "intruder",
         "--member-context",
@@ -386,7 +372,7 @@ async fn a_join_with_bad_credentials_or_too_few_permissions_says_which_and_creat
         .token
         .unwrap();
     let weak = kubeconfig_with_token(pg.dir(), &member_1.server, &ca, &token);
-    let out = run(&mut multicluster(&[
+    let out = run(&mut playground().multicluster(&[
         "join",
         "weakling",
         "--member-context",

@@ -25,7 +25,7 @@ use kube::api::{DynamicObject, PostParams};
 use multicluster_core::api::{NamespaceRestore, NamespaceSnapshot};
 use multicluster_tests::csi::{self, PlayedProvisioner, PlayedSnapshotter};
 use multicluster_tests::minio::Minio;
-use multicluster_tests::{Playground, playground, run, run_ok, unique_name};
+use multicluster_tests::{Playground, playground, run, run_ok, stderr, succeeded, unique_name};
 use serde_json::json;
 
 const CLAIMS: [&str; 3] = [
@@ -240,19 +240,67 @@ async fn a_restore_into_an_empty_namespace_of_another_member_with_a_played_provi
     );
 }
 
-// Multi-threaded: the played controllers run while the test blocks on `kubectl multicluster`.
+/// A snapshot of member-1's example application on a directory location, and what it needs to
+/// stay alive while the test runs.
+struct TakenSnapshot {
+    name: String,
+    /// Where the location keeps its archives.
+    archives: std::path::PathBuf,
+    _directory: tempfile::TempDir,
+    _snapshotter: PlayedSnapshotter,
+}
+
+async fn snapshot_of_the_application(pg: &Playground) -> TakenSnapshot {
+    let (ns, snapshotter) = source_application(pg).await;
+    let directory = tempfile::tempdir().unwrap();
+    let (location, archives) =
+        multicluster_tests::minio::add_directory_location(pg, directory.path());
+    let name = unique_name("shop-snap");
+    run_ok(&mut pg.snapshot_of_member_1(&ns, &location, &name, &[]));
+    TakenSnapshot {
+        name,
+        archives,
+        _directory: directory,
+        _snapshotter: snapshotter,
+    }
+}
+
+/// Requires that the command failed and that its stderr says each of `says`; returns stderr.
+fn refused(out: &std::process::Output, says: &[&str]) -> String {
+    let stderr = stderr(out);
+    assert!(!out.status.success(), "admitted: {stderr}");
+    for said in says {
+        assert!(
+            stderr.contains(said),
+            "stderr does not say {said:?}:\n{stderr}"
+        );
+    }
+    stderr
+}
+
+/// `kubectl multicluster restore create SNAPSHOT --to-cluster member-2 --to-namespace TARGET`.
+fn restore_to_member_2(pg: &Playground, snapshot: &str, target: &str) -> std::process::Output {
+    run(&mut pg.multicluster(&[
+        "restore",
+        "create",
+        snapshot,
+        "--to-cluster",
+        "member-2",
+        "--to-namespace",
+        target,
+    ]))
+}
+
+// Multi-threaded: the played snapshotter runs while the test blocks on `kubectl multicluster`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restores_of_a_played_csi_snapshot_onto_conflicting_namespaces_are_refused_on_kubectl_apply_naming_each_conflict_and_a_corrupted_archive_before_any_write()
+async fn restores_of_a_played_csi_snapshot_onto_conflicting_namespaces_are_refused_on_kubectl_apply_naming_each_conflict_and_nothing_is_written()
  {
     let pg = playground();
     pg.join_members();
     let hub = pg.client("hub").await.unwrap();
     let m2 = pg.client("member-2").await.unwrap();
-    let (ns, _snapshotter) = source_application(pg).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (location, archives) = multicluster_tests::minio::add_directory_location(pg, dir.path());
-    let snapshot = unique_name("shop-snap");
-    run_ok(&mut pg.snapshot_of_member_1(&ns, &location, &snapshot, &[]));
+    let taken = snapshot_of_the_application(pg).await;
+    let snapshot = &taken.name;
 
     // member-2's shop-v13 runs cassandra at another version; shop-api runs an unrelated app.
     let examples = multicluster_tests::examples::dir().join("cassandra");
@@ -260,16 +308,11 @@ async fn restores_of_a_played_csi_snapshot_onto_conflicting_namespaces_are_refus
     let older = multicluster_tests::fresh_namespace(&m2, "shop-v13")
         .await
         .unwrap();
-    let out = pg.apply(
+    succeeded(pg.apply(
         "member-2",
         &cassandra.replace("cassandra:v14", "cassandra:v13"),
         &["-n", &older],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     let unrelated = multicluster_tests::fresh_namespace(&m2, "shop-api")
         .await
         .unwrap();
@@ -285,48 +328,29 @@ async fn restores_of_a_played_csi_snapshot_onto_conflicting_namespaces_are_refus
         .await
         .unwrap();
 
-    let out = pg.apply(
-        "hub",
-        &restore_manifest(&unique_name("r"), &snapshot, &older),
-        &[],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "admitted: {stderr}");
-    assert!(
-        stderr.contains(&format!(
+    let apply_restore = |target: &str| {
+        pg.apply(
+            "hub",
+            &restore_manifest(&unique_name("r"), snapshot, target),
+            &[],
+        )
+    };
+    refused(
+        &apply_restore(&older),
+        &[&format!(
             "StatefulSet cassandra: container cassandra: image gcr.io/google-samples/cassandra:v13 in {older}, gcr.io/google-samples/cassandra:v14 in the snapshot"
-        )),
-        "{stderr}"
+        )],
     );
-    let out = pg.apply(
-        "hub",
-        &restore_manifest(&unique_name("r"), &snapshot, &unrelated),
-        &[],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "admitted: {stderr}");
-    assert!(
-        stderr.contains(&format!(
+    refused(
+        &apply_restore(&unrelated),
+        &[&format!(
             "Deployment api: in {unrelated} and not in the snapshot"
-        )),
-        "{stderr}"
+        )],
     );
     // The CLI says the same, and that nothing was written.
-    let out = run(&mut pg.multicluster(&[
-        "restore",
-        "create",
-        &snapshot,
-        "--to-cluster",
-        "member-2",
-        "--to-namespace",
-        &unrelated,
-    ]));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains("restore refused, nothing was written")
-            && stderr.contains("Deployment api"),
-        "{stderr}"
+    refused(
+        &restore_to_member_2(pg, snapshot, &unrelated),
+        &["restore refused, nothing was written", "Deployment api"],
     );
     // Nothing was written: no NamespaceRestore exists, the targets hold what they held.
     let restores = Api::<NamespaceRestore>::namespaced(hub.clone(), "multicluster-system")
@@ -352,43 +376,45 @@ async fn restores_of_a_played_csi_snapshot_onto_conflicting_namespaces_are_refus
             .unwrap();
         assert!(services.items.is_empty(), "services written to {target}");
     }
+}
 
-    // A snapshot that does not exist: refused, saying so.
-    let out = pg.apply(
-        "hub",
-        &restore_manifest(&unique_name("r"), "no-such-snapshot", &unique_name("x")),
-        &[],
+#[tokio::test]
+async fn a_restore_of_a_snapshot_that_does_not_exist_is_refused_on_kubectl_apply_saying_so() {
+    let pg = playground();
+    pg.join_members();
+    refused(
+        &pg.apply(
+            "hub",
+            &restore_manifest(&unique_name("r"), "no-such-snapshot", &unique_name("x")),
+            &[],
+        ),
+        &["NamespaceSnapshot no-such-snapshot does not exist"],
     );
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("NamespaceSnapshot no-such-snapshot does not exist")
-    );
+}
 
-    // The archive altered on the storage (one byte): admitted (the target is empty), then refused
-    // by the hub server with a checksum error before it writes anything.
-    let file = archives.join(multicluster_core::snapshot::location::archive_key(
-        "multicluster-system",
-        &snapshot,
-    ));
+/// The archive altered on the storage (one byte): admitted (the target is empty), then refused by
+/// the hub server with a checksum error before it writes anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_from_an_archive_altered_on_the_storage_is_refused_by_its_checksum_before_any_write()
+ {
+    let pg = playground();
+    pg.join_members();
+    let m2 = pg.client("member-2").await.unwrap();
+    let snapshot = snapshot_of_the_application(pg).await;
+    let file = snapshot
+        .archives
+        .join(multicluster_core::snapshot::location::archive_key(
+            "multicluster-system",
+            &snapshot.name,
+        ));
     let mut bytes = std::fs::read(&file).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&file, &bytes).unwrap();
     let fresh = unique_name("shop-fresh");
-    let out = run(&mut pg.multicluster(&[
-        "restore",
-        "create",
-        &snapshot,
-        "--to-cluster",
-        "member-2",
-        "--to-namespace",
-        &fresh,
-    ]));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("checksum") && stderr.contains("nothing was written"),
-        "{stderr}"
+    refused(
+        &restore_to_member_2(pg, &snapshot.name, &fresh),
+        &["checksum", "nothing was written"],
     );
     assert!(
         !namespace_exists(&m2, &fresh).await,

@@ -9,7 +9,7 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -17,19 +17,11 @@ use kube::api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParam
 use kube::discovery::ApiResource;
 use kube::{Api, Client};
 use multicluster_tests::mcs::{create_namespace, export_service, play_node, resource as mcs};
-use multicluster_tests::{fresh_namespace, playground, run_ok, unique_name};
+use multicluster_tests::{eventually, fresh_namespace, playground, run_ok, unique_name};
 use serde_json::{Value, json};
 
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(last) => assert!(Instant::now() < deadline, "never: {what}; last: {last}"),
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
+/// How long the hub server may take to carry an export's change to the hub and the members.
+const WAIT: Duration = Duration::from_secs(40);
 
 fn condition(export: &DynamicObject, type_: &str) -> Option<(String, String)> {
     export.data["status"]["conditions"]
@@ -93,7 +85,7 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
     // The hub keeps one ServiceImport with a VIP from the pool.
     let hub_imports =
         Api::<DynamicObject>::namespaced_with(hub.clone(), &ns, &mcs("ServiceImport"));
-    let vip = eventually("the hub's ServiceImport gets a VIP", async || {
+    let vip = eventually("the hub's ServiceImport gets a VIP", WAIT, async || {
         let import = hub_imports
             .get_opt("web")
             .await
@@ -102,7 +94,7 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
         let vip = import.data["spec"]["ips"][0]
             .as_str()
             .ok_or(format!("{:?}", import.data))?;
-        Ok(vip.to_owned())
+        Ok::<_, String>(vip.to_owned())
     })
     .await;
     assert!(vip.starts_with("10.251.200."), "{vip}");
@@ -117,6 +109,7 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
             Api::<DynamicObject>::namespaced_with(member.clone(), &ns, &mcs("ServiceExport"));
         eventually(
             &format!("{name} imports the VIP and its export says so"),
+            WAIT,
             async || {
                 let import = imports
                     .get_opt("web")
@@ -166,12 +159,13 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
     };
     let (m1_port, m2_port) = (node_port(&m1).await, node_port(&m2).await);
     for member in [&m1, &m2] {
-        let (addresses, port, labels) = eventually("member-1's backends listed", async || {
-            slice_of(member, &ns, "member-1")
-                .await
-                .ok_or("no slice".to_owned())
-        })
-        .await;
+        let (addresses, port, labels) =
+            eventually("member-1's backends listed", WAIT, async || {
+                slice_of(member, &ns, "member-1")
+                    .await
+                    .ok_or("no slice".to_owned())
+            })
+            .await;
         assert_eq!(addresses.len(), 1, "{addresses:?}");
         assert!(addresses[0] == "10.251.1.2" || addresses[0] == "10.251.1.3");
         assert_eq!(port, m1_port);
@@ -180,7 +174,7 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
             "multicluster.dev"
         );
         assert_eq!(labels["kubernetes.io/service-name"], "web-multicluster");
-        let (addresses, port, _) = eventually("member-2's backends listed", async || {
+        let (addresses, port, _) = eventually("member-2's backends listed", WAIT, async || {
             slice_of(member, &ns, "member-2")
                 .await
                 .ok_or("no slice".to_owned())
@@ -211,7 +205,7 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
         .delete("web-multicluster-member-2", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the deleted slice is written again", async || {
+    eventually("the deleted slice is written again", WAIT, async || {
         slice_of(&m1, &ns, "member-2")
             .await
             .ok_or("not yet".to_owned())
@@ -264,7 +258,7 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
         )),
     );
     let route = eventually(
-        "member-1 gets an HTTPRoute with the active weights",
+        "member-1 gets an HTTPRoute with the active weights", WAIT,
         async || {
             let route = routes
                 .get_opt("web-multicluster")
@@ -293,6 +287,7 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
     // The Gateway's per-member backends: all of each member's addresses.
     let (addresses, port, _) = eventually(
         "the Gateway's member-1 Service has its backends",
+        WAIT,
         async || {
             let slice = Api::<EndpointSlice>::namespaced(m1.clone(), &ns)
                 .get_opt("web-multicluster-member-1-all")
@@ -312,6 +307,7 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
     assert_eq!((addresses.len(), port), (2, m1_port));
     eventually(
         "kube-proxy's slices carry 300:100 as 2 addresses to 1",
+        WAIT,
         async || {
             let one = slice_of(&m1, &ns, "member-1").await.map(|s| s.0.len());
             let two = slice_of(&m1, &ns, "member-2").await.map(|s| s.0.len());
@@ -346,7 +342,7 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
         .await
         .unwrap();
     let exports2 = Api::<DynamicObject>::namespaced_with(m2.clone(), &ns, &mcs("ServiceExport"));
-    let why = eventually("member-2's export reports the conflict", async || {
+    let why = eventually("member-2's export reports the conflict", WAIT, async || {
         let export = exports2.get("web").await.unwrap();
         match condition(&export, "Conflict") {
             Some((s, why)) if s == "True" => Ok(why),
@@ -360,6 +356,7 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
     );
     eventually(
         "member-2's backends leave the data plane",
+        WAIT,
         async || match slice_of(&m1, &ns, "member-2").await {
             None => Ok(()),
             Some(s) => Err(format!("{s:?}")),
@@ -375,7 +372,7 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
             .unwrap();
     }
     for (name, member) in [("member-1", &m1), ("member-2", &m2)] {
-        eventually(&format!("{name} loses the import side"), async || {
+        eventually(&format!("{name} loses the import side"), WAIT, async || {
             let svc = Api::<Service>::namespaced(member.clone(), &ns)
                 .get_opt("web-multicluster")
                 .await
@@ -402,18 +399,20 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
                 .is_some()
         );
     }
-    eventually("member-1's HTTPRoute goes", async || {
+    eventually("member-1's HTTPRoute goes", WAIT, async || {
         match routes.get_opt("web-multicluster").await.unwrap() {
             None => Ok(()),
             Some(_) => Err("still there".to_owned()),
         }
     })
     .await;
-    eventually("the hub's ServiceImport goes", async || {
-        match hub_imports.get_opt("web").await.unwrap() {
+    eventually(
+        "the hub's ServiceImport goes",
+        WAIT,
+        async || match hub_imports.get_opt("web").await.unwrap() {
             None => Ok(()),
             Some(_) => Err("still there".to_owned()),
-        }
-    })
+        },
+    )
     .await;
 }

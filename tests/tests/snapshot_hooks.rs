@@ -322,20 +322,20 @@ async fn on_a_real_kubelet_the_pre_hooks_run_before_the_cut_the_post_hooks_after
     )
     .await;
     let pods: Api<Pod> = Api::namespaced(m1.clone(), &ns);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     for pod in ["db-0", "db-1"] {
-        loop {
-            let phase = pods.get(pod).await.unwrap().status.and_then(|s| s.phase);
-            if phase.as_deref() == Some("Running") {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{pod} is {phase:?}, not Running, after 90 s; see {}",
-                node.logs()
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        }
+        multicluster_tests::eventually(
+            &format!("{pod} Running (the kubelet's log: {})", node.logs()),
+            std::time::Duration::from_secs(90),
+            async || {
+                let phase = pods.get(pod).await.unwrap().status.and_then(|s| s.phase);
+                if phase.as_deref() == Some("Running") {
+                    Ok(())
+                } else {
+                    Err(format!("{phase:?}"))
+                }
+            },
+        )
+        .await;
     }
     let snapshot = |name: &str| snapshot_with_hooks(&ns, &location, name);
 

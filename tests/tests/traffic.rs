@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use kube::Api;
 use multicluster_tests::{
-    fresh_namespace, playground, probe_every_second, run_ok, set_nodes, unique_name,
+    eventually, fresh_namespace, playground, probe_every_second, run_ok, set_nodes, unique_name,
 };
 use serde_json::Value;
 
@@ -30,19 +30,17 @@ fn active(report: &Value, member: &str) -> Option<u64> {
         .and_then(|m| m["activeWeight"].as_u64())
 }
 
-async fn eventually(what: &str, name: &str, ns: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+/// Shows the policy until its report satisfies `check`; returns that report.
+async fn show_until(what: &str, name: &str, ns: &str, check: impl Fn(&Value) -> bool) -> Value {
+    eventually(what, Duration::from_secs(30), async || {
         let report = show(name, ns);
         if check(&report) {
-            return report;
+            Ok(report)
+        } else {
+            Err(format!("{report:#}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "never: {what}; last seen {report:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    })
+    .await
 }
 
 /// Waits until Deployment `app` has `want` replicas on (member-1, member-2).
@@ -58,18 +56,19 @@ async fn wait_replicas(m1: &kube::Client, m2: &kube::Client, ns: &str, want: (i3
                 .and_then(|s| s.replicas)
         }
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = (replicas(m1).await, replicas(m2).await);
-        if got == (Some(want.0), Some(want.1)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replicas on (member-1, member-2) are {got:?}, never {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        &format!("replicas on (member-1, member-2) are {want:?}"),
+        Duration::from_secs(30),
+        async || {
+            let got = (replicas(m1).await, replicas(m2).await);
+            if got == (Some(want.0), Some(want.1)) {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -104,7 +103,7 @@ async fn traffic_moves_to_the_standby_when_the_actives_played_nodes_fail_and_bac
         "--failback",
         "2",
     ]));
-    eventually("member-1 active, member-2 standing by", &name, &ns, |r| {
+    show_until("member-1 active, member-2 standing by", &name, &ns, |r| {
         active(r, "member-1") == Some(100) && active(r, "member-2") == Some(0)
     })
     .await;
@@ -137,7 +136,7 @@ async fn traffic_moves_to_the_standby_when_the_actives_played_nodes_fail_and_bac
     // member-1 loses 3 of its 4 nodes (1 ready < ⌈4 × 0.5⌉): the standby takes over.
     let failed = Instant::now();
     set_nodes(&m1, 4, 1).await;
-    let report = eventually("member-2 takes member-1's share", &name, &ns, |r| {
+    let report = show_until("member-2 takes member-1's share", &name, &ns, |r| {
         active(r, "member-1") == Some(0) && active(r, "member-2") == Some(100)
     })
     .await;
@@ -153,31 +152,32 @@ async fn traffic_moves_to_the_standby_when_the_actives_played_nodes_fail_and_bac
         "{report:#}"
     );
     // An Event says so (published right after the status).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let events = run_ok(pg.kubectl().args([
-            "--context",
-            "hub",
-            "get",
-            "events",
-            "-n",
-            &ns,
-            "-o",
-            "jsonpath={range .items[*]}{.reason}: {.note}{.message}{\"\\n\"}{end}",
-        ]));
-        if events.contains("TrafficShifted: member-1 100→0") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no Event for the shift: {events}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "an Event for the shift",
+        Duration::from_secs(10),
+        async || {
+            let events = run_ok(pg.kubectl().args([
+                "--context",
+                "hub",
+                "get",
+                "events",
+                "-n",
+                &ns,
+                "-o",
+                "jsonpath={range .items[*]}{.reason}: {.note}{.message}{\"\\n\"}{end}",
+            ]));
+            if events.contains("TrafficShifted: member-1 100→0") {
+                Ok(())
+            } else {
+                Err(events)
+            }
+        },
+    )
+    .await;
 
     // Healthy again: member-1 gets its share back only after 2 healthy probes.
     set_nodes(&m1, 4, 4).await;
-    let report = eventually("member-1 back after fail-back", &name, &ns, |r| {
+    let report = show_until("member-1 back after fail-back", &name, &ns, |r| {
         active(r, "member-1") == Some(100) && active(r, "member-2") == Some(0)
     })
     .await;
@@ -191,13 +191,13 @@ async fn traffic_moves_to_the_standby_when_the_actives_played_nodes_fail_and_bac
 
     // Drain member-1 for maintenance, then undrain.
     run_ok(&mut pg.multicluster(&["traffic", "drain", &name, "member-1", "-n", &ns]));
-    let report = eventually("drained member-1 gets nothing", &name, &ns, |r| {
+    let report = show_until("drained member-1 gets nothing", &name, &ns, |r| {
         active(r, "member-1") == Some(0) && active(r, "member-2") == Some(100)
     })
     .await;
     assert_eq!(report["members"][0]["state"], "drained");
     run_ok(&mut pg.multicluster(&["traffic", "undrain", &name, "member-1", "-n", &ns]));
-    eventually("undrained member-1 serves again", &name, &ns, |r| {
+    show_until("undrained member-1 serves again", &name, &ns, |r| {
         active(r, "member-1") == Some(100)
     })
     .await;
@@ -205,7 +205,7 @@ async fn traffic_moves_to_the_standby_when_the_actives_played_nodes_fail_and_bac
     // Both down: no member serves, said as a condition; nothing divided by zero.
     set_nodes(&m1, 4, 0).await;
     set_nodes(&m2, 4, 0).await;
-    let report = eventually("nobody serves", &name, &ns, |r| r["serving"] == "False").await;
+    let report = show_until("nobody serves", &name, &ns, |r| r["serving"] == "False").await;
     assert!(
         report["message"]
             .as_str()

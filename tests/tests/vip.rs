@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::api::{VipClaim, VipPool};
-use multicluster_tests::{fresh_namespace, playground, run_ok, unique_name};
+use multicluster_tests::{eventually, fresh_namespace, playground, run_ok, unique_name};
 
 async fn pool(client: &Client, ranges: &[&str], metallb: bool) -> String {
     let name = unique_name("pool");
@@ -102,14 +102,12 @@ async fn a_service_gets_a_vip_and_hostname_keeps_it_on_update_and_loses_it_when_
 
     // Deleted: the Lease holder releases the claim (the playground checks every 2 s, 5 s grace).
     services.delete("web", &Default::default()).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !claims_of(&client, &pool).await.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the claim of a deleted Service was never released"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(
+        "the claim of the deleted Service is released",
+        Duration::from_secs(30),
+        async || claims_of(&client, &pool).await.is_empty(),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -198,14 +196,12 @@ async fn two_hundred_services_created_at_once_through_two_hub_server_processes_g
         .spawn()
         .unwrap();
     let health = format!("127.0.0.1:{}", ports[1]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !kubectl_multicluster::local::http_ok(&health, "/readyz").await {
-        assert!(
-            Instant::now() < deadline,
-            "the second hub server did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the second hub server is ready",
+        Duration::from_secs(20),
+        async || kubectl_multicluster::local::http_ok(&health, "/readyz").await,
+    )
+    .await;
 
     // Namespaces labelled `replica: second` go to the second process, all others to the first.
     let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());

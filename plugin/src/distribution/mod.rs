@@ -13,15 +13,14 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use futures::{StreamExt, stream};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::{self, Scope};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::api::{
     ConflictPolicy, DependencyRule, Distribution, DistributionMode, DistributionStatus,
     DistributionTargets, DriftPolicy, MemberCluster, ObjectSyncState,
 };
+use multicluster_core::cluster::Kinds;
 use multicluster_core::distribution::{self, Plan};
 use multicluster_core::keys;
 use serde::Serialize;
@@ -353,10 +352,10 @@ fn crds_of(objects: &[Value]) -> HashMap<(String, String), bool> {
         .collect()
 }
 
-/// Which kinds are namespaced: from the hub's discovery, or from a CRD in the bundle.
+/// Which kinds are namespaced: from a CRD in the bundle, or else from the hub's discovery.
 #[derive(Default)]
 struct Scopes {
-    known: HashMap<String, bool>,
+    hub: Kinds,
 }
 
 impl Scopes {
@@ -367,26 +366,20 @@ impl Scopes {
         kind: &str,
         bundle_crds: &HashMap<(String, String), bool>,
     ) -> anyhow::Result<bool> {
-        let id = format!("{api_version}/{kind}");
-        if let Some(n) = self.known.get(&id) {
-            return Ok(*n);
-        }
         let group = distribution::order::group_of(api_version);
-        let namespaced = match bundle_crds.get(&(group.to_owned(), kind.to_owned())) {
-            Some(n) => *n,
-            None => {
-                let gvk = GroupVersionKind::try_from(&kube::core::TypeMeta {
-                    api_version: api_version.to_owned(),
-                    kind: kind.to_owned(),
-                })?;
-                let (_, caps) = discovery::pinned_kind(client, &gvk).await.with_context(|| {
-                    format!("the hub does not serve {api_version} {kind} (and the bundle has no CRD for it)")
-                })?;
-                caps.scope == Scope::Namespaced
-            }
-        };
-        self.known.insert(id, namespaced);
-        Ok(namespaced)
+        if let Some(namespaced) = bundle_crds.get(&(group.to_owned(), kind.to_owned())) {
+            return Ok(*namespaced);
+        }
+        let found = self
+            .hub
+            .resolve(client, api_version, kind)
+            .await
+            .with_context(|| {
+                format!(
+                    "the hub does not serve {api_version} {kind} (and the bundle has no CRD for it)"
+                )
+            })?;
+        Ok(found.namespaced)
     }
 
     /// Gives a namespaced object without a namespace the default one; drops one from a
@@ -422,7 +415,7 @@ async fn store_sources(
     objects: &[Value],
     plan: &Plan,
 ) -> anyhow::Result<usize> {
-    let mut cache = crate::apply::DiscoveryCache::new();
+    let mut kinds = Kinds::default();
     let mut stored_now: HashMap<String, HashMap<String, kube::core::ObjectMeta>> = HashMap::new();
     let selector = format!("{}={name}", keys::SOURCE_OF);
     let mut unchanged = 0;
@@ -432,7 +425,7 @@ async fn store_sources(
         let mut located = Vec::new();
         for index in tier.iter().filter_map(|s| s.index) {
             let mut l =
-                crate::apply::locate_cached(client, &objects[index], None, &mut cache).await?;
+                crate::apply::locate_cached(client, &objects[index], None, &mut kinds).await?;
             let hash = source_hash(&serde_json::to_value(&l.object)?);
             // What this Distribution already stored, one list per kind and namespace.
             let url = l.api.resource_url().to_owned();
@@ -547,23 +540,22 @@ async fn prune_old_sources(client: &Client, name: &str, objects: &[Value]) -> an
         .filter_map(distribution::ObjectKey::of)
         .collect();
     let selector = format!("{}={name}", keys::SOURCE_OF);
+    let mut kinds = Kinds::default();
     for source in previous
         .spec
         .sources
         .iter()
         .filter_map(|s| s.selector.as_ref())
     {
-        let gvk = GroupVersionKind::try_from(&kube::core::TypeMeta {
-            api_version: source.api_version.clone(),
-            kind: source.kind.clone(),
-        })?;
-        let Ok((resource, caps)) = discovery::pinned_kind(client, &gvk).await else {
+        // A kind the hub no longer serves has no sources left to prune.
+        let Ok(found) = kinds
+            .resolve(client, &source.api_version, &source.kind)
+            .await
+        else {
             continue;
         };
-        let api: Api<DynamicObject> = match (&source.namespace, caps.scope) {
-            (Some(ns), Scope::Namespaced) => Api::namespaced_with(client.clone(), ns, &resource),
-            _ => Api::all_with(client.clone(), &resource),
-        };
+        let resource = &found.resource;
+        let api = found.api(client, source.namespace.as_deref());
         for item in api
             .list_metadata(&ListParams::default().labels(&selector))
             .await?
@@ -742,23 +734,18 @@ pub async fn diff(client: Client, name: &str, format: OutputFormat) -> anyhow::R
 /// The Distribution's sources as they are on the hub now.
 async fn read_sources(client: &Client, d: &Distribution) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
+    let mut kinds = Kinds::default();
     for source in &d.spec.sources {
         let (api_version, kind, namespace) = match (&source.object, &source.selector) {
             (Some(r), _) => (&r.api_version, &r.kind, &r.namespace),
             (None, Some(s)) => (&s.api_version, &s.kind, &s.namespace),
             (None, None) => continue,
         };
-        let gvk = GroupVersionKind::try_from(&kube::core::TypeMeta {
-            api_version: api_version.clone(),
-            kind: kind.clone(),
-        })?;
-        let (resource, caps) = discovery::pinned_kind(client, &gvk)
+        let found_kind = kinds
+            .resolve(client, api_version, kind)
             .await
             .with_context(|| format!("the hub does not serve {api_version} {kind}"))?;
-        let api: Api<DynamicObject> = match (namespace, caps.scope) {
-            (Some(ns), Scope::Namespaced) => Api::namespaced_with(client.clone(), ns, &resource),
-            _ => Api::all_with(client.clone(), &resource),
-        };
+        let api = found_kind.api(client, namespace.as_deref());
         let mut found = Vec::new();
         if let Some(r) = &source.object {
             found.extend(api.get_opt(&r.name).await?);
@@ -778,8 +765,8 @@ async fn read_sources(client: &Client, d: &Distribution) -> anyhow::Result<Vec<V
             .map(serde_json::to_value)
             .collect::<Result<Vec<_>, _>>()?
         {
-            object["apiVersion"] = json!(resource.api_version);
-            object["kind"] = json!(resource.kind);
+            object["apiVersion"] = json!(found_kind.resource.api_version);
+            object["kind"] = json!(found_kind.resource.kind);
             out.push(object);
         }
     }

@@ -13,6 +13,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::api::{ConflictPolicy, MemberCluster};
+use multicluster_core::cluster::Kinds;
 use multicluster_core::distribution::{self, Action};
 use serde::Serialize;
 use serde_json::Value;
@@ -173,12 +174,12 @@ pub async fn member_changes(
     policy: ConflictPolicy,
     copies: Vec<Value>,
 ) -> Vec<ObjectChange> {
-    let mut cache = crate::apply::DiscoveryCache::new();
+    let mut kinds = Kinds::default();
     let mut located = Vec::new();
     let mut changes = Vec::new();
     for copy in copies {
         let label = describe(&copy);
-        match crate::apply::locate_cached(client, &copy, None, &mut cache).await {
+        match crate::apply::locate_cached(client, &copy, None, &mut kinds).await {
             Ok(l) => located.push((label, copy, l)),
             Err(e) => changes.push(ObjectChange {
                 member: member.to_owned(),

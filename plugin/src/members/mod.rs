@@ -216,133 +216,40 @@ pub async fn join(
         .to_owned();
     let name = &args.name;
     // 1. Check, before writing anything.
-    member
-        .apiserver_version()
-        .await
-        .map_err(|e| explain(name, &url, e))?;
-    let missing =
-        missing_permissions(&member)
-            .await
-            .map_err(|e| match e.downcast::<kube::Error>() {
-                Ok(e) => explain(name, &url, e),
-                Err(e) => e,
-            })?;
-    if !missing.is_empty() {
-        bail!(
-            "the credentials of context {} lack permissions on member {name} ({url}) that join needs: {}; nothing was created",
-            args.member_context,
-            missing.join(", ")
-        );
-    }
+    check_member(&member, name, &url, &args.member_context).await?;
     let members: Api<MemberCluster> = Api::all(hub.clone());
     members.list(&ListParams::default().limit(1)).await.map_err(|e| {
         anyhow!("the hub does not serve MemberClusters ({e}); install the hub first with `kubectl multicluster init`")
     })?;
-    let labels: BTreeMap<String, String> = args
-        .labels
-        .iter()
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            l.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .ok_or_else(|| anyhow!("label {l:?} is not k=v"))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let labels = parse_labels(&args.labels)?;
     let secret_name = member::secret_name(name);
     if args.dry_run {
-        let mut rows: Vec<PlanRow> = member::member_objects()
-            .iter()
-            .map(|o| PlanRow {
-                cluster: format!("member {name} ({url})"),
-                object: object_label(o),
-            })
-            .collect();
-        rows.push(PlanRow { cluster: format!("member {name}"), object: format!("token for ServiceAccount {SYSTEM_NAMESPACE}/{HUB_ACCOUNT} (24h, renewed by the hub)") });
-        rows.push(PlanRow {
-            cluster: "hub".into(),
-            object: format!("Secret {SYSTEM_NAMESPACE}/{secret_name} (endpoint, CA, that token)"),
-        });
-        rows.push(PlanRow {
-            cluster: "hub".into(),
-            object: format!("MemberCluster {name}"),
-        });
-        return output::print(format, &Plan(rows));
+        return output::print(format, &join_plan(name, &url, &secret_name));
     }
 
     // 2. The hub's account on the member; removed again if anything after this fails.
-    let progress = |m: &str| eprintln!("{m}");
-    progress(&format!(
-        "Creating the hub's account on member {name} ({url})"
-    ));
+    eprintln!("Creating the hub's account on member {name} ({url})");
     let result = async {
         crate::apply::apply_objects(&member, &member::member_objects()).await?;
-        let sa: Api<ServiceAccount> = Api::namespaced(member.clone(), SYSTEM_NAMESPACE);
-        let request = TokenRequest {
-            spec: Some(TokenRequestSpec {
-                expiration_seconds: Some(member::TOKEN_LIFETIME_SECONDS),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let token = sa
-            .create_token_request(HUB_ACCOUNT, &PostParams::default(), &request)
-            .await
-            .context("requesting a token for the hub's account")?;
-        let status = token
-            .status
-            .ok_or_else(|| anyhow!("the member returned no token"))?;
-        let token_text = status
-            .token
-            .clone()
-            .ok_or_else(|| anyhow!("the member returned an empty token"))?;
-        let expires = status
-            .expiration_timestamp
-            .map(|t| t.0.to_string())
-            .unwrap_or_default();
         let ca = config
             .root_cert
             .as_deref()
             .map(member::pem_of)
             .unwrap_or_default();
-        // The token must work for what the hub does with it, before the hub stores it.
-        let check = Client::try_from(member::client_config(
-            &url,
-            &ca,
-            &token_text,
-            Duration::from_secs(5),
-        )?)?;
-        Api::<Node>::all(check.clone())
-            .list(&ListParams::default().limit(1))
-            .await
-            .map_err(|e| anyhow!("the hub's new token does not work on member {name}: {e}"))?;
-
-        progress("Storing the member's endpoint, CA and the hub's token on the hub");
-        let secret = Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(secret_name.clone()),
-                namespace: Some(SYSTEM_NAMESPACE.to_owned()),
-                labels: Some([("multicluster.dev/member".to_owned(), name.clone())].into()),
-                ..Default::default()
-            },
-            type_: Some("multicluster.dev/member-credentials".to_owned()),
-            data: Some(
-                [
-                    (secret_keys::SERVER, url.clone()),
-                    (secret_keys::CA, ca),
-                    (secret_keys::TOKEN, token_text),
-                    (secret_keys::EXPIRES, expires),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
-                .collect(),
-            ),
-            ..Default::default()
-        };
-        let params = PatchParams::apply(crate::apply::FIELD_MANAGER).force();
-        Api::<Secret>::namespaced(hub.clone(), SYSTEM_NAMESPACE)
-            .patch(&secret_name, &params, &Patch::Apply(&secret))
-            .await
-            .context("storing the member's credentials on the hub")?;
+        let token = issue_token(&member, name, &url, &ca).await?;
+        eprintln!("Storing the member's endpoint, CA and the hub's token on the hub");
+        store_credentials(
+            &hub,
+            name,
+            &secret_name,
+            [
+                (secret_keys::SERVER, url.clone()),
+                (secret_keys::CA, ca),
+                (secret_keys::TOKEN, token.token),
+                (secret_keys::EXPIRES, token.expires),
+            ],
+        )
+        .await?;
         let mut mc = MemberCluster::new(
             name,
             MemberClusterSpec {
@@ -359,27 +266,176 @@ pub async fn join(
                 health: HealthCheck::default(),
             },
         );
-        mc.metadata.labels = Some(labels.clone());
+        mc.metadata.labels = Some(labels);
         // Joining an existing name again updates it (endpoint, token, labels, weights).
         members
-            .patch(name, &params, &Patch::Apply(&mc))
+            .patch(
+                name,
+                &PatchParams::apply(crate::apply::FIELD_MANAGER).force(),
+                &Patch::Apply(&mc),
+            )
             .await
             .context("creating the MemberCluster on the hub")?;
         anyhow::Ok(())
     }
     .await;
     if let Err(e) = result {
-        progress("Join failed: removing what it created on the member");
+        eprintln!("Join failed: removing what it created on the member");
         remove_remote(&member).await;
         let _ = Api::<Secret>::namespaced(hub.clone(), SYSTEM_NAMESPACE)
             .delete(&secret_name, &DeleteParams::default())
             .await;
         return Err(e.context(format!("joining {name}; nothing was left behind")));
     }
-    progress(&format!(
+    eprintln!(
         "Joined {name}; the hub server probes it and reports its health in `kubectl multicluster list`"
-    ));
+    );
     output::print(format, &members_report(&hub, Some(name)).await?)
+}
+
+/// The member answers, and the joining user's credentials there may create what join creates.
+async fn check_member(member: &Client, name: &str, url: &str, context: &str) -> anyhow::Result<()> {
+    member
+        .apiserver_version()
+        .await
+        .map_err(|e| explain(name, url, e))?;
+    let missing =
+        missing_permissions(member)
+            .await
+            .map_err(|e| match e.downcast::<kube::Error>() {
+                Ok(e) => explain(name, url, e),
+                Err(e) => e,
+            })?;
+    if !missing.is_empty() {
+        bail!(
+            "the credentials of context {context} lack permissions on member {name} ({url}) that join needs: {}; nothing was created",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `--label k=v` flags as a label map.
+fn parse_labels(flags: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    flags
+        .iter()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| anyhow!("label {l:?} is not k=v"))
+        })
+        .collect()
+}
+
+/// What `join --dry-run` says it would create, on the member and on the hub.
+fn join_plan(name: &str, url: &str, secret_name: &str) -> Plan {
+    let mut rows: Vec<PlanRow> = member::member_objects()
+        .iter()
+        .map(|o| PlanRow {
+            cluster: format!("member {name} ({url})"),
+            object: object_label(o),
+        })
+        .collect();
+    rows.push(PlanRow {
+        cluster: format!("member {name}"),
+        object: format!(
+            "token for ServiceAccount {SYSTEM_NAMESPACE}/{HUB_ACCOUNT} (24h, renewed by the hub)"
+        ),
+    });
+    rows.push(PlanRow {
+        cluster: "hub".into(),
+        object: format!("Secret {SYSTEM_NAMESPACE}/{secret_name} (endpoint, CA, that token)"),
+    });
+    rows.push(PlanRow {
+        cluster: "hub".into(),
+        object: format!("MemberCluster {name}"),
+    });
+    Plan(rows)
+}
+
+/// A token of the hub's account on a member, and when it expires (RFC 3339).
+struct IssuedToken {
+    token: String,
+    expires: String,
+}
+
+/// Requests a token for the hub's account on the member, and checks that it works for what the
+/// hub does with it before the hub stores it.
+async fn issue_token(
+    member: &Client,
+    name: &str,
+    url: &str,
+    ca: &str,
+) -> anyhow::Result<IssuedToken> {
+    let sa: Api<ServiceAccount> = Api::namespaced(member.clone(), SYSTEM_NAMESPACE);
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(member::TOKEN_LIFETIME_SECONDS),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let status = sa
+        .create_token_request(HUB_ACCOUNT, &PostParams::default(), &request)
+        .await
+        .context("requesting a token for the hub's account")?
+        .status
+        .ok_or_else(|| anyhow!("the member returned no token"))?;
+    let token = status
+        .token
+        .clone()
+        .ok_or_else(|| anyhow!("the member returned an empty token"))?;
+    let check = Client::try_from(member::client_config(
+        url,
+        ca,
+        &token,
+        Duration::from_secs(5),
+    )?)?;
+    Api::<Node>::all(check)
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(|e| anyhow!("the hub's new token does not work on member {name}: {e}"))?;
+    Ok(IssuedToken {
+        token,
+        expires: status
+            .expiration_timestamp
+            .map(|t| t.0.to_string())
+            .unwrap_or_default(),
+    })
+}
+
+/// Writes the member's credentials Secret on the hub (the only place they are kept).
+async fn store_credentials<const N: usize>(
+    hub: &Client,
+    name: &str,
+    secret_name: &str,
+    data: [(&str, String); N],
+) -> anyhow::Result<()> {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(secret_name.to_owned()),
+            namespace: Some(SYSTEM_NAMESPACE.to_owned()),
+            labels: Some([("multicluster.dev/member".to_owned(), name.to_owned())].into()),
+            ..Default::default()
+        },
+        type_: Some("multicluster.dev/member-credentials".to_owned()),
+        data: Some(
+            data.into_iter()
+                .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(hub.clone(), SYSTEM_NAMESPACE)
+        .patch(
+            secret_name,
+            &PatchParams::apply(crate::apply::FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .context("storing the member's credentials on the hub")?;
+    Ok(())
 }
 
 async fn remove_remote(member: &Client) {

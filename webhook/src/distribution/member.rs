@@ -18,6 +18,7 @@ use multicluster_core::api::{
     Distribution, MemberDistributionStatus, ObjectDistributionStatus, ObjectReference,
     ObjectSyncState, WrittenKind,
 };
+use multicluster_core::cluster::Kinds;
 use multicluster_core::distribution::{self, Action, ObjectKey, Plan};
 use multicluster_core::keys;
 use serde_json::{Value, json};
@@ -660,6 +661,7 @@ async fn remove_leftovers(
     states: &mut BTreeMap<ObjectKey, ObjectDistributionStatus>,
 ) {
     let selector = format!("{}={distribution}", keys::DISTRIBUTION);
+    let mut served = Kinds::default();
     for kind in written {
         // The API of a kind no longer in the bundle: from the member's discovery.
         let resource = match sources.iter().find(|s| {
@@ -667,20 +669,11 @@ async fn remove_leftovers(
                 && s.object["kind"] == kind.kind.as_str()
         }) {
             Some(s) => (s.resource.clone(), s.namespaced),
-            None => {
-                let Ok(gvk) = kube::core::GroupVersionKind::try_from(&kube::core::TypeMeta {
-                    api_version: kind.api_version.clone(),
-                    kind: kind.kind.clone(),
-                }) else {
-                    continue;
-                };
-                match kube::discovery::pinned_kind(client, &gvk).await {
-                    Ok((resource, caps)) => {
-                        (resource, caps.scope == kube::discovery::Scope::Namespaced)
-                    }
-                    Err(_) => continue,
-                }
-            }
+            None => match served.resolve(client, &kind.api_version, &kind.kind).await {
+                Ok(found) => (found.resource, found.namespaced),
+                // Not served any more: nothing of that kind is left to remove.
+                Err(_) => continue,
+            },
         };
         let source = Source {
             object: Value::Null,

@@ -64,54 +64,123 @@ impl std::fmt::Debug for ProxyState {
     }
 }
 
-fn status(code: StatusCode, reason: &str, message: String) -> Response {
-    let body = serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-        "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()});
-    (code, axum::Json(body)).into_response()
+/// A request the proxy does not forward, answered as the Kubernetes `Status` kubectl prints.
+#[derive(Debug)]
+struct Refusal {
+    code: StatusCode,
+    reason: &'static str,
+    message: String,
 }
 
-/// Every request under `/apis` on the admission port.
+impl Refusal {
+    fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        )
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": self.message, "reason": self.reason,
+            "code": self.code.as_u16()});
+        (self.code, axum::Json(body)).into_response()
+    }
+}
+
+/// Every request under `/apis` on the admission port: the proxy API's discovery documents, or a
+/// request for a member, forwarded once the caller is authenticated and authorised on the hub.
 pub async fn handle(
     State(state): State<Option<ProxyState>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
     request: Request,
 ) -> Response {
     let path = request.uri().path().to_owned();
-    let discovery = |v: serde_json::Value| axum::Json(v).into_response();
-    if path == "/apis" {
-        return discovery(
-            serde_json::json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [proxy::api_group()]}),
-        );
-    }
-    if path == format!("/apis/{}", proxy::GROUP) {
-        return discovery(proxy::api_group());
-    }
-    if path == format!("/apis/{}/{}", proxy::GROUP, proxy::VERSION) {
-        return discovery(proxy::api_resource_list());
+    if let Some(document) = discovery(&path) {
+        return axum::Json(document).into_response();
     }
     let Some((member, rest)) = proxy::parse_path(&path) else {
-        return status(
+        return Refusal::new(
             StatusCode::NOT_FOUND,
             "NotFound",
             format!("no such path {path}"),
-        );
+        )
+        .into_response();
     };
-    let Some(state) = &state else {
-        return status(
-            StatusCode::SERVICE_UNAVAILABLE,
+    let (member, rest) = (member.to_owned(), rest.to_owned());
+    match forward(state.as_ref(), &peer, request, &member, rest).await {
+        Ok(response) => response,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// The discovery documents kubectl reads before it sends a request to the proxy API.
+fn discovery(path: &str) -> Option<serde_json::Value> {
+    if path == "/apis" {
+        Some(
+            serde_json::json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [proxy::api_group()]}),
+        )
+    } else if path == format!("/apis/{}", proxy::GROUP) {
+        Some(proxy::api_group())
+    } else if path == format!("/apis/{}/{}", proxy::GROUP, proxy::VERSION) {
+        Some(proxy::api_resource_list())
+    } else {
+        None
+    }
+}
+
+/// Authenticates the caller, authorises it on the hub, and sends the request to `member` as that
+/// caller (impersonated), returning the member's answer as it is.
+async fn forward(
+    state: Option<&ProxyState>,
+    peer: &Peer,
+    request: Request,
+    member: &str,
+    rest: String,
+) -> Result<Response, Refusal> {
+    let state = state.ok_or_else(|| {
+        Refusal::unavailable("the proxy is off: this hub server has no hub connection")
+    })?;
+    let caller = authenticate(state, peer, &request)?;
+    let verb = proxy::verb_of(request.method().as_str());
+    tracing::info!(user = %caller.user, %member, verb, path = %rest, "proxy request");
+    authorize(&state.hub, &caller, verb, member).await?;
+    let client = member_client(state, member).await?;
+    let forward = member_request(request, rest, &caller).await?;
+    let response = client.send(forward).await.map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_GATEWAY,
             "ServiceUnavailable",
-            "the proxy is off: this hub server has no hub connection".into(),
-        );
-    };
-    let Some(front) = &state.front_proxy else {
-        return status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
+            format!("member {member} did not answer: {e}"),
+        )
+    })?;
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// Who the hub's API server says the caller is, believed only from the hub's front proxy.
+fn authenticate(
+    state: &ProxyState,
+    peer: &Peer,
+    request: &Request,
+) -> Result<proxy::Caller, Refusal> {
+    let front = state.front_proxy.as_ref().ok_or_else(|| {
+        Refusal::unavailable(
             "the proxy is off: the hub's API server publishes no front-proxy (requestheader) \
-             configuration in kube-system/extension-apiserver-authentication"
-                .into(),
-        );
-    };
+             configuration in kube-system/extension-apiserver-authentication",
+        )
+    })?;
     let headers: Vec<(String, String)> = request
         .headers()
         .iter()
@@ -122,82 +191,79 @@ pub async fn handle(
             )
         })
         .collect();
-    let caller = match proxy::caller(
+    proxy::caller(
         &headers,
         peer.client_common_name.as_deref(),
         &front.allowed_names,
-    ) {
-        Ok(c) => c,
-        Err(e) => return status(StatusCode::UNAUTHORIZED, "Unauthorized", e.to_string()),
-    };
-    let verb = proxy::verb_of(request.method().as_str());
-    let member = member.to_owned();
-    let rest = rest.to_owned();
-    tracing::info!(user = %caller.user, %member, verb, path = %rest, "proxy request");
+    )
+    .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, "Unauthorized", e.to_string()))
+}
 
-    // Authorised on the hub, again, whoever forwarded it.
+/// Authorised on the hub, again, whoever forwarded it: a SubjectAccessReview for the caller.
+async fn authorize(
+    hub: &Client,
+    caller: &proxy::Caller,
+    verb: &str,
+    member: &str,
+) -> Result<(), Refusal> {
     let review: SubjectAccessReview =
-        match serde_json::from_value(proxy::access_review(&caller, verb, &member)) {
-            Ok(r) => r,
-            Err(e) => {
-                return status(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "InternalError",
-                    e.to_string(),
-                );
-            }
-        };
-    match Api::<SubjectAccessReview>::all(state.hub.clone())
+        serde_json::from_value(proxy::access_review(caller, verb, member)).map_err(|e| {
+            Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                e.to_string(),
+            )
+        })?;
+    let answer = Api::<SubjectAccessReview>::all(hub.clone())
         .create(&PostParams::default(), &review)
         .await
-    {
-        Ok(r) if r.status.as_ref().is_some_and(|s| s.allowed) => {}
-        Ok(_) => {
-            return status(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                proxy::denied(&caller, verb, &member),
-            );
-        }
-        Err(e) => {
-            return status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                format!("cannot check the permission on the hub: {e}"),
-            );
-        }
+        .map_err(|e| {
+            Refusal::unavailable(format!("cannot check the permission on the hub: {e}"))
+        })?;
+    if answer.status.as_ref().is_some_and(|s| s.allowed) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            proxy::denied(caller, verb, member),
+        ))
     }
+}
 
-    let cluster = match Api::<MemberCluster>::all(state.hub.clone())
-        .get_opt(&member)
+/// A client for `member` with the hub's credentials for it.
+async fn member_client(state: &ProxyState, member: &str) -> Result<Client, Refusal> {
+    let cluster = Api::<MemberCluster>::all(state.hub.clone())
+        .get_opt(member)
         .await
-    {
-        Ok(Some(m)) => m,
-        Ok(None) => {
-            return status(
+        .map_err(|e| Refusal::unavailable(e.to_string()))?
+        .ok_or_else(|| {
+            Refusal::new(
                 StatusCode::NOT_FOUND,
                 "NotFound",
                 format!("no member cluster named {member}"),
-            );
-        }
-        Err(e) => {
-            return status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                e.to_string(),
-            );
-        }
-    };
-    let client = match state.members.get(&state.hub, &cluster, None).await {
-        Ok(c) => c,
-        Err(e) => {
-            return status(
+            )
+        })?;
+    state
+        .members
+        .get(&state.hub, &cluster, None)
+        .await
+        .map_err(|e| {
+            Refusal::new(
                 StatusCode::BAD_GATEWAY,
                 "ServiceUnavailable",
                 format!("no credentials for member {member}: {e:#}"),
-            );
-        }
-    };
+            )
+        })
+}
+
+/// The request as the member receives it: the same method, path, query, headers and body, but no
+/// identity of its own besides the hub's credentials and the caller's impersonation.
+async fn member_request(
+    request: Request,
+    rest: String,
+    caller: &proxy::Caller,
+) -> Result<http::Request<kube::client::Body>, Refusal> {
     let uri = match request.uri().query() {
         Some(q) => format!("{rest}?{q}"),
         None => rest,
@@ -207,7 +273,6 @@ pub async fn handle(
         .uri(uri);
     for (name, value) in request.headers() {
         let n = name.as_str();
-        // The hub's own credentials and the impersonation below are the only identity sent.
         let identity = n == "authorization"
             || n.starts_with("impersonate-")
             || n.starts_with("x-remote-")
@@ -218,7 +283,7 @@ pub async fn handle(
             forward = forward.header(name, value);
         }
     }
-    for (name, value) in proxy::impersonation_headers(&caller) {
+    for (name, value) in proxy::impersonation_headers(caller) {
         if let (Ok(n), Ok(v)) = (
             HeaderName::try_from(name.as_str()),
             HeaderValue::try_from(value.as_str()),
@@ -226,29 +291,16 @@ pub async fn handle(
             forward = forward.header(n, v);
         }
     }
-    let body = match axum::body::to_bytes(request.into_body(), MAX_REQUEST_BYTES).await {
-        Ok(b) => b,
-        Err(e) => {
-            return status(
+    let body = axum::body::to_bytes(request.into_body(), MAX_REQUEST_BYTES)
+        .await
+        .map_err(|e| {
+            Refusal::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLarge",
                 e.to_string(),
-            );
-        }
-    };
-    let forward = match forward.body(kube::client::Body::from(body)) {
-        Ok(r) => r,
-        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
-    };
-    match client.send(forward).await {
-        Ok(response) => {
-            let (parts, body) = response.into_parts();
-            Response::from_parts(parts, Body::new(body))
-        }
-        Err(e) => status(
-            StatusCode::BAD_GATEWAY,
-            "ServiceUnavailable",
-            format!("member {member} did not answer: {e}"),
-        ),
-    }
+            )
+        })?;
+    forward
+        .body(kube::client::Body::from(body))
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()))
 }

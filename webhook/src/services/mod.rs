@@ -559,8 +559,9 @@ impl LoopState {
         }
     }
 
-    /// Removes from reachable members the objects of multi-cluster services that are gone, and
-    /// the hub's ServiceImports nobody exports any more (their VIP claims are then released).
+    /// Removes what no export backs any more: hub ServiceImports, and on every member whose view
+    /// is fresh the objects this hub server wrote there. Objects changed or deleted by someone
+    /// else are forgotten, so the next pass writes them again.
     async fn clean(
         &mut self,
         hub: &Client,
@@ -570,28 +571,8 @@ impl LoopState {
         hub_imports: &[DynamicObject],
         desired: &BTreeSet<(String, String, String, String)>,
     ) {
-        for import in hub_imports {
-            let ns = import.namespace().unwrap_or_default();
-            if !exported.contains(&(ns.clone(), import.name_any())) {
-                let api = Api::<DynamicObject>::namespaced_with(
-                    hub.clone(),
-                    &ns,
-                    &mcs::mcs_api_resource("ServiceImport"),
-                );
-                match api
-                    .delete(&import.name_any(), &DeleteParams::default())
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::info!(service = %format!("{ns}/{}", import.name_any()), "multi-cluster service gone: its hub ServiceImport is removed")
-                    }
-                    Err(e) => {
-                        self.failed();
-                        tracing::warn!(error = %e, "removing a hub ServiceImport")
-                    }
-                }
-            }
-        }
+        self.remove_unexported_imports(hub, exported, hub_imports)
+            .await;
         let members: Vec<(String, bool)> = self
             .views
             .iter()
@@ -617,63 +598,106 @@ impl LoopState {
                 kinds.push(http_route_resource());
             }
             for resource in kinds {
-                // Names are all clean-up needs: metadata lists cost the API server far less.
-                let all = Api::<DynamicObject>::all_with(client.clone(), &resource);
-                let Ok(list) = all
-                    .list_metadata(&ListParams::default().labels(SERVICE_LABEL))
-                    .await
-                else {
-                    continue;
-                };
-                let mut live: BTreeSet<(String, String, String, String)> = BTreeSet::new();
-                for object in list.items {
-                    let ns = object.namespace().unwrap_or_default();
-                    let k = (
-                        member.clone(),
-                        resource.kind.clone(),
-                        ns.clone(),
-                        object.name_any(),
-                    );
-                    live.insert(k.clone());
-                    if desired.contains(&k) {
-                        // Changed by someone else since our write: write it again.
-                        if self
-                            .versions
-                            .get(&k)
-                            .is_some_and(|v| Some(v) != object.resource_version().as_ref())
-                        {
-                            tracing::info!(%member, object = %format!("{} {ns}/{}", k.1, k.3), "changed by someone else: writing it again");
-                            self.forget(&k);
-                        }
-                        continue;
-                    }
-                    let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &resource);
-                    match api
-                        .delete(&object.name_any(), &DeleteParams::default())
-                        .await
-                    {
-                        Ok(_) => {
-                            self.forget(&k);
-                            tracing::info!(%member, object = %format!("{} {ns}/{}", resource.kind, object.name_any()), "removed: no export backs it any more");
-                        }
-                        Err(e) => {
-                            self.failed();
-                            tracing::warn!(%member, error = %e, "removing a multi-cluster service object")
-                        }
-                    }
+                self.clean_kind(member, &client, &resource, desired).await;
+            }
+        }
+    }
+
+    async fn remove_unexported_imports(
+        &mut self,
+        hub: &Client,
+        exported: &BTreeSet<(String, String)>,
+        hub_imports: &[DynamicObject],
+    ) {
+        for import in hub_imports {
+            let ns = import.namespace().unwrap_or_default();
+            if exported.contains(&(ns.clone(), import.name_any())) {
+                continue;
+            }
+            let api = Api::<DynamicObject>::namespaced_with(
+                hub.clone(),
+                &ns,
+                &mcs::mcs_api_resource("ServiceImport"),
+            );
+            match api
+                .delete(&import.name_any(), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(service = %format!("{ns}/{}", import.name_any()), "multi-cluster service gone: its hub ServiceImport is removed")
                 }
-                // Deleted by someone else: written again on the next pass.
-                let missing: Vec<_> = desired
-                    .iter()
-                    .filter(|k| &k.0 == member && k.1 == resource.kind && !live.contains(*k))
-                    .filter(|k| self.versions.contains_key(*k))
-                    .cloned()
-                    .collect();
-                for k in missing {
-                    tracing::info!(%member, object = %format!("{} {}/{}", k.1, k.2, k.3), "deleted by someone else: writing it again");
-                    self.forget(&k);
+                Err(e) => {
+                    self.failed();
+                    tracing::warn!(error = %e, "removing a hub ServiceImport")
                 }
             }
+        }
+    }
+
+    /// One kind on one member: deletes the labelled objects not desired, and forgets those
+    /// changed or deleted by someone else since this hub server wrote them.
+    async fn clean_kind(
+        &mut self,
+        member: &str,
+        client: &Client,
+        resource: &ApiResource,
+        desired: &BTreeSet<(String, String, String, String)>,
+    ) {
+        // Names are all clean-up needs: metadata lists cost the API server far less.
+        let all = Api::<DynamicObject>::all_with(client.clone(), resource);
+        let Ok(list) = all
+            .list_metadata(&ListParams::default().labels(SERVICE_LABEL))
+            .await
+        else {
+            return;
+        };
+        let mut live: BTreeSet<(String, String, String, String)> = BTreeSet::new();
+        for object in list.items {
+            let ns = object.namespace().unwrap_or_default();
+            let k = (
+                member.to_owned(),
+                resource.kind.clone(),
+                ns.clone(),
+                object.name_any(),
+            );
+            live.insert(k.clone());
+            if desired.contains(&k) {
+                // Changed by someone else since our write: write it again.
+                if self
+                    .versions
+                    .get(&k)
+                    .is_some_and(|v| Some(v) != object.resource_version().as_ref())
+                {
+                    tracing::info!(%member, object = %format!("{} {ns}/{}", k.1, k.3), "changed by someone else: writing it again");
+                    self.forget(&k);
+                }
+                continue;
+            }
+            let api = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, resource);
+            match api
+                .delete(&object.name_any(), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {
+                    self.forget(&k);
+                    tracing::info!(%member, object = %format!("{} {ns}/{}", resource.kind, object.name_any()), "removed: no export backs it any more");
+                }
+                Err(e) => {
+                    self.failed();
+                    tracing::warn!(%member, error = %e, "removing a multi-cluster service object")
+                }
+            }
+        }
+        // Deleted by someone else: written again on the next pass.
+        let missing: Vec<_> = desired
+            .iter()
+            .filter(|k| k.0 == member && k.1 == resource.kind && !live.contains(*k))
+            .filter(|k| self.versions.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in missing {
+            tracing::info!(%member, object = %format!("{} {}/{}", k.1, k.2, k.3), "deleted by someone else: writing it again");
+            self.forget(&k);
         }
     }
 }

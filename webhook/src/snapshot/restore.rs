@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::SYSTEM_NAMESPACE;
@@ -27,6 +27,7 @@ use multicluster_core::api::{
     MemberCluster, NamespaceRestore, NamespaceRestoreStatus, NamespaceSnapshot,
     RestoreObjectFailure, RestorePhase, SnapshotPhase, StorageLocation,
 };
+use multicluster_core::cluster::{KindError, Kinds};
 use multicluster_core::keys;
 use multicluster_core::snapshot::archive::{self, Archive};
 use multicluster_core::snapshot::location::archive_key;
@@ -118,50 +119,8 @@ async fn run_restore(
         .await?
         .ok_or_else(|| anyhow!("NamespaceSnapshot {} does not exist", spec.snapshot))?;
     let archive = read_archive(ctx, &snapshot).await?;
-    let cluster = Api::<MemberCluster>::all(ctx.hub.clone())
-        .get_opt(&spec.target_cluster)
-        .await?
-        .ok_or_else(|| {
-            anyhow!(
-                "MemberCluster {} does not exist on the hub",
-                spec.target_cluster
-            )
-        })?;
-    let member = ctx
-        .members
-        .get(&ctx.hub, &cluster, Some(Duration::from_secs(30)))
-        .await
-        .with_context(|| format!("connecting to member {}", spec.target_cluster))?;
-    let live = crate::snapshot::target::live_objects(
-        &member,
-        ns,
-        crate::snapshot::target::Freshness::Consistent,
-    )
-    .await
-    .with_context(|| format!("reading {}/{ns} to check it again", spec.target_cluster))?;
-    // What this restore already wrote (it is starting over) is not a conflict.
-    let others: Vec<Value> = live
-        .into_iter()
-        .filter(|o| o["metadata"]["annotations"][keys::RESTORED_BY] != name.as_str())
-        .collect();
-    let conflicts = multicluster_core::snapshot::conflicts(
-        &archive.manifest.inventory,
-        &multicluster_core::snapshot::inventory(&others),
-        ns,
-    );
-    if !conflicts.is_empty() {
-        let list: Vec<String> = conflicts
-            .iter()
-            .map(|c| format!("{} {}: {}", c.kind, c.name, c.reason))
-            .collect();
-        progress.status.conflicts = conflicts;
-        bail!(
-            "{}/{ns} changed since the restore was admitted and now holds applications that differ \
-             from the snapshot; nothing was written: {}",
-            spec.target_cluster,
-            list.join("; ")
-        );
-    }
+    let member = target_member(ctx, &spec.target_cluster).await?;
+    check_target_again(&member, restore, &archive, progress).await?;
     let plan = restore::plan(
         &archive,
         RestoreTarget {
@@ -186,38 +145,9 @@ async fn run_restore(
             ),
         )
         .await?;
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let namespace = json!({
-        "apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": ns, "annotations": {keys::RESTORED_BY: name}}
-    });
-    Api::<Namespace>::all(member.clone())
-        .patch(ns, &params, &Patch::Apply(&namespace))
-        .await
-        .with_context(|| format!("creating namespace {ns}"))?;
-    count_written(progress, 1).await?;
-    write_all(&member, &resources, &plan.snapshot_objects, progress).await?;
-    write_all(&member, &resources, &plan.claims, progress).await?;
-    let waiting = wait_bound(&member, ns, &plan.claims).await?;
+    let waiting = hydrate(&member, &resources, &plan, restore, progress).await?;
     progress
-        .step(
-            RestorePhase::Restoring,
-            format!(
-                "{} claim(s) bound{}; writing {} objects in {} tier(s), workloads last",
-                plan.claims.len() - waiting.len(),
-                if waiting.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " ({} bind when their first pod is scheduled: {})",
-                        waiting.len(),
-                        waiting.join(", ")
-                    )
-                },
-                plan.tiers.iter().map(Vec::len).sum::<usize>(),
-                plan.tiers.len()
-            ),
-        )
+        .step(RestorePhase::Restoring, restoring_message(&plan, &waiting))
         .await?;
     for tier in &plan.tiers {
         write_all(&member, &resources, tier, progress).await?;
@@ -231,6 +161,108 @@ async fn run_restore(
         )
         .await?;
     Ok(())
+}
+
+/// A client for the member the restore writes to.
+async fn target_member(ctx: &Context, cluster: &str) -> anyhow::Result<Client> {
+    let cluster = Api::<MemberCluster>::all(ctx.hub.clone())
+        .get_opt(cluster)
+        .await?
+        .ok_or_else(|| anyhow!("MemberCluster {cluster} does not exist on the hub"))?;
+    ctx.members
+        .get(&ctx.hub, &cluster, Some(Duration::from_secs(30)))
+        .await
+        .with_context(|| format!("connecting to member {}", cluster.name_any()))
+}
+
+/// The admission check ran when the restore was created; the target may have changed since.
+/// Reads it again, consistently, and fails (recording the conflicts) before anything is written.
+async fn check_target_again(
+    member: &Client,
+    restore: &NamespaceRestore,
+    archive: &Archive,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let (name, spec) = (restore.name_any(), &restore.spec);
+    let ns = spec.target_namespace.as_str();
+    let live = crate::snapshot::target::live_objects(
+        member,
+        ns,
+        crate::snapshot::target::Freshness::Consistent,
+    )
+    .await
+    .with_context(|| format!("reading {}/{ns} to check it again", spec.target_cluster))?;
+    // What this restore already wrote (it is starting over) is not a conflict.
+    let others: Vec<Value> = live
+        .into_iter()
+        .filter(|o| o["metadata"]["annotations"][keys::RESTORED_BY] != name.as_str())
+        .collect();
+    let conflicts = multicluster_core::snapshot::conflicts(
+        &archive.manifest.inventory,
+        &multicluster_core::snapshot::inventory(&others),
+        ns,
+    );
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = conflicts
+        .iter()
+        .map(|c| format!("{} {}: {}", c.kind, c.name, c.reason))
+        .collect();
+    progress.status.conflicts = conflicts;
+    bail!(
+        "{}/{ns} changed since the restore was admitted and now holds applications that differ \
+         from the snapshot; nothing was written: {}",
+        spec.target_cluster,
+        list.join("; ")
+    );
+}
+
+/// Creates the namespace, the volume snapshot objects and the claims from them, and waits for the
+/// claims to bind (hydrated) before any workload exists; returns the claims that bind only once
+/// their first pod is scheduled (`WaitForFirstConsumer`).
+async fn hydrate(
+    member: &Client,
+    resources: &BTreeMap<(String, String), ApiResource>,
+    plan: &RestorePlan,
+    restore: &NamespaceRestore,
+    progress: &mut Progress,
+) -> anyhow::Result<Vec<String>> {
+    let ns = restore.spec.target_namespace.as_str();
+    let namespace = json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": ns, "annotations": {keys::RESTORED_BY: restore.name_any()}}
+    });
+    Api::<Namespace>::all(member.clone())
+        .patch(
+            ns,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&namespace),
+        )
+        .await
+        .with_context(|| format!("creating namespace {ns}"))?;
+    count_written(progress, 1).await?;
+    write_all(member, resources, &plan.snapshot_objects, progress).await?;
+    write_all(member, resources, &plan.claims, progress).await?;
+    wait_bound(member, ns, &plan.claims).await
+}
+
+fn restoring_message(plan: &RestorePlan, waiting: &[String]) -> String {
+    let later = if waiting.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({} bind when their first pod is scheduled: {})",
+            waiting.len(),
+            waiting.join(", ")
+        )
+    };
+    format!(
+        "{} claim(s) bound{later}; writing {} objects in {} tier(s), workloads last",
+        plan.claims.len() - waiting.len(),
+        plan.tiers.iter().map(Vec::len).sum::<usize>(),
+        plan.tiers.len()
+    )
 }
 
 /// Reads the snapshot's archive from its location and checks it against the checksum the
@@ -292,18 +324,13 @@ async fn resolve_kinds(
         .collect();
     let mut out = BTreeMap::new();
     let mut missing = Vec::new();
+    let mut served = Kinds::default();
     for (api_version, kind) in kinds {
-        let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
-        match kube::discovery::pinned_kind(member, &GroupVersionKind::gvk(group, version, &kind))
-            .await
-        {
-            Ok((resource, _)) => {
-                out.insert((api_version, kind), resource);
+        match served.resolve(member, &api_version, &kind).await {
+            Ok(found) => {
+                out.insert((api_version, kind), found.resource);
             }
-            Err(kube::Error::Api(s)) if s.code == 404 => {
-                missing.push(format!("{kind} ({api_version})"))
-            }
-            Err(kube::Error::Discovery(_)) => missing.push(format!("{kind} ({api_version})")),
+            Err(e) if not_served(&e) => missing.push(format!("{kind} ({api_version})")),
             Err(e) => return Err(e).context(format!("discovering {kind} on the target")),
         }
     }
@@ -315,6 +342,16 @@ async fn resolve_kinds(
         );
     }
     Ok(out)
+}
+
+/// Whether discovery said the kind is not served there (as opposed to not answering).
+fn not_served(e: &KindError) -> bool {
+    match e {
+        KindError::ApiVersion(..) => true,
+        KindError::Discovery(kube::Error::Discovery(_)) => true,
+        KindError::Discovery(kube::Error::Api(status)) => status.code == 404,
+        KindError::Discovery(_) => false,
+    }
 }
 
 /// Counts written objects, writing the status when it was last written a while ago.
