@@ -21,6 +21,9 @@ pub mod metrics;
 pub mod server;
 pub mod tls;
 
+#[cfg(test)]
+pub(crate) mod testing;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]

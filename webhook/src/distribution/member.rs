@@ -729,3 +729,301 @@ async fn remove_leftovers(
         }
     }
 }
+
+/// The member sync against an in-process fake API server (`crate::testing`): the order writes
+/// reach the member in, what an unreachable member keeps, conflicts with objects someone else
+/// owns, and leftovers removed only from a member that answered. The fake plays the member's API
+/// server only; it runs no controllers.
+#[cfg(test)]
+mod tests {
+    use multicluster_core::api::DistributionSpec;
+
+    use super::*;
+    use crate::testing::{FakeApi, Served};
+
+    fn distribution(conflict_policy: &str) -> Distribution {
+        let spec: DistributionSpec = serde_json::from_value(json!({
+            "sources": [], "targets": {"members": ["member-1"]}, "conflictPolicy": conflict_policy
+        }))
+        .unwrap();
+        Distribution::new("shop", spec)
+    }
+
+    /// A Deployment that mounts Secret `creds` and reads ConfigMap `settings`, in namespace `shop`
+    /// (which the bundle does not contain), listed workload first to show that order is the plan's.
+    fn bundle() -> Vec<Value> {
+        vec![
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": "web", "namespace": "shop"},
+                   "spec": {"selector": {"matchLabels": {"app": "web"}},
+                            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                                "volumes": [{"name": "creds", "secret": {"secretName": "creds"}}],
+                                "containers": [{"name": "web", "image": "web:1",
+                                    "envFrom": [{"configMapRef": {"name": "settings"}}]}]}}}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "settings", "namespace": "shop"}, "data": {"greeting": "hello"}}),
+            json!({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": "creds", "namespace": "shop"}, "data": {"password": "b25l"}}),
+        ]
+    }
+
+    fn sources(objects: &[Value]) -> Vec<Source> {
+        objects
+            .iter()
+            .map(|o| {
+                let (group, version) = o["apiVersion"]
+                    .as_str()
+                    .unwrap()
+                    .split_once('/')
+                    .unwrap_or(("", o["apiVersion"].as_str().unwrap()));
+                let kind = o["kind"].as_str().unwrap();
+                let plural = format!("{}s", kind.to_lowercase());
+                Source {
+                    object: o.clone(),
+                    resource: ApiResource::from_gvk_with_plural(
+                        &kube::api::GroupVersionKind::gvk(group, version, kind),
+                        &plural,
+                    ),
+                    namespaced: true,
+                }
+            })
+            .collect()
+    }
+
+    struct Run {
+        outcome: MemberOutcome,
+        memory: MemberMemory,
+    }
+
+    async fn sync_once(
+        fake: &FakeApi,
+        d: &Distribution,
+        objects: &[Value],
+        memory: MemberMemory,
+        previous: Option<&MemberDistributionStatus>,
+    ) -> Run {
+        let plan = distribution::plan(objects, &[]).unwrap();
+        let sources = sources(objects);
+        let placement = Placement::new();
+        let bundle = Bundle {
+            distribution: d,
+            plan: &plan,
+            sources: &sources,
+            placement: &placement,
+        };
+        let mut memory = memory;
+        let progress = Arc::new(Mutex::new(MemberDistributionStatus::default()));
+        let outcome = sync(
+            &fake.client(),
+            "member-1",
+            bundle,
+            &mut memory,
+            previous,
+            progress,
+        )
+        .await;
+        Run { outcome, memory }
+    }
+
+    fn position(writes: &[String], path: &str) -> usize {
+        writes
+            .iter()
+            .position(|w| w.ends_with(path))
+            .unwrap_or_else(|| panic!("no write to {path} in {writes:#?}"))
+    }
+
+    #[tokio::test]
+    async fn the_namespace_then_what_a_workload_uses_then_the_workload_reach_the_member() {
+        let fake = FakeApi::new();
+        let d = distribution("Abort");
+        let run = sync_once(&fake, &d, &bundle(), MemberMemory::default(), None).await;
+        assert!(run.outcome.complete, "{:#?}", run.outcome.status);
+        assert_eq!(
+            (run.outcome.status.applied, run.outcome.status.total),
+            (3, 3)
+        );
+        let writes = fake.writes();
+        let namespace = position(&writes, "/api/v1/namespaces");
+        let secret = position(&writes, "/namespaces/shop/secrets/creds");
+        let config = position(&writes, "/namespaces/shop/configmaps/settings");
+        let deployment = position(&writes, "/namespaces/shop/deployments/web");
+        assert!(
+            namespace < secret && secret < deployment && config < deployment,
+            "{writes:#?}"
+        );
+        // Each copy carries the Distribution's label, so it can be found and removed later.
+        let copy = fake.get("v1", "Secret", Some("shop"), "creds").unwrap();
+        assert_eq!(copy["metadata"]["labels"][keys::DISTRIBUTION], "shop");
+        // The namespace was created for the bundle, never labelled as a copy.
+        let ns = fake.get("v1", "Namespace", None, "shop").unwrap();
+        assert!(
+            ns["metadata"]["labels"][keys::DISTRIBUTION].is_null(),
+            "{ns}"
+        );
+
+        // Synced again with nothing changed: the member gets no write at all.
+        let before = fake.writes().len();
+        let again = sync_once(&fake, &d, &bundle(), run.memory, Some(&run.outcome.status)).await;
+        assert!(again.outcome.complete);
+        assert_eq!(fake.writes().len(), before, "{:#?}", fake.writes());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_member_is_reported_as_such_and_nothing_is_deleted_on_it() {
+        let fake = FakeApi::new();
+        let d = distribution("Abort");
+        let first = sync_once(&fake, &d, &bundle(), MemberMemory::default(), None).await;
+        fake.set_unreachable(true);
+        // The bundle shrank while the member was away: its copies must stay until it answers.
+        let smaller: Vec<Value> = bundle().into_iter().skip(1).collect();
+        let run = sync_once(
+            &fake,
+            &d,
+            &smaller,
+            first.memory,
+            Some(&first.outcome.status),
+        )
+        .await;
+        assert!(run.outcome.unreachable && !run.outcome.complete);
+        let message = run.outcome.status.message.unwrap_or_default();
+        assert!(
+            message.contains("nothing on the member is deleted"),
+            "{message}"
+        );
+        fake.set_unreachable(false);
+        assert!(
+            fake.get("apps/v1", "Deployment", Some("shop"), "web")
+                .is_some()
+        );
+        assert!(!fake.writes().iter().any(|w| w.starts_with("DELETE")));
+    }
+
+    #[tokio::test]
+    async fn a_member_that_stops_answering_half_way_keeps_the_copies_that_left_the_bundle() {
+        let fake = FakeApi::new();
+        let d = distribution("Abort");
+        let first = sync_once(&fake, &d, &bundle(), MemberMemory::default(), None).await;
+        // The settings change, and their write gets no answer; reads still do.
+        fake.leave_unanswered(|method, _| method == http::Method::PATCH);
+        let mut smaller: Vec<Value> = bundle().into_iter().skip(1).collect();
+        smaller[0]["data"]["greeting"] = json!("bonjour");
+        let run = sync_once(
+            &fake,
+            &d,
+            &smaller,
+            first.memory,
+            Some(&first.outcome.status),
+        )
+        .await;
+        assert!(run.outcome.unreachable, "{:#?}", run.outcome.status);
+        assert!(
+            fake.get("apps/v1", "Deployment", Some("shop"), "web")
+                .is_some()
+        );
+        assert!(
+            !fake.writes().iter().any(|w| w.starts_with("DELETE")),
+            "{:#?}",
+            fake.writes()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_copy_that_left_the_bundle_is_removed_from_a_member_that_answers() {
+        let fake = FakeApi::new();
+        let d = distribution("Abort");
+        let first = sync_once(&fake, &d, &bundle(), MemberMemory::default(), None).await;
+        let smaller: Vec<Value> = bundle().into_iter().skip(1).collect();
+        let run = sync_once(
+            &fake,
+            &d,
+            &smaller,
+            first.memory,
+            Some(&first.outcome.status),
+        )
+        .await;
+        assert!(run.outcome.complete, "{:#?}", run.outcome.status);
+        assert!(
+            fake.get("apps/v1", "Deployment", Some("shop"), "web")
+                .is_none()
+        );
+        assert!(fake.get("v1", "Secret", Some("shop"), "creds").is_some());
+        assert!(fake.get("v1", "Namespace", None, "shop").is_some());
+    }
+
+    #[tokio::test]
+    async fn an_object_someone_else_made_is_a_conflict_and_holds_back_what_uses_it() {
+        let fake = FakeApi::new();
+        fake.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
+        fake.insert(json!({"apiVersion": "v1", "kind": "Secret",
+                           "metadata": {"name": "creds", "namespace": "shop"}, "data": {"password": "bWluZQ=="}}));
+        let d = distribution("Abort");
+        let run = sync_once(&fake, &d, &bundle(), MemberMemory::default(), None).await;
+        assert!(!run.outcome.complete);
+        let state = |name: &str| {
+            run.outcome
+                .status
+                .objects
+                .iter()
+                .find(|o| o.object.name == name)
+                .map(|o| o.state)
+        };
+        assert_eq!(state("creds"), Some(ObjectSyncState::Conflict));
+        assert_eq!(state("web"), Some(ObjectSyncState::Pending));
+        assert_eq!(state("settings"), Some(ObjectSyncState::Applied));
+        // Theirs is untouched, and the workload that would mount it was not written.
+        let theirs = fake.get("v1", "Secret", Some("shop"), "creds").unwrap();
+        assert_eq!(theirs["data"]["password"], "bWluZQ==");
+        assert!(
+            fake.get("apps/v1", "Deployment", Some("shop"), "web")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_crd_is_established_before_its_custom_resources_are_written() {
+        let fake = FakeApi::new();
+        fake.serve(Served::new("example.com/v1", "Widget", "widgets", true));
+        // Played: the API server's CRD controller, which marks a CRD Established once it serves.
+        fake.react("CustomResourceDefinition", |crd| {
+            crd["status"] = json!({"conditions": [{"type": "Established", "status": "True"}]});
+        });
+        let objects = vec![
+            json!({"apiVersion": "example.com/v1", "kind": "Widget",
+                   "metadata": {"name": "w", "namespace": "shop"}, "spec": {}}),
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                   "metadata": {"name": "widgets.example.com"},
+                   "spec": {"group": "example.com", "names": {"kind": "Widget", "plural": "widgets"},
+                            "scope": "Namespaced", "versions": [{"name": "v1", "served": true, "storage": true}]}}),
+        ];
+        let plan = distribution::plan(&objects, &[]).unwrap();
+        let mut sources = sources(&objects);
+        sources[1].namespaced = false;
+        sources[1].resource.plural = "customresourcedefinitions".into();
+        let placement = Placement::new();
+        let d = distribution("Abort");
+        let bundle = Bundle {
+            distribution: &d,
+            plan: &plan,
+            sources: &sources,
+            placement: &placement,
+        };
+        let outcome = sync(
+            &fake.client(),
+            "member-1",
+            bundle,
+            &mut MemberMemory::default(),
+            None,
+            Arc::new(Mutex::new(MemberDistributionStatus::default())),
+        )
+        .await;
+        assert!(outcome.complete, "{:#?}", outcome.status);
+        let requests = fake.requests();
+        let crd = position(&requests, "/customresourcedefinitions/widgets.example.com");
+        let checked = requests
+            .iter()
+            .rposition(|r| r.starts_with("GET") && r.ends_with("/widgets.example.com"))
+            .unwrap();
+        let widget = position(&requests, "/namespaces/shop/widgets/w");
+        assert!(crd < checked && checked < widget, "{requests:#?}");
+    }
+}
