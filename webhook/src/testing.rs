@@ -51,9 +51,9 @@ impl Served {
     }
 }
 
-/// What a test plays after every write of one kind (a controller's write), given the object as
-/// stored; it may change it.
-pub type React = Box<dyn Fn(&mut Value) + Send>;
+/// What a test plays after every write of one kind (a controller's work), given the object as
+/// stored: it may change it, and returns any other objects the controller writes.
+pub type React = Box<dyn Fn(&mut Value) -> Vec<Value> + Send>;
 
 /// Decides which requests the played member leaves unanswered.
 type Unanswered = Box<dyn Fn(&Method, &str) -> bool + Send>;
@@ -96,9 +96,14 @@ impl FakeApi {
                 true,
             ),
             ("v1", "Pod", "pods", true),
+            ("v1", "PersistentVolume", "persistentvolumes", false),
+            ("storage.k8s.io/v1", "StorageClass", "storageclasses", false),
             ("apps/v1", "Deployment", "deployments", true),
             ("apps/v1", "StatefulSet", "statefulsets", true),
             ("apps/v1", "ReplicaSet", "replicasets", true),
+            ("apps/v1", "DaemonSet", "daemonsets", true),
+            ("batch/v1", "Job", "jobs", true),
+            ("batch/v1", "CronJob", "cronjobs", true),
             (
                 "apiextensions.k8s.io/v1",
                 "CustomResourceDefinition",
@@ -119,8 +124,9 @@ impl FakeApi {
         self.lock().served.push(kind);
     }
 
-    /// After every write of `kind`, `react` may change the stored object (a played controller).
-    pub fn react(&self, kind: &str, react: impl Fn(&mut Value) + Send + 'static) {
+    /// After every write of `kind`, `react` may change the stored object and write others (a
+    /// played controller).
+    pub fn react(&self, kind: &str, react: impl Fn(&mut Value) -> Vec<Value> + Send + 'static) {
         self.lock().reacts.push((kind.to_owned(), Box::new(react)));
     }
 
@@ -138,15 +144,7 @@ impl FakeApi {
 
     /// Stores an object as if someone had created it.
     pub fn insert(&self, object: Value) {
-        let mut state = self.lock();
-        let served = state
-            .served_kind(
-                object["apiVersion"].as_str().unwrap_or_default(),
-                object["kind"].as_str().unwrap_or_default(),
-            )
-            .unwrap_or_else(|| panic!("the fake does not serve {}", object["kind"]));
-        let key = key_of(&served, &object);
-        state.store(key, object);
+        self.lock().store_any(object);
     }
 
     /// The stored object, if any.
@@ -478,6 +476,18 @@ impl State {
             (None, false) => return not_found(&target.served, name),
         };
         let created = object.get("metadata").is_none();
+        // A resourceVersion in a patch is a precondition, as on a real API server.
+        let expected = patch["metadata"]["resourceVersion"].as_str();
+        if !apply
+            && !created
+            && expected.is_some_and(|v| Some(v) != object["metadata"]["resourceVersion"].as_str())
+        {
+            return refuse(
+                StatusCode::CONFLICT,
+                "Conflict",
+                "the object has been modified; please apply your changes to the latest version and try again",
+            );
+        }
         if call.content_type.starts_with("application/json-patch") {
             let Ok(ops) = serde_json::from_value::<json_patch::Patch>(patch) else {
                 return refuse(StatusCode::BAD_REQUEST, "BadRequest", "not a JSON patch");
@@ -536,13 +546,29 @@ impl State {
             metadata["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
         }
         let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+        let mut written = Vec::new();
         for (of, react) in &self.reacts {
             if *of == kind {
-                react(&mut object);
+                written.extend(react(&mut object));
             }
         }
         self.objects.insert(key, object.clone());
+        for other in written {
+            self.store_any(other);
+        }
         object
+    }
+
+    /// Stores an object wherever its apiVersion and kind say it lives.
+    fn store_any(&mut self, object: Value) -> Value {
+        let served = self
+            .served_kind(
+                object["apiVersion"].as_str().unwrap_or_default(),
+                object["kind"].as_str().unwrap_or_default(),
+            )
+            .unwrap_or_else(|| panic!("the fake does not serve {}", object["kind"]));
+        let key = key_of(&served, &object);
+        self.store(key, object)
     }
 
     fn discovery(&self, path: &str, accept: &str) -> Option<Value> {

@@ -986,6 +986,7 @@ mod tests {
         // Played: the API server's CRD controller, which marks a CRD Established once it serves.
         fake.react("CustomResourceDefinition", |crd| {
             crd["status"] = json!({"conditions": [{"type": "Established", "status": "True"}]});
+            Vec::new()
         });
         let objects = vec![
             json!({"apiVersion": "example.com/v1", "kind": "Widget",

@@ -28,6 +28,9 @@ struct Connection {
 #[derive(Clone, Default)]
 pub struct MemberClients {
     connections: Arc<Mutex<HashMap<String, Connection>>>,
+    /// Members reached through a client made elsewhere: in unit tests, a fake API server.
+    #[cfg(test)]
+    given: Arc<Mutex<HashMap<String, Client>>>,
 }
 
 impl std::fmt::Debug for MemberClients {
@@ -48,7 +51,29 @@ impl MemberClients {
         member: &MemberCluster,
         response_timeout: Option<Duration>,
     ) -> anyhow::Result<Client> {
+        #[cfg(test)]
+        if let Some(given) = self.given_client(&member.name_any()) {
+            return Ok(given);
+        }
         client(&self.connection(hub, member).await?, response_timeout)
+    }
+
+    /// Reaches `member` through `client` instead of dialling it (a fake API server in a test).
+    #[cfg(test)]
+    pub fn give(&self, member: &str, client: Client) {
+        self.given
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(member.to_owned(), client);
+    }
+
+    #[cfg(test)]
+    fn given_client(&self, member: &str) -> Option<Client> {
+        self.given
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(member)
+            .cloned()
     }
 
     /// A client for `member` that can upgrade a request to a WebSocket (`pods/exec`): the shared

@@ -12,3 +12,6 @@ pub mod restore_admission;
 pub mod storage;
 pub mod take;
 pub mod target;
+
+#[cfg(test)]
+mod tests;

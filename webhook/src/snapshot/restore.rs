@@ -48,9 +48,9 @@ const CONCURRENT_WRITES: usize = 32;
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
-struct Context {
-    hub: Client,
-    members: MemberClients,
+pub(super) struct Context {
+    pub(super) hub: Client,
+    pub(super) members: MemberClients,
 }
 
 /// Reconciles the hub's `NamespaceRestore`s, one at a time.
@@ -59,7 +59,7 @@ pub async fn run(hub: Client, members: MemberClients, run: crate::loops::Loop) {
     crate::loops::run_controller(api, reconcile, Arc::new(Context { hub, members }), run).await;
 }
 
-async fn reconcile(
+pub(super) async fn reconcile(
     restore: Arc<NamespaceRestore>,
     ctx: Arc<Context>,
 ) -> Result<Action, kube::Error> {

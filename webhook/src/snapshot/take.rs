@@ -52,9 +52,9 @@ const QUIESCE_TIMEOUT: Duration = Duration::from_secs(300);
 const PAGE: u32 = 500;
 
 #[derive(Clone)]
-struct Context {
-    hub: Client,
-    members: MemberClients,
+pub(super) struct Context {
+    pub(super) hub: Client,
+    pub(super) members: MemberClients,
 }
 
 /// Reconciles the hub's `NamespaceSnapshot`s, one at a time.
@@ -124,7 +124,10 @@ async fn remove_data(ctx: &Context, snapshot: &NamespaceSnapshot) {
     }
 }
 
-async fn take_once(snapshot: Arc<NamespaceSnapshot>, ctx: &Context) -> Result<Action, kube::Error> {
+pub(super) async fn take_once(
+    snapshot: Arc<NamespaceSnapshot>,
+    ctx: &Context,
+) -> Result<Action, kube::Error> {
     let phase = snapshot
         .status
         .as_ref()
