@@ -825,6 +825,18 @@ mod tests {
         Run { outcome, memory }
     }
 
+    /// The next pass after `previous`, with what it remembered and reported.
+    async fn sync_again(fake: &FakeApi, d: &Distribution, objects: &[Value], previous: Run) -> Run {
+        sync_once(
+            fake,
+            d,
+            objects,
+            previous.memory,
+            Some(&previous.outcome.status),
+        )
+        .await
+    }
+
     fn position(writes: &[String], path: &str) -> usize {
         writes
             .iter()
@@ -876,14 +888,7 @@ mod tests {
         fake.set_unreachable(true);
         // The bundle shrank while the member was away: its copies must stay until it answers.
         let smaller: Vec<Value> = bundle().into_iter().skip(1).collect();
-        let run = sync_once(
-            &fake,
-            &d,
-            &smaller,
-            first.memory,
-            Some(&first.outcome.status),
-        )
-        .await;
+        let run = sync_again(&fake, &d, &smaller, first).await;
         assert!(run.outcome.unreachable && !run.outcome.complete);
         let message = run.outcome.status.message.unwrap_or_default();
         assert!(
@@ -907,14 +912,7 @@ mod tests {
         fake.leave_unanswered(|method, _| method == http::Method::PATCH);
         let mut smaller: Vec<Value> = bundle().into_iter().skip(1).collect();
         smaller[0]["data"]["greeting"] = json!("bonjour");
-        let run = sync_once(
-            &fake,
-            &d,
-            &smaller,
-            first.memory,
-            Some(&first.outcome.status),
-        )
-        .await;
+        let run = sync_again(&fake, &d, &smaller, first).await;
         assert!(run.outcome.unreachable, "{:#?}", run.outcome.status);
         assert!(
             fake.get("apps/v1", "Deployment", Some("shop"), "web")
@@ -933,14 +931,7 @@ mod tests {
         let d = distribution("Abort");
         let first = sync_once(&fake, &d, &bundle(), MemberMemory::default(), None).await;
         let smaller: Vec<Value> = bundle().into_iter().skip(1).collect();
-        let run = sync_once(
-            &fake,
-            &d,
-            &smaller,
-            first.memory,
-            Some(&first.outcome.status),
-        )
-        .await;
+        let run = sync_again(&fake, &d, &smaller, first).await;
         assert!(run.outcome.complete, "{:#?}", run.outcome.status);
         assert!(
             fake.get("apps/v1", "Deployment", Some("shop"), "web")

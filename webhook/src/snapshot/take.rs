@@ -734,36 +734,31 @@ async fn plan(member: &Client, claims: &[Value]) -> anyhow::Result<Vec<volumes::
             bound.push(serde_json::to_value(pv)?);
         }
     }
-    let classes: Api<DynamicObject> =
-        Api::all_with(member.clone(), &csi_api("VolumeSnapshotClass"));
-    let classes = match classes.list(&ListParams::default()).await {
-        Ok(list) => list
-            .items
-            .iter()
-            .map(serde_json::to_value)
-            .collect::<Result<Vec<_>, _>>()?,
-        // No CSI snapshot API on the member: no claim can be snapshotted, and each says why.
-        Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
-        Err(e) => return Err(e).context("listing VolumeSnapshotClasses"),
-    };
-    let group_classes: Api<DynamicObject> =
-        Api::all_with(member.clone(), &csi_api("VolumeGroupSnapshotClass"));
-    let group_classes = match group_classes.list(&ListParams::default()).await {
-        Ok(list) => list
-            .items
-            .iter()
-            .map(serde_json::to_value)
-            .collect::<Result<Vec<_>, _>>()?,
-        // No group snapshot API (most drivers): claims are snapshotted one by one.
-        Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
-        Err(e) => return Err(e).context("listing VolumeGroupSnapshotClasses"),
-    };
+    // No CSI snapshot API on the member: no claim can be snapshotted, and each says why.
+    let classes = classes_of(member, "VolumeSnapshotClass").await?;
+    // No group snapshot API (most drivers): claims are snapshotted one by one.
+    let group_classes = classes_of(member, "VolumeGroupSnapshotClass").await?;
     Ok(volumes::plan_volumes(
         claims,
         &bound,
         &classes,
         &group_classes,
     ))
+}
+
+/// Every object of a CSI snapshot class kind on the member; none when the member does not serve
+/// that kind.
+async fn classes_of(member: &Client, kind: &str) -> anyhow::Result<Vec<Value>> {
+    let api: Api<DynamicObject> = Api::all_with(member.clone(), &csi_api(kind));
+    match api.list(&ListParams::default()).await {
+        Ok(list) => Ok(list
+            .items
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()?),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
+        Err(e) => Err(e).context(format!("listing {kind}es")),
+    }
 }
 
 fn workload_api(member: &Client, ns: &str, api_version: &str, kind: &str) -> Api<DynamicObject> {
