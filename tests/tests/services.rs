@@ -416,3 +416,73 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
     )
     .await;
 }
+
+/// The MCS API's `Valid` condition: an `ExternalName` Service (a DNS alias) is not exportable
+/// (`InvalidServiceType`) and an export without its Service is `NoService`; neither is imported
+/// anywhere nor given a VIP. (No node is played: nodes are cluster-wide, and the other test here
+/// counts member-1's.)
+#[tokio::test]
+async fn an_external_name_service_and_a_missing_one_are_not_valid_exports_and_nothing_is_imported()
+{
+    let pg = playground();
+    pg.join_members();
+    let hub = pg.client("hub").await.unwrap();
+    let m1 = pg.client("member-1").await.unwrap();
+    let pool = unique_name("mcs-valid");
+    pg.apply(
+        "hub",
+        &format!(
+            "apiVersion: multicluster.dev/v1alpha1\nkind: VipPool\nmetadata: {{name: {pool}}}\n\
+             spec: {{ranges: [\"10.251.201.0/24\"], domainSuffix: clusterset.example}}\n"
+        ),
+        &[],
+    );
+    let ns = fresh_namespace(&m1, "valid").await.unwrap();
+    let alias: Service = serde_json::from_value(json!({
+        "metadata": {"name": "db", "namespace": ns},
+        "spec": {"type": "ExternalName", "externalName": "db.example.com"}
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(m1.clone(), &ns)
+        .create(&Default::default(), &alias)
+        .await
+        .unwrap();
+    let exports = multicluster_tests::mcs::api(&m1, &ns, "ServiceExport");
+    for name in ["db", "ghost"] {
+        let export: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
+            "metadata": {"name": name, "namespace": ns, "labels": {"multicluster.dev/vip-pool": pool}}
+        }))
+        .unwrap();
+        exports.create(&Default::default(), &export).await.unwrap();
+    }
+    for (name, reason) in [("db", "InvalidServiceType"), ("ghost", "NoService")] {
+        eventually(
+            &format!("export {name} is Valid=False with reason {reason}"),
+            WAIT,
+            async || {
+                let export = exports.get(name).await.unwrap();
+                let valid = serde_json::to_value(&export).unwrap();
+                match multicluster_tests::condition(&valid, "Valid") {
+                    Some(c) if c["status"] == "False" && c["reason"] == reason => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+    }
+    // A valid export in the same namespace is imported within the wait; these two never are.
+    export_service(&m1, &ns, "web", 80, None, &pool).await;
+    let hub_imports =
+        Api::<DynamicObject>::namespaced_with(hub.clone(), &ns, &mcs("ServiceImport"));
+    eventually("web is imported on the hub", WAIT, async || {
+        hub_imports.get_opt("web").await.unwrap()
+    })
+    .await;
+    for name in ["db", "ghost"] {
+        assert!(
+            hub_imports.get_opt(name).await.unwrap().is_none(),
+            "{name} was imported"
+        );
+    }
+}

@@ -68,6 +68,43 @@ pub struct Export {
     pub ports: Vec<ServicePort>,
     /// The addresses other members reach it on, or why there are none.
     pub backends: Result<Vec<Backend>, String>,
+    /// Whether the export may be imported at all (the MCS API's `Valid` condition).
+    pub valid: Result<(), Invalid>,
+}
+
+/// Why an export is not valid, with the MCS API's reason for its `Valid=False` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// `NoService` or `InvalidServiceType`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Whether the Service an export names can be exported: it must exist, and not be an
+/// `ExternalName` Service (a DNS alias, with no endpoints to import), as the MCS API says.
+pub fn validity(
+    service: Option<&Service>,
+    member: &str,
+    ns: &str,
+    name: &str,
+) -> Result<(), Invalid> {
+    let Some(service) = service else {
+        return Err(Invalid {
+            reason: "NoService",
+            message: format!(
+                "{MISSING_SERVICE} {ns}/{name} exists on {member}: create it, or delete the ServiceExport"
+            ),
+        });
+    };
+    match service.spec.as_ref().and_then(|s| s.type_.as_deref()) {
+        Some("ExternalName") => Err(Invalid {
+            reason: "InvalidServiceType",
+            message: format!(
+                "Service {ns}/{name} on {member} is of type ExternalName, which the Multi-Cluster Services API does not export; nothing is imported from it"
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The ports a Service exports, in a stable order.
@@ -180,7 +217,8 @@ pub struct Merged {
 /// Merges the exports of one name. The oldest export (then the member name, for a stable result)
 /// sets the ports; an export whose ports or protocols differ is a conflict, named with what differs.
 pub fn merge(exports: &[Export]) -> Merged {
-    let mut by_age: Vec<&Export> = exports.iter().collect();
+    // Invalid exports take no part: they neither set nor dispute the ports.
+    let mut by_age: Vec<&Export> = exports.iter().filter(|e| e.valid.is_ok()).collect();
     by_age.sort_by(|a, b| (&a.created, &a.member).cmp(&(&b.created, &b.member)));
     let Some(oldest) = by_age.first() else {
         return Merged::default();
@@ -613,38 +651,55 @@ pub fn export_conditions(
     vip: Result<Ipv4Addr, &str>,
 ) -> Vec<Wanted> {
     let mut out = Vec::new();
-    let valid = !matches!(&export.backends, Err(e) if e.starts_with(MISSING_SERVICE));
-    out.push(match &export.backends {
-        Err(e) if !valid => ("Valid", false, "ServiceNotFound".to_owned(), e.clone()),
-        _ => (
+    if let Err(invalid) = &export.valid {
+        out.push((
             "Valid",
-            true,
-            "Exported".to_owned(),
-            "the exported Service exists".to_owned(),
-        ),
-    });
+            false,
+            invalid.reason.to_owned(),
+            invalid.message.clone(),
+        ));
+        out.push((
+            "Conflict",
+            false,
+            "NoConflicts".to_owned(),
+            "not exported, so in conflict with no other export".to_owned(),
+        ));
+        out.push((
+            "Ready",
+            false,
+            "Pending".to_owned(),
+            "not exported while the export is not valid".to_owned(),
+        ));
+        return out;
+    }
+    out.push((
+        "Valid",
+        true,
+        "Valid".to_owned(),
+        "the exported Service exists and may be exported".to_owned(),
+    ));
     out.push(match merged.conflicts.get(member) {
         Some(why) => ("Conflict", true, "PortConflict".to_owned(), why.clone()),
         None => (
             "Conflict",
             false,
-            "NoConflict".to_owned(),
+            "NoConflicts".to_owned(),
             "its ports agree with every other export".to_owned(),
         ),
     });
     out.push(match (&export.backends, vip) {
-        (Err(e), _) => ("Ready", false, "NoReachableAddress".to_owned(), e.clone()),
-        (_, Err(e)) => ("Ready", false, "NoVip".to_owned(), e.to_owned()),
+        (Err(e), _) => ("Ready", false, "Failed".to_owned(), e.clone()),
+        (_, Err(e)) => ("Ready", false, "Pending".to_owned(), e.to_owned()),
         _ if merged.conflicts.contains_key(member) => (
             "Ready",
             false,
-            "PortConflict".to_owned(),
+            "Failed".to_owned(),
             "serves nothing while its ports conflict".to_owned(),
         ),
         (Ok(b), Ok(vip)) => (
             "Ready",
             true,
-            "Serving".to_owned(),
+            "Ready".to_owned(),
             format!(
                 "reachable from other members on {} address(es); multi-cluster VIP {vip}",
                 b.len()

@@ -90,6 +90,7 @@ fn export(member: &str, created: &str, ports: &[(&str, i32, &str)]) -> Export {
             })
             .collect(),
         backends: Ok(Vec::new()),
+        valid: Ok(()),
     }
 }
 
@@ -275,4 +276,56 @@ fn a_gateway_gets_exact_weights_over_one_service_per_member() {
         .unwrap();
     assert_eq!(slice["endpoints"].as_array().unwrap().len(), 2);
     assert_eq!(slice["ports"][0]["port"], 30080);
+}
+
+#[test]
+fn an_external_name_or_missing_service_is_not_valid_with_the_mcs_reasons_and_takes_no_part() {
+    let alias = service(
+        serde_json::json!({"spec": {"type": "ExternalName", "externalName": "db.example.com"}}),
+    );
+    let invalid = validity(Some(&alias), "member-1", "shop", "db").unwrap_err();
+    assert_eq!(invalid.reason, "InvalidServiceType");
+    assert!(
+        invalid.message.contains("ExternalName"),
+        "{}",
+        invalid.message
+    );
+    assert_eq!(
+        validity(None, "member-1", "shop", "db").unwrap_err().reason,
+        "NoService"
+    );
+    let plain = service(serde_json::json!({"spec": {"type": "NodePort"}}));
+    assert_eq!(validity(Some(&plain), "member-1", "shop", "db"), Ok(()));
+
+    // An invalid export, even the oldest, neither sets the ports nor conflicts.
+    let mut old = export("member-1", "2026-01-01T00:00:00Z", &[("db", 5432, "TCP")]);
+    old.valid = Err(invalid);
+    let new = export("member-2", "2026-02-01T00:00:00Z", &[("db", 6432, "TCP")]);
+    let merged = merge(&[old.clone(), new.clone()]);
+    assert_eq!(merged.serving, ["member-2"]);
+    assert!(merged.conflicts.is_empty(), "{:?}", merged.conflicts);
+    assert_eq!(merged.ports[0].port, 6432);
+
+    let reasons = |member: &str, e: &Export| -> Vec<(String, bool, String)> {
+        export_conditions(member, e, &merged, Ok(Ipv4Addr::new(10, 0, 0, 1)))
+            .into_iter()
+            .map(|(t, s, r, _)| (t.to_owned(), s, r))
+            .collect()
+    };
+    assert_eq!(
+        reasons("member-1", &old),
+        [
+            ("Valid".into(), false, "InvalidServiceType".into()),
+            ("Conflict".into(), false, "NoConflicts".into()),
+            ("Ready".into(), false, "Pending".into()),
+        ]
+    );
+    assert_eq!(
+        reasons("member-2", &new),
+        [
+            ("Valid".into(), true, "Valid".into()),
+            ("Conflict".into(), false, "NoConflicts".into()),
+            ("Ready".into(), true, "Ready".into()),
+        ]
+    );
 }

@@ -393,7 +393,12 @@ impl LoopState {
     ) {
         let exports = self.exports_of(ns, name, seen);
         let merged = mcs::merge(&exports);
-        let vip = vip_for(inputs, ns, name, seen).await;
+        // Nothing is imported, and no VIP handed out, for a name no valid export backs.
+        let vip = if exports.iter().any(|e| e.valid.is_ok()) {
+            vip_for(inputs, ns, name, seen).await
+        } else {
+            Err("no valid export of this name".to_owned())
+        };
         for ((member, seen_export), export) in seen.iter().zip(&exports) {
             let vip_address = vip.as_ref().map(|v| v.0).map_err(String::as_str);
             let wanted = mcs::export_conditions(member, export, &merged, vip_address);
@@ -463,6 +468,7 @@ impl LoopState {
                     member: member.clone(),
                     created: e.created.clone(),
                     ports: e.service.as_ref().map(mcs::ports_of).unwrap_or_default(),
+                    valid: mcs::validity(e.service.as_ref(), member, ns, name),
                     backends: match &e.service {
                         Some(svc) => mcs::backends_of(svc, nodes),
                         None => Err(format!(
