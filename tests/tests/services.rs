@@ -486,3 +486,71 @@ async fn an_external_name_service_and_a_missing_one_are_not_valid_exports_and_no
         );
     }
 }
+
+/// The imported ServiceImport carries what the MCS API says it carries from the exported
+/// Service: session affinity and its config, the internal traffic policy, the traffic
+/// distribution, and `ipFamilies` that agree with `ips`. No node is played (see above).
+#[tokio::test]
+async fn a_client_ip_affinity_local_policy_prefer_close_service_is_imported_with_those_fields() {
+    let pg = playground();
+    pg.join_members();
+    let m1 = pg.client("member-1").await.unwrap();
+    let m2 = pg.client("member-2").await.unwrap();
+    let pool = unique_name("mcs-fields");
+    pg.apply(
+        "hub",
+        &format!(
+            "apiVersion: multicluster.dev/v1alpha1\nkind: VipPool\nmetadata: {{name: {pool}}}\n\
+             spec: {{ranges: [\"10.251.202.0/24\"], domainSuffix: clusterset.example}}\n"
+        ),
+        &[],
+    );
+    let ns = fresh_namespace(&m1, "fields").await.unwrap();
+    create_namespace(&m2, &ns).await;
+    let sticky: Service = serde_json::from_value(json!({
+        "metadata": {"name": "cart", "namespace": ns},
+        "spec": {"type": "NodePort", "selector": {"app": "cart"},
+                 "ports": [{"name": "http", "port": 8080}],
+                 "sessionAffinity": "ClientIP",
+                 "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
+                 "internalTrafficPolicy": "Local", "trafficDistribution": "PreferClose"}
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(m1.clone(), &ns)
+        .create(&Default::default(), &sticky)
+        .await
+        .unwrap();
+    let export: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
+        "metadata": {"name": "cart", "namespace": ns, "labels": {"multicluster.dev/vip-pool": pool}}
+    }))
+    .unwrap();
+    multicluster_tests::mcs::api(&m1, &ns, "ServiceExport")
+        .create(&Default::default(), &export)
+        .await
+        .unwrap();
+    // Imported into every member of the clusterset, the exporter included.
+    for (name, member) in [("member-1", &m1), ("member-2", &m2)] {
+        let imports =
+            Api::<DynamicObject>::namespaced_with(member.clone(), &ns, &mcs("ServiceImport"));
+        let spec = eventually(&format!("{name} imports cart"), WAIT, async || {
+            imports
+                .get_opt("cart")
+                .await
+                .unwrap()
+                .map(|i| i.data["spec"].clone())
+        })
+        .await;
+        assert_eq!(spec["type"], "ClusterSetIP", "{name}: {spec}");
+        assert_eq!(spec["sessionAffinity"], "ClientIP", "{name}: {spec}");
+        assert_eq!(
+            spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"], 600,
+            "{spec}"
+        );
+        assert_eq!(spec["internalTrafficPolicy"], "Local", "{spec}");
+        assert_eq!(spec["trafficDistribution"], "PreferClose", "{spec}");
+        assert_eq!(spec["ipFamilies"], json!(["IPv4"]), "{spec}");
+        assert_eq!(spec["ips"].as_array().map(Vec::len), Some(1), "{spec}");
+        assert_eq!(spec["ports"][0]["port"], 8080, "{spec}");
+    }
+}

@@ -70,6 +70,38 @@ pub struct Export {
     pub backends: Result<Vec<Backend>, String>,
     /// Whether the export may be imported at all (the MCS API's `Valid` condition).
     pub valid: Result<(), Invalid>,
+    /// The Service's properties a ServiceImport carries.
+    pub properties: ServiceProperties,
+}
+
+/// The properties of an exported Service that the MCS API carries to its ServiceImport, as the
+/// Service spells them (`None`: the Service leaves it unset).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServiceProperties {
+    /// `None` or `ClientIP`.
+    pub session_affinity: Option<String>,
+    /// `spec.sessionAffinityConfig` as written (its `clientIP.timeoutSeconds`).
+    pub session_affinity_config: Option<serde_json::Value>,
+    /// `Cluster` or `Local`.
+    pub internal_traffic_policy: Option<String>,
+    /// For instance `PreferClose`.
+    pub traffic_distribution: Option<String>,
+}
+
+/// The properties of `service` a ServiceImport carries.
+pub fn properties_of(service: &Service) -> ServiceProperties {
+    let Some(spec) = service.spec.as_ref() else {
+        return ServiceProperties::default();
+    };
+    ServiceProperties {
+        session_affinity: spec.session_affinity.clone(),
+        session_affinity_config: spec
+            .session_affinity_config
+            .as_ref()
+            .and_then(|c| serde_json::to_value(c).ok()),
+        internal_traffic_policy: spec.internal_traffic_policy.clone(),
+        traffic_distribution: spec.traffic_distribution.clone(),
+    }
 }
 
 /// Why an export is not valid, with the MCS API's reason for its `Valid=False` condition.
@@ -208,6 +240,8 @@ fn node_is_ready(node: &Node) -> bool {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Merged {
     pub ports: Vec<ServicePort>,
+    /// The oldest valid export's properties (the MCS API: the oldest export's value wins).
+    pub properties: ServiceProperties,
     /// Members whose export agrees with the winning ports, in name order.
     pub serving: Vec<String>,
     /// Member → why its export conflicts (it serves nothing until it agrees).
@@ -225,6 +259,7 @@ pub fn merge(exports: &[Export]) -> Merged {
     };
     let mut merged = Merged {
         ports: oldest.ports.clone(),
+        properties: oldest.properties.clone(),
         ..Merged::default()
     };
     for export in &by_age {
@@ -494,6 +529,7 @@ pub struct Import<'a> {
     pub vip: Ipv4Addr,
     pub hostname: &'a str,
     pub ports: &'a [ServicePort],
+    pub properties: &'a ServiceProperties,
     /// Serving member → the backends listed for it now (empty: none now).
     pub listed: &'a BTreeMap<String, Vec<Backend>>,
 }
@@ -518,8 +554,34 @@ pub fn service_import(import: &Import<'_>) -> (serde_json::Value, serde_json::Va
                      "labels": {SERVICE_LABEL: import.name},
                      "annotations": {crate::keys::VIP: import.vip.to_string(), crate::keys::HOSTNAME: import.hostname}},
         "spec": {"type": "ClusterSetIP", "ips": [import.vip.to_string()],
+                 // The pool hands out IPv4 VIPs only, so the one family agrees with `ips`.
+                 "ipFamilies": ["IPv4"],
                  "ports": import.ports.iter().map(|p| port_json(p, p.port)).collect::<Vec<_>>()}
     });
+    let mut spec = spec;
+    let properties = import.properties;
+    for (field, value) in [
+        (
+            "sessionAffinity",
+            properties.session_affinity.clone().map(Into::into),
+        ),
+        (
+            "sessionAffinityConfig",
+            properties.session_affinity_config.clone(),
+        ),
+        (
+            "internalTrafficPolicy",
+            properties.internal_traffic_policy.clone().map(Into::into),
+        ),
+        (
+            "trafficDistribution",
+            properties.traffic_distribution.clone().map(Into::into),
+        ),
+    ] {
+        if let Some(value) = value {
+            spec["spec"][field] = value;
+        }
+    }
     let status = serde_json::json!({
         "apiVersion": crate::vip::SERVICE_IMPORT_API_VERSION, "kind": "ServiceImport",
         "metadata": {"name": import.name, "namespace": import.namespace},

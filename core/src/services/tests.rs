@@ -91,6 +91,7 @@ fn export(member: &str, created: &str, ports: &[(&str, i32, &str)]) -> Export {
             .collect(),
         backends: Ok(Vec::new()),
         valid: Ok(()),
+        properties: ServiceProperties::default(),
     }
 }
 
@@ -239,6 +240,7 @@ fn a_gateway_gets_exact_weights_over_one_service_per_member() {
         vip: "10.9.0.1".parse().unwrap(),
         hostname: "web.shop.example",
         ports: &ports,
+        properties: &ServiceProperties::default(),
         listed: &listed,
     };
     let gateway = crate::api::GatewayParent {
@@ -328,4 +330,40 @@ fn an_external_name_or_missing_service_is_not_valid_with_the_mcs_reasons_and_tak
             ("Ready".into(), true, "Ready".into()),
         ]
     );
+}
+
+#[test]
+fn the_import_carries_the_oldest_exports_affinity_policies_and_one_family_per_address() {
+    let affinity = service(serde_json::json!({"spec": {
+        "type": "NodePort", "sessionAffinity": "ClientIP",
+        "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
+        "internalTrafficPolicy": "Local", "trafficDistribution": "PreferClose"}}));
+    let mut old = export("member-1", "2026-01-01T00:00:00Z", &[("http", 80, "TCP")]);
+    old.properties = properties_of(&affinity);
+    let new = export("member-2", "2026-02-01T00:00:00Z", &[("http", 80, "TCP")]);
+    let merged = merge(&[new, old]);
+    assert_eq!(
+        merged.properties.session_affinity.as_deref(),
+        Some("ClientIP")
+    );
+    let listed = BTreeMap::new();
+    let (spec, _) = service_import(&Import {
+        namespace: "shop",
+        name: "web",
+        vip: "10.9.0.1".parse().unwrap(),
+        hostname: "web.shop.example",
+        ports: &merged.ports,
+        properties: &merged.properties,
+        listed: &listed,
+    });
+    let spec = &spec["spec"];
+    assert_eq!(spec["sessionAffinity"], "ClientIP");
+    assert_eq!(
+        spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"],
+        600
+    );
+    assert_eq!(spec["internalTrafficPolicy"], "Local");
+    assert_eq!(spec["trafficDistribution"], "PreferClose");
+    assert_eq!(spec["ips"], serde_json::json!(["10.9.0.1"]));
+    assert_eq!(spec["ipFamilies"], serde_json::json!(["IPv4"]));
 }

@@ -426,6 +426,7 @@ impl LoopState {
             vip: *vip,
             hostname,
             ports: &merged.ports,
+            properties: &merged.properties,
             listed: &listed,
         };
         let (import_spec, import_status) = mcs::service_import(&import);
@@ -469,6 +470,7 @@ impl LoopState {
                     created: e.created.clone(),
                     ports: e.service.as_ref().map(mcs::ports_of).unwrap_or_default(),
                     valid: mcs::validity(e.service.as_ref(), member, ns, name),
+                    properties: e.service.as_ref().map(mcs::properties_of).unwrap_or_default(),
                     backends: match &e.service {
                         Some(svc) => mcs::backends_of(svc, nodes),
                         None => Err(format!(
