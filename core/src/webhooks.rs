@@ -175,7 +175,9 @@ fn vip_webhook(endpoint: &Endpoint, ca_bundle_pem: &str) -> MutatingWebhook {
         reinvocation_policy: Some("Never".to_owned()),
         timeout_seconds: Some(10),
         match_policy: Some("Equivalent".to_owned()),
-        // An update that keeps the Service's VIP and pool has nothing to do.
+        // An update that keeps the Service's VIP and pool has nothing to do. The pool is read
+        // with a default: an update that removes the label (leaving the pool) has no such key,
+        // and a CEL error would fail the request closed.
         match_conditions: Some(vec![MatchCondition {
             name: "new-or-changed-vip".to_owned(),
             expression: format!(
@@ -183,10 +185,21 @@ fn vip_webhook(endpoint: &Endpoint, ca_bundle_pem: &str) -> MutatingWebhook {
                  !('{VIP}' in object.metadata.annotations) || !has(oldObject.metadata.annotations) || \
                  !('{VIP}' in oldObject.metadata.annotations) || \
                  object.metadata.annotations['{VIP}'] != oldObject.metadata.annotations['{VIP}'] || \
-                 object.metadata.labels['{VIP_POOL}'] != oldObject.metadata.labels['{VIP_POOL}']"
+                 {new_pool} != {old_pool}",
+                new_pool = label_or_empty("object", VIP_POOL),
+                old_pool = label_or_empty("oldObject", VIP_POOL),
             ),
         }]),
     }
+}
+
+/// A CEL expression for the value of label `key` of `object` (`object` or `oldObject`), `''` when
+/// it has no such label (indexing a missing key is an error in CEL).
+fn label_or_empty(object: &str, key: &str) -> String {
+    format!(
+        "(has({object}.metadata.labels) && '{key}' in {object}.metadata.labels ? \
+         {object}.metadata.labels['{key}'] : '')"
+    )
 }
 
 pub fn validating(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWebhookConfiguration {

@@ -186,15 +186,80 @@ impl Playground {
         i32::try_from(pid).expect("a pid fits in i32")
     }
 
-    /// Joins every member to the hub once per test binary (`kubectl multicluster join`).
+    /// Joins every member to the hub once per test binary (`kubectl multicluster join`), with
+    /// every opt-in grant: the tests of distribution, snapshots and hooks need them all.
     pub fn join_members(&self) {
         static JOINED: std::sync::Once = std::sync::Once::new();
         JOINED.call_once(|| {
             for i in 1..=MEMBERS {
-                let member = format!("member-{i}");
-                run_ok(&mut self.multicluster(&["join", &member, "--member-context", &member]));
+                self.join_member(&format!("member-{i}"), &[]);
             }
         });
+    }
+
+    /// Joins (or joins again) `member` with the grants of [`Self::join_members`] and `extra`
+    /// flags (`--proxy-user …`).
+    pub fn join_member(&self, member: &str, extra: &[&str]) {
+        let mut args = vec![
+            "join",
+            member,
+            "--member-context",
+            member,
+            "--allow-rbac",
+            "--allow-hooks",
+        ];
+        args.extend_from_slice(extra);
+        run_ok(&mut self.multicluster(&args));
+    }
+
+    /// POSTs `body` to the hub server's admission port with curl, trusting the playground's CA for
+    /// it and presenting no client certificate (as anyone who reaches the port could), and
+    /// returns (HTTP status, response body).
+    pub fn post_to_hub_server(&self, path: &str, body: &[u8]) -> (u16, String) {
+        use std::io::Write;
+        let hub_server = self
+            .state
+            .hub_server
+            .as_ref()
+            .expect("local up starts the hub server");
+        let ca = self.dir().join("hub-server/ca.crt");
+        let mut child = Command::new("curl")
+            // HTTP/1.1 with `Expect: 100-continue` (curl sends it for large bodies) lets the server
+            // refuse an oversized body before it is sent.
+            .args([
+                "-sS",
+                "--http1.1",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                "--cacert",
+            ])
+            .arg(&ca)
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                "@-",
+            ])
+            .arg(format!("{}{path}", hub_server.url))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("curl runs");
+        child
+            .stdin
+            .take()
+            .expect("curl's stdin")
+            .write_all(body)
+            .expect("writing to curl");
+        let out = child.wait_with_output().expect("curl ends");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').expect("curl prints the status last");
+        (
+            code.trim().parse().expect("an HTTP status"),
+            body.to_owned(),
+        )
     }
 
     pub fn dir(&self) -> &Path {

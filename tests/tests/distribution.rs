@@ -110,7 +110,7 @@ stringData: {{.dockerconfigjson: '{{"auths": {{}}}}'}}
     )
 }
 
-/// Lets the hub's account on each member write the custom resources of `group` (what an operator
+/// Lets the hub's distribution account on each member write the custom resources of `group` (what an operator
 /// does for every CRD they distribute; the built-in kinds come with `join`).
 fn grant_custom_resources(group: &str) {
     let pg = playground();
@@ -125,7 +125,7 @@ apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata: {{name: hub-distributes-{group}}}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: hub-distributes-{group}}}
-subjects: [{{kind: ServiceAccount, name: multicluster-hub, namespace: multicluster-system}}]
+subjects: [{{kind: ServiceAccount, name: multicluster-hub-distribution, namespace: multicluster-system}}]
 "#
     );
     for member in MEMBERS {

@@ -5,8 +5,7 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use multicluster_tests::{eventually_blocking, fresh_namespace, playground, run, run_ok, stderr};
 
@@ -196,46 +195,6 @@ async fn unmanaged_objects_and_kube_system_are_never_blocked() {
     );
 }
 
-/// POSTs `body` to the hub server's admission port with curl (trusting the playground's CA for it)
-/// and returns (HTTP status, response body).
-fn post_to_hub_server(path: &str, body: &[u8]) -> (u16, String) {
-    let hub_server = playground()
-        .state
-        .hub_server
-        .as_ref()
-        .expect("local up starts the hub server");
-    let ca = playground().dir().join("hub-server/ca.crt");
-    let mut child = Command::new("curl")
-        // HTTP/1.1 with `Expect: 100-continue` (curl sends it for large bodies) lets the server refuse
-        // an oversized body before it is sent.
-        .args([
-            "-sS",
-            "--http1.1",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_code}",
-            "--cacert",
-        ])
-        .arg(&ca)
-        .args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            "@-",
-        ])
-        .arg(format!("{}{path}", hub_server.url))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(body).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.trim().parse().unwrap(), body.to_owned())
-}
-
 #[test]
 fn malformed_admission_bodies_get_an_error_response_and_the_server_keeps_serving() {
     let valid = serde_json::json!({
@@ -268,15 +227,15 @@ fn malformed_admission_bodies_get_an_error_response_and_the_server_keeps_serving
         ),
         ("missing uid", no_uid.to_string(), "uid"),
     ] {
-        let (code, body) = post_to_hub_server("/validate/intent", body.as_bytes());
+        let (code, body) = playground().post_to_hub_server("/validate/intent", body.as_bytes());
         assert_eq!(code, 400, "{what}: {body}");
         assert!(body.contains(expected), "{what}: {body}");
     }
-    let (code, _) = post_to_hub_server("/validate/intent", huge.as_bytes());
+    let (code, _) = playground().post_to_hub_server("/validate/intent", huge.as_bytes());
     assert_eq!(code, 413, "a 10 MB body is refused as too large");
 
     // And a well-formed review is still answered.
-    let (code, body) = post_to_hub_server("/validate/intent", text.as_bytes());
+    let (code, body) = playground().post_to_hub_server("/validate/intent", text.as_bytes());
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"allowed\":true"), "{body}");
 }

@@ -72,6 +72,21 @@ fn two_playgrounds_side_by_side_down_stops_exactly_its_own_and_up_again_works() 
     );
     let b = start_playground(&b_dir, 1, &[]);
 
+    // Keys and CAs are the owner's alone: directories 0700, files 0600.
+    for (path, mode) in [
+        (a_dir.clone(), 0o700),
+        (a_dir.join("hub/pki"), 0o700),
+        (a_dir.join("hub/pki/apiserver.key"), 0o600),
+        (a_dir.join("member-1/pki/sa.key"), 0o600),
+        (a_dir.join("hub-server"), 0o700),
+        (a_dir.join("hub-server/tls.key"), 0o600),
+        (a_dir.join("kubeconfig"), 0o600),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let found = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(found, mode, "{}: {found:o}", path.display());
+    }
+
     // A's contexts were merged into the user's kubeconfig, which kubectl can now use directly.
     let merged = Kubeconfig::read_from(&user_kubeconfig).unwrap();
     let names: Vec<&str> = merged.contexts.iter().map(|c| c.name.as_str()).collect();

@@ -53,6 +53,96 @@ fn healthy(mc: &MemberCluster) -> Option<bool> {
     condition(mc, "Healthy").map(|c| c.status == "True")
 }
 
+/// What `kubectl auth can-i` is asked with each stored token: each would make the token a key to
+/// the whole member (impersonating an admin, binding itself a role, reading every Secret, or
+/// intercepting every write with a webhook).
+const ESCALATIONS: [&[&str]; 4] = [
+    &["*", "*", "--as", "someone", "--as-group", "system:masters"],
+    &["create", "clusterrolebindings"],
+    &["list", "secrets", "-A"],
+    &["create", "mutatingwebhookconfigurations"],
+];
+
+/// One credentials Secret the hub holds for a member, and kubectl run with nothing else.
+struct StoredCredentials {
+    capability: String,
+    keys: Vec<String>,
+    server: String,
+    token: String,
+    ca: std::path::PathBuf,
+}
+
+impl StoredCredentials {
+    fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        run(std::process::Command::new("kubectl")
+            .env("KUBECONFIG", "/dev/null")
+            .args(["--server", &self.server, "--token", &self.token])
+            .arg(format!("--certificate-authority={}", self.ca.display()))
+            .args(args))
+    }
+
+    fn whoami(&self) -> String {
+        let out = self.kubectl(&[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// `yes` or `no`, as `kubectl auth can-i` answers (it exits 1 on no, so the status says
+    /// nothing here). With `--as`, the member refusing the impersonation itself is a `no` too;
+    /// anything else comes back as kubectl's error, which no assertion takes for an answer.
+    fn can_i(&self, args: &[&str]) -> String {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        let out = self.kubectl(&all);
+        let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if answer.is_empty() && stderr.contains("cannot impersonate") {
+            return "no".to_owned();
+        }
+        if answer.is_empty() {
+            return stderr.into_owned();
+        }
+        answer
+    }
+}
+
+/// The member's credentials Secrets on the hub (label `multicluster.dev/member`), by capability.
+async fn credentials_of(hub: &Client, member: &str) -> Vec<StoredCredentials> {
+    let secrets = Api::<Secret>::namespaced(hub.clone(), "multicluster-system")
+        .list(
+            &kube::api::ListParams::default().labels(&format!("multicluster.dev/member={member}")),
+        )
+        .await
+        .unwrap();
+    let mut stored: Vec<StoredCredentials> = secrets
+        .items
+        .into_iter()
+        .map(|s| {
+            let capability =
+                s.metadata.labels.as_ref().unwrap()["multicluster.dev/capability"].clone();
+            let data = s.data.unwrap();
+            let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+            let ca = playground()
+                .dir()
+                .join(format!("{member}-{capability}-ca-from-hub.crt"));
+            std::fs::write(&ca, text("ca.crt")).unwrap();
+            StoredCredentials {
+                keys: data.keys().cloned().collect(),
+                server: text("server"),
+                token: text("token"),
+                capability,
+                ca,
+            }
+        })
+        .collect();
+    stored.sort_by(|a, b| a.capability.cmp(&b.capability));
+    stored
+}
+
 #[tokio::test]
 async fn joined_members_are_probed_against_the_survival_ratio_of_played_nodes_and_outages_are_seen()
 {
@@ -70,6 +160,10 @@ async fn joined_members_are_probed_against_the_survival_ratio_of_played_nodes_an
             member,
             "--labels",
             "env=e2e",
+            "--proxy-user",
+            "ops-alice",
+            "--proxy-group",
+            "ops",
         ]));
         // Probe every second, flip after 2 consecutive results either way.
         let patch = serde_json::json!({"spec": {"health": {"intervalSeconds": 1, "timeoutSeconds": 2,
@@ -90,42 +184,76 @@ async fn joined_members_are_probed_against_the_survival_ratio_of_played_nodes_an
         .await;
     }
 
-    // The hub holds the member's endpoint, CA and a token of the hub's own account: nothing of the
-    // joining user's (an admin client certificate).
-    let secret = Api::<Secret>::namespaced(hub.clone(), "multicluster-system")
-        .get("member-member-2")
-        .await
-        .unwrap();
-    let mut keys: Vec<String> = secret.data.clone().unwrap().into_keys().collect();
-    keys.sort();
-    assert_eq!(keys, ["ca.crt", "expires", "server", "token"]);
-    let data = secret.data.unwrap();
-    let token = String::from_utf8(data["token"].0.clone()).unwrap();
-    let kubeconfig = std::fs::read_to_string(&pg.state.kubeconfig).unwrap();
-    assert!(!kubeconfig.contains(&token));
-    // Who the stored token is, asked of member-2 with nothing but the stored Secret.
-    let ca = pg.dir().join("member-2-ca-from-hub.crt");
-    std::fs::write(&ca, &data["ca.crt"].0).unwrap();
-    let whoami = run_ok(
-        std::process::Command::new("kubectl")
-            .env("KUBECONFIG", "/dev/null")
-            .args([
-                "--server",
-                std::str::from_utf8(&data["server"].0).unwrap(),
-                "--token",
-                &token,
-            ])
-            .arg(format!("--certificate-authority={}", ca.display()))
-            .args([
-                "auth",
-                "whoami",
-                "-o",
-                "jsonpath={.status.userInfo.username}",
-            ]),
-    );
+    // The hub holds, per capability, the member's endpoint, CA and a token of that capability's
+    // own account: nothing of the joining user's (an admin client certificate).
+    let stored = credentials_of(&hub, "member-2").await;
+    let names: Vec<&str> = stored.iter().map(|c| c.capability.as_str()).collect();
     assert_eq!(
-        whoami,
-        "system:serviceaccount:multicluster-system:multicluster-hub"
+        names,
+        ["distribution", "health", "proxy", "services"],
+        "a join without --allow-snapshots stores no snapshots token, with --proxy-user a proxy one"
+    );
+    let kubeconfig = std::fs::read_to_string(&pg.state.kubeconfig).unwrap();
+    for c in &stored {
+        let mut keys = vec!["ca.crt", "expires", "server", "token"];
+        if c.capability == "proxy" {
+            // Whom the member lets the hub act as, so the hub forwards nobody else.
+            keys.extend(["impersonate-groups", "impersonate-users"]);
+            keys.sort();
+        }
+        assert_eq!(c.keys, keys);
+        assert!(!kubeconfig.contains(&c.token));
+        // Who the stored token is, asked of member-2 with nothing but the stored Secret.
+        assert_eq!(
+            c.whoami(),
+            format!(
+                "system:serviceaccount:multicluster-system:multicluster-hub-{}",
+                c.capability
+            )
+        );
+        // A compromised hub holds these: none of them is a key to the member.
+        for escalation in ESCALATIONS {
+            assert_eq!(
+                c.can_i(escalation),
+                "no",
+                "the {} token may {escalation:?} on member-2",
+                c.capability
+            );
+        }
+    }
+    // …and each may do its own work (so the answers above are not a token that works for nothing).
+    for (capability, own) in [
+        ("health", &["list", "nodes"][..]),
+        ("distribution", &["create", "deployments", "-n", "default"]),
+        (
+            "services",
+            &["create", "endpointslices.discovery.k8s.io", "-n", "default"],
+        ),
+        ("proxy", &["impersonate", "users/ops-alice"]),
+    ] {
+        let c = stored.iter().find(|c| c.capability == capability).unwrap();
+        assert_eq!(
+            c.can_i(own),
+            "yes",
+            "the {capability} token may not {own:?}"
+        );
+    }
+    let proxy = stored.iter().find(|c| c.capability == "proxy").unwrap();
+    for other in ["users/someone-else", "groups/system:masters"] {
+        assert_eq!(
+            proxy.can_i(&["impersonate", other]),
+            "no",
+            "proxy may impersonate {other}"
+        );
+    }
+    let distribution = stored
+        .iter()
+        .find(|c| c.capability == "distribution")
+        .unwrap();
+    assert_eq!(
+        distribution.can_i(&["list", "secrets", "-n", "default"]),
+        "no",
+        "distribution writes Secrets by name and never reads a namespace's Secrets"
     );
 
     // 1 of 4 nodes ready is below ⌈4 × 0.5⌉: unhealthy within interval × threshold (plus slack).
@@ -222,12 +350,46 @@ async fn joined_members_are_probed_against_the_survival_ratio_of_played_nodes_an
         "member-1",
         "--weight",
         "30",
+        "--allow-hooks",
     ]));
     let mc = Api::<MemberCluster>::all(hub.clone())
         .get("member-1")
         .await
         .unwrap();
     assert_eq!(mc.spec.weight, 30);
+    // Snapshots, opted into: it reads every namespace's Secrets (a snapshot carries them; the
+    // reason this is opt-in) and execs hooks, and still cannot become the member's admin.
+    let snapshots = credentials_of(&hub, "member-1")
+        .await
+        .into_iter()
+        .find(|c| c.capability == "snapshots")
+        .expect("a snapshots token after --allow-hooks");
+    for escalation in ESCALATIONS {
+        let expected = if escalation == ["list", "secrets", "-A"] {
+            "yes"
+        } else {
+            "no"
+        };
+        assert_eq!(
+            snapshots.can_i(escalation),
+            expected,
+            "snapshots: {escalation:?}"
+        );
+    }
+    assert_eq!(
+        snapshots.can_i(&["create", "pods", "--subresource=exec", "-n", "default"]),
+        "yes"
+    );
+    assert_eq!(
+        snapshots.can_i(&[
+            "create",
+            "serviceaccounts",
+            "--subresource=token",
+            "-n",
+            "default"
+        ]),
+        "no"
+    );
     run_ok(&mut playground().multicluster(&["unjoin", "member-1", "--member-context", "member-1"]));
     assert!(
         Api::<MemberCluster>::all(hub.clone())
@@ -237,22 +399,24 @@ async fn joined_members_are_probed_against_the_survival_ratio_of_played_nodes_an
             .is_none()
     );
     assert!(
-        Api::<Secret>::namespaced(hub.clone(), "multicluster-system")
-            .get_opt("member-member-1")
-            .await
-            .unwrap()
-            .is_none()
+        credentials_of(&hub, "member-1").await.is_empty(),
+        "unjoin leaves credentials of member-1 on the hub"
     );
     let m1 = pg.client("member-1").await.unwrap();
     let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
         Api::namespaced(m1, "multicluster-system");
+    let left: Vec<String> = accounts
+        .list_metadata(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|a| a.metadata.name.unwrap())
+        .filter(|n| n.starts_with("multicluster-hub"))
+        .collect();
     assert!(
-        accounts
-            .get_opt("multicluster-hub")
-            .await
-            .unwrap()
-            .is_none(),
-        "the hub's account stays on the member"
+        left.is_empty(),
+        "the hub's accounts stay on the member: {left:?}"
     );
 }
 

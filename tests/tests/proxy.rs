@@ -33,6 +33,12 @@ async fn hub_users_played_by_impersonation_reach_a_member_as_themselves_or_are_t
     let ns = fresh_namespace(&m1, "proxy").await.unwrap();
     let alice = unique_name("alice");
     let bob = unique_name("bob");
+    let carol = unique_name("carol");
+    // member-1's admin lets the hub act as alice there (with group readers), and nobody else.
+    pg.join_member(
+        "member-1",
+        &["--proxy-user", &alice, "--proxy-group", "readers"],
+    );
 
     // On the hub: alice may use member-1's proxy, and nothing else.
     let hub_rbac = format!(
@@ -132,6 +138,67 @@ subjects: [{{kind: User, name: {alice}, apiGroup: rbac.authorization.k8s.io}}]
             && stderr.contains(&bob),
         "{stderr}"
     );
+
+    // Carol may use the proxy on the hub, but member-1 did not name her at join: the hub does not
+    // ask the member to take her (its proxy account could not impersonate her anyway).
+    let out = pg.apply(
+        "hub",
+        &format!(
+            r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: {carol}-proxy}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {alice}-proxy}}
+subjects: [{{kind: User, name: {carol}, apiGroup: rbac.authorization.k8s.io}}]
+"#
+        ),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = proxy(
+        "member-1",
+        &["get", "configmaps", "-n", &ns, "--as", &carol],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains(&format!("--proxy-user {carol}")),
+        "{stderr}"
+    );
+    // Groups: only the one member-1 named goes along, never system:masters.
+    let out = proxy(
+        "member-1",
+        &[
+            "auth",
+            "whoami",
+            "--as",
+            &alice,
+            "--as-group",
+            "readers",
+            "--as-group",
+            "auditors",
+            "--as-group",
+            "system:masters",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let review: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups: Vec<&str> = review["status"]["userInfo"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["readers", "system:authenticated"], "{review}");
 
     // Alice's hub permission names member-1 only.
     let out = proxy(

@@ -110,6 +110,90 @@ async fn a_service_gets_a_vip_and_hostname_keeps_it_on_update_and_loses_it_when_
     .await;
 }
 
+/// A Service leaves its pool when its pool label is removed: the update goes through (the
+/// webhook's match condition reads the missing label as empty instead of failing), the VIP
+/// annotations go, and the claim collector releases the address.
+#[tokio::test]
+async fn removing_the_pool_label_removes_the_vip_and_releases_its_claim() {
+    let client = playground().client("hub").await.unwrap();
+    let ns = fresh_namespace(&client, "vip-leave").await.unwrap();
+    let pool = pool(&client, &["10.233.0.0/24"], true).await;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let created = services
+        .create(&PostParams::default(), &service("web", &pool))
+        .await
+        .unwrap();
+    assert!(vip(&created).starts_with("10.233.0."));
+    assert_eq!(claims_of(&client, &pool).await.len(), 1);
+
+    let unlabel = serde_json::json!({"metadata": {"labels": {"multicluster.dev/vip-pool": null}}});
+    let updated = services
+        .patch("web", &PatchParams::default(), &Patch::Merge(&unlabel))
+        .await
+        .expect("removing the pool label is admitted");
+    let left: Vec<&String> = updated
+        .annotations()
+        .keys()
+        .filter(|k| k.starts_with("multicluster.dev/") || k.starts_with("metallb."))
+        .collect();
+    assert!(left.is_empty(), "VIP annotations left: {left:?}");
+    eventually(
+        "the claim of the Service that left its pool is released",
+        Duration::from_secs(30),
+        async || claims_of(&client, &pool).await.is_empty(),
+    )
+    .await;
+}
+
+/// What the API server never sends, POSTed straight to the hub server's VIP route by a client that
+/// is not the API server (no client certificate): a Secret carrying the pool label, and a Service
+/// with no namespace. Both are refused, and no address is claimed for either.
+#[tokio::test]
+async fn a_forged_vip_request_for_another_kind_or_no_namespace_is_refused_and_claims_nothing() {
+    let client = playground().client("hub").await.unwrap();
+    let pool = pool(&client, &["10.234.0.0/24"], false).await;
+    let request = |kind: &str, resource: &str, namespace: Option<&str>| {
+        serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "0c5a3f4e-9b2d-4f61-8d7e-3a1b2c4d5e6f",
+                "kind": {"group": "", "version": "v1", "kind": kind},
+                "resource": {"group": "", "version": "v1", "resource": resource},
+                "name": "forged", "namespace": namespace, "operation": "CREATE",
+                "userInfo": {"username": "mallory"},
+                "object": {"apiVersion": "v1", "kind": kind,
+                           "metadata": {"name": "forged", "namespace": namespace,
+                                        "labels": {"multicluster.dev/vip-pool": pool}}},
+                "oldObject": null, "dryRun": false}
+        })
+        .to_string()
+    };
+    for (what, review, expected) in [
+        (
+            "a Secret",
+            request("Secret", "secrets", Some("default")),
+            "not v1 Secret",
+        ),
+        (
+            "a Service in no namespace",
+            request("Service", "services", None),
+            "names none",
+        ),
+    ] {
+        let (code, body) = playground().post_to_hub_server("/mutate/vip", review.as_bytes());
+        assert_eq!(code, 200, "{what}: {body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["response"]["allowed"], false, "{what}: {body}");
+        let message = answer["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(message.contains(expected), "{what}: {body}");
+    }
+    assert!(
+        claims_of(&client, &pool).await.is_empty(),
+        "a forged request claimed an address"
+    );
+}
+
 #[tokio::test]
 async fn a_full_pool_is_refused_clearly_and_dry_run_claims_nothing() {
     let client = playground().client("hub").await.unwrap();

@@ -189,6 +189,19 @@ pub struct MemberDistributionStatus {
     /// copies that left the Distribution and must be removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub written: Vec<WrittenKind>,
+    /// Secrets this Distribution has written to on the member, by name: the hub's distribution
+    /// account there may get Secrets but not list them, so leftovers are found from this list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub written_secrets: Vec<WrittenSecret>,
+}
+
+/// One Secret a Distribution wrote on a member.
+#[derive(
+    Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, KubeSchema,
+)]
+pub struct WrittenSecret {
+    pub namespace: String,
+    pub name: String,
 }
 
 /// One API kind (in one namespace, or cluster-wide) a Distribution wrote to on a member.

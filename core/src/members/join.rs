@@ -1,151 +1,309 @@
 //! What joining a member creates, on the member and on the hub, named in one place.
 //!
-//! On the member: a ServiceAccount for the hub, a ClusterRole with what health needs (read nodes and
-//! namespaces), an aggregated ClusterRole with what distribution needs (write the distributable
-//! kinds, and any kind an operator adds with the aggregation label), and a Role that lets that
-//! ServiceAccount renew its own token. On the hub: a Secret holding the member's endpoint, CA and that token (never the
-//! joining user's credentials) and the `MemberCluster`.
+//! The hub holds one identity per capability on each member, never one for everything: a
+//! compromised hub (or a leaked Secret) then grants only what that one capability needs there.
+//! For each [`Capability`] the member gets a ServiceAccount, a ClusterRole with that capability's
+//! rules and its binding, and a Role that lets the account renew its own token and nothing else;
+//! the hub gets a Secret per capability holding the member's endpoint, CA and that account's token
+//! (never the joining user's credentials). Grants a member's admin must opt into (`join
+//! --allow-rbac`, `--allow-snapshots`, `--allow-hooks`, `--proxy-user`) are [`Grants`].
 
 use serde_json::{Value, json};
 
 use crate::SYSTEM_NAMESPACE;
 
-/// The hub's ServiceAccount (and ClusterRole, bindings) on every member.
-pub const HUB_ACCOUNT: &str = "multicluster-hub";
-/// Lifetime of the token the hub holds; the hub renews it at half-life.
+/// Lifetime of the tokens the hub holds; the hub renews each at half-life.
 pub const TOKEN_LIFETIME_SECONDS: i64 = 24 * 3600;
 
-/// Keys of the hub-side credentials Secret.
+/// Keys of a hub-side credentials Secret.
 pub mod secret_keys {
     pub const SERVER: &str = "server";
     pub const CA: &str = "ca.crt";
     pub const TOKEN: &str = "token";
     /// RFC 3339 time the token expires.
     pub const EXPIRES: &str = "expires";
+    /// Proxy Secret only: the member-side users the proxy account may impersonate, one per line.
+    pub const PROXY_USERS: &str = "impersonate-users";
+    /// Proxy Secret only: the groups it may impersonate, one per line.
+    pub const PROXY_GROUPS: &str = "impersonate-groups";
 }
 
-/// The hub-side Secret of member `name`.
+/// Label of every hub-side credentials Secret: the member it is for.
+pub const MEMBER_LABEL: &str = "multicluster.dev/member";
+/// Label of every hub-side credentials Secret: the capability its token serves.
+pub const CAPABILITY_LABEL: &str = "multicluster.dev/capability";
+
+/// What the hub does on a member, each with an identity of its own there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Capability {
+    /// Reads nodes and namespaces (ready nodes against the survival ratio).
+    Health,
+    /// Writes the distributable kinds.
+    Distribution,
+    /// Multi-cluster services: reads exports and writes the import side.
+    Services,
+    /// Namespace snapshots and restores (only with `--allow-snapshots`).
+    Snapshots,
+    /// Forwards hub users' requests, impersonating the users and groups the member's admin named
+    /// (only with `--proxy-user`).
+    Proxy,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 5] = [
+        Capability::Health,
+        Capability::Distribution,
+        Capability::Services,
+        Capability::Snapshots,
+        Capability::Proxy,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Health => "health",
+            Capability::Distribution => "distribution",
+            Capability::Services => "services",
+            Capability::Snapshots => "snapshots",
+            Capability::Proxy => "proxy",
+        }
+    }
+
+    /// Its ServiceAccount on every member, and the name of its ClusterRole, Role and bindings.
+    pub fn account(self) -> String {
+        format!("multicluster-hub-{}", self.name())
+    }
+
+    /// The hub-side Secret with its token for the member whose credentials base name is `base`
+    /// (`MemberCluster.spec.credentialsSecret.name`).
+    pub fn secret_name(self, base: &str) -> String {
+        format!("{base}-{}", self.name())
+    }
+
+    /// The capabilities a member joined with `grants` gives the hub.
+    pub fn granted(grants: &Grants) -> Vec<Capability> {
+        Self::ALL
+            .into_iter()
+            .filter(|c| match c {
+                Capability::Snapshots => grants.snapshots,
+                Capability::Proxy => !grants.proxy.users.is_empty(),
+                _ => true,
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a member's admin lets the hub do beyond the defaults, at `join`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Distribute Roles, ClusterRoles and their bindings (`bind` and `escalate`: the hub then
+    /// grants what a distributed Role grants, so this is as strong as the roles it carries).
+    pub rbac: bool,
+    /// Snapshot and restore namespaces: read and write the namespaced kinds, Secrets included.
+    pub snapshots: bool,
+    /// Run quiesce hook commands in pods (`create pods/exec`); implies `snapshots`.
+    pub hooks: bool,
+    /// Whom proxied requests may act as (`--proxy-user`, `--proxy-group`); no proxy account when
+    /// it names no user.
+    pub proxy: crate::members::proxy::ProxyAccess,
+}
+
+/// Base name of the hub-side credentials Secrets of member `name`.
 pub fn secret_name(member: &str) -> String {
     format!("member-{member}")
 }
 
-fn labels() -> Value {
-    json!({"app.kubernetes.io/part-of": "kubectl-multicluster", "app.kubernetes.io/component": "hub-access"})
+fn labels(capability: Option<Capability>) -> Value {
+    let mut labels = json!({"app.kubernetes.io/part-of": "kubectl-multicluster",
+                            "app.kubernetes.io/component": "hub-access"});
+    if let Some(c) = capability {
+        labels[CAPABILITY_LABEL] = c.name().into();
+    }
+    labels
 }
 
-/// The objects `join` applies on the member, in order.
-pub fn member_objects() -> Vec<Value> {
+/// RBAC rules of one capability's account.
+pub fn rules(capability: Capability, grants: &Grants) -> Vec<Value> {
+    match capability {
+        Capability::Health => vec![
+            json!({"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}),
+            json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}),
+        ],
+        Capability::Distribution => distribution_rules(grants),
+        // Read exports, the exported Services and nodes (their addresses are the backends), and
+        // write the import side (ServiceImport, a selector-less Service with the VIP,
+        // EndpointSlices managed by multicluster.dev) plus the export's VIP and status; the
+        // HTTPRoute with the exact weights where a TrafficPolicy names a Gateway.
+        Capability::Services => vec![
+            json!({"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceexports"], "verbs": ["get", "list", "watch", "patch"]}),
+            json!({"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceexports/status"], "verbs": ["patch"]}),
+            json!({"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceimports"],
+                   "verbs": ["get", "list", "watch", "create", "patch", "delete"]}),
+            json!({"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceimports/status"], "verbs": ["patch"]}),
+            json!({"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]}),
+            json!({"apiGroups": [""], "resources": ["nodes", "namespaces"], "verbs": ["get", "list", "watch"]}),
+            json!({"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                   "verbs": ["get", "list", "watch", "create", "patch", "delete"]}),
+            json!({"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"],
+                   "verbs": ["get", "list", "watch", "create", "patch", "delete"]}),
+        ],
+        Capability::Snapshots => snapshot_rules(grants),
+        // The users and groups the member's admin named, by name: no service accounts, UIDs,
+        // extras or `system:` names, so the hub can become neither a member's controllers or
+        // nodes nor its admins (`system:masters`). The hub server maps hub service accounts to
+        // plain user names (see `proxy::impersonation_headers`).
+        Capability::Proxy => {
+            let mut rules = vec![json!({"apiGroups": [""], "resources": ["users"],
+                                        "resourceNames": grants.proxy.users, "verbs": ["impersonate"]})];
+            if !grants.proxy.groups.is_empty() {
+                rules.push(json!({"apiGroups": [""], "resources": ["groups"],
+                                  "resourceNames": grants.proxy.groups, "verbs": ["impersonate"]}));
+            }
+            rules
+        }
+    }
+}
+
+/// The distributable kinds, with `get` but no `list`/`watch` on Secrets (a copy is found by its
+/// name, so the hub cannot list a member's Secrets); RBAC kinds with `bind`/`escalate` only
+/// with [`Grants::rbac`].
+fn distribution_rules(grants: &Grants) -> Vec<Value> {
+    let write = [
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ];
+    let mut rules = crate::distribution::distributable_rules(&write);
+    for rule in &mut rules {
+        if let Some(resources) = rule["resources"].as_array_mut() {
+            resources.retain(|r| r != "secrets");
+        }
+    }
+    rules.retain(|r| r["apiGroups"][0] != "rbac.authorization.k8s.io");
+    rules.push(json!({"apiGroups": [""], "resources": ["secrets"],
+                      "verbs": ["get", "create", "update", "patch", "delete"]}));
+    if grants.rbac {
+        rules.push(json!({"apiGroups": ["rbac.authorization.k8s.io"],
+                          "resources": ["roles", "rolebindings", "clusterroles", "clusterrolebindings"],
+                          "verbs": write}));
+        rules.push(json!({"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "clusterroles"],
+                          "verbs": ["bind", "escalate"]}));
+    }
+    // Namespaces the bundle needs: created when missing, never deleted.
+    rules.push(json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "create"]}));
+    rules
+}
+
+/// A namespace snapshot reads the namespaced kinds it knows (a kind it may not list is left out
+/// and named in the snapshot's status); a restore writes them back, creates the target namespace,
+/// scales workloads (ScaleDown quiesce) and takes and removes CSI snapshots. No RBAC,
+/// admissionregistration, apiregistration or token minting; `pods/exec` only with hooks.
+fn snapshot_rules(grants: &Grants) -> Vec<Value> {
+    let rw = ["get", "list", "create", "patch"];
+    let mut rules = vec![
+        json!({"apiGroups": [""], "resources": ["configmaps", "secrets", "services", "serviceaccounts",
+                                                "persistentvolumeclaims", "limitranges", "resourcequotas"],
+               "verbs": rw}),
+        json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}),
+        // The volume each claim is bound to: its CSI driver picks the snapshot class.
+        json!({"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": ["get"]}),
+        json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "create"]}),
+        json!({"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"], "verbs": rw}),
+        json!({"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": rw}),
+        json!({"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "networkpolicies"], "verbs": rw}),
+        json!({"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": rw}),
+        json!({"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": rw}),
+        json!({"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceexports"], "verbs": rw}),
+        json!({"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get", "list"]}),
+        json!({"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshotclasses"], "verbs": ["get", "list"]}),
+        json!({"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshots", "volumesnapshotcontents"],
+               "verbs": ["get", "list", "create", "patch", "delete", "deletecollection"]}),
+        json!({"apiGroups": ["groupsnapshot.storage.k8s.io"], "resources": ["volumegroupsnapshotclasses"], "verbs": ["get", "list"]}),
+        json!({"apiGroups": ["groupsnapshot.storage.k8s.io"],
+               "resources": ["volumegroupsnapshots", "volumegroupsnapshotcontents"],
+               "verbs": ["get", "list", "create", "patch", "delete", "deletecollection"]}),
+    ];
+    if grants.hooks {
+        // `get` for exec over WebSocket (an upgraded GET), `create` for SPDY and for API
+        // servers that check create on the upgrade too.
+        rules.push(
+            json!({"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"]}),
+        );
+    }
+    rules
+}
+
+/// The objects `join` applies on the member, in order: the namespace, then per granted capability
+/// its ServiceAccount, ClusterRole, ClusterRoleBinding and the Role (and binding) that renews its
+/// own token.
+pub fn member_objects(grants: &Grants) -> Vec<Value> {
+    let mut objects = vec![json!({"apiVersion": "v1", "kind": "Namespace",
+                                  "metadata": {"name": SYSTEM_NAMESPACE, "labels": labels(None)}})];
+    for capability in Capability::granted(grants) {
+        objects.extend(capability_objects(capability, grants));
+    }
+    objects
+}
+
+/// Every object any capability's account consists of on a member, whatever was granted (what
+/// `unjoin` and a failed `join` remove; only kinds and names matter here).
+pub fn every_capability_object() -> Vec<Value> {
+    Capability::ALL
+        .into_iter()
+        .flat_map(|c| capability_objects(c, &Grants::default()))
+        .collect()
+}
+
+fn capability_objects(capability: Capability, grants: &Grants) -> Vec<Value> {
+    let name = capability.account();
+    let labels = labels(Some(capability));
+    let subjects = json!([{"kind": "ServiceAccount", "name": name, "namespace": SYSTEM_NAMESPACE}]);
     vec![
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE, "labels": labels()}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
-               "metadata": {"name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE, "labels": labels()}}),
+               "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE, "labels": labels}}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": HUB_ACCOUNT, "labels": labels()},
-        "rules": [
-            // Health: ready nodes against the survival ratio.
-            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}
-        ]}),
+               "metadata": {"name": name, "labels": labels}, "rules": rules(capability, grants)}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-               "metadata": {"name": HUB_ACCOUNT, "labels": labels()},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": HUB_ACCOUNT},
-               "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
-        // Distribution: the distributable kinds. Distributing Roles needs `bind` and `escalate`
-        // (the hub grants what the Role grants, not what it holds). Operators who distribute
-        // other kinds (their custom resources) bind a ClusterRole of their own to this account.
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-               "metadata": {"name": DISTRIBUTE_ROLE, "labels": labels()},
-               "rules": distribute_rules()}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-               "metadata": {"name": DISTRIBUTE_ROLE, "labels": labels()},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": DISTRIBUTE_ROLE},
-               "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
-        // Proxy access: the hub forwards a hub user's request as that user. It has authorised the
-        // user on the hub first; the member's own RBAC then decides what they may do here.
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": PROXY_ROLE, "labels": labels()},
-        "rules": [
-            {"apiGroups": [""], "resources": ["users", "groups", "serviceaccounts"], "verbs": ["impersonate"]},
-            {"apiGroups": ["authentication.k8s.io"], "resources": ["uids", "userextras/*"], "verbs": ["impersonate"]}
-        ]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-               "metadata": {"name": PROXY_ROLE, "labels": labels()},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": PROXY_ROLE},
-               "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
-        // Multi-cluster services: read exports, the exported Services and nodes (their addresses
-        // are the backends), and write the import side (ServiceImport, a selector-less Service with
-        // the VIP, EndpointSlices managed by multicluster.dev) plus the export's VIP and status.
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": SERVICES_ROLE, "labels": labels()},
-        "rules": [
-            {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceexports"], "verbs": ["get", "list", "watch", "patch"]},
-            {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceexports/status"], "verbs": ["patch"]},
-            {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceimports"],
-             "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
-            {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceimports/status"], "verbs": ["patch"]},
-            {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
-            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
-             "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
-            // Where a TrafficPolicy names a Gateway: the HTTPRoute with the exact weights.
-            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"],
-             "verbs": ["get", "list", "watch", "create", "patch", "delete"]}
-        ]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-               "metadata": {"name": SERVICES_ROLE, "labels": labels()},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SERVICES_ROLE},
-               "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
-        // Snapshot and restore: a snapshot captures every kind of a namespace (custom resources
-        // and Secrets included), so the hub reads every kind; a restore writes them back, scales
-        // workloads down and up (ScaleDown quiesce), runs hook commands (`create` on
-        // `pods/exec`, which `*` covers: Hooks quiesce), and takes and removes CSI snapshots. Leave
-        // this binding out on a member whose namespaces the hub must not read: snapshots of it
-        // then fail naming the kind it may not list.
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": SNAPSHOT_ROLE, "labels": labels()},
-        "rules": [
-            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "create", "patch"]},
-            {"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshots"], "verbs": ["delete", "deletecollection"]},
-            {"apiGroups": ["groupsnapshot.storage.k8s.io"], "resources": ["volumegroupsnapshots"], "verbs": ["delete", "deletecollection"]}
-        ]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-               "metadata": {"name": SNAPSHOT_ROLE, "labels": labels()},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SNAPSHOT_ROLE},
-               "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
+               "metadata": {"name": name, "labels": labels},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+               "subjects": subjects}),
         // Renewing its own token, and nothing else in the namespace.
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-               "metadata": {"name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
+               "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE, "labels": labels},
                "rules": [{"apiGroups": [""], "resources": ["serviceaccounts/token"],
-                          "resourceNames": [HUB_ACCOUNT], "verbs": ["create"]}]}),
+                          "resourceNames": [name], "verbs": ["create"]}]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-               "metadata": {"name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
-               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": HUB_ACCOUNT},
-               "subjects": [{"kind": "ServiceAccount", "name": HUB_ACCOUNT, "namespace": SYSTEM_NAMESPACE}]}),
+               "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE, "labels": labels},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+               "subjects": subjects}),
     ]
 }
 
-/// The member-side ClusterRole (and binding) that lets the hub act as a hub user (proxy access).
-pub const PROXY_ROLE: &str = "multicluster-hub-proxy";
-
-/// The member-side ClusterRole (and binding) for multi-cluster services.
-pub const SERVICES_ROLE: &str = "multicluster-hub-services";
-
-/// The member-side ClusterRole (and binding) for namespace snapshots and restores.
-pub const SNAPSHOT_ROLE: &str = "multicluster-hub-snapshot";
-
-/// The member-side ClusterRole (and binding) that lets the hub write distributed objects.
-pub const DISTRIBUTE_ROLE: &str = "multicluster-hub-distribute";
-
-fn distribute_rules() -> Vec<Value> {
-    let mut rules = crate::distribution::distributable_rules(&[
-        "get", "list", "watch", "create", "update", "patch", "delete",
-    ]);
-    rules.push(
-        json!({"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "clusterroles"],
-                      "verbs": ["bind", "escalate"]}),
-    );
-    // Namespaces the bundle needs: created when missing, never deleted.
-    rules.push(json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["create"]}));
-    rules
+/// What a join before per-capability identities created on a member (one account for all of the
+/// hub's work): removed by `join` and `unjoin`.
+pub fn legacy_member_objects() -> Vec<Value> {
+    let rbac = "rbac.authorization.k8s.io/v1";
+    let mut objects = vec![
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": "multicluster-hub", "namespace": SYSTEM_NAMESPACE}}),
+        json!({"apiVersion": rbac, "kind": "Role",
+               "metadata": {"name": "multicluster-hub", "namespace": SYSTEM_NAMESPACE}}),
+        json!({"apiVersion": rbac, "kind": "RoleBinding",
+               "metadata": {"name": "multicluster-hub", "namespace": SYSTEM_NAMESPACE}}),
+    ];
+    for name in [
+        "multicluster-hub",
+        "multicluster-hub-snapshot",
+        "multicluster-hub-distribute",
+    ] {
+        for kind in ["ClusterRoleBinding", "ClusterRole"] {
+            objects.push(json!({"apiVersion": rbac, "kind": kind, "metadata": {"name": name}}));
+        }
+    }
+    objects
 }
 
 /// How to reach a member with the hub's stored credentials: its endpoint, CA (PEM) and the hub's
@@ -244,38 +402,166 @@ pub fn pem_of(der_certs: &[Vec<u8>]) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn health_only_reads_nodes_and_namespaces_and_the_token_role_renews_only_its_own_token() {
-        let objects = member_objects();
-        let cluster_role = objects
-            .iter()
-            .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == HUB_ACCOUNT)
-            .unwrap();
-        for rule in cluster_role["rules"].as_array().unwrap() {
-            assert_eq!(rule["verbs"], json!(["get", "list", "watch"]));
+    fn all_grants() -> Grants {
+        Grants {
+            rbac: true,
+            snapshots: true,
+            hooks: true,
+            proxy: crate::members::proxy::ProxyAccess::from_hub_names(
+                &["alice".into()],
+                &["dev".into()],
+            )
+            .unwrap(),
         }
-        let role = objects.iter().find(|o| o["kind"] == "Role").unwrap();
-        assert_eq!(role["rules"][0]["resourceNames"], json!([HUB_ACCOUNT]));
+    }
+
+    /// Every rule of every object `join` creates with `grants`, with the capability it is for.
+    fn every_rule(grants: &Grants) -> Vec<(String, Value)> {
+        member_objects(grants)
+            .into_iter()
+            .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+            .flat_map(|o| {
+                let name = o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                o["rules"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |r| (name.clone(), r))
+            })
+            .collect()
+    }
+
+    fn strings(v: &Value) -> Vec<&str> {
+        v.as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default()
     }
 
     #[test]
-    fn distribution_rights_name_their_kinds() {
-        let objects = member_objects();
-        let role = objects
-            .iter()
-            .find(|o| o["metadata"]["name"] == DISTRIBUTE_ROLE && o["kind"] == "ClusterRole")
-            .unwrap();
-        let rules = role["rules"].as_array().unwrap();
-        assert!(
-            rules.iter().all(|r| r["resources"] != json!(["*"])),
-            "no wildcard"
+    fn no_join_object_grants_a_wildcard_unscoped_impersonation_or_control_plane_writes() {
+        for grants in [Grants::default(), all_grants()] {
+            for (role, rule) in every_rule(&grants) {
+                let groups = strings(&rule["apiGroups"]);
+                let resources = strings(&rule["resources"]);
+                let verbs = strings(&rule["verbs"]);
+                assert!(!groups.contains(&"*"), "{role}: apiGroups *");
+                assert!(!resources.contains(&"*"), "{role}: resources *");
+                assert!(!verbs.contains(&"*"), "{role}: verbs *");
+                for group in ["admissionregistration.k8s.io", "apiregistration.k8s.io"] {
+                    assert!(!groups.contains(&group), "{role}: {group}");
+                }
+                if verbs.contains(&"impersonate") {
+                    assert_eq!(role, Capability::Proxy.account());
+                    assert!(
+                        resources == ["users"] || resources == ["groups"],
+                        "{role}: impersonates {resources:?}"
+                    );
+                    let names = strings(&rule["resourceNames"]);
+                    assert!(!names.is_empty(), "{role}: impersonates anyone");
+                    assert!(
+                        names.iter().all(|n| !n.starts_with("system:")),
+                        "{role}: impersonates {names:?}"
+                    );
+                }
+                if verbs.contains(&"bind") || verbs.contains(&"escalate") {
+                    assert!(grants.rbac, "{role}: bind/escalate without --allow-rbac");
+                }
+                if groups.contains(&"rbac.authorization.k8s.io") {
+                    assert!(grants.rbac, "{role}: RBAC without --allow-rbac");
+                    assert_eq!(role, Capability::Distribution.account());
+                }
+                if resources.contains(&"serviceaccounts/token") {
+                    assert_eq!(strings(&rule["resourceNames"]), [role.as_str()]);
+                }
+                if resources.contains(&"pods/exec") {
+                    assert!(grants.hooks, "{role}: pods/exec without --allow-hooks");
+                }
+                if resources.contains(&"secrets") && role != Capability::Snapshots.account() {
+                    assert!(
+                        !verbs.contains(&"list") && !verbs.contains(&"watch"),
+                        "{role} lists Secrets"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_capability_has_its_own_account_and_snapshots_come_only_with_their_grant() {
+        let accounts = |grants: &Grants| -> Vec<String> {
+            member_objects(grants)
+                .iter()
+                .filter(|o| o["kind"] == "ServiceAccount")
+                .map(|o| {
+                    o["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect()
+        };
+        assert_eq!(
+            accounts(&Grants::default()),
+            [
+                "multicluster-hub-health",
+                "multicluster-hub-distribution",
+                "multicluster-hub-services",
+            ],
+            "snapshots and proxy are opt-in"
         );
-        assert!(rules.iter().any(|r| {
-            r["resources"]
-                .as_array()
-                .unwrap()
-                .contains(&json!("secrets"))
-        }));
+        assert_eq!(
+            accounts(&all_grants()),
+            [
+                "multicluster-hub-health",
+                "multicluster-hub-distribution",
+                "multicluster-hub-services",
+                "multicluster-hub-snapshots",
+                "multicluster-hub-proxy"
+            ]
+        );
+        let removed: Vec<Value> = every_capability_object()
+            .into_iter()
+            .map(|o| json!([o["kind"], o["metadata"]["name"]]))
+            .collect();
+        for o in member_objects(&all_grants()) {
+            if o["kind"] != "Namespace" {
+                assert!(removed.contains(&json!([o["kind"], o["metadata"]["name"]])));
+            }
+        }
+        for o in member_objects(&all_grants()) {
+            if let Some(subjects) = o["subjects"].as_array() {
+                assert_eq!(subjects.len(), 1);
+                assert_eq!(
+                    subjects[0]["name"], o["metadata"]["name"],
+                    "bound to its own account"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn health_only_reads_nodes_and_namespaces() {
+        for rule in rules(Capability::Health, &all_grants()) {
+            assert_eq!(rule["verbs"], json!(["get", "list", "watch"]));
+        }
+    }
+
+    #[test]
+    fn distribution_rights_name_their_kinds_and_get_secrets_by_name_only() {
+        let rules = rules(Capability::Distribution, &Grants::default());
+        let secrets: Vec<&Value> = rules
+            .iter()
+            .filter(|r| strings(&r["resources"]).contains(&"secrets"))
+            .collect();
+        assert_eq!(secrets.len(), 1);
+        assert_eq!(
+            secrets[0]["verbs"],
+            json!(["get", "create", "update", "patch", "delete"])
+        );
     }
 
     #[test]

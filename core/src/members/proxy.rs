@@ -122,22 +122,122 @@ fn unescape(key: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Headers that make the member treat the hub's request as `caller`'s: user, UID and groups.
-/// Extra fields are not forwarded: the API server's own (`authentication.kubernetes.io/…`, e.g.
-/// the credential ID) describe the caller's hub credential, meaningless on a member, and RBAC
-/// cannot grant impersonation of arbitrary extra keys without naming each.
-pub fn impersonation_headers(caller: &Caller) -> Vec<(String, String)> {
-    let mut headers = vec![("impersonate-user".to_owned(), caller.user.clone())];
-    if let Some(uid) = caller.uid.as_ref().filter(|u| !u.is_empty()) {
-        headers.push(("impersonate-uid".to_owned(), uid.clone()));
+/// The user name a hub service account `system:serviceaccount:NS:NAME` has on members:
+/// `multicluster:hub:serviceaccount:NS:NAME`. Passing it as it is would make it the member's own
+/// service account of that name (and need `impersonate serviceaccounts`, which would let the hub
+/// become any of the member's controllers).
+pub const HUB_SERVICE_ACCOUNT_PREFIX: &str = "multicluster:hub:serviceaccount:";
+
+/// Why the hub does not forward a caller's request, or `join` does not let it act for a name.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ImpersonationError {
+    #[error(
+        "the hub does not forward requests of the system user {0:?} to members: system users (nodes, \
+         controllers, the API server's own) are each cluster's own"
+    )]
+    SystemUser(String),
+    #[error(
+        "the hub does not act for the system group {0:?} on members (system:masters above all: a \
+         member's admins are the member's to name)"
+    )]
+    SystemGroup(String),
+    #[error(
+        "member {member} does not let the hub act for user {user:?}; its admin names the users the \
+         hub may act for with `kubectl multicluster join {member} --proxy-user {user}`"
+    )]
+    UserNotAllowed { member: String, user: String },
+}
+
+/// Who the hub's proxy account may impersonate on one member: the users and groups its admin
+/// named at `join` (`--proxy-user`, `--proxy-group`), as the member knows them. The account's
+/// ClusterRole lists exactly these (`resourceNames`), so the member enforces the list even if the
+/// hub is compromised; the hub server reads the same list to forward only groups the member takes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyAccess {
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl ProxyAccess {
+    /// The access for hub users and groups as written on the command line: hub service accounts
+    /// become their member names; `system:` users and groups are refused.
+    pub fn from_hub_names(users: &[String], groups: &[String]) -> Result<Self, ImpersonationError> {
+        let mut access = ProxyAccess {
+            users: users
+                .iter()
+                .map(|u| member_user(u))
+                .collect::<Result<_, _>>()?,
+            groups: Vec::new(),
+        };
+        for group in groups {
+            if group.starts_with("system:") {
+                return Err(ImpersonationError::SystemGroup(group.clone()));
+            }
+            access.groups.push(group.clone());
+        }
+        access.users.sort();
+        access.users.dedup();
+        access.groups.sort();
+        access.groups.dedup();
+        Ok(access)
     }
-    for group in &caller.groups {
-        // The member adds system:authenticated itself; naming it is harmless but noisy.
-        if group != "system:authenticated" {
-            headers.push(("impersonate-group".to_owned(), group.clone()));
+
+    /// The access as the hub stores it in the proxy credentials Secret: one name per line.
+    pub fn parse(users: &str, groups: &str) -> Self {
+        let lines = |s: &str| {
+            s.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        ProxyAccess {
+            users: lines(users),
+            groups: lines(groups),
         }
     }
-    headers
+}
+
+/// The name a hub user has on members: hub service accounts become [`HUB_SERVICE_ACCOUNT_PREFIX`]
+/// users, other `system:` users are refused, everyone else keeps their name.
+pub fn member_user(hub_user: &str) -> Result<String, ImpersonationError> {
+    match hub_user.strip_prefix("system:serviceaccount:") {
+        Some(account) => Ok(format!("{HUB_SERVICE_ACCOUNT_PREFIX}{account}")),
+        None if hub_user.starts_with("system:") => {
+            Err(ImpersonationError::SystemUser(hub_user.to_owned()))
+        }
+        None => Ok(hub_user.to_owned()),
+    }
+}
+
+/// Headers that make `member` treat the hub's request as `caller`'s: user and groups, nothing
+/// else. The user is [`member_user`] and must be one `access` names; of the caller's groups only
+/// those `access` names go (never a `system:` one: the member adds `system:authenticated`
+/// itself). UIDs and extra fields are not forwarded: the API server's own extras
+/// (`authentication.kubernetes.io/…`, e.g. the credential ID) describe the caller's hub
+/// credential, meaningless on a member, and the hub's proxy account may impersonate users and
+/// groups only.
+pub fn impersonation_headers(
+    caller: &Caller,
+    member: &str,
+    access: &ProxyAccess,
+) -> Result<Vec<(String, String)>, ImpersonationError> {
+    let user = member_user(&caller.user)?;
+    if !access.users.contains(&user) {
+        return Err(ImpersonationError::UserNotAllowed {
+            member: member.to_owned(),
+            user: caller.user.clone(),
+        });
+    }
+    let mut headers = vec![("impersonate-user".to_owned(), user)];
+    for group in caller
+        .groups
+        .iter()
+        .filter(|g| !g.starts_with("system:") && access.groups.contains(g))
+    {
+        headers.push(("impersonate-group".to_owned(), group.clone()));
+    }
+    Ok(headers)
 }
 
 /// The SubjectAccessReview that asks whether `caller` may `verb` member `name`'s proxy.
@@ -265,11 +365,24 @@ mod tests {
         );
     }
 
+    /// What a member's admin named at join: alice, the ci/deployer hub account, groups dev and ops.
+    fn access() -> ProxyAccess {
+        ProxyAccess::from_hub_names(
+            &[
+                "alice".into(),
+                "kubernetes-admin".into(),
+                "system:serviceaccount:ci:deployer".into(),
+            ],
+            &["dev".into(), "ops".into()],
+        )
+        .unwrap()
+    }
+
     #[test]
     fn impersonation_carries_user_and_groups_but_not_the_hub_credentials_extras() {
         let c = Caller {
             user: "alice".into(),
-            uid: None,
+            uid: Some("1234".into()),
             groups: vec!["dev".into(), "system:authenticated".into()],
             extra: BTreeMap::from([(
                 "authentication.kubernetes.io/credential-id".to_owned(),
@@ -277,8 +390,102 @@ mod tests {
             )]),
         };
         assert_eq!(
-            impersonation_headers(&c),
-            headers(&[("impersonate-user", "alice"), ("impersonate-group", "dev")])
+            impersonation_headers(&c, "m1", &access()),
+            Ok(headers(&[
+                ("impersonate-user", "alice"),
+                ("impersonate-group", "dev")
+            ]))
+        );
+    }
+
+    #[test]
+    fn only_users_and_groups_the_member_named_are_impersonated() {
+        let c = Caller {
+            user: "mallory".into(),
+            groups: vec!["dev".into()],
+            ..Default::default()
+        };
+        let refused = impersonation_headers(&c, "m1", &access()).unwrap_err();
+        assert_eq!(
+            refused,
+            ImpersonationError::UserNotAllowed {
+                member: "m1".into(),
+                user: "mallory".into()
+            }
+        );
+        assert!(refused.to_string().contains("--proxy-user mallory"));
+        let c = Caller {
+            user: "alice".into(),
+            groups: vec!["dev".into(), "finance".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            impersonation_headers(&c, "m1", &access()),
+            Ok(headers(&[
+                ("impersonate-user", "alice"),
+                ("impersonate-group", "dev")
+            ])),
+            "a group the member did not name is not asserted (the member would refuse the request)"
+        );
+    }
+
+    #[test]
+    fn join_refuses_to_let_the_hub_act_for_system_users_or_groups() {
+        assert_eq!(
+            ProxyAccess::from_hub_names(&["system:admin".into()], &[]),
+            Err(ImpersonationError::SystemUser("system:admin".into()))
+        );
+        assert_eq!(
+            ProxyAccess::from_hub_names(&["alice".into()], &["system:masters".into()]),
+            Err(ImpersonationError::SystemGroup("system:masters".into()))
+        );
+        let stored = ProxyAccess::parse(&access().users.join("\n"), "ops\n\ndev\n");
+        assert_eq!(stored.users, access().users);
+        assert_eq!(stored.groups, ["ops", "dev"]);
+    }
+
+    #[test]
+    fn system_groups_are_dropped_system_users_refused_and_hub_service_accounts_mapped() {
+        let admin = Caller {
+            user: "kubernetes-admin".into(),
+            groups: vec!["system:masters".into(), "ops".into(), "system:nodes".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            impersonation_headers(&admin, "m1", &access()),
+            Ok(headers(&[
+                ("impersonate-user", "kubernetes-admin"),
+                ("impersonate-group", "ops")
+            ]))
+        );
+        for user in [
+            "system:admin",
+            "system:node:n1",
+            "system:kube-controller-manager",
+        ] {
+            let c = Caller {
+                user: user.into(),
+                ..Default::default()
+            };
+            assert_eq!(
+                impersonation_headers(&c, "m1", &access()),
+                Err(ImpersonationError::SystemUser(user.into()))
+            );
+        }
+        let account = Caller {
+            user: "system:serviceaccount:ci:deployer".into(),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                "system:serviceaccounts:ci".into(),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            impersonation_headers(&account, "m1", &access()),
+            Ok(headers(&[(
+                "impersonate-user",
+                "multicluster:hub:serviceaccount:ci:deployer"
+            )]))
         );
     }
 

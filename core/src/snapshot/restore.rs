@@ -202,9 +202,30 @@ fn transform(object: &mut Value, transforms: &[RestoreTransform]) -> Result<(), 
         let patch: json_patch::Patch = serde_json::to_value(&t.json_patch)
             .and_then(serde_json::from_value)
             .map_err(|e| error(e.to_string()))?;
+        let before = identity(object);
         json_patch::patch(object, &patch).map_err(|e| error(e.to_string()))?;
+        // Where the object goes is the restore's, not a transform's: the conflict checks (at
+        // admission and before writing) look at the target namespace only, so a transform that
+        // moved an object elsewhere, or made it another (perhaps cluster-wide) kind, would write
+        // past both.
+        if identity(object) != before {
+            return Err(error(
+                "a transform may not change an object's namespace, kind or apiVersion (restores \
+                 write into the target namespace only)"
+                    .to_owned(),
+            ));
+        }
     }
     Ok(())
+}
+
+/// What a transform must leave as it is: (apiVersion, kind, namespace).
+fn identity(object: &Value) -> (Value, Value, Value) {
+    (
+        object["apiVersion"].clone(),
+        object["kind"].clone(),
+        object["metadata"]["namespace"].clone(),
+    )
 }
 
 #[cfg(test)]
@@ -400,5 +421,33 @@ mod tests {
             matches!(&err, RestoreError::Transform { object, .. } if object == "ConfigMap db-conf"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_transform_may_not_move_an_object_out_of_the_target_namespace_or_change_its_kind() {
+        for (path, value) in [
+            ("/metadata/namespace", json!("kube-system")),
+            ("/kind", json!("ClusterRole")),
+            ("/apiVersion", json!("v2")),
+        ] {
+            let escape = RestoreTransform {
+                target: Some(OverrideTarget {
+                    kind: "ConfigMap".into(),
+                    name: None,
+                }),
+                json_patch: vec![JsonPatchOperation {
+                    op: crate::api::JsonPatchOp::Replace,
+                    path: path.into(),
+                    value: Some(value),
+                    from: None,
+                }],
+            };
+            let err = plan(&archive(), target("member-2", "shop-2"), &[escape]).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("may not change an object's namespace"),
+                "{path}: {err}"
+            );
+        }
     }
 }

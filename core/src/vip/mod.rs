@@ -172,10 +172,57 @@ impl OwnerKind {
             kind: "ServiceImport".to_owned(),
         }
     }
+
+    /// Whether the VIP webhook serves this kind: the API server sends it nothing else, so anything
+    /// else is a forged request (and a claim owned by anything else was made by one).
+    pub fn is_served(&self) -> bool {
+        *self == Self::service() || *self == Self::service_import()
+    }
+}
+
+/// Why the VIP webhook refuses to hand out an address for a request, if it does: only a Service or
+/// a hub ServiceImport, in a namespace, gets one. The webhook configuration sends nothing else,
+/// so this catches requests that did not come from the API server (whoever reaches the port).
+pub fn refusal(owner: &OwnerKind, namespace: Option<&str>) -> Option<String> {
+    if !owner.is_served() {
+        return Some(format!(
+            "the VIP webhook serves Services (v1) and ServiceImports ({SERVICE_IMPORT_API_VERSION}) \
+             only, not {} {}: no VIP handed out",
+            owner.api_version, owner.kind
+        ));
+    }
+    if namespace.is_none_or(str::is_empty) {
+        return Some(format!(
+            "a {} gets a VIP only in a namespace, and this request names none",
+            owner.kind
+        ));
+    }
+    None
 }
 
 /// The Multi-Cluster Services API version this project reads and writes (the CRDs' storage one).
 pub const SERVICE_IMPORT_API_VERSION: &str = "multicluster.x-k8s.io/v1beta1";
+
+/// The annotations to remove from an object that leaves its pool (its pool label removed on an
+/// update), given its annotations: ours, and MetalLB's and ExternalDNS's where they still hold the
+/// VIP and hostname we set (someone else's value is theirs to keep). The VIP claim collector then
+/// releases the address, as the object no longer carries it.
+pub fn released_annotations(current: &BTreeMap<String, String>) -> Vec<String> {
+    let ours = [
+        (VIP, None),
+        (HOSTNAME, None),
+        ("metallb.universe.tf/loadBalancerIPs", Some(VIP)),
+        ("external-dns.alpha.kubernetes.io/hostname", Some(HOSTNAME)),
+    ];
+    ours.into_iter()
+        .filter(|(key, same_as)| match (current.get(*key), same_as) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(value), Some(ours)) => current.get(*ours) == Some(value),
+        })
+        .map(|(key, _)| key.to_owned())
+        .collect()
+}
 
 /// `<service>.<namespace>.<domainSuffix>`, lower-cased.
 pub fn hostname(service: &str, namespace: &str, domain_suffix: &str) -> String {
@@ -274,6 +321,50 @@ mod tests {
             decide(None, &pool, &full, 0),
             VipDecision::PoolFull { size: 2 }
         );
+    }
+
+    #[test]
+    fn only_namespaced_services_and_service_imports_are_served() {
+        assert_eq!(refusal(&OwnerKind::service(), Some("shop")), None);
+        assert_eq!(refusal(&OwnerKind::service_import(), Some("shop")), None);
+        let secret = OwnerKind {
+            api_version: "v1".into(),
+            kind: "Secret".into(),
+        };
+        let refused = refusal(&secret, Some("shop")).unwrap();
+        assert!(refused.contains("not v1 Secret"), "{refused}");
+        let other_group = OwnerKind {
+            api_version: "example.com/v1".into(),
+            kind: "Service".into(),
+        };
+        assert!(refusal(&other_group, Some("shop")).is_some());
+        for ns in [None, Some("")] {
+            let refused = refusal(&OwnerKind::service(), ns).unwrap();
+            assert!(refused.contains("names none"), "{refused}");
+        }
+    }
+
+    #[test]
+    fn leaving_the_pool_removes_our_annotations_and_only_the_ecosystem_ones_we_set() {
+        let mut current = BTreeMap::from([
+            (VIP.to_owned(), "10.0.0.5".to_owned()),
+            (HOSTNAME.to_owned(), "web.shop.mc.example.com".to_owned()),
+            (
+                "metallb.universe.tf/loadBalancerIPs".to_owned(),
+                "10.0.0.5".to_owned(),
+            ),
+            (
+                "external-dns.alpha.kubernetes.io/hostname".to_owned(),
+                "www.example.com".to_owned(),
+            ),
+            ("team".to_owned(), "web".to_owned()),
+        ]);
+        assert_eq!(
+            released_annotations(&current),
+            [VIP, HOSTNAME, "metallb.universe.tf/loadBalancerIPs"]
+        );
+        current.clear();
+        assert!(released_annotations(&current).is_empty());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::api::{ConflictPolicy, MemberCluster};
 use multicluster_core::cluster::Kinds;
 use multicluster_core::distribution::{self, Action};
+use multicluster_core::members::join::Capability;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -88,9 +89,10 @@ impl Tabular for Preview {
     }
 }
 
-/// A client for `member` with the credentials the hub keeps for it.
+/// A client for `member` with the distribution credentials the hub keeps for it: the preview
+/// reads what the hub's distribution identity there would find, with that identity.
 pub async fn member_client(hub: &Client, member: &MemberCluster) -> anyhow::Result<Client> {
-    let name = &member.spec.credentials_secret.name;
+    let name = &Capability::Distribution.secret_name(&member.spec.credentials_secret.name);
     let secret = Api::<Secret>::namespaced(hub.clone(), SYSTEM_NAMESPACE)
         .get(name)
         .await
@@ -131,9 +133,13 @@ fn comparable(object: &Value) -> Value {
 
 /// Secret values never reach a terminal: each is shown as `***`, marked when it changes (as
 /// `kubectl diff` does).
-fn mask_secrets(before: Option<&mut Value>, after: &mut Value) {
+fn mask_secrets(mut before: Option<&mut Value>, after: &mut Value) {
     if after["kind"] != "Secret" {
         return;
+    }
+    mask_copies_of_secret_data(after);
+    if let Some(before) = before.as_deref_mut() {
+        mask_copies_of_secret_data(before);
     }
     let old = before
         .as_ref()
@@ -161,6 +167,26 @@ fn mask_secrets(before: Option<&mut Value>, after: &mut Value) {
         }
     }
 }
+
+/// The other places a Secret's values show up in: `stringData` (write-only, but a copy from the
+/// hub may carry it) and kubectl's last-applied annotation, which holds the whole object as
+/// applied, values included. Each is shown as `***` and compared as a whole.
+fn mask_copies_of_secret_data(secret: &mut Value) {
+    if let Some(data) = secret["stringData"].as_object_mut() {
+        for value in data.values_mut() {
+            *value = "***".into();
+        }
+    }
+    if let Some(last_applied) = secret["metadata"]["annotations"]
+        .get_mut(LAST_APPLIED)
+        .filter(|v| v.is_string())
+    {
+        *last_applied = "*** (it holds the Secret's values)".into();
+    }
+}
+
+/// kubectl's record of the object it last applied (client-side apply).
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 fn yaml(value: &Value) -> String {
     serde_saphyr::to_string(value).unwrap_or_else(|_| value.to_string())
@@ -277,6 +303,21 @@ fn describe(o: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn secret_values_in_string_data_and_the_last_applied_annotation_are_masked() {
+        let applied = r#"{"apiVersion":"v1","kind":"Secret","data":{"password":"czNjcjN0"}}"#;
+        let mut before = json!({"kind": "Secret", "metadata": {"annotations": {LAST_APPLIED: applied, "team": "web"}},
+                                "data": {"password": "czNjcjN0"}});
+        let mut after = json!({"kind": "Secret", "metadata": {"annotations": {LAST_APPLIED: applied}},
+                               "stringData": {"token": "plain-text"}, "data": {"password": "czNjcjN0"}});
+        mask_secrets(Some(&mut before), &mut after);
+        let shown = format!("{}{}", yaml(&before), yaml(&after));
+        for secret in ["czNjcjN0", "plain-text"] {
+            assert!(!shown.contains(secret), "{secret} shown in {shown}");
+        }
+        assert_eq!(before["metadata"]["annotations"]["team"], "web");
+    }
 
     #[test]
     fn secret_values_are_masked_and_changes_marked() {

@@ -130,6 +130,30 @@ pub fn owner_only(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptio
     options
 }
 
+/// Writes `contents` to a new file (or over an old one) readable by its owner only: for keys,
+/// certificates and anything else of a playground's that an attacker on the machine could use.
+pub fn write_private(path: &Path, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
+    use std::io::Write;
+    // A file left by an earlier run keeps its mode when opened: remove it first.
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    owner_only(std::fs::OpenOptions::new().write(true).create_new(true))
+        .open(path)?
+        .write_all(contents.as_ref())
+}
+
+/// Creates `dir` and its missing parents, the ones it creates reachable by their owner only
+/// (0700 on Unix).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 /// Writes a kubeconfig readable by its owner only: it holds admin client keys.
 pub fn write(path: &Path, kubeconfig: &Kubeconfig) -> anyhow::Result<()> {
     use std::io::Write;

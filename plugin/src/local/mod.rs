@@ -301,7 +301,8 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
         );
     }
     remove_playground_dir(dir)?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Its files include every cluster's CA and admin keys: nobody else on the machine may read them.
+    kubeconfig::create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(
         dir.join(MARKER_FILE),
         "kubectl multicluster local playground\n",
@@ -409,7 +410,7 @@ async fn start_and_wait(
         };
         let cluster_dir = dir.join(name);
         let pki = cluster_dir.join("pki");
-        std::fs::create_dir_all(&pki)?;
+        kubeconfig::create_private_dir(&pki)?;
         let certs = certs::generate(name)?;
         for (file, pem) in [
             ("ca.crt", &certs.ca_cert),
@@ -421,7 +422,7 @@ async fn start_and_wait(
             ("front-proxy-client.crt", &certs.front_proxy_client_cert),
             ("front-proxy-client.key", &certs.front_proxy_client_key),
         ] {
-            std::fs::write(pki.join(file), pem)?;
+            kubeconfig::write_private(&pki.join(file), pem)?;
         }
         let etcd_log = cluster_dir.join("etcd.log");
         let apiserver_log = cluster_dir.join("kube-apiserver.log");
@@ -572,16 +573,16 @@ async fn start_hub_server(
     (admission_port, health_port): (u16, u16),
 ) -> anyhow::Result<()> {
     let dir = state.dir.join("hub-server");
-    std::fs::create_dir_all(&dir)?;
+    kubeconfig::create_private_dir(&dir)?;
     // The API server calls the webhooks at 127.0.0.1 and the proxy API by the Service's name.
     let certs = certs::generate_loopback_serving(
         multicluster_core::install::NAME,
         &[multicluster_core::install::service_dns_name()],
     )?;
     let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    std::fs::write(&cert, &certs.cert)?;
-    std::fs::write(&key, &certs.key)?;
-    std::fs::write(dir.join("ca.crt"), &certs.ca_cert)?;
+    kubeconfig::write_private(&cert, &certs.cert)?;
+    kubeconfig::write_private(&key, &certs.key)?;
+    kubeconfig::write_private(&dir.join("ca.crt"), &certs.ca_cert)?;
     let health = format!("127.0.0.1:{health_port}");
     let args: Vec<String> = vec![
         "serve".into(),

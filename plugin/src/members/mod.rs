@@ -2,9 +2,10 @@
 //! their health.
 //!
 //! `join` works with the joining user's credentials for the member only to create the hub's own
-//! account there; what the hub stores is that account's token, never the user's credentials. It
-//! checks everything it can before it writes anything, and removes what it created on the member if
-//! a later step fails, so a failed join leaves nothing half-created.
+//! accounts there, one per capability (`multicluster_core::members::join`); what the hub stores is
+//! those accounts' tokens, never the user's credentials. It checks everything it can before it
+//! writes anything, and removes what it created on the member if a later step fails, so a failed
+//! join leaves nothing half-created.
 
 pub mod proxy;
 
@@ -15,17 +16,20 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
-use k8s_openapi::api::core::v1::{Event, Node, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Event, Secret, ServiceAccount};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
 use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::api::{HealthCheck, MemberCluster, MemberClusterSpec, Role, SecretRef};
-use multicluster_core::members::join::{self as member, HUB_ACCOUNT, secret_keys};
+use multicluster_core::members::join::{
+    self as member, CAPABILITY_LABEL, Capability, Grants, MEMBER_LABEL, secret_keys,
+};
+use multicluster_core::members::proxy::ProxyAccess;
 use serde::Serialize;
 
 use crate::output::{self, OutputFormat, Tabular};
@@ -49,9 +53,45 @@ pub struct JoinArgs {
     pub priority: u32,
     #[arg(long, value_enum, default_value = "active")]
     pub role: RoleArg,
+    /// Let the hub distribute Roles, ClusterRoles and their bindings here (its distribution
+    /// account may then grant whatever those roles grant)
+    #[arg(long)]
+    pub allow_rbac: bool,
+    /// Let the hub snapshot and restore namespaces here (its snapshots account reads and writes
+    /// their Secrets)
+    #[arg(long)]
+    pub allow_snapshots: bool,
+    /// Let snapshots run quiesce hook commands in pods (`pods/exec`); implies --allow-snapshots
+    #[arg(long)]
+    pub allow_hooks: bool,
+    /// A hub user the hub may act as on this member through `kubectl multicluster proxy`
+    /// (repeat, or a,b; a hub service account is system:serviceaccount:NS:NAME); without any
+    /// the hub gets no proxy account here
+    #[arg(long, value_delimiter = ',', value_name = "USER")]
+    pub proxy_user: Vec<String>,
+    /// A group the hub may assert for proxied users on this member (repeat, or a,b; never a
+    /// system: group)
+    #[arg(long, value_delimiter = ',', value_name = "GROUP")]
+    pub proxy_group: Vec<String>,
     /// Show what would be created where, and create nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+impl JoinArgs {
+    fn grants(&self) -> anyhow::Result<Grants> {
+        if !self.proxy_group.is_empty() && self.proxy_user.is_empty() {
+            bail!(
+                "--proxy-group needs at least one --proxy-user: the hub always acts as a user on the member"
+            );
+        }
+        Ok(Grants {
+            rbac: self.allow_rbac,
+            snapshots: self.allow_snapshots || self.allow_hooks,
+            hooks: self.allow_hooks,
+            proxy: ProxyAccess::from_hub_names(&self.proxy_user, &self.proxy_group)?,
+        })
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -69,7 +109,7 @@ pub struct UnjoinArgs {
     /// The member's context, to remove the hub's account there
     #[arg(long, value_name = "NAME")]
     pub member_context: Option<String>,
-    /// Leave the hub's account on the member
+    /// Leave the hub's accounts on the member
     #[arg(long)]
     pub keep_remote: bool,
 }
@@ -222,41 +262,48 @@ pub async fn join(
         anyhow!("the hub does not serve MemberClusters ({e}); install the hub first with `kubectl multicluster init`")
     })?;
     let labels = parse_labels(&args.labels)?;
-    let secret_name = member::secret_name(name);
+    let base = member::secret_name(name);
+    let grants = args.grants()?;
     if args.dry_run {
-        return output::print(format, &join_plan(name, &url, &secret_name));
+        return output::print(format, &join_plan(name, &url, &base, &grants));
     }
 
-    // 2. The hub's account on the member; removed again if anything after this fails.
-    eprintln!("Creating the hub's account on member {name} ({url})");
+    // 2. The hub's accounts on the member; removed again if anything after this fails.
+    eprintln!("Creating the hub's accounts on member {name} ({url})");
     let result = async {
-        crate::apply::apply_objects(&member, &member::member_objects()).await?;
+        crate::apply::apply_objects(&member, &member::member_objects(&grants)).await?;
         let ca = config
             .root_cert
             .as_deref()
             .map(member::pem_of)
             .unwrap_or_default();
-        let token = issue_token(&member, name, &url, &ca).await?;
-        eprintln!("Storing the member's endpoint, CA and the hub's token on the hub");
-        store_credentials(
-            &hub,
-            name,
-            &secret_name,
-            [
+        for capability in Capability::granted(&grants) {
+            let token = issue_token(&member, capability, name, &url, &ca).await?;
+            let mut data = vec![
                 (secret_keys::SERVER, url.clone()),
-                (secret_keys::CA, ca),
+                (secret_keys::CA, ca.clone()),
                 (secret_keys::TOKEN, token.token),
                 (secret_keys::EXPIRES, token.expires),
-            ],
-        )
-        .await?;
+            ];
+            if capability == Capability::Proxy {
+                data.push((secret_keys::PROXY_USERS, grants.proxy.users.join("\n")));
+                data.push((secret_keys::PROXY_GROUPS, grants.proxy.groups.join("\n")));
+            }
+            store_credentials(&hub, name, capability, &capability.secret_name(&base), data).await?;
+        }
+        eprintln!(
+            "Stored the member's endpoint, CA and a token per capability on the hub ({})",
+            Capability::granted(&grants)
+                .iter()
+                .map(|c| c.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let mut mc = MemberCluster::new(
             name,
             MemberClusterSpec {
                 endpoint: url.clone(),
-                credentials_secret: SecretRef {
-                    name: secret_name.clone(),
-                },
+                credentials_secret: SecretRef { name: base.clone() },
                 weight: args.weight,
                 priority: args.priority,
                 role: match args.role {
@@ -267,7 +314,7 @@ pub async fn join(
             },
         );
         mc.metadata.labels = Some(labels);
-        // Joining an existing name again updates it (endpoint, token, labels, weights).
+        // Joining an existing name again updates it (endpoint, tokens, labels, weights, grants).
         members
             .patch(
                 name,
@@ -280,13 +327,18 @@ pub async fn join(
     }
     .await;
     if let Err(e) = result {
-        eprintln!("Join failed: removing what it created on the member");
+        eprintln!("Join failed: removing what it created on the member and the hub");
         remove_remote(&member).await;
-        let _ = Api::<Secret>::namespaced(hub.clone(), SYSTEM_NAMESPACE)
-            .delete(&secret_name, &DeleteParams::default())
-            .await;
+        remove_credentials(&hub, name, |_| true).await;
         return Err(e.context(format!("joining {name}; nothing was left behind")));
     }
+    // 3. What this join no longer grants (a join again without a flag), and what a join before
+    //    per-capability accounts created (one account for everything), goes.
+    remove_ungranted(&member, &grants).await;
+    remove_credentials(&hub, name, |c| {
+        !c.is_some_and(|c| Capability::granted(&grants).contains(&c))
+    })
+    .await;
     eprintln!(
         "Joined {name}; the hub server probes it and reports its health in `kubectl multicluster list`"
     );
@@ -329,24 +381,30 @@ fn parse_labels(flags: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 /// What `join --dry-run` says it would create, on the member and on the hub.
-fn join_plan(name: &str, url: &str, secret_name: &str) -> Plan {
-    let mut rows: Vec<PlanRow> = member::member_objects()
+fn join_plan(name: &str, url: &str, base: &str, grants: &Grants) -> Plan {
+    let mut rows: Vec<PlanRow> = member::member_objects(grants)
         .iter()
         .map(|o| PlanRow {
             cluster: format!("member {name} ({url})"),
             object: object_label(o),
         })
         .collect();
-    rows.push(PlanRow {
-        cluster: format!("member {name}"),
-        object: format!(
-            "token for ServiceAccount {SYSTEM_NAMESPACE}/{HUB_ACCOUNT} (24h, renewed by the hub)"
-        ),
-    });
-    rows.push(PlanRow {
-        cluster: "hub".into(),
-        object: format!("Secret {SYSTEM_NAMESPACE}/{secret_name} (endpoint, CA, that token)"),
-    });
+    for capability in Capability::granted(grants) {
+        rows.push(PlanRow {
+            cluster: format!("member {name}"),
+            object: format!(
+                "token for ServiceAccount {SYSTEM_NAMESPACE}/{} (24h, renewed by the hub)",
+                capability.account()
+            ),
+        });
+        rows.push(PlanRow {
+            cluster: "hub".into(),
+            object: format!(
+                "Secret {SYSTEM_NAMESPACE}/{} (endpoint, CA, the {capability} token)",
+                capability.secret_name(base)
+            ),
+        });
+    }
     rows.push(PlanRow {
         cluster: "hub".into(),
         object: format!("MemberCluster {name}"),
@@ -360,14 +418,16 @@ struct IssuedToken {
     expires: String,
 }
 
-/// Requests a token for the hub's account on the member, and checks that it works for what the
-/// hub does with it before the hub stores it.
+/// Requests a token for `capability`'s account on the member, and checks that the member takes
+/// it as that account before the hub stores it.
 async fn issue_token(
     member: &Client,
+    capability: Capability,
     name: &str,
     url: &str,
     ca: &str,
 ) -> anyhow::Result<IssuedToken> {
+    let account = capability.account();
     let sa: Api<ServiceAccount> = Api::namespaced(member.clone(), SYSTEM_NAMESPACE);
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
@@ -377,9 +437,9 @@ async fn issue_token(
         ..Default::default()
     };
     let status = sa
-        .create_token_request(HUB_ACCOUNT, &PostParams::default(), &request)
+        .create_token_request(&account, &PostParams::default(), &request)
         .await
-        .context("requesting a token for the hub's account")?
+        .with_context(|| format!("requesting a token for the hub's account {account}"))?
         .status
         .ok_or_else(|| anyhow!("the member returned no token"))?;
     let token = status
@@ -392,10 +452,22 @@ async fn issue_token(
         &token,
         Duration::from_secs(5),
     )?)?;
-    Api::<Node>::all(check)
-        .list(&ListParams::default().limit(1))
+    // Who the member says the token is: every account may ask that, whatever its role allows.
+    let review = Api::<SelfSubjectReview>::all(check)
+        .create(&PostParams::default(), &SelfSubjectReview::default())
         .await
-        .map_err(|e| anyhow!("the hub's new token does not work on member {name}: {e}"))?;
+        .map_err(|e| {
+            anyhow!("the hub's new {capability} token does not work on member {name}: {e}")
+        })?;
+    let user = review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .unwrap_or_default();
+    let expected = format!("system:serviceaccount:{SYSTEM_NAMESPACE}:{account}");
+    if user != expected {
+        bail!("member {name} takes the hub's new {capability} token as {user:?}, not {expected}");
+    }
     Ok(IssuedToken {
         token,
         expires: status
@@ -405,18 +477,26 @@ async fn issue_token(
     })
 }
 
-/// Writes the member's credentials Secret on the hub (the only place they are kept).
-async fn store_credentials<const N: usize>(
+/// Writes the member's credentials Secret for `capability` on the hub (the only place they are
+/// kept).
+async fn store_credentials(
     hub: &Client,
     name: &str,
+    capability: Capability,
     secret_name: &str,
-    data: [(&str, String); N],
+    data: Vec<(&str, String)>,
 ) -> anyhow::Result<()> {
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(secret_name.to_owned()),
             namespace: Some(SYSTEM_NAMESPACE.to_owned()),
-            labels: Some([("multicluster.dev/member".to_owned(), name.to_owned())].into()),
+            labels: Some(
+                [
+                    (MEMBER_LABEL.to_owned(), name.to_owned()),
+                    (CAPABILITY_LABEL.to_owned(), capability.name().to_owned()),
+                ]
+                .into(),
+            ),
             ..Default::default()
         },
         type_: Some("multicluster.dev/member-credentials".to_owned()),
@@ -434,16 +514,63 @@ async fn store_credentials<const N: usize>(
             &Patch::Apply(&secret),
         )
         .await
-        .context("storing the member's credentials on the hub")?;
+        .with_context(|| format!("storing the member's {capability} credentials on the hub"))?;
     Ok(())
 }
 
+/// Removes the hub's accounts of every capability from the member, and what a join before
+/// per-capability accounts created there (the namespace stays: it may hold more than ours).
 async fn remove_remote(member: &Client) {
-    for object in member::member_objects().iter().rev() {
-        if object["kind"] == "Namespace" {
-            continue; // it may hold more than ours
+    let objects = member::every_capability_object();
+    let legacy = member::legacy_member_objects();
+    for object in objects.iter().rev().chain(&legacy) {
+        let _ = delete_dynamic(member, object).await;
+    }
+}
+
+/// Removes from the member the accounts of capabilities `grants` does not allow (a join again
+/// without `--allow-snapshots` takes that access back), and the pre-capability account.
+async fn remove_ungranted(member: &Client, grants: &Grants) {
+    let kept = member::member_objects(grants);
+    let every = member::every_capability_object();
+    let legacy = member::legacy_member_objects();
+    let same = |a: &serde_json::Value, b: &serde_json::Value| {
+        a["kind"] == b["kind"] && a["metadata"]["name"] == b["metadata"]["name"]
+    };
+    for object in every.iter().rev().chain(&legacy) {
+        if object["kind"] == "Namespace" || kept.iter().any(|k| same(k, object)) {
+            continue;
         }
         let _ = delete_dynamic(member, object).await;
+    }
+}
+
+/// Deletes the member's credentials Secrets on the hub whose capability `doomed` picks (`None`
+/// for the one Secret of a join before per-capability accounts).
+async fn remove_credentials(hub: &Client, name: &str, doomed: impl Fn(Option<Capability>) -> bool) {
+    let secrets: Api<Secret> = Api::namespaced(hub.clone(), SYSTEM_NAMESPACE);
+    // The Secret of a join before per-capability accounts has the base name and no labels.
+    if doomed(None) {
+        let _ = secrets
+            .delete(&member::secret_name(name), &DeleteParams::default())
+            .await;
+    }
+    let Ok(list) = secrets
+        .list_metadata(&ListParams::default().labels(&format!("{MEMBER_LABEL}={name}")))
+        .await
+    else {
+        return;
+    };
+    for secret in list.items {
+        let capability = secret
+            .labels()
+            .get(CAPABILITY_LABEL)
+            .and_then(|c| Capability::ALL.into_iter().find(|k| k.name() == c));
+        if doomed(capability) {
+            let _ = secrets
+                .delete(&secret.name_any(), &DeleteParams::default())
+                .await;
+        }
     }
 }
 
@@ -477,17 +604,9 @@ pub async fn unjoin(
             .await
             .map_err(|e| explain(&args.name, &config.cluster_url.to_string(), e))?;
         remove_remote(&member).await;
-        eprintln!("Removed the hub's account from member {}", args.name);
+        eprintln!("Removed the hub's accounts from member {}", args.name);
     }
-    let secret = member::secret_name(&args.name);
-    match Api::<Secret>::namespaced(hub.clone(), SYSTEM_NAMESPACE)
-        .delete(&secret, &DeleteParams::default())
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => return Err(e.into()),
-    }
+    remove_credentials(&hub, &args.name, |_| true).await;
     members.delete(&args.name, &DeleteParams::default()).await?;
     eprintln!("Unjoined {}", args.name);
     Ok(())

@@ -16,7 +16,7 @@ use kube::api::{
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::api::{
     Distribution, MemberDistributionStatus, ObjectDistributionStatus, ObjectReference,
-    ObjectSyncState, WrittenKind,
+    ObjectSyncState, WrittenKind, WrittenSecret,
 };
 use multicluster_core::cluster::Kinds;
 use multicluster_core::distribution::{self, Action, ObjectKey, Plan};
@@ -129,6 +129,7 @@ pub async fn sync(
             client,
             &name,
             &run.written,
+            &mut run.written_secrets,
             &run.desired,
             bundle.sources,
             &mut run.states,
@@ -152,6 +153,8 @@ struct MemberSync<'a> {
     unreachable: Option<String>,
     /// The kinds (and namespaces) ever written there, for finding leftovers.
     written: BTreeSet<WrittenKind>,
+    /// The Secrets ever written there (which the hub may get but not list), for the same.
+    written_secrets: BTreeSet<WrittenSecret>,
     /// (kind, namespace, name) of every copy the Distribution wants there now.
     desired: BTreeSet<(String, Option<String>, String)>,
     total: u32,
@@ -188,6 +191,9 @@ impl<'a> MemberSync<'a> {
             unreachable: None,
             written: previous
                 .map(|p| p.written.iter().cloned().collect())
+                .unwrap_or_default(),
+            written_secrets: previous
+                .map(|p| p.written_secrets.iter().cloned().collect())
                 .unwrap_or_default(),
             desired: BTreeSet::new(),
             total,
@@ -286,24 +292,39 @@ impl<'a> MemberSync<'a> {
     /// answer (then `unreachable` says why).
     async fn existing(&mut self, work: &[Work<'_>], memory: &MemberMemory) -> Option<Existing> {
         let mut existing: Existing = HashMap::new();
-        let mut groups: BTreeMap<(String, Option<String>), &Source> = BTreeMap::new();
+        // Per kind and namespace: its source, and the names of the copies to look for.
+        let mut groups: BTreeMap<KindInNamespace, (&Source, Vec<String>)> = BTreeMap::new();
         for w in work {
             if let Work::Object(key, source, copy) = w
                 && !memory.applied.contains_key(key)
             {
                 let ns = copy["metadata"]["namespace"].as_str().map(str::to_owned);
-                groups.insert((group_id(&source.resource), ns), source);
+                groups
+                    .entry((group_id(&source.resource), ns))
+                    .or_insert((source, Vec::new()))
+                    .1
+                    .push(key.name.clone());
             }
         }
-        for ((plural, ns), source) in groups {
+        for ((plural, ns), (source, names)) in groups {
             let api = api_for(self.client, source, ns.as_deref());
-            match api.list_metadata(&ListParams::default()).await {
-                Ok(list) => {
-                    let labels = list
-                        .items
+            // Secrets one by one: the hub's distribution account may not list a member's Secrets.
+            let found = if is_secret(
+                str_of(&source.object["apiVersion"]),
+                str_of(&source.object["kind"]),
+            ) {
+                labels_by_name(&api, &names).await
+            } else {
+                api.list_metadata(&ListParams::default()).await.map(|list| {
+                    list.items
                         .into_iter()
-                        .map(|m| (m.name_any(), m.labels().clone()));
-                    existing.insert((plural, ns), labels.collect());
+                        .map(|m| (m.name_any(), m.labels().clone()))
+                        .collect()
+                })
+            };
+            match found {
+                Ok(labels) => {
+                    existing.insert((plural, ns), labels);
                 }
                 Err(e) if is_transport(&e) => {
                     self.unreachable = Some(e.to_string());
@@ -367,6 +388,9 @@ impl<'a> MemberSync<'a> {
                             .applied
                             .insert(key.clone(), (*hash, resource_version.clone()));
                         self.written.insert(written_kind(copy));
+                        if let Some(secret) = written_secret(copy) {
+                            self.written_secrets.insert(secret);
+                        }
                         if key.kind == "CustomResourceDefinition" {
                             crds.push(key.name.clone());
                         }
@@ -438,6 +462,7 @@ impl<'a> MemberSync<'a> {
                 last_sync_time: Some(Time(Timestamp::now())),
                 objects,
                 written: self.written.into_iter().collect(),
+                written_secrets: self.written_secrets.into_iter().collect(),
             },
             unreachable: self.unreachable.is_some(),
             complete,
@@ -457,6 +482,25 @@ fn identity_of(copy: &Value) -> (String, Option<String>, String) {
     )
 }
 
+/// A Secret copy, by name.
+fn written_secret(copy: &Value) -> Option<WrittenSecret> {
+    is_secret(str_of(&copy["apiVersion"]), str_of(&copy["kind"])).then(|| WrittenSecret {
+        namespace: copy["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .into(),
+        name: copy["metadata"]["name"].as_str().unwrap_or_default().into(),
+    })
+}
+
+fn is_secret(api_version: &str, kind: &str) -> bool {
+    api_version == "v1" && kind == "Secret"
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
 fn written_kind(copy: &Value) -> WrittenKind {
     WrittenKind {
         api_version: copy["apiVersion"].as_str().unwrap_or_default().into(),
@@ -465,7 +509,52 @@ fn written_kind(copy: &Value) -> WrittenKind {
     }
 }
 
-type Existing = HashMap<(String, Option<String>), HashMap<String, BTreeMap<String, String>>>;
+/// This Distribution's Secret copies in `kind`'s namespace, read by name from what it wrote (the
+/// hub may not list a member's Secrets); names that are gone or no longer ours are forgotten.
+async fn secret_copies(
+    api: &Api<DynamicObject>,
+    distribution: &str,
+    kind: &WrittenKind,
+    written_secrets: &mut BTreeSet<WrittenSecret>,
+) -> kube::Result<Vec<kube::core::PartialObjectMeta<DynamicObject>>> {
+    let namespace = kind.namespace.clone().unwrap_or_default();
+    let mut copies = Vec::new();
+    for secret in written_secrets.clone() {
+        if secret.namespace != namespace {
+            continue;
+        }
+        match api.get_metadata_opt(&secret.name).await? {
+            Some(m)
+                if m.labels().get(keys::DISTRIBUTION).map(String::as_str) == Some(distribution) =>
+            {
+                copies.push(m);
+            }
+            _ => {
+                written_secrets.remove(&secret);
+            }
+        }
+    }
+    Ok(copies)
+}
+
+/// Labels of the objects named `names` that exist, read one at a time.
+async fn labels_by_name(
+    api: &Api<DynamicObject>,
+    names: &[String],
+) -> kube::Result<HashMap<String, BTreeMap<String, String>>> {
+    let mut labels = HashMap::new();
+    for name in names {
+        if let Some(m) = api.get_metadata_opt(name).await? {
+            labels.insert(name.clone(), m.labels().clone());
+        }
+    }
+    Ok(labels)
+}
+
+/// A kind (its group id) in a namespace, or cluster-wide.
+type KindInNamespace = (String, Option<String>);
+
+type Existing = HashMap<KindInNamespace, HashMap<String, BTreeMap<String, String>>>;
 
 fn group_id(resource: &ApiResource) -> String {
     format!("{}.{}", resource.plural, resource.group)
@@ -656,6 +745,7 @@ async fn remove_leftovers(
     client: &Client,
     distribution: &str,
     written: &BTreeSet<WrittenKind>,
+    written_secrets: &mut BTreeSet<WrittenSecret>,
     desired: &BTreeSet<(String, Option<String>, String)>,
     sources: &[Source],
     states: &mut BTreeMap<ObjectKey, ObjectDistributionStatus>,
@@ -681,13 +771,17 @@ async fn remove_leftovers(
             namespaced: resource.1,
         };
         let api = api_for(client, &source, kind.namespace.as_deref());
-        let Ok(list) = api
-            .list_metadata(&ListParams::default().labels(&selector))
-            .await
-        else {
+        let copies = if is_secret(&kind.api_version, &kind.kind) {
+            secret_copies(&api, distribution, kind, written_secrets).await
+        } else {
+            api.list_metadata(&ListParams::default().labels(&selector))
+                .await
+                .map(|list| list.items)
+        };
+        let Ok(copies) = copies else {
             continue;
         };
-        for item in list.items {
+        for item in copies {
             let key = (kind.kind.clone(), item.namespace(), item.name_any());
             if desired.contains(&key) {
                 continue;
@@ -703,6 +797,10 @@ async fn remove_leftovers(
                 .await
             {
                 Ok(_) => {
+                    written_secrets.remove(&WrittenSecret {
+                        namespace: item.namespace().unwrap_or_default(),
+                        name: item.name_any(),
+                    });
                     tracing::info!(%distribution, object = %format!("{} {}", kind.kind, item.name_any()), "removed a copy that left the Distribution")
                 }
                 Err(e) => {

@@ -21,6 +21,7 @@ use multicluster_core::api::{
 };
 use multicluster_core::cluster::Kinds;
 use multicluster_core::distribution::{self, ObjectKey};
+use multicluster_core::members::join::Capability;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -799,7 +800,15 @@ async fn sync_member(
             true,
         );
     }
-    match clients.get(client, member, Some(MEMBER_TIMEOUT)).await {
+    match clients
+        .get(
+            client,
+            member,
+            Capability::Distribution,
+            Some(MEMBER_TIMEOUT),
+        )
+        .await
+    {
         Ok(member_client) => {
             let bundle = member::Bundle {
                 distribution,

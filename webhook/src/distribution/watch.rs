@@ -11,6 +11,7 @@ use multicluster_core::api::{Distribution, MemberCluster};
 use multicluster_core::distribution::ObjectKey;
 use multicluster_core::distribution::order::group_of;
 use multicluster_core::keys;
+use multicluster_core::members::join::Capability;
 use tokio::sync::mpsc;
 
 use super::Trigger;
@@ -98,7 +99,15 @@ impl Watches {
                     let Some(member) = members.iter().find(|m| m.name_any() == *name) else {
                         continue;
                     };
-                    match clients.get(hub, member, Some(super::MEMBER_TIMEOUT)).await {
+                    match clients
+                        .get(
+                            hub,
+                            member,
+                            Capability::Distribution,
+                            Some(super::MEMBER_TIMEOUT),
+                        )
+                        .await
+                    {
                         Ok(c) => c,
                         Err(_) => continue,
                     }

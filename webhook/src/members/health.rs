@@ -7,6 +7,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
 use super::MemberClients;
+use multicluster_core::members::join::Capability;
 
 /// Probes every member on its own schedule: one task per member, so a member that hangs until its
 /// timeout never delays the probes of the others. Records health in the member's status and
@@ -149,9 +150,11 @@ async fn probe_forever(
                 tracing::warn!(member = %name, error = %e, "publishing a health Event");
             }
         }
-        if let Err(e) = renew_token_if_due(&client, &clients, &member).await {
-            run.failed();
-            tracing::warn!(member = %name, error = %e, "renewing the hub's token");
+        for capability in Capability::ALL {
+            if let Err(e) = renew_token_if_due(&client, &clients, &member, capability).await {
+                run.failed();
+                tracing::warn!(member = %name, %capability, error = %e, "renewing the hub's token");
+            }
         }
         tokio::time::sleep_until(next_probe).await;
     }
@@ -173,7 +176,9 @@ async fn probe_member(
         std::time::Duration::from_secs(u64::from(member.spec.health.timeout_seconds.max(1)));
     let attempt = async {
         // The member's one shared connection (the probe's own timeout bounds the wait).
-        let member_client = clients.get(client, member, None).await?;
+        let member_client = clients
+            .get(client, member, Capability::Health, None)
+            .await?;
         let version = member_client.apiserver_version().await?.git_version;
         let nodes = Api::<Node>::all(member_client)
             .list(&Default::default())
@@ -206,19 +211,23 @@ async fn probe_member(
     (result, started.elapsed())
 }
 
-/// Renews the hub's token on a member at half its lifetime, with the token itself (its account
-/// may request tokens for itself, nothing else), and stores the new one.
+/// Renews `capability`'s token on a member at half its lifetime, with the token itself (its
+/// account may request tokens for itself, nothing else), and stores the new one. Nothing to do
+/// for a capability the member did not grant (no Secret).
 async fn renew_token_if_due(
     client: &Client,
     clients: &MemberClients,
     member: &multicluster_core::api::MemberCluster,
+    capability: Capability,
 ) -> anyhow::Result<()> {
     use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
     use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-    use multicluster_core::members::join::{HUB_ACCOUNT, TOKEN_LIFETIME_SECONDS, secret_keys};
+    use multicluster_core::members::join::{TOKEN_LIFETIME_SECONDS, secret_keys};
     let secrets: Api<Secret> = Api::namespaced(client.clone(), multicluster_core::SYSTEM_NAMESPACE);
-    let name = &member.spec.credentials_secret.name;
-    let secret = secrets.get(name).await?;
+    let name = &capability.secret_name(&member.spec.credentials_secret.name);
+    let Some(secret) = secrets.get_opt(name).await? else {
+        return Ok(());
+    };
     let expires = secret
         .data
         .as_ref()
@@ -233,7 +242,12 @@ async fn renew_token_if_due(
     }
     // Over the member's shared connection; the stored token is the one about to be replaced.
     let member_client = clients
-        .get(client, member, Some(std::time::Duration::from_secs(10)))
+        .get(
+            client,
+            member,
+            capability,
+            Some(std::time::Duration::from_secs(10)),
+        )
         .await?;
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
@@ -244,7 +258,7 @@ async fn renew_token_if_due(
     };
     let token =
         Api::<ServiceAccount>::namespaced(member_client, multicluster_core::SYSTEM_NAMESPACE)
-            .create_token_request(HUB_ACCOUNT, &Default::default(), &request)
+            .create_token_request(&capability.account(), &Default::default(), &request)
             .await?;
     let status = token
         .status
@@ -256,6 +270,6 @@ async fn renew_token_if_due(
     secrets
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
-    tracing::info!(member = %member.name_any(), "renewed the hub's token");
+    tracing::info!(member = %member.name_any(), %capability, "renewed the hub's token");
     Ok(())
 }

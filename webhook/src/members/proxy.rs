@@ -156,8 +156,8 @@ async fn forward(
     let verb = proxy::verb_of(request.method().as_str());
     tracing::info!(user = %caller.user, %member, verb, path = %rest, "proxy request");
     authorize(&state.hub, &caller, verb, member).await?;
-    let client = member_client(state, member).await?;
-    let forward = member_request(request, rest, &caller).await?;
+    let (client, access) = member_client(state, member).await?;
+    let forward = member_request(request, rest, &caller, member, &access).await?;
     let response = client.send(forward).await.map_err(|e| {
         Refusal::new(
             StatusCode::BAD_GATEWAY,
@@ -231,8 +231,11 @@ async fn authorize(
     }
 }
 
-/// A client for `member` with the hub's credentials for it.
-async fn member_client(state: &ProxyState, member: &str) -> Result<Client, Refusal> {
+/// A client for `member` with the hub's proxy credentials for it, and whom they may act as.
+async fn member_client(
+    state: &ProxyState,
+    member: &str,
+) -> Result<(Client, proxy::ProxyAccess), Refusal> {
     let cluster = Api::<MemberCluster>::all(state.hub.clone())
         .get_opt(member)
         .await
@@ -246,7 +249,7 @@ async fn member_client(state: &ProxyState, member: &str) -> Result<Client, Refus
         })?;
     state
         .members
-        .get(&state.hub, &cluster, None)
+        .proxy(&state.hub, &cluster)
         .await
         .map_err(|e| {
             Refusal::new(
@@ -263,6 +266,8 @@ async fn member_request(
     request: Request,
     rest: String,
     caller: &proxy::Caller,
+    member: &str,
+    access: &proxy::ProxyAccess,
 ) -> Result<http::Request<kube::client::Body>, Refusal> {
     let uri = match request.uri().query() {
         Some(q) => format!("{rest}?{q}"),
@@ -283,7 +288,9 @@ async fn member_request(
             forward = forward.header(name, value);
         }
     }
-    for (name, value) in proxy::impersonation_headers(caller) {
+    let impersonation = proxy::impersonation_headers(caller, member, access)
+        .map_err(|e| Refusal::new(StatusCode::FORBIDDEN, "Forbidden", e.to_string()))?;
+    for (name, value) in impersonation {
         if let (Ok(n), Ok(v)) = (
             HeaderName::try_from(name.as_str()),
             HeaderValue::try_from(value.as_str()),

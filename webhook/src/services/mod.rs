@@ -26,6 +26,7 @@ use kube::{Api, Client, ResourceExt};
 use multicluster_core::api::{MemberCluster, TrafficPolicy, VipPool};
 use multicluster_core::conditions;
 use multicluster_core::keys::{HOSTNAME, VIP, VIP_POOL};
+use multicluster_core::members::join::Capability;
 use multicluster_core::services::{self as mcs, Backend, Export, Import, SERVICE_LABEL};
 use tokio::sync::Notify;
 
@@ -230,7 +231,12 @@ async fn connect(
         let client = match clusters.get(member) {
             Some(cluster) => {
                 clients
-                    .get(hub, cluster, Some(Duration::from_secs(10)))
+                    .get(
+                        hub,
+                        cluster,
+                        Capability::Services,
+                        Some(Duration::from_secs(10)),
+                    )
                     .await
             }
             None => Err(anyhow::anyhow!("member {member} is no longer joined")),
@@ -348,15 +354,20 @@ impl LoopState {
         self.write(hub, &connected, writes).await;
         self.patch_exports(&connected, pass.export_patches).await;
         if clean {
-            self.clean(
-                hub,
-                clients,
-                clusters,
-                &pass.exported,
-                &hub_imports,
-                &pass.desired,
-            )
-            .await;
+            let unread = never_read(clusters, &self.views);
+            if unread.is_empty() {
+                self.clean(
+                    hub,
+                    clients,
+                    clusters,
+                    &pass.exported,
+                    &hub_imports,
+                    &pass.desired,
+                )
+                .await;
+            } else {
+                tracing::info!(members = ?unread, "clean-up waits until every member has been read once since the start: what they export is not known yet");
+            }
         }
         count
     }
@@ -592,7 +603,12 @@ impl LoopState {
                 continue;
             };
             let Ok(client) = clients
-                .get(hub, cluster, Some(Duration::from_secs(5)))
+                .get(
+                    hub,
+                    cluster,
+                    Capability::Services,
+                    Some(Duration::from_secs(5)),
+                )
                 .await
             else {
                 continue;
@@ -927,6 +943,20 @@ async fn patch_export(
         .await?)
 }
 
+/// The joined members this hub server has not read once since it started. Until each has been,
+/// nobody here knows what it exports: a service only it exports would look unexported, and the
+/// clean-up would remove the service's hub ServiceImport (its VIP) and every member's copies.
+fn never_read<'a>(
+    clusters: &'a BTreeMap<String, MemberCluster>,
+    views: &BTreeMap<String, MemberView>,
+) -> Vec<&'a str> {
+    clusters
+        .keys()
+        .filter(|name| !views.contains_key(*name))
+        .map(String::as_str)
+        .collect()
+}
+
 /// Reads a member's exports (with their Services), nodes and namespaces. A member without the
 /// Multi-Cluster Services API has no exports.
 async fn read_member(
@@ -935,7 +965,12 @@ async fn read_member(
     member: &MemberCluster,
 ) -> anyhow::Result<MemberView> {
     let client = clients
-        .get(hub, member, Some(Duration::from_secs(5)))
+        .get(
+            hub,
+            member,
+            Capability::Services,
+            Some(Duration::from_secs(5)),
+        )
         .await?;
     let exports_api =
         Api::<DynamicObject>::all_with(client.clone(), &mcs::mcs_api_resource("ServiceExport"));
@@ -1006,4 +1041,114 @@ async fn read_member(
         gateway_api,
         fresh: true,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The loop's clean-up in process: a hub and two members played by `crate::testing::FakeApi`.
+
+    use super::*;
+    use crate::testing::{FakeApi, Served};
+    use serde_json::json;
+
+    fn mcs_kinds(fake: &FakeApi) {
+        for (kind, plural) in [
+            ("ServiceExport", "serviceexports"),
+            ("ServiceImport", "serviceimports"),
+        ] {
+            fake.serve(Served::new(
+                "multicluster.x-k8s.io/v1beta1",
+                kind,
+                plural,
+                true,
+            ));
+        }
+        fake.serve(Served::new(
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            "endpointslices",
+            true,
+        ));
+    }
+
+    fn member_cluster(name: &str) -> MemberCluster {
+        serde_json::from_value(json!({
+            "apiVersion": "multicluster.dev/v1alpha1", "kind": "MemberCluster",
+            "metadata": {"name": name},
+            "spec": {"endpoint": format!("https://{name}.example:6443"),
+                     "credentialsSecret": {"name": format!("member-{name}")}}}))
+        .unwrap()
+    }
+
+    /// The hub server restarts while member-1, the only exporter of `shop/web`, does not answer:
+    /// the service's hub ServiceImport (which holds its VIP) and member-2's imported copy stay, and
+    /// the first clean-up after member-1 answers again keeps them too (it still exports).
+    #[tokio::test]
+    async fn a_restart_while_the_exporting_member_is_unreachable_removes_nothing() {
+        let hub = FakeApi::new();
+        mcs_kinds(&hub);
+        let labels = json!({SERVICE_LABEL: "web"});
+        let import = json!({"apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceImport",
+            "metadata": {"name": "web", "namespace": "shop", "labels": labels,
+                         "annotations": {VIP: "10.250.0.5", HOSTNAME: "web.shop.mc.example.com"}},
+            "spec": {"type": "ClusterSetIP", "ips": ["10.250.0.5"], "ports": [{"port": 80, "protocol": "TCP"}]}});
+        hub.insert(import.clone());
+        let (m1, m2) = (FakeApi::new(), FakeApi::new());
+        for m in [&m1, &m2] {
+            mcs_kinds(m);
+            m.insert(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+            );
+        }
+        m1.insert(json!({"apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
+            "metadata": {"name": "web", "namespace": "shop", "creationTimestamp": "2026-01-01T00:00:00Z"}}));
+        m1.insert(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"type": "NodePort", "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}]}}));
+        m2.insert(import);
+        m1.set_unreachable(true);
+        let clients = MemberClients::default();
+        clients.give("member-1", m1.client());
+        clients.give("member-2", m2.client());
+        let clusters: BTreeMap<String, MemberCluster> = ["member-1", "member-2"]
+            .into_iter()
+            .map(|n| (n.to_owned(), member_cluster(n)))
+            .collect();
+        let metrics = crate::metrics::Metrics::default();
+        let mut state = LoopState::new(crate::loops::Loop::new("services", &metrics));
+        let hub_client = hub.client();
+
+        // The first pass after the start, a clean-up pass, member-1 unreachable.
+        state.refresh(&hub_client, &clients, &clusters).await;
+        state
+            .reconcile(&hub_client, &clients, &clusters, &[], true)
+            .await;
+        let kept = |fake: &FakeApi| {
+            fake.get(
+                "multicluster.x-k8s.io/v1beta1",
+                "ServiceImport",
+                Some("shop"),
+                "web",
+            )
+            .is_some()
+        };
+        assert!(
+            kept(&hub),
+            "the hub ServiceImport (the VIP) was removed: {:?}",
+            hub.writes()
+        );
+        assert!(
+            kept(&m2),
+            "member-2's ServiceImport was removed: {:?}",
+            m2.writes()
+        );
+
+        // member-1 answers again: it exports web, so the clean-up keeps everything.
+        m1.set_unreachable(false);
+        state.refresh(&hub_client, &clients, &clusters).await;
+        state
+            .reconcile(&hub_client, &clients, &clusters, &[], true)
+            .await;
+        assert!(kept(&hub) && kept(&m2));
+    }
 }

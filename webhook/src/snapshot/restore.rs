@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::SYSTEM_NAMESPACE;
@@ -29,6 +29,7 @@ use multicluster_core::api::{
 };
 use multicluster_core::cluster::{KindError, Kinds};
 use multicluster_core::keys;
+use multicluster_core::members::join::Capability;
 use multicluster_core::snapshot::archive::{self, Archive};
 use multicluster_core::snapshot::location::archive_key;
 use multicluster_core::snapshot::restore::{self, RestorePlan, RestoreTarget};
@@ -170,7 +171,12 @@ async fn target_member(ctx: &Context, cluster: &str) -> anyhow::Result<Client> {
         .await?
         .ok_or_else(|| anyhow!("MemberCluster {cluster} does not exist on the hub"))?;
     ctx.members
-        .get(&ctx.hub, &cluster, Some(Duration::from_secs(30)))
+        .get(
+            &ctx.hub,
+            &cluster,
+            Capability::Snapshots,
+            Some(Duration::from_secs(30)),
+        )
         .await
         .with_context(|| format!("connecting to member {}", cluster.name_any()))
 }
@@ -233,14 +239,18 @@ async fn hydrate(
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": ns, "annotations": {keys::RESTORED_BY: restore.name_any()}}
     });
-    Api::<Namespace>::all(member.clone())
-        .patch(
-            ns,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&namespace),
-        )
+    // Created, never patched: the snapshots account may create namespaces but not change one
+    // that exists (its labels set the pod security level). An existing target namespace passed
+    // the conflict checks and keeps its metadata as it is.
+    let namespace: Namespace = serde_json::from_value(namespace)?;
+    match Api::<Namespace>::all(member.clone())
+        .create(&PostParams::default(), &namespace)
         .await
-        .with_context(|| format!("creating namespace {ns}"))?;
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e).with_context(|| format!("creating namespace {ns}")),
+    }
     count_written(progress, 1).await?;
     write_all(member, resources, &plan.snapshot_objects, progress).await?;
     write_all(member, resources, &plan.claims, progress).await?;

@@ -13,6 +13,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use kube::{Api, Client};
 use multicluster_core::api::{MemberCluster, NamespaceRestore, NamespaceSnapshot, SnapshotPhase};
+use multicluster_core::members::join::Capability;
 
 use super::target::{Freshness, live_objects};
 use crate::admission::AdmissionError;
@@ -119,7 +120,8 @@ pub async fn check_restore(
                 )
             })?;
         async {
-            let client = members.get(hub, &member, Some(Duration::from_secs(5))).await?;
+            let client = members
+                .get(hub, &member, Capability::Snapshots, Some(Duration::from_secs(5))).await?;
             live_objects(&client, &spec.target_namespace, Freshness::WatchCache).await
         }
         .await

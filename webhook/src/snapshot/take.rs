@@ -31,6 +31,7 @@ use multicluster_core::api::{
     QuiesceMethod, SnapshotPhase, StorageLocation, VolumeSnapshotStatus,
 };
 use multicluster_core::keys;
+use multicluster_core::members::join::Capability;
 use multicluster_core::snapshot::archive::{self, LeftOut, Manifest, VolumeEntry};
 use multicluster_core::snapshot::hooks::{self, HookPlan};
 use multicluster_core::snapshot::location::archive_key;
@@ -204,6 +205,7 @@ async fn member_client(ctx: &Context, member: &str) -> anyhow::Result<Client> {
         .get(
             &ctx.hub,
             &member_cluster(ctx, member).await?,
+            Capability::Snapshots,
             Some(Duration::from_secs(30)),
         )
         .await
@@ -213,7 +215,11 @@ async fn member_client(ctx: &Context, member: &str) -> anyhow::Result<Client> {
 /// A client that can run commands in the member's pods (quiesce hooks).
 async fn exec_client(ctx: &Context, member: &str) -> anyhow::Result<Client> {
     ctx.members
-        .upgrading(&ctx.hub, &member_cluster(ctx, member).await?)
+        .upgrading(
+            &ctx.hub,
+            &member_cluster(ctx, member).await?,
+            Capability::Snapshots,
+        )
         .await
         .with_context(|| format!("connecting to member {member} to run the quiesce hooks"))
 }
@@ -594,13 +600,37 @@ pub async fn capture(member: &Client, ns: &str) -> anyhow::Result<Captured> {
     }
     let lists = futures::stream::iter(kinds.into_iter().map(|resource| {
         let member = member.clone();
-        async move { list_all(&member, ns, &resource).await }
+        async move {
+            match list_all(&member, ns, &resource).await {
+                Err(Forbidden) => Ok(Err(resource.kind)),
+                Ok(objects) => Ok(Ok(objects)),
+                Err(Failed(e)) => Err(e),
+            }
+        }
     }))
     .buffered(8)
     .try_collect::<Vec<_>>()
     .await?;
     let mut objects = Vec::new();
-    for object in lists.into_iter().flatten() {
+    let mut readable = Vec::new();
+    for list in lists {
+        match list {
+            Ok(found) => readable.extend(found),
+            // A kind the member's admin did not let the hub's snapshots account read (the
+            // account has an explicit list: see `core::members::join`).
+            Err(kind) => left_out.push(LeftOut {
+                reason: format!(
+                    "the hub's snapshots account may not list {kind} on this member; to include \
+                     it, bind a ClusterRole with get, list, create and patch on it to \
+                     {SYSTEM_NAMESPACE}:{account} there",
+                    account = Capability::Snapshots.account()
+                ),
+                kind,
+                name: None,
+            }),
+        }
+    }
+    for object in readable {
         match left_out_object(&object) {
             Some(reason) => left_out.push(LeftOut {
                 kind: object["kind"].as_str().unwrap_or_default().to_owned(),
@@ -613,18 +643,31 @@ pub async fn capture(member: &Client, ns: &str) -> anyhow::Result<Captured> {
     Ok(Captured { objects, left_out })
 }
 
+/// Why a kind could not be listed: not allowed (left out), or anything else (the snapshot fails).
+enum ListError {
+    Forbidden,
+    Failed(anyhow::Error),
+}
+use ListError::{Failed, Forbidden};
+
 /// Every object of one kind in `ns`, page by page, each with its apiVersion and kind.
-async fn list_all(member: &Client, ns: &str, resource: &ApiResource) -> anyhow::Result<Vec<Value>> {
+async fn list_all(
+    member: &Client,
+    ns: &str,
+    resource: &ApiResource,
+) -> Result<Vec<Value>, ListError> {
     let api: Api<DynamicObject> = Api::namespaced_with(member.clone(), ns, resource);
     let mut params = ListParams::default().limit(PAGE);
     let mut out = Vec::new();
     loop {
-        let page = api
-            .list(&params)
-            .await
-            .with_context(|| format!("listing {} in {ns}", resource.plural))?;
+        let page = match api.list(&params).await {
+            Err(kube::Error::Api(e)) if e.code == 403 => return Err(Forbidden),
+            listed => listed
+                .with_context(|| format!("listing {} in {ns}", resource.plural))
+                .map_err(Failed)?,
+        };
         for item in page.items {
-            let mut value = serde_json::to_value(&item)?;
+            let mut value = serde_json::to_value(&item).map_err(|e| Failed(e.into()))?;
             value["apiVersion"] = resource.api_version.clone().into();
             value["kind"] = resource.kind.clone().into();
             out.push(value);
@@ -796,8 +839,13 @@ async fn scale_down(
 
 /// Puts back every workload of `ns` this snapshot scaled down (found by its annotation, so this
 /// also works after an interruption). Returns how many.
-async fn resume(member: &Client, ns: &str, snapshot: &str) -> anyhow::Result<usize> {
+/// Scales every workload `snapshot` quiesced in `ns` back to its replicas, each tried up to
+/// [`RESUME_ATTEMPTS`] times; one that fails does not stop the others. The error names every
+/// workload left quiesced (they keep their `quiesced-by` annotation, so a retry or deleting the
+/// snapshot resumes them).
+pub(crate) async fn resume(member: &Client, ns: &str, snapshot: &str) -> anyhow::Result<usize> {
     let mut resumed = 0;
+    let mut failed = Vec::new();
     for kind in ["Deployment", "StatefulSet"] {
         let api = workload_api(member, ns, "apps/v1", kind);
         for w in api.list(&ListParams::default()).await?.items {
@@ -813,18 +861,44 @@ async fn resume(member: &Client, ns: &str, snapshot: &str) -> anyhow::Result<usi
                 "metadata": {"annotations": {keys::QUIESCED_BY: null, keys::QUIESCED_REPLICAS: null}},
                 "spec": {"replicas": replicas}
             });
-            api.patch(
-                &w.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .with_context(|| format!("scaling {kind} {} back to {replicas}", w.name_any()))?;
-            resumed += 1;
+            let name = w.name_any();
+            let mut attempt = 1;
+            loop {
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {
+                        resumed += 1;
+                        break;
+                    }
+                    Err(e) if attempt < RESUME_ATTEMPTS => {
+                        tracing::info!(%kind, workload = %name, attempt, error = %e, "scaling back failed; trying again");
+                        tokio::time::sleep(RESUME_BACKOFF * attempt).await;
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        failed.push(format!("{kind} {name} (to {replicas} replicas): {e}"));
+                        break;
+                    }
+                }
+            }
         }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "could not scale back {}; resumed {resumed} other(s). Those left keep the annotation \
+             {}={snapshot}: deleting the snapshot resumes them, or scale them by hand",
+            failed.join("; "),
+            keys::QUIESCED_BY
+        );
     }
     Ok(resumed)
 }
+
+/// How often one workload's scale-back is tried, and the wait before the next try (times the try).
+const RESUME_ATTEMPTS: u32 = 3;
+const RESUME_BACKOFF: Duration = Duration::from_millis(200);
 
 async fn resume_after_interruption(
     ctx: &Context,

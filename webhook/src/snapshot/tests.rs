@@ -363,3 +363,41 @@ async fn a_restore_into_a_namespace_that_now_holds_another_version_of_the_app_fa
     assert!(!status.conflicts.is_empty());
     assert_eq!(taken.m2.writes(), Vec::<String>::new());
 }
+
+/// Two Deployments quiesced by snapshot `s1`; the scale-back of the first gets no answer, ever:
+/// the second is still scaled back, and the error names the first (which keeps its annotation).
+#[tokio::test]
+async fn resume_scales_back_every_workload_even_when_one_fails() {
+    let member = FakeApi::new();
+    for (name, replicas) in [("api", "3"), ("web", "2")] {
+        member.insert(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "shop",
+                         "annotations": {"multicluster.dev/quiesced-by": "s1",
+                                         "multicluster.dev/quiesced-replicas": replicas}},
+            "spec": {"replicas": 0}}));
+    }
+    member.leave_unanswered(|method, path| method == http::Method::PATCH && path.ends_with("/api"));
+    let err = super::take::resume(&member.client(), "shop", "s1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Deployment api (to 3 replicas)"), "{err}");
+    assert!(err.contains("resumed 1 other"), "{err}");
+    let web = member
+        .get("apps/v1", "Deployment", Some("shop"), "web")
+        .unwrap();
+    assert_eq!(web["spec"]["replicas"], 2, "{web}");
+    let api = member
+        .get("apps/v1", "Deployment", Some("shop"), "api")
+        .unwrap();
+    assert_eq!(
+        api["metadata"]["annotations"]["multicluster.dev/quiesced-by"],
+        "s1"
+    );
+    let patches = member
+        .writes()
+        .iter()
+        .filter(|w| w.starts_with("PATCH") && w.ends_with("/api"))
+        .count();
+    assert_eq!(patches, 3, "each workload is tried three times");
+}

@@ -27,12 +27,8 @@ pub async fn mutate_vip(
         let Some(pool) =
             labels(Some(service)).and_then(|l| l.get(multicluster_core::keys::VIP_POOL))
         else {
-            return response;
+            return leave_pool(response, annotations(Some(service)));
         };
-        let Some(vips) = vips.as_ref() else {
-            return response.deny(AdmissionError::NotConnected("hand out VIPs").to_string());
-        };
-        let namespace = req.namespace.clone().unwrap_or_default();
         let owner = multicluster_core::vip::OwnerKind {
             api_version: if req.kind.group.is_empty() {
                 req.kind.version.clone()
@@ -41,6 +37,14 @@ pub async fn mutate_vip(
             },
             kind: req.kind.kind.clone(),
         };
+        if let Some(refusal) = multicluster_core::vip::refusal(&owner, req.namespace.as_deref()) {
+            tracing::warn!(kind = %owner.kind, %refusal, "a VIP request the API server would not send");
+            return response.deny(refusal);
+        }
+        let Some(vips) = vips.as_ref() else {
+            return response.deny(AdmissionError::NotConnected("hand out VIPs").to_string());
+        };
+        let namespace = req.namespace.clone().unwrap_or_default();
         match vips
             .assign(
                 &owner,
@@ -65,6 +69,31 @@ pub async fn mutate_vip(
     .await
 }
 
+/// An object without the pool label: one that just left its pool (an update that removed the
+/// label; the webhook sees it because the old object matched) loses the VIP annotations, so the
+/// claim collector releases the address. Nothing to do for one that never had them.
+fn leave_pool(
+    response: AdmissionResponse,
+    current: Option<&BTreeMap<String, String>>,
+) -> AdmissionResponse {
+    let removed = current
+        .map(multicluster_core::vip::released_annotations)
+        .unwrap_or_default();
+    if removed.is_empty() {
+        return response;
+    }
+    let ops = removed
+        .into_iter()
+        .map(|k| serde_json::json!({"op": "remove", "path": format!("/metadata/annotations/{}", escape(&k))}))
+        .collect();
+    with_patch(response, ops)
+}
+
+/// A key as one JSON Pointer segment (RFC 6901).
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
 /// JSON Patch operations that set `annotations` on an object whose annotations are `current`.
 fn annotation_patch(
     current: Option<&BTreeMap<String, String>>,
@@ -77,10 +106,7 @@ fn annotation_patch(
         Some(_) => annotations
             .into_iter()
             .map(|(k, v)| {
-                let path = format!(
-                    "/metadata/annotations/{}",
-                    k.replace('~', "~0").replace('/', "~1")
-                );
+                let path = format!("/metadata/annotations/{}", escape(&k));
                 serde_json::json!({"op": "add", "path": path, "value": v})
             })
             .collect(),

@@ -49,25 +49,36 @@ pub async fn run(
                         .as_ref()
                         .map_or(0.0, |t| now.duration_since(t.0).as_secs_f64());
                     let owner = &claim.spec.owner;
-                    let Some(ns) = owner.namespace.as_deref() else {
-                        continue;
+                    let ns = owner.namespace.as_deref().unwrap_or_default();
+                    let kind = multicluster_core::vip::OwnerKind {
+                        api_version: owner.api_version.clone(),
+                        kind: owner.kind.clone(),
                     };
-                    let alive = match owner_api(&client, ns, &owner.api_version, &owner.kind)
-                        .get_opt(&owner.name)
-                        .await
-                    {
-                        Ok(Some(holder)) => {
-                            holder.annotations().get(multicluster_core::keys::VIP)
-                                == Some(&claim.spec.address)
-                        }
-                        Ok(None) => false,
-                        Err(e) => {
-                            run.failed();
-                            tracing::warn!(error = %e, "reading a VIP claim's Service; keeping the claim");
-                            true
+                    // A claim of a kind the webhook does not serve, or of no namespace, was made
+                    // by a forged request: released, without reading its "owner" (which the hub
+                    // server may not be allowed to read, and must not keep it alive).
+                    let served = multicluster_core::vip::refusal(&kind, Some(ns)).is_none();
+                    let alive = if !served {
+                        tracing::warn!(claim = %claim.name_any(), kind = %owner.kind, "releasing a VIP claim of a kind the webhook does not serve");
+                        false
+                    } else {
+                        match owner_api(&client, ns, &owner.api_version, &owner.kind)
+                            .get_opt(&owner.name)
+                            .await
+                        {
+                            Ok(Some(holder)) => {
+                                holder.annotations().get(multicluster_core::keys::VIP)
+                                    == Some(&claim.spec.address)
+                            }
+                            Ok(None) => false,
+                            Err(e) => {
+                                run.failed();
+                                tracing::warn!(error = %e, "reading a VIP claim's Service; keeping the claim");
+                                true
+                            }
                         }
                     };
-                    if alive || age < grace.as_secs_f64() {
+                    if alive || (served && age < grace.as_secs_f64()) {
                         *held.entry(claim.spec.pool.clone()).or_default() += 1;
                         continue;
                     }
