@@ -63,6 +63,10 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
             // Whether a claim's Service still exists and holds its address.
             {"apiGroups": [""], "resources": ["services"], "verbs": ["get"]},
+            // The intent fence on `scale` writes reads the scaled object's labels (the built-in
+            // scalable kinds; add your custom resources with a scale subresource).
+            {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "replicasets"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["replicationcontrollers"], "verbs": ["get"]},
             // Multi-cluster services: the hub's one ServiceImport per exported name (its VIP), in
             // the exporters' namespace, created on the hub when missing (namespace sameness).
             {"apiGroups": ["multicluster.x-k8s.io"], "resources": ["serviceimports"],

@@ -219,8 +219,35 @@ pub fn validating(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWebhook
                 match_policy: Some("Equivalent".to_owned()),
                 ..Default::default()
             },
+            scale_fence_webhook(endpoint, ca_bundle_pem),
             restore_webhook(endpoint, ca_bundle_pem),
         ]),
+    }
+}
+
+/// Writes to any object's `scale` subresource. The Scale object in such a request carries no
+/// labels, so an object selector never matches it (kubernetes/kubernetes#113594): every scale in
+/// the namespaces the fence may act in is sent, and the hub server reads the scaled object's labels
+/// itself. `Fail` like the rest of the fence; the cost is that scaling anything there waits for
+/// (and needs) the hub server, as writes to managed objects already do.
+fn scale_fence_webhook(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWebhook {
+    ValidatingWebhook {
+        name: "intent-fence-scale.multicluster.dev".to_owned(),
+        client_config: client_config(endpoint, "/validate/intent-scale", ca_bundle_pem),
+        rules: Some(vec![RuleWithOperations {
+            api_groups: Some(vec!["*".to_owned()]),
+            api_versions: Some(vec!["*".to_owned()]),
+            resources: Some(vec!["*/scale".to_owned()]),
+            operations: Some(vec!["UPDATE".to_owned()]),
+            scope: Some("*".to_owned()),
+        }]),
+        namespace_selector: Some(not_exempt()),
+        admission_review_versions: vec!["v1".to_owned()],
+        side_effects: "None".to_owned(),
+        failure_policy: Some("Fail".to_owned()),
+        timeout_seconds: Some(5),
+        match_policy: Some("Equivalent".to_owned()),
+        ..Default::default()
     }
 }
 
@@ -256,7 +283,7 @@ mod tests {
     #[test]
     fn the_restore_check_sees_only_restore_creates_and_fails_closed() {
         let v = validating(&Endpoint::Url("https://127.0.0.1:1".into()), "CA");
-        let hook = &v.webhooks.unwrap()[1];
+        let hook = &v.webhooks.unwrap()[2];
         assert_eq!(hook.name, "restore-conflicts.multicluster.dev");
         let rules = hook.rules.as_ref().unwrap();
         assert_eq!(rules.len(), 1);
@@ -268,6 +295,25 @@ mod tests {
             rules[0].operations.as_deref(),
             Some(&["CREATE".to_owned()][..])
         );
+        assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
+    }
+
+    #[test]
+    fn every_scale_outside_the_exempt_namespaces_is_sent_to_the_fence() {
+        let v = validating(&Endpoint::Url("https://127.0.0.1:1".into()), "CA");
+        let hook = &v.webhooks.unwrap()[1];
+        assert_eq!(hook.name, "intent-fence-scale.multicluster.dev");
+        let rules = hook.rules.as_ref().unwrap();
+        assert_eq!(
+            rules[0].resources.as_deref(),
+            Some(&["*/scale".to_owned()][..])
+        );
+        assert!(
+            hook.object_selector.is_none(),
+            "a Scale has no labels to select"
+        );
+        let ns = &hook.namespace_selector.as_ref().unwrap().match_expressions;
+        assert_eq!(ns.as_ref().unwrap()[0].operator, "NotIn");
         assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
     }
 

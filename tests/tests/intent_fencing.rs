@@ -424,3 +424,71 @@ async fn custom_resources_are_fenced_like_any_other_object() {
         }
     }
 }
+
+/// The issue's reproduction: `kubectl scale` of a Deployment an Intent fences, with no intent ID,
+/// changed its replicas. The Scale the API server sends has no labels, so the fence reads the
+/// Deployment's; the scale is refused and the replicas stay. An unmanaged Deployment beside it
+/// scales as ever. (No pods run on the hub: only the Deployment's spec is looked at.)
+#[tokio::test]
+async fn kubectl_scale_of_a_managed_deployment_is_fenced_and_an_unmanaged_one_scales() {
+    let hub = playground().client("hub").await.unwrap();
+    let ns = fresh_namespace(&hub, "fence-scale").await.unwrap();
+    let out = apply(&intent(&ns, "v1", "alice"), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deployment = |name: &str, labels: &str, annotations: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\n  \
+             labels: {{{labels}}}\n  annotations: {{{annotations}}}\nspec:\n  replicas: 2\n  \
+             selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    \
+             spec: {{containers: [{{name: c, image: busybox}}]}}\n"
+        )
+    };
+    let out = apply(
+        &deployment(
+            "api",
+            "multicluster.dev/managed-by-intent: orders",
+            "multicluster.dev/intent-id: v1",
+        ),
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = apply(&deployment("free", "", ""), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let scale = |name: &str| {
+        run(playground().kubectl().args([
+            "--context",
+            "hub",
+            "-n",
+            &ns,
+            "scale",
+            "deployment",
+            name,
+            "--replicas=5",
+        ]))
+    };
+    let replicas = |name: &str| {
+        run_ok(playground().kubectl().args([
+            "--context",
+            "hub",
+            "-n",
+            &ns,
+            "get",
+            "deployment",
+            name,
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ]))
+    };
+    let out = scale("api");
+    assert!(!out.status.success(), "a fenced Deployment was scaled");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("Intent {ns}/orders")) && err.contains("carries no intent ID"),
+        "{err}"
+    );
+    assert_eq!(replicas("api"), "2");
+    let out = scale("free");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(replicas("free"), "5");
+}

@@ -6,7 +6,7 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
-use multicluster_tests::{fresh_namespace, playground, run, unique_name};
+use multicluster_tests::{fresh_namespace, playground, run, succeeded, unique_name};
 use serde_json::Value;
 
 fn proxy(member: &str, kubectl: &[&str]) -> std::process::Output {
@@ -56,11 +56,7 @@ subjects: [{{kind: User, name: {alice}, apiGroup: rbac.authorization.k8s.io}}]
 "#
     );
     let out = pg.apply("hub", &hub_rbac, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(out);
     // On member-1: alice may read ConfigMaps in one namespace, not Secrets.
     let member_objects = format!(
         r#"
@@ -82,35 +78,21 @@ subjects: [{{kind: User, name: {alice}, apiGroup: rbac.authorization.k8s.io}}]
 "#
     );
     let out = pg.apply("member-1", &member_objects, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(out);
 
     // Alice lists member-1's ConfigMaps through the hub, with no member credentials of her own.
     let out = proxy(
         "member-1",
         &["get", "configmaps", "-n", &ns, "--as", &alice, "-o", "name"],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("configmap/visible-through-the-hub"));
+    assert!(succeeded(out).contains("configmap/visible-through-the-hub"));
 
     // The member sees alice (impersonated by the hub's account), not the hub.
     let out = proxy(
         "member-1",
         &["auth", "whoami", "--as", &alice, "-o", "json"],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let review: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let review: Value = serde_json::from_str(&succeeded(out)).unwrap();
     assert_eq!(
         review["status"]["userInfo"]["username"],
         alice.as_str(),
@@ -154,11 +136,7 @@ subjects: [{{kind: User, name: {carol}, apiGroup: rbac.authorization.k8s.io}}]
         ),
         &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(out);
     let out = proxy(
         "member-1",
         &["get", "configmaps", "-n", &ns, "--as", &carol],
@@ -186,12 +164,7 @@ subjects: [{{kind: User, name: {carol}, apiGroup: rbac.authorization.k8s.io}}]
             "json",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let review: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let review: Value = serde_json::from_str(&succeeded(out)).unwrap();
     let groups: Vec<&str> = review["status"]["userInfo"]["groups"]
         .as_array()
         .unwrap()

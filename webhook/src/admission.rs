@@ -52,6 +52,10 @@ pub enum AdmissionError {
         "cannot read Intent {intent} to check this delete ({error}); refused because fencing must not lapse"
     )]
     IntentUnreadableForDelete { intent: String, error: String },
+    #[error(
+        "cannot read {object} to learn whether an Intent fences it ({error}); the scale is refused because fencing must not lapse. Retry when the hub API answers, or grant the hub server get on that kind"
+    )]
+    ScaledObjectUnreadable { object: String, error: String },
 }
 
 /// Parses a body into an AdmissionRequest, or says what is wrong with it.

@@ -4,6 +4,7 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -37,6 +38,27 @@ impl IntentLookup for FixedIntent {
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<IntentView>, String>> {
         Box::pin(async move { Ok(self.cached(namespace, name)) })
+    }
+    /// Plays the hub's objects: Deployment shop/api is managed by Intent orders, shop/free by
+    /// none; nothing else exists.
+    fn labels_of<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        plural: &'a str,
+        namespace: Option<&'a str>,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, String>> {
+        Box::pin(async move {
+            Ok(match (plural, namespace, name) {
+                ("deployments", Some("shop"), "api") => Some(BTreeMap::from([(
+                    "multicluster.dev/managed-by-intent".to_owned(),
+                    "orders".to_owned(),
+                )])),
+                ("deployments", Some("shop"), "free") => Some(BTreeMap::new()),
+                _ => None,
+            })
+        })
     }
 }
 
@@ -165,6 +187,20 @@ impl IntentLookup for LaggingWatch {
     ) -> BoxFuture<'a, Result<Option<IntentView>, String>> {
         Box::pin(async move { Ok(FixedIntent("v2").cached(namespace, name)) })
     }
+    fn labels_of<'a>(
+        &'a self,
+        group: &'a str,
+        version: &'a str,
+        plural: &'a str,
+        namespace: Option<&'a str>,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, String>> {
+        Box::pin(async move {
+            FixedIntent("v2")
+                .labels_of(group, version, plural, namespace, name)
+                .await
+        })
+    }
 }
 
 /// A DELETE of the fixture's managed ConfigMap, its stored object approved for `approved`.
@@ -211,4 +247,56 @@ async fn a_delete_is_decided_on_the_live_intent_even_when_the_watch_has_not_seen
     assert_eq!(review["response"]["allowed"], false, "{review}");
     let review = post_delete(delete_review(Some("v2"))).await;
     assert_eq!(review["response"]["allowed"], true, "{review}");
+}
+
+/// A write to `deployments/NAME/scale` in shop, as the API server sends it: the Scale object has
+/// no labels; `carried` is an intent ID on the Scale's annotations, if any.
+fn scale_review(name: &str, carried: Option<&str>) -> String {
+    let annotations = match carried {
+        Some(id) => serde_json::json!({"multicluster.dev/intent-id": id}),
+        None => serde_json::json!({}),
+    };
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "9e1c7b52-3d4a-4c1e-8f0a-6b5d4c3b2a19",
+            "kind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
+            "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+            "subResource": "scale",
+            "name": name, "namespace": "shop", "operation": "UPDATE",
+            "userInfo": {"username": "alice"},
+            "object": {"apiVersion": "autoscaling/v1", "kind": "Scale",
+                       "metadata": {"name": name, "namespace": "shop", "annotations": annotations},
+                       "spec": {"replicas": 5}},
+            "oldObject": {"apiVersion": "autoscaling/v1", "kind": "Scale",
+                          "metadata": {"name": name, "namespace": "shop"}, "spec": {"replicas": 2}},
+            "dryRun": false}
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_scale_of_a_managed_object_needs_the_current_intent_id_and_others_pass() {
+    let verdict = async |name: &str, carried: Option<&str>| {
+        let (status, review) =
+            post("v2", "/validate/intent-scale", scale_review(name, carried)).await;
+        assert_eq!(status, StatusCode::OK);
+        review["response"].clone()
+    };
+    let denied = verdict("api", None).await;
+    assert_eq!(denied["allowed"], false, "{denied}");
+    let message = denied["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("deployments/scale shop/api is managed by Intent shop/orders")
+            && message.contains("carries no intent ID"),
+        "{message}"
+    );
+    let stale = verdict("api", Some("v1")).await;
+    assert_eq!(stale["allowed"], false, "{stale}");
+    assert_eq!(verdict("api", Some("v2")).await["allowed"], true);
+    assert_eq!(verdict("free", None).await["allowed"], true, "not managed");
+    assert_eq!(
+        verdict("gone", None).await["allowed"],
+        true,
+        "nothing to scale"
+    );
 }

@@ -11,7 +11,7 @@ use axum::response::Response;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use multicluster_core::fencing::{self, FenceVerdict};
-use multicluster_core::keys::WRITTEN_WITH_INTENT_ID;
+use multicluster_core::keys::{INTENT_ID, WRITTEN_WITH_INTENT_ID};
 
 use super::IntentLookup;
 use crate::admission::{AdmissionError, annotations, is_write, labels, review, with_patch};
@@ -70,38 +70,108 @@ pub async fn validate_intent(
                 .and_then(|a| a.get(WRITTEN_WITH_INTENT_ID))
                 .map(String::as_str),
         };
-        match fencing::check_write(&write, |ns, n| intents.cached(ns, n)) {
-            FenceVerdict::NotManaged | FenceVerdict::Allowed => response,
-            FenceVerdict::Denied(_) => {
-                // The watch may lag a just-created or just-rotated Intent: decide again on live data.
-                let mut live = HashMap::new();
-                for labels in [write.labels, write.old_labels] {
-                    if let Some((ns, n)) = fencing::fencing_intent(write.namespace, labels) {
-                        match intents.live(ns, n).await {
-                            Ok(Some(view)) => {
-                                live.insert((ns.to_owned(), n.to_owned()), view);
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                let error = AdmissionError::IntentUnreadableForWrite {
-                                    intent: format!("{ns}/{n}"),
-                                    error: e,
-                                };
-                                return response.deny(error.to_string());
-                            }
+        match decide_write(intents.as_ref(), &write).await {
+            Some(reason) => {
+                tracing::info!(%reason, "write denied by intent fence");
+                response.deny(reason)
+            }
+            None => response,
+        }
+    })
+    .await
+}
+
+/// Step 2 on one write: `None` admits it, `Some(reason)` denies it. Decided on the watch-fed
+/// cache, and again on live reads before any denial: the watch may lag a just-created or
+/// just-rotated Intent.
+async fn decide_write(intents: &dyn IntentLookup, write: &fencing::Write<'_>) -> Option<String> {
+    match fencing::check_write(write, |ns, n| intents.cached(ns, n)) {
+        FenceVerdict::NotManaged | FenceVerdict::Allowed => None,
+        FenceVerdict::Denied(_) => {
+            let mut live = HashMap::new();
+            for labels in [write.labels, write.old_labels] {
+                if let Some((ns, n)) = fencing::fencing_intent(write.namespace, labels) {
+                    match intents.live(ns, n).await {
+                        Ok(Some(view)) => {
+                            live.insert((ns.to_owned(), n.to_owned()), view);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            let error = AdmissionError::IntentUnreadableForWrite {
+                                intent: format!("{ns}/{n}"),
+                                error: e,
+                            };
+                            return Some(error.to_string());
                         }
                     }
                 }
-                match fencing::check_write(&write, |ns, n| {
-                    live.get(&(ns.to_owned(), n.to_owned())).cloned()
-                }) {
-                    FenceVerdict::Denied(reason) => {
-                        tracing::info!(%reason, "write denied by intent fence");
-                        response.deny(reason)
-                    }
-                    _ => response,
-                }
             }
+            match fencing::check_write(write, |ns, n| {
+                live.get(&(ns.to_owned(), n.to_owned())).cloned()
+            }) {
+                FenceVerdict::Denied(reason) => Some(reason),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// `POST /validate/intent-scale`: a write to an object's `scale` subresource (`kubectl scale`, an
+/// autoscaler). The API server sends every one (in namespaces the fence may act in): the Scale
+/// object it sends carries no labels, so the webhook's object selector cannot pick the managed
+/// ones (kubernetes/kubernetes#113594). The fence reads the scaled object's labels itself; a
+/// managed one is scaled only by a request that carries the Intent's current ID on the Scale
+/// (`multicluster.dev/intent-id`), which `kubectl scale` cannot: its manager scales it with an
+/// update of the object instead, like every other write.
+pub async fn validate_intent_scale(
+    State(metrics): State<Arc<Metrics>>,
+    State(intents): State<Arc<dyn IntentLookup>>,
+    body: Bytes,
+) -> Response {
+    review(&metrics, "validate-intent-scale", &body, async |req| {
+        let response = AdmissionResponse::from(req);
+        if !is_write(&req.operation) || req.sub_resource.as_deref() != Some("scale") {
+            return response;
+        }
+        let resource = &req.resource;
+        let labels = match intents
+            .labels_of(
+                &resource.group,
+                &resource.version,
+                &resource.resource,
+                req.namespace.as_deref(),
+                &req.name,
+            )
+            .await
+        {
+            Ok(Some(labels)) => labels,
+            // Gone: nothing to scale, and the API server answers that itself.
+            Ok(None) => return response,
+            Err(error) => {
+                let error = AdmissionError::ScaledObjectUnreadable {
+                    object: format!("{} {}", resource.resource, req.name),
+                    error,
+                };
+                return response.deny(error.to_string());
+            }
+        };
+        let kind = format!("{}/scale", resource.resource);
+        let write = fencing::Write {
+            kind: &kind,
+            namespace: req.namespace.as_deref(),
+            name: &req.name,
+            labels: Some(&labels),
+            old_labels: None,
+            carried_intent_id: annotations(req.object.as_ref())
+                .and_then(|a| a.get(INTENT_ID))
+                .map(String::as_str),
+        };
+        match decide_write(intents.as_ref(), &write).await {
+            Some(reason) => {
+                tracing::info!(%reason, "scale denied by intent fence");
+                response.deny(reason)
+            }
+            None => response,
         }
     })
     .await

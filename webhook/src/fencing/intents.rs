@@ -48,6 +48,38 @@ impl Intents {
         self.store.get(&key).and_then(|i| view(&i))
     }
 
+    /// The labels of the object `plural` (of `group`/`version`) `name`, read live as metadata.
+    pub async fn labels_of(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, kube::Error> {
+        use kube::api::{ApiResource, DynamicObject};
+        let resource = ApiResource {
+            group: group.to_owned(),
+            version: version.to_owned(),
+            api_version: if group.is_empty() {
+                version.to_owned()
+            } else {
+                format!("{group}/{version}")
+            },
+            // Not part of the request path; metadata reads need only the plural.
+            kind: String::new(),
+            plural: plural.to_owned(),
+        };
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
+            None => Api::all_with(self.client.clone(), &resource),
+        };
+        Ok(api
+            .get_metadata_opt(name)
+            .await?
+            .map(|m| m.metadata.labels.unwrap_or_default()))
+    }
+
     /// A live read, bypassing the watch.
     pub async fn live(
         &self,

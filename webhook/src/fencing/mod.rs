@@ -2,6 +2,8 @@
 //! webhooks ([`admission`]) and the loop that records each rotation ([`epochs`]). The decisions
 //! are `multicluster_core::fencing`.
 
+use std::collections::BTreeMap;
+
 use futures::future::BoxFuture;
 use multicluster_core::fencing::IntentView;
 
@@ -17,6 +19,16 @@ pub trait IntentLookup: Send + Sync + std::fmt::Debug {
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<IntentView>, String>>;
+    /// The labels of one object, read live (metadata only): the object a `scale` write is for,
+    /// which the review does not carry. `None` when it does not exist.
+    fn labels_of<'a>(
+        &'a self,
+        group: &'a str,
+        version: &'a str,
+        plural: &'a str,
+        namespace: Option<&'a str>,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, String>>;
 }
 
 impl IntentLookup for intents::Intents {
@@ -30,6 +42,20 @@ impl IntentLookup for intents::Intents {
     ) -> BoxFuture<'a, Result<Option<IntentView>, String>> {
         Box::pin(async move {
             intents::Intents::live(self, namespace, name)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+    fn labels_of<'a>(
+        &'a self,
+        group: &'a str,
+        version: &'a str,
+        plural: &'a str,
+        namespace: Option<&'a str>,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, String>> {
+        Box::pin(async move {
+            intents::Intents::labels_of(self, group, version, plural, namespace, name)
                 .await
                 .map_err(|e| e.to_string())
         })
