@@ -55,6 +55,36 @@ pub struct ServeArgs {
     /// A claim younger than this is never released (its Service may still be being created)
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub vip_claim_grace_seconds: u64,
+    /// A restore refuses a snapshot archive stored larger than this (it is held in memory:
+    /// raise the hub server's memory limit with it)
+    #[arg(long, default_value_t = multicluster_core::snapshot::archive::Limits::default().archive_bytes, value_name = "BYTES")]
+    pub restore_max_archive_bytes: u64,
+    /// ... or holding one entry (one object) larger than this, uncompressed
+    #[arg(long, default_value_t = multicluster_core::snapshot::archive::Limits::default().entry_bytes, value_name = "BYTES")]
+    pub restore_max_archive_entry_bytes: u64,
+    /// ... or holding more than this in all, uncompressed
+    #[arg(long, default_value_t = multicluster_core::snapshot::archive::Limits::default().total_bytes, value_name = "BYTES")]
+    pub restore_max_archive_total_bytes: u64,
+    /// ... or holding more entries (objects) than this
+    #[arg(long, default_value_t = multicluster_core::snapshot::archive::Limits::default().entries, value_name = "N")]
+    pub restore_max_archive_entries: usize,
+    /// Starts of one restore (after restarts or leader changes half-way) before it fails
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub restore_max_attempts: u32,
+}
+
+impl ServeArgs {
+    fn restore_settings(&self) -> crate::snapshot::restore::Settings {
+        crate::snapshot::restore::Settings {
+            limits: multicluster_core::snapshot::archive::Limits {
+                archive_bytes: self.restore_max_archive_bytes,
+                entry_bytes: self.restore_max_archive_entry_bytes,
+                total_bytes: self.restore_max_archive_total_bytes,
+                entries: self.restore_max_archive_entries,
+            },
+            max_attempts: self.restore_max_attempts.max(1),
+        }
+    }
 }
 
 /// What the handlers on the admission port share. Each handler extracts only the parts it uses
@@ -285,9 +315,9 @@ fn start_loops(
     while_leading(&leading, metrics, "namespace-snapshots", move |run| {
         snapshot::take::run(h.clone(), m.clone(), run)
     });
-    let (h, m) = both();
+    let (h, m, settings) = (hub_only(), members.clone(), args.restore_settings());
     while_leading(&leading, metrics, "namespace-restores", move |run| {
-        snapshot::restore::run(h.clone(), m.clone(), run)
+        snapshot::restore::run(h.clone(), m.clone(), settings, run)
     });
     let (h, id) = (hub_only(), identity.clone());
     while_leading(&leading, metrics, "traffic", move |run| {

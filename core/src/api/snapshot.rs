@@ -308,6 +308,15 @@ pub struct NamespaceRestoreStatus {
     pub completion_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// How many times a hub server has started this restore. One that stopped half-way (a
+    /// restart, a leader change, running out of memory) is started over, up to the hub server's
+    /// `--restore-max-attempts`; then it fails instead of crashing every replica in turn.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]

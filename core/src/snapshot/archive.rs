@@ -100,6 +100,116 @@ pub enum ArchiveError {
     },
     #[error("entry {0}, listed in the manifest, is missing from the archive")]
     EntryMissing(String),
+    #[error(
+        "the archive is too large to read: {what} is {size} bytes, over the limit of {limit} \
+         (raise it with the hub server's --restore-max-{flag} and its memory limit)"
+    )]
+    TooLarge {
+        what: String,
+        size: u64,
+        limit: u64,
+        flag: &'static str,
+    },
+    #[error(
+        "the archive holds more than {0} entries (raise it with the hub server's --restore-max-archive-entries)"
+    )]
+    TooManyEntries(usize),
+}
+
+/// How much of an archive a reader holds in memory at most: a restore runs in a hub server pod
+/// with a memory limit, and an archive over that would crash it on every replica in turn. Each
+/// is checked against the sizes the tar headers declare, before an entry's bytes are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The compressed archive as stored.
+    pub archive_bytes: u64,
+    /// One entry, uncompressed (a Kubernetes object is at most about 1.5 MiB in etcd).
+    pub entry_bytes: u64,
+    /// Every entry together, uncompressed.
+    pub total_bytes: u64,
+    /// Entries, the manifest included.
+    pub entries: usize,
+}
+
+impl Default for Limits {
+    /// Sized for the hub server's 256 MiB pod: JSON values take a few times their text in memory.
+    fn default() -> Self {
+        Limits {
+            archive_bytes: 32 << 20,
+            entry_bytes: 4 << 20,
+            total_bytes: 48 << 20,
+            entries: 100_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Refuses an archive whose stored size is over [`Limits::archive_bytes`], before it is read.
+    pub fn check_archive_size(&self, size: u64) -> Result<(), ArchiveError> {
+        if size > self.archive_bytes {
+            return Err(ArchiveError::TooLarge {
+                what: "the archive".to_owned(),
+                size,
+                limit: self.archive_bytes,
+                flag: "archive-bytes",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the running totals of one read against its [`Limits`].
+struct Budget {
+    limits: Limits,
+    entries: usize,
+    total: u64,
+}
+
+impl Budget {
+    /// Admits one more entry of `size` bytes (as its header declares) named `path`.
+    fn admit(&mut self, path: &str, size: u64) -> Result<(), ArchiveError> {
+        self.entries += 1;
+        if self.entries > self.limits.entries {
+            return Err(ArchiveError::TooManyEntries(self.limits.entries));
+        }
+        if size > self.limits.entry_bytes {
+            return Err(ArchiveError::TooLarge {
+                what: format!("entry {path}"),
+                size,
+                limit: self.limits.entry_bytes,
+                flag: "archive-entry-bytes",
+            });
+        }
+        self.total = self.total.saturating_add(size);
+        if self.total > self.limits.total_bytes {
+            return Err(ArchiveError::TooLarge {
+                what: format!("its content up to entry {path}"),
+                size: self.total,
+                limit: self.limits.total_bytes,
+                flag: "archive-total-bytes",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The bytes of one tar entry, after the budget admitted the size its header declares.
+fn entry_bytes<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    budget: &mut Budget,
+) -> Result<(String, Vec<u8>), ArchiveError> {
+    let corrupt = |e: std::io::Error| ArchiveError::Corrupt(e.to_string());
+    let path = entry
+        .path()
+        .map_err(corrupt)?
+        .to_string_lossy()
+        .into_owned();
+    let size = entry.header().size().map_err(corrupt)?;
+    budget.admit(&path, size)?;
+    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    // Never more than the header declared, whatever follows.
+    entry.take(size).read_to_end(&mut data).map_err(corrupt)?;
+    Ok((path, data))
 }
 
 /// `sha256:<hex>` of `bytes` (also the form of OCI digests, which the release writes).
@@ -193,10 +303,21 @@ pub(crate) fn pack(files: &[(&str, &[u8])]) -> std::io::Result<Vec<u8>> {
     tar.into_inner()?.finish()
 }
 
-/// Reads and checks an archive: the whole checksum (when the snapshot recorded one), the
-/// compression and tar structure, the manifest first, its format version, and every entry's
-/// checksum. Nothing is returned unless all hold.
+/// Reads and checks an archive within the default [`Limits`]; see [`read_within`].
 pub fn read(bytes: &[u8], expected: Option<&str>) -> Result<Archive, ArchiveError> {
+    read_within(bytes, expected, Limits::default())
+}
+
+/// Reads and checks an archive: its size, the whole checksum (when the snapshot recorded one),
+/// the compression and tar structure, the manifest first, its format version, every entry's
+/// declared size against `limits` before it is read, and every entry's checksum. Nothing is
+/// returned unless all hold.
+pub fn read_within(
+    bytes: &[u8],
+    expected: Option<&str>,
+    limits: Limits,
+) -> Result<Archive, ArchiveError> {
+    limits.check_archive_size(bytes.len() as u64)?;
     if let Some(expected) = expected {
         let found = checksum(bytes);
         if found != expected {
@@ -209,6 +330,11 @@ pub fn read(bytes: &[u8], expected: Option<&str>) -> Result<Archive, ArchiveErro
     let corrupt = |e: std::io::Error| ArchiveError::Corrupt(e.to_string());
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
     let mut entries = tar.entries().map_err(corrupt)?;
+    let mut budget = Budget {
+        limits,
+        entries: 0,
+        total: 0,
+    };
     let mut first = entries
         .next()
         .ok_or(ArchiveError::NoManifest)?
@@ -216,8 +342,7 @@ pub fn read(bytes: &[u8], expected: Option<&str>) -> Result<Archive, ArchiveErro
     if first.path().map_err(corrupt)?.to_string_lossy() != MANIFEST {
         return Err(ArchiveError::NoManifest);
     }
-    let mut text = Vec::new();
-    first.read_to_end(&mut text).map_err(corrupt)?;
+    let (_, text) = entry_bytes(&mut first, &mut budget)?;
     // The version first, so that a newer manifest is refused as newer, not as unreadable.
     let version = serde_json::from_slice::<Value>(&text)
         .map_err(|e| ArchiveError::Corrupt(format!("{MANIFEST}: {e}")))?["formatVersion"]
@@ -232,14 +357,7 @@ pub fn read(bytes: &[u8], expected: Option<&str>) -> Result<Archive, ArchiveErro
         .map_err(|e| ArchiveError::Corrupt(format!("{MANIFEST}: {e}")))?;
     let mut found: std::collections::HashMap<String, Vec<u8>> = Default::default();
     for entry in entries {
-        let mut entry = entry.map_err(corrupt)?;
-        let path = entry
-            .path()
-            .map_err(corrupt)?
-            .to_string_lossy()
-            .into_owned();
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data).map_err(corrupt)?;
+        let (path, data) = entry_bytes(&mut entry.map_err(corrupt)?, &mut budget)?;
         found.insert(path, data);
     }
     let mut resources = Vec::with_capacity(manifest.resources.len());

@@ -267,6 +267,79 @@ mod archives {
         assert!(err.to_string().contains("upgrade kubectl-multicluster"));
     }
 
+    /// A gzip'd tar of the manifest, then the header of an entry that declares 1 GiB, and none of
+    /// its bytes: a reader that trusted the header would allocate or read a gigabyte; one that
+    /// tried to read it would fail as truncated. Its checksum is recorded as correct.
+    #[test]
+    fn an_entry_declaring_a_gigabyte_is_refused_as_too_large_before_it_is_read() {
+        let manifest = serde_json::to_vec_pretty(&manifest()).unwrap();
+        let mut tar = Vec::new();
+        let header = |path: &str, size: u64| {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(path).unwrap();
+            h.set_size(size);
+            h.set_mode(0o644);
+            h.set_cksum();
+            h.as_bytes().to_vec()
+        };
+        tar.extend(header("manifest.json", manifest.len() as u64));
+        tar.extend(&manifest);
+        tar.resize(tar.len().next_multiple_of(512), 0);
+        tar.extend(header("resources/00000.json", 1 << 30));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let bytes = gz.finish().unwrap();
+        let sum = checksum(&bytes);
+        let err = read(&bytes, Some(&sum)).unwrap_err();
+        assert_eq!(
+            err,
+            ArchiveError::TooLarge {
+                what: "entry resources/00000.json".into(),
+                size: 1 << 30,
+                limit: Limits::default().entry_bytes,
+                flag: "archive-entry-bytes",
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains("--restore-max-archive-entry-bytes")
+        );
+    }
+
+    #[test]
+    fn every_limit_is_checked_and_named() {
+        let (bytes, sum) = write(manifest(), &resources()).unwrap();
+        let limits = Limits::default();
+        assert!(read_within(&bytes, Some(&sum), limits).is_ok());
+        let small = |f: &dyn Fn(&mut Limits)| {
+            let mut l = limits;
+            f(&mut l);
+            read_within(&bytes, Some(&sum), l).unwrap_err()
+        };
+        assert!(matches!(
+            small(&|l| l.archive_bytes = 100),
+            ArchiveError::TooLarge {
+                flag: "archive-bytes",
+                ..
+            }
+        ));
+        assert!(matches!(
+            small(&|l| l.entry_bytes = 200),
+            ArchiveError::TooLarge {
+                flag: "archive-entry-bytes",
+                ..
+            }
+        ));
+        assert!(matches!(
+            small(&|l| l.total_bytes = 1500),
+            ArchiveError::TooLarge {
+                flag: "archive-total-bytes",
+                ..
+            }
+        ));
+        assert_eq!(small(&|l| l.entries = 2), ArchiveError::TooManyEntries(2));
+    }
+
     /// An archive with `manifest` written as given (not recomputed), as a tamperer would.
     fn rebuild(manifest: &Manifest, resources: &[Value]) -> Vec<u8> {
         let manifest = serde_json::to_vec_pretty(manifest).unwrap();

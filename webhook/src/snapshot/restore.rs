@@ -52,12 +52,37 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 pub(super) struct Context {
     pub(super) hub: Client,
     pub(super) members: MemberClients,
+    pub(super) settings: Settings,
+}
+
+/// How much a restore may take of the hub server, from its flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// What of an archive is held in memory at most.
+    pub limits: archive::Limits,
+    /// Starts of one restore before it fails: one that stops the hub server every time (out of
+    /// memory) would otherwise stop every replica in turn.
+    pub max_attempts: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            limits: archive::Limits::default(),
+            max_attempts: 3,
+        }
+    }
 }
 
 /// Reconciles the hub's `NamespaceRestore`s, one at a time.
-pub async fn run(hub: Client, members: MemberClients, run: crate::loops::Loop) {
+pub async fn run(hub: Client, members: MemberClients, settings: Settings, run: crate::loops::Loop) {
     let api: Api<NamespaceRestore> = Api::namespaced(hub.clone(), SYSTEM_NAMESPACE);
-    crate::loops::run_controller(api, reconcile, Arc::new(Context { hub, members }), run).await;
+    let ctx = Arc::new(Context {
+        hub,
+        members,
+        settings,
+    });
+    crate::loops::run_controller(api, reconcile, ctx, run).await;
 }
 
 pub(super) async fn reconcile(
@@ -77,10 +102,27 @@ pub(super) async fn reconcile(
     if phase != RestorePhase::Pending {
         tracing::info!(restore = %name, ?phase, "restore found half-way; starting over");
     }
+    let attempts = restore.status.as_ref().map_or(0, |s| s.attempts) + 1;
     progress.status = NamespaceRestoreStatus {
         start_time: Some(Time(Timestamp::now())),
+        attempts,
         ..Default::default()
     };
+    if attempts > ctx.settings.max_attempts {
+        let message = format!(
+            "gave up after {} attempts: a hub server started this restore {0} times and stopped \
+             before it finished each time (a restart, or running out of memory on a large archive: \
+             see the hub server's --restore-max-archive-* flags and its memory limit); what was \
+             written to {}/{} stays. Delete the restore and create it again to retry",
+            ctx.settings.max_attempts, restore.spec.target_cluster, restore.spec.target_namespace
+        );
+        tracing::warn!(restore = %name, %message, "namespace restore failed");
+        progress.status.completion_time = Some(Time(Timestamp::now()));
+        progress
+            .claim(restore.resource_version(), RestorePhase::Failed, message)
+            .await?;
+        return Ok(Action::await_change());
+    }
     let message = format!(
         "reading snapshot {} and checking {}/{}",
         restore.spec.snapshot, restore.spec.target_cluster, restore.spec.target_namespace
@@ -298,14 +340,29 @@ async fn read_archive(ctx: &Context, snapshot: &NamespaceSnapshot) -> anyhow::Re
         .await
         .with_context(|| format!("opening StorageLocation {}", snapshot.spec.location))?;
     let key = archive_key(SYSTEM_NAMESPACE, &name);
-    let bytes = store
+    let refused = || {
+        format!(
+            "the archive {} is refused; nothing was written",
+            recorded.url
+        )
+    };
+    // Its size as recorded and as stored, before a byte of it is held in memory.
+    let limits = ctx.settings.limits;
+    limits
+        .check_archive_size(recorded.size_bytes)
+        .with_context(refused)?;
+    let stored = store
         .get(&Path::from(key.as_str()))
         .await
-        .with_context(|| format!("reading the archive {}", recorded.url))?
+        .with_context(|| format!("reading the archive {}", recorded.url))?;
+    limits
+        .check_archive_size(stored.meta.size)
+        .with_context(refused)?;
+    let bytes = stored
         .bytes()
         .await
         .with_context(|| format!("reading the archive {}", recorded.url))?;
-    archive::read(&bytes, Some(&recorded.checksum)).with_context(|| {
+    archive::read_within(&bytes, Some(&recorded.checksum), limits).with_context(|| {
         format!(
             "the archive {} is refused; nothing was written",
             recorded.url

@@ -214,19 +214,38 @@ async fn restore_shop(
     taken: &Taken,
     target: &str,
 ) -> multicluster_core::api::NamespaceRestoreStatus {
+    restore_shop_with(
+        taken,
+        target,
+        json!({}),
+        super::restore::Settings::default(),
+    )
+    .await
+}
+
+/// [`restore_shop`] of a restore whose status is `status` when the controller finds it (a hub
+/// server that stopped half-way left it so), under `settings`.
+async fn restore_shop_with(
+    taken: &Taken,
+    target: &str,
+    status: Value,
+    settings: super::restore::Settings,
+) -> multicluster_core::api::NamespaceRestoreStatus {
     let name = format!("restore-to-{target}");
     let restore: NamespaceRestore = created(
         &taken.hub,
         json!({
             "apiVersion": "multicluster.dev/v1alpha1", "kind": "NamespaceRestore",
             "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE},
-            "spec": {"snapshot": "shop-1", "targetCluster": "member-2", "targetNamespace": target}
+            "spec": {"snapshot": "shop-1", "targetCluster": "member-2", "targetNamespace": target},
+            "status": status
         }),
     )
     .await;
     let ctx = super::restore::Context {
         hub: taken.hub.clone(),
         members: taken.members.clone(),
+        settings,
     };
     super::restore::reconcile(Arc::new(restore), Arc::new(ctx))
         .await
@@ -400,4 +419,44 @@ async fn resume_scales_back_every_workload_even_when_one_fails() {
         .filter(|w| w.starts_with("PATCH") && w.ends_with("/api"))
         .count();
     assert_eq!(patches, 3, "each workload is tried three times");
+}
+
+/// A restore that a hub server started three times and never finished (each start stopped it:
+/// out of memory, say) fails on the fourth start instead of being started again, and writes
+/// nothing to the target.
+#[tokio::test]
+async fn a_restore_started_three_times_fails_on_the_fourth_and_writes_nothing() {
+    let taken = take_shop().await;
+    let before = taken.m2.writes().len();
+    let status = restore_shop_with(
+        &taken,
+        "shop-again",
+        json!({"phase": "Hydrating", "attempts": 3}),
+        super::restore::Settings::default(),
+    )
+    .await;
+    assert_eq!(status.phase, RestorePhase::Failed, "{status:?}");
+    assert_eq!(status.attempts, 4);
+    let message = status.message.unwrap_or_default();
+    assert!(message.contains("gave up after 3 attempts"), "{message}");
+    assert_eq!(taken.m2.writes().len(), before, "{:?}", taken.m2.writes());
+}
+
+/// An archive over the hub server's limits is refused before anything is written, saying which
+/// limit and which flag raises it.
+#[tokio::test]
+async fn an_archive_over_the_limits_is_refused_and_nothing_is_written() {
+    let taken = take_shop().await;
+    let before = taken.m2.writes().len();
+    let mut settings = super::restore::Settings::default();
+    settings.limits.entry_bytes = 64;
+    let status = restore_shop_with(&taken, "shop-small", json!({}), settings).await;
+    assert_eq!(status.phase, RestorePhase::Failed, "{status:?}");
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains("nothing was written")
+            && message.contains("--restore-max-archive-entry-bytes"),
+        "{message}"
+    );
+    assert_eq!(taken.m2.writes().len(), before, "{:?}", taken.m2.writes());
 }
