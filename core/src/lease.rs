@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
-
 /// Name of the Lease in `multicluster-system`.
 pub const LEASE_NAME: &str = "multicluster-hub";
 /// How long a holder keeps the Lease without renewing it.
@@ -27,21 +25,20 @@ pub enum LeaseStep {
     Follow { holder: String },
 }
 
-/// What this replica (`me`) should do with the Lease as it stands.
+/// What this replica (`me`) should do with the Lease as it stands. `unchanged_for` is how long
+/// this replica has seen the record unchanged, by its own monotonic clock (as client-go's
+/// leader election measures it): the holder's `renewTime` is written by the holder's clock, and
+/// comparing it with ours would let a skewed clock take a Lease that is still held.
 pub fn decide(
     holder: Option<&str>,
-    renewed: Option<Timestamp>,
+    unchanged_for: Duration,
     duration: Duration,
     me: &str,
-    now: Timestamp,
 ) -> LeaseStep {
     match holder {
         Some(h) if h == me => LeaseStep::Renew,
         Some(h) if !h.is_empty() => {
-            let expired = renewed.is_none_or(|renewed| {
-                now.duration_since(renewed).as_secs_f64() > duration.as_secs_f64()
-            });
-            if expired {
+            if unchanged_for > duration {
                 LeaseStep::Acquire
             } else {
                 LeaseStep::Follow {
@@ -53,33 +50,64 @@ pub fn decide(
     }
 }
 
+/// How long a replica has seen one Lease record unchanged: restarted whenever the record it
+/// reads differs from the one it read before (any write changes its resourceVersion).
+#[derive(Debug, Clone, Default)]
+pub struct Observation {
+    record: Option<String>,
+    /// When it was first seen, on the caller's monotonic clock.
+    since: Duration,
+}
+
+impl Observation {
+    /// Records a read of the record with `resource_version` at `now` (a reading of a monotonic
+    /// clock, such as the time since the process started); returns how long it has been seen
+    /// unchanged.
+    pub fn saw(&mut self, resource_version: &str, now: Duration) -> Duration {
+        if self.record.as_deref() != Some(resource_version) {
+            self.record = Some(resource_version.to_owned());
+            self.since = now;
+        }
+        now.saturating_sub(self.since)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn t(s: &str) -> Timestamp {
-        s.parse().unwrap()
-    }
-
     #[test]
     fn free_expired_own_and_foreign_leases() {
-        let now = t("2026-11-22T12:00:20Z");
         let d = LEASE_DURATION;
-        assert_eq!(decide(None, None, d, "a", now), LeaseStep::Acquire);
-        assert_eq!(decide(Some(""), None, d, "a", now), LeaseStep::Acquire);
+        let secs = Duration::from_secs;
+        assert_eq!(decide(None, secs(0), d, "a"), LeaseStep::Acquire);
+        assert_eq!(decide(Some(""), secs(0), d, "a"), LeaseStep::Acquire);
+        assert_eq!(decide(Some("a"), secs(60), d, "a"), LeaseStep::Renew);
         assert_eq!(
-            decide(Some("a"), Some(t("2026-11-22T12:00:00Z")), d, "a", now),
-            LeaseStep::Renew
-        );
-        assert_eq!(
-            decide(Some("b"), Some(t("2026-11-22T12:00:10Z")), d, "a", now),
+            decide(Some("b"), secs(10), d, "a"),
             LeaseStep::Follow { holder: "b".into() }
         );
         assert_eq!(
-            decide(Some("b"), Some(t("2026-11-22T12:00:00Z")), d, "a", now),
+            decide(Some("b"), secs(16), d, "a"),
             LeaseStep::Acquire,
-            "renewed 20 s ago with a 15 s duration: expired"
+            "unchanged for 16 s with a 15 s duration: expired"
         );
-        assert_eq!(decide(Some("b"), None, d, "a", now), LeaseStep::Acquire);
+    }
+
+    /// A holder whose clock runs an hour behind writes renewTimes an hour old: judged by those, its
+    /// Lease would look expired at once. By this replica's own observation it is renewed (each
+    /// renewal is a new record) and never expires while the holder renews.
+    #[test]
+    fn expiry_is_measured_from_when_this_replica_saw_the_record_change() {
+        let at = Duration::from_secs;
+        let mut seen = Observation::default();
+        assert_eq!(seen.saw("100", at(0)), Duration::ZERO);
+        assert_eq!(seen.saw("100", at(5)), Duration::from_secs(5));
+        assert_eq!(seen.saw("101", at(10)), Duration::ZERO, "renewed");
+        assert_eq!(seen.saw("101", at(26)), Duration::from_secs(16));
+        assert_eq!(
+            decide(Some("b"), seen.saw("101", at(26)), LEASE_DURATION, "a"),
+            LeaseStep::Acquire
+        );
     }
 }

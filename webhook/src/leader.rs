@@ -9,9 +9,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use multicluster_core::SYSTEM_NAMESPACE;
-use multicluster_core::lease::{self, LeaseStep};
+use multicluster_core::lease::{self, LeaseStep, Observation};
 use multicluster_core::{keys, versions};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// This replica's identity: the pod name in a cluster, else host and pid.
 pub fn identity() -> String {
@@ -27,11 +28,24 @@ pub fn elect(client: Client, me: String) -> watch::Receiver<bool> {
     tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, SYSTEM_NAMESPACE);
         // When this replica last wrote the Lease as its holder.
-        let mut renewed_at: Option<tokio::time::Instant> = None;
+        let mut renewed_at: Option<Instant> = None;
+        let mut observed = Observation::default();
+        let origin = Instant::now();
         loop {
-            let leading = match step(&api, &me).await {
+            // A call that hangs must not keep a replica leading past its deadline: the step gets
+            // what is left of it (a follower, one interval).
+            let budget = match renewed_at {
+                Some(t) => lease::RENEW_DEADLINE.saturating_sub(t.elapsed()),
+                None => lease::RENEW_INTERVAL,
+            };
+            let result =
+                match tokio::time::timeout(budget, step(&api, &me, &mut observed, origin)).await {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no answer within {budget:?}")),
+                };
+            let leading = match result {
                 Ok(true) => {
-                    renewed_at = Some(tokio::time::Instant::now());
+                    renewed_at = Some(Instant::now());
                     true
                 }
                 Ok(false) => {
@@ -44,6 +58,9 @@ pub fn elect(client: Client, me: String) -> watch::Receiver<bool> {
                 Err(e) => {
                     let holds = renewed_at.is_some_and(|t| t.elapsed() < lease::RENEW_DEADLINE);
                     tracing::warn!(error = %e, still_leading = holds, "lease: cannot read or write");
+                    if !holds {
+                        renewed_at = None;
+                    }
                     holds
                 }
             };
@@ -59,7 +76,12 @@ pub fn elect(client: Client, me: String) -> watch::Receiver<bool> {
     rx
 }
 
-async fn step(api: &Api<Lease>, me: &str) -> Result<bool, kube::Error> {
+async fn step(
+    api: &Api<Lease>,
+    me: &str,
+    observed: &mut Observation,
+    origin: Instant,
+) -> Result<bool, kube::Error> {
     let now = Timestamp::now();
     let Some(mut current) = api.get_opt(lease::LEASE_NAME).await? else {
         let new = Lease {
@@ -74,12 +96,19 @@ async fn step(api: &Api<Lease>, me: &str) -> Result<bool, kube::Error> {
         return api.create(&PostParams::default(), &new).await.map(|_| true);
     };
     let spec = current.spec.clone().unwrap_or_default();
-    let renewed = spec.renew_time.as_ref().map(|t| t.0);
+    let unchanged_for = observed.saw(
+        current
+            .metadata
+            .resource_version
+            .as_deref()
+            .unwrap_or_default(),
+        origin.elapsed(),
+    );
     let duration = spec
         .lease_duration_seconds
         .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)))
         .unwrap_or(lease::LEASE_DURATION);
-    match lease::decide(spec.holder_identity.as_deref(), renewed, duration, me, now) {
+    match lease::decide(spec.holder_identity.as_deref(), unchanged_for, duration, me) {
         LeaseStep::Follow { .. } => Ok(false),
         step => {
             let mut next = spec.clone();
@@ -138,4 +167,74 @@ where
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{FakeApi, Served};
+
+    fn hub() -> FakeApi {
+        let fake = FakeApi::new();
+        fake.serve(Served::new(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "leases",
+            true,
+        ));
+        fake.insert(serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                                       "metadata": {"name": SYSTEM_NAMESPACE}}));
+        fake
+    }
+
+    /// The hub API server stops answering the leader (a stalled connection: requests hang,
+    /// nothing fails). The leader must stop leading before the Lease it last wrote expires, or
+    /// another replica could take it over while this one still writes: two writers. On paused
+    /// time, so the timers run without waiting.
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_whose_api_hangs_steps_down_before_its_lease_expires() {
+        let fake = hub();
+        let mut leading = elect(fake.client(), "replica-a".into());
+        tokio::time::timeout(lease::RENEW_INTERVAL, leading.wait_for(|l| *l))
+            .await
+            .expect("leads once the Lease is created")
+            .unwrap();
+        fake.stall(true);
+        let stalled = Instant::now();
+        tokio::time::timeout(lease::LEASE_DURATION, leading.wait_for(|l| !*l))
+            .await
+            .expect("still leading when another replica may take the Lease")
+            .unwrap();
+        assert!(stalled.elapsed() <= lease::RENEW_DEADLINE + lease::RENEW_INTERVAL);
+    }
+
+    /// A Lease held by another replica whose renewTime is far in the past (its clock runs behind)
+    /// is not taken while that replica keeps renewing: each renewal changes the record, and expiry
+    /// counts from when this replica saw it change.
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_renewed_by_a_replica_with_a_slow_clock_is_not_taken() {
+        let fake = hub();
+        let renewed_by_b = |fake: &FakeApi| {
+            fake.insert(serde_json::json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": lease::LEASE_NAME, "namespace": SYSTEM_NAMESPACE},
+                "spec": {"holderIdentity": "replica-b", "leaseDurationSeconds": 15,
+                         "renewTime": "2020-01-01T00:00:00.000000Z"}}));
+        };
+        renewed_by_b(&fake);
+        let leading = elect(fake.client(), "replica-a".into());
+        for _ in 0..10 {
+            tokio::time::sleep(lease::RENEW_INTERVAL).await;
+            renewed_by_b(&fake);
+            assert!(!*leading.borrow(), "took a Lease its holder keeps renewing");
+        }
+        // replica-b stops renewing: taken once a whole duration passed unchanged.
+        tokio::time::timeout(lease::LEASE_DURATION * 2, {
+            let mut leading = leading.clone();
+            async move { leading.wait_for(|l| *l).await.map(|_| ()) }
+        })
+        .await
+        .expect("an expired Lease is taken")
+        .unwrap();
+    }
 }

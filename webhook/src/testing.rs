@@ -69,6 +69,8 @@ struct State {
     resource_version: u64,
     /// Which requests get no answer (a transport error), by method and path.
     unanswered: Option<Unanswered>,
+    /// While set, requests are taken but never answered (an API server that hangs).
+    stalled: bool,
     reacts: Vec<(String, React)>,
 }
 
@@ -134,6 +136,12 @@ impl FakeApi {
     pub fn set_unreachable(&self, unreachable: bool) {
         self.lock().unanswered =
             unreachable.then(|| Box::new(|_: &Method, _: &str| true) as Unanswered);
+    }
+
+    /// While set, every request hangs: taken, never answered, never failed (a stalled API server,
+    /// or a network path that drops packets). The client's own timeouts are all that ends it.
+    pub fn stall(&self, stalled: bool) {
+        self.lock().stalled = stalled;
     }
 
     /// From now on the requests `unanswered` picks fail as a connection that was reset would (a
@@ -212,8 +220,15 @@ impl FakeApi {
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
+        let stalled = {
+            let mut state = self.lock();
+            state.requests.push(format!("{} {path}", parts.method));
+            state.stalled
+        };
+        if stalled {
+            std::future::pending::<()>().await;
+        }
         let mut state = self.lock();
-        state.requests.push(format!("{} {path}", parts.method));
         if state
             .unanswered
             .as_ref()

@@ -24,6 +24,7 @@ use multicluster_core::distribution::{self, ObjectKey};
 use multicluster_core::members::join::Capability;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::members::MemberClients;
 
@@ -52,10 +53,9 @@ pub enum Trigger {
 /// Runs every Distribution in `multicluster-system` until aborted (on losing the Lease).
 pub async fn run(client: Client, clients: MemberClients, run: crate::loops::Loop) {
     let api: Api<Distribution> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
-    let mut runners: HashMap<
-        String,
-        (tokio::task::JoinHandle<()>, mpsc::UnboundedSender<Trigger>),
-    > = HashMap::new();
+    // Aborted with this loop (dropped with it): a replica that loses the Lease stops every runner.
+    let mut runners: HashMap<String, (AbortOnDropHandle<()>, mpsc::UnboundedSender<Trigger>)> =
+        HashMap::new();
     // What last woke each runner: status writes (ours) change neither, so they wake nobody.
     let mut seen: HashMap<String, (Option<i64>, Option<String>)> = HashMap::new();
     let mut events = watcher(api, watcher::Config::default())
@@ -125,14 +125,14 @@ pub async fn run(client: Client, clients: MemberClients, run: crate::loops::Loop
                 seen.insert(name.clone(), wake);
                 let (task, tx) = runners.entry(name.clone()).or_insert_with(|| {
                     let (tx, rx) = mpsc::unbounded_channel();
-                    let task = tokio::spawn(runner(
+                    let task = AbortOnDropHandle::new(tokio::spawn(runner(
                         client.clone(),
                         clients.clone(),
                         name.clone(),
                         tx.clone(),
                         rx,
                         run.clone(),
-                    ));
+                    )));
                     (task, tx)
                 });
                 if task.is_finished() || tx.send(Trigger::Sync).is_err() {
@@ -692,13 +692,14 @@ fn previous_statuses(distribution: &Distribution) -> HashMap<String, MemberDistr
 }
 
 /// Writes the members' progress to the Distribution's status every 300 ms while the sync runs
-/// (`distribute` shows it); the caller aborts it when the sync is done.
+/// (`distribute` shows it); it stops when the caller aborts or drops it (the sync is done, or
+/// was aborted itself).
 fn publish_progress(
     api: Api<Distribution>,
     name: String,
     progress: MemberProgress,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) -> AbortOnDropHandle<()> {
+    AbortOnDropHandle::new(tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(300)).await;
             let members: Vec<MemberDistributionStatus> = progress
@@ -707,7 +708,7 @@ fn publish_progress(
                 .collect();
             write_status(&api, &name, json!({"members": members})).await;
         }
-    })
+    }))
 }
 
 /// Syncs every target member at once, each with what this runner remembers of it.

@@ -5,6 +5,7 @@
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
+use tokio_util::task::AbortOnDropHandle;
 
 use super::MemberClients;
 use multicluster_core::members::join::Capability;
@@ -33,7 +34,8 @@ pub async fn run(
             instance: Some(identity),
         },
     );
-    let mut tasks: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    // Aborted with this loop (dropped with it): a replica that loses the Lease stops probing.
+    let mut tasks: HashMap<String, AbortOnDropHandle<()>> = HashMap::new();
     loop {
         match members.list(&Default::default()).await {
             Ok(list) => {
@@ -47,13 +49,13 @@ pub async fn run(
                 });
                 for name in names {
                     tasks.entry(name.clone()).or_insert_with(|| {
-                        tokio::spawn(probe_forever(
+                        AbortOnDropHandle::new(tokio::spawn(probe_forever(
                             client.clone(),
                             clients.clone(),
                             recorder.clone(),
                             name,
                             run.clone(),
-                        ))
+                        )))
                     });
                 }
             }
@@ -272,4 +274,51 @@ async fn renew_token_if_due(
         .await?;
     tracing::info!(member = %member.name_any(), %capability, "renewed the hub's token");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{FakeApi, Served};
+
+    /// The health loop is aborted (its replica lost the Lease): the probe task it started per
+    /// member stops with it, so nothing probes for a replica that no longer leads, and one that
+    /// leads again does not probe every member twice. On paused time.
+    #[tokio::test(start_paused = true)]
+    async fn aborting_the_health_loop_stops_the_probes_it_started() {
+        let hub = FakeApi::new();
+        hub.serve(Served::new(
+            "multicluster.dev/v1alpha1",
+            "MemberCluster",
+            "memberclusters",
+            false,
+        ));
+        hub.insert(serde_json::json!({
+            "apiVersion": "multicluster.dev/v1alpha1", "kind": "MemberCluster",
+            "metadata": {"name": "member-1"},
+            "spec": {"endpoint": "https://member-1.example:6443",
+                     "credentialsSecret": {"name": "member-member-1"},
+                     "health": {"intervalSeconds": 1, "timeoutSeconds": 1}}}));
+        let member = FakeApi::new();
+        let clients = MemberClients::default();
+        clients.give("member-1", member.client());
+        let metrics = crate::metrics::Metrics::default();
+        let health = tokio::spawn(run(
+            hub.client(),
+            clients,
+            "replica-a".into(),
+            crate::loops::Loop::new("member-health", &metrics),
+        ));
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        assert!(!member.requests().is_empty(), "member-1 was never probed");
+        health.abort();
+        let _ = health.await;
+        let probed = member.requests().len();
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        assert_eq!(
+            member.requests().len(),
+            probed,
+            "member-1 is still probed after the loop was aborted"
+        );
+    }
 }

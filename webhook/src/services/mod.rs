@@ -77,12 +77,12 @@ pub async fn run(hub: Client, clients: MemberClients, run: crate::loops::Loop) {
         let changed = changed.clone();
         move || changed.notify_one()
     };
-    let members = watched_then(
+    let (members, _members_watch) = watched_then(
         Api::<MemberCluster>::all(hub.clone()),
         "MemberClusters",
         wake(&changed),
     );
-    let policies = watched_then(
+    let (policies, _policies_watch) = watched_then(
         Api::<TrafficPolicy>::all(hub.clone()),
         "TrafficPolicies",
         wake(&changed),

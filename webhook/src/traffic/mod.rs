@@ -18,10 +18,11 @@ enum Changed {
 }
 
 pub async fn run(client: Client, identity: String, run: crate::loops::Loop) {
-    let members: Store<MemberCluster> =
-        crate::cache::watched(Api::all(client.clone()), "MemberClusters");
-    let policies: Store<TrafficPolicy> =
-        crate::cache::watched(Api::all(client.clone()), "TrafficPolicies");
+    // Watches that stop with this loop.
+    let (members, _members_watch): (Store<MemberCluster>, _) =
+        crate::cache::watched_then(Api::all(client.clone()), "MemberClusters", || {});
+    let (policies, _policies_watch): (Store<TrafficPolicy>, _) =
+        crate::cache::watched_then(Api::all(client.clone()), "TrafficPolicies", || {});
     // Until the first lists arrive every member would look unknown, hence unhealthy.
     if members.wait_until_ready().await.is_err() || policies.wait_until_ready().await.is_err() {
         return;
