@@ -43,6 +43,9 @@ pub struct Source {
 #[derive(Debug, Default)]
 pub struct MemberMemory {
     pub applied: HashMap<ObjectKey, (u64, String)>,
+    /// Copies a namespace snapshot has quiesced there (annotated `quiesced-by`), by the snapshot:
+    /// left alone until it resumes them, or an apply would scale them back up under the snapshot.
+    pub quiesced: BTreeMap<ObjectKey, String>,
 }
 
 /// One member's result.
@@ -112,6 +115,7 @@ pub async fn sync(
     let mut run = MemberSync::new(client, member, bundle, previous, progress);
     for tier in bundle.plan.tiers() {
         let work = run.work_of(tier);
+        let work = run.hold_quiesced(work, memory);
         let Some(existing) = run.existing(&work, memory).await else {
             break;
         };
@@ -221,6 +225,13 @@ impl<'a> MemberSync<'a> {
     fn work_of(&mut self, tier: Vec<&distribution::Step>) -> Vec<Work<'a>> {
         let mut work = Vec::new();
         for step in tier {
+            // Still in the bundle, so never a leftover, whether or not it is applied this sync
+            // (a failed dependency, a failed override, no serving member): its copy on the
+            // member stays until it leaves the bundle.
+            if let Some(index) = step.index {
+                let identity = self.identity_here(&self.bundle.sources[index].object);
+                self.desired.insert(identity);
+            }
             if let Some(dep) = step.depends_on.iter().find(|d| self.failed.contains(&d.on)) {
                 self.failed.insert(step.object.clone());
                 if let Some(index) = step.index {
@@ -263,6 +274,40 @@ impl<'a> MemberSync<'a> {
             }
         }
         work
+    }
+
+    /// `work` without the copies a snapshot has quiesced on this member (each Pending, saying
+    /// which snapshot holds it): applying one would undo the quiesce while volumes are cut.
+    fn hold_quiesced(&mut self, work: Vec<Work<'a>>, memory: &MemberMemory) -> Vec<Work<'a>> {
+        work.into_iter()
+            .filter(|w| {
+                let Work::Object(key, source, _) = w else {
+                    return true;
+                };
+                let Some(snapshot) = memory.quiesced.get(key) else {
+                    return true;
+                };
+                let message = format!(
+                    "quiesced by namespace snapshot {snapshot}: synced once the snapshot resumes it"
+                );
+                self.set_state(
+                    key.clone(),
+                    &source.object,
+                    ObjectSyncState::Pending,
+                    Some(message),
+                );
+                false
+            })
+            .collect()
+    }
+
+    /// (kind, namespace, name) of `source`'s copy on this member, from the source and the
+    /// member's namespace map: what the copy is called even when it cannot be made this sync.
+    fn identity_here(&self, source: &Value) -> (String, Option<String>, String) {
+        let (kind, namespace, name) = identity_of(source);
+        let namespace =
+            namespace.map(|ns| mapped_namespace(self.bundle.distribution, self.member, &ns));
+        (kind, namespace, name)
     }
 
     /// The copy with this member's replicas when a TrafficPolicy places it; `None` (and the
@@ -1037,6 +1082,89 @@ mod tests {
         );
         assert!(fake.get("v1", "Secret", Some("shop"), "creds").is_some());
         assert!(fake.get("v1", "Namespace", None, "shop").is_some());
+    }
+
+    /// The Deployment stays in the bundle but cannot be made for member-1 this sync (an override
+    /// replaces a field it does not have). It is not a leftover: the member keeps its copy, and
+    /// nothing is deleted.
+    #[tokio::test]
+    async fn an_object_still_in_the_bundle_but_not_applied_this_sync_keeps_its_copy() {
+        let fake = FakeApi::new();
+        let d = distribution("Abort");
+        let first = sync_once(&fake, &d, &bundle(), MemberMemory::default(), None).await;
+        assert!(first.outcome.complete, "{:#?}", first.outcome.status);
+        let mut broken = d.clone();
+        broken.spec.overrides = serde_json::from_value(json!([{
+            "member": "member-1", "target": {"kind": "Deployment"},
+            "jsonPatch": [{"op": "replace", "path": "/spec/strategy/type", "value": "Recreate"}]
+        }]))
+        .unwrap();
+        let run = sync_again(&fake, &broken, &bundle(), first).await;
+        let web = run
+            .outcome
+            .status
+            .objects
+            .iter()
+            .find(|o| o.object.kind == "Deployment")
+            .cloned()
+            .unwrap();
+        assert_eq!(web.state, ObjectSyncState::Error, "{web:?}");
+        assert!(
+            fake.get("apps/v1", "Deployment", Some("shop"), "web")
+                .is_some(),
+            "the copy of an object still in the bundle was deleted: {:#?}",
+            fake.writes()
+        );
+        assert!(!fake.writes().iter().any(|w| w.starts_with("DELETE")));
+    }
+
+    /// A namespace snapshot has scaled the member's copy of the Deployment to 0 (annotated
+    /// `quiesced-by`): a sync while it holds it does not write the Deployment (which would scale it
+    /// back up while the volumes are cut), says why, and keeps the copy; the rest is synced.
+    #[tokio::test]
+    async fn a_copy_a_snapshot_has_quiesced_is_left_alone_until_it_is_resumed() {
+        let fake = FakeApi::new();
+        let d = distribution("Abort");
+        let first = sync_once(&fake, &d, &bundle(), MemberMemory::default(), None).await;
+        let mut changed = bundle();
+        changed[0]["spec"]["replicas"] = json!(3);
+        changed[1]["data"]["greeting"] = json!("bonjour");
+        let web = ObjectKey {
+            group: "apps".into(),
+            kind: "Deployment".into(),
+            namespace: Some("shop".into()),
+            name: "web".into(),
+        };
+        let mut memory = first.memory;
+        memory.quiesced.insert(web, "shop-1".into());
+        let before = fake.writes().len();
+        let run = sync_once(&fake, &d, &changed, memory, Some(&first.outcome.status)).await;
+        let writes = fake.writes()[before..].to_vec();
+        assert!(
+            !writes.iter().any(|w| w.contains("/deployments/")),
+            "{writes:#?}"
+        );
+        assert!(
+            writes.iter().any(|w| w.ends_with("/configmaps/settings")),
+            "{writes:#?}"
+        );
+        let state = run
+            .outcome
+            .status
+            .objects
+            .iter()
+            .find(|o| o.object.kind == "Deployment")
+            .cloned()
+            .unwrap();
+        assert_eq!(state.state, ObjectSyncState::Pending);
+        assert!(
+            state.message.unwrap_or_default().contains("shop-1"),
+            "says which snapshot holds it"
+        );
+        assert!(
+            fake.get("apps/v1", "Deployment", Some("shop"), "web")
+                .is_some()
+        );
     }
 
     #[tokio::test]

@@ -47,6 +47,8 @@ pub enum Trigger {
         resource_version: Option<String>,
         /// The manager of the copy's most recent change.
         last_manager: Option<String>,
+        /// The namespace snapshot that has quiesced the copy (`quiesced-by`), if one has.
+        quiesced_by: Option<String>,
     },
 }
 
@@ -233,6 +235,7 @@ async fn runner(
                 key,
                 resource_version,
                 last_manager,
+                quiesced_by,
             } = t
             {
                 needed |= copy_changed(
@@ -242,6 +245,7 @@ async fn runner(
                     key,
                     resource_version,
                     last_manager,
+                    quiesced_by,
                 );
             }
         }
@@ -285,10 +289,21 @@ fn copy_changed(
     key: ObjectKey,
     resource_version: Option<String>,
     last_manager: Option<String>,
+    quiesced_by: Option<String>,
 ) -> bool {
-    let Some(memory) = state.memory.get_mut(&member) else {
-        return false;
-    };
+    let memory = state.memory.entry(member.clone()).or_default();
+    // A namespace snapshot scaled it down: not drift, and not to be re-applied until the
+    // snapshot resumes it (which is a change of its own, corrected then like any other).
+    match quiesced_by {
+        Some(snapshot) => {
+            tracing::info!(distribution = %distribution.name_any(), %member, object = %key, %snapshot, "quiesced by a snapshot: left alone");
+            memory.quiesced.insert(key, snapshot);
+            return false;
+        }
+        None => {
+            memory.quiesced.remove(&key);
+        }
+    }
     let Some((_, ours)) = memory.applied.get(&key) else {
         return false;
     };

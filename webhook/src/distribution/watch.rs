@@ -221,5 +221,12 @@ fn copy_trigger(
         },
         resource_version: present.then(|| o.resource_version()).flatten(),
         last_manager,
+        quiesced_by: present
+            .then(|| {
+                o.annotations()
+                    .get(multicluster_core::keys::QUIESCED_BY)
+                    .cloned()
+            })
+            .flatten(),
     }
 }

@@ -85,10 +85,10 @@ async fn reconcile(
     .await
 }
 
-/// Deletes the snapshot's archive and volume snapshots. A member or location that cannot be
-/// reached is logged and does not hold the deletion up: the object must be deletable even when
-/// its member is gone for good.
-async fn remove_data(ctx: &Context, snapshot: &NamespaceSnapshot) {
+/// Puts back the workloads the snapshot still holds quiesced, then deletes its archive and volume
+/// snapshots. A member or location that cannot be reached is logged and does not hold the
+/// deletion up: the object must be deletable even when its member is gone for good.
+pub(super) async fn remove_data(ctx: &Context, snapshot: &NamespaceSnapshot) {
     let name = snapshot.name_any();
     let spec = &snapshot.spec;
     if let Some(archive) = snapshot.status.as_ref().and_then(|s| s.archive.as_ref()) {
@@ -116,6 +116,16 @@ async fn remove_data(ctx: &Context, snapshot: &NamespaceSnapshot) {
     }
     let removed = async {
         let member = member_client(ctx, &spec.cluster).await?;
+        // Deleted mid-quiesce (or after a hub server stopped half-way): its workloads are still
+        // scaled to 0, and nothing else would ever put them back.
+        match resume(&member, &spec.namespace, &name).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(snapshot = %name, workloads = n, "deleted while quiescing: workloads put back")
+            }
+            Err(e) => tracing::warn!(snapshot = %name, error = %format!("{e:#}"),
+                "deleted while quiescing, and putting the workloads back failed; scale them by hand"),
+        }
         delete_volume_snapshots(&member, &spec.namespace, &name).await
     }
     .await;

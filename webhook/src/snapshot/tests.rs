@@ -460,3 +460,36 @@ async fn an_archive_over_the_limits_is_refused_and_nothing_is_written() {
     );
     assert_eq!(taken.m2.writes().len(), before, "{:?}", taken.m2.writes());
 }
+
+/// A snapshot deleted while its workloads are quiesced (its hub server stopped half-way, say):
+/// the clean-up puts them back at their scale before removing its data.
+#[tokio::test]
+async fn deleting_a_snapshot_found_mid_quiesce_puts_its_workloads_back() {
+    let (m1, m2) = (member_with_csi(), member_with_csi());
+    m1.insert(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "api", "namespace": "shop",
+                     "annotations": {"multicluster.dev/quiesced-by": "s1",
+                                     "multicluster.dev/quiesced-replicas": "2"}},
+        "spec": {"replicas": 0}}));
+    let (hub, members) = hub(&m1, &m2);
+    let snapshot: NamespaceSnapshot = serde_json::from_value(json!({
+        "apiVersion": "multicluster.dev/v1alpha1", "kind": "NamespaceSnapshot",
+        "metadata": {"name": "s1", "namespace": SYSTEM_NAMESPACE},
+        "spec": {"cluster": "member-1", "namespace": "shop", "location": "local"},
+        "status": {"phase": "Quiescing"}
+    }))
+    .unwrap();
+    let ctx = super::take::Context {
+        hub: hub.client(),
+        members,
+    };
+    super::take::remove_data(&ctx, &snapshot).await;
+    let api = m1
+        .get("apps/v1", "Deployment", Some("shop"), "api")
+        .unwrap();
+    assert_eq!(api["spec"]["replicas"], 2, "{api}");
+    assert!(
+        api["metadata"]["annotations"]["multicluster.dev/quiesced-by"].is_null(),
+        "{api}"
+    );
+}
