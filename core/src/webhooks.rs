@@ -89,13 +89,24 @@ fn labelled(key: &str) -> LabelSelector {
 
 /// Every resource of every group (not subresources: a status write is the owner's, not a manager's).
 fn every_resource(operations: &[&str]) -> Vec<RuleWithOperations> {
-    vec![RuleWithOperations {
-        api_groups: Some(vec!["*".to_owned()]),
-        api_versions: Some(vec!["*".to_owned()]),
-        resources: Some(vec!["*".to_owned()]),
+    vec![rule("*", "*", "*", operations, "*")]
+}
+
+/// One rule: `resource` of `group`/`version` (each may be `*`), on `operations`, in `scope`.
+fn rule(
+    group: &str,
+    version: &str,
+    resource: &str,
+    operations: &[&str],
+    scope: &str,
+) -> RuleWithOperations {
+    RuleWithOperations {
+        api_groups: Some(vec![group.to_owned()]),
+        api_versions: Some(vec![version.to_owned()]),
+        resources: Some(vec![resource.to_owned()]),
         operations: Some(operations.iter().map(|o| (*o).to_owned()).collect()),
-        scope: Some("*".to_owned()),
-    }]
+        scope: Some(scope.to_owned()),
+    }
 }
 
 fn meta() -> ObjectMeta {
@@ -151,21 +162,15 @@ fn vip_webhook(endpoint: &Endpoint, ca_bundle_pem: &str) -> MutatingWebhook {
         name: "vip.multicluster.dev".to_owned(),
         client_config: client_config(endpoint, "/mutate/vip", ca_bundle_pem),
         rules: Some(vec![
-            RuleWithOperations {
-                api_groups: Some(vec![String::new()]),
-                api_versions: Some(vec!["v1".to_owned()]),
-                resources: Some(vec!["services".to_owned()]),
-                operations: Some(vec!["CREATE".to_owned(), "UPDATE".to_owned()]),
-                scope: Some("Namespaced".to_owned()),
-            },
+            rule("", "v1", "services", &["CREATE", "UPDATE"], "Namespaced"),
             // The hub's record of a multi-cluster service (the hub server creates it).
-            RuleWithOperations {
-                api_groups: Some(vec!["multicluster.x-k8s.io".to_owned()]),
-                api_versions: Some(vec!["v1beta1".to_owned()]),
-                resources: Some(vec!["serviceimports".to_owned()]),
-                operations: Some(vec!["CREATE".to_owned(), "UPDATE".to_owned()]),
-                scope: Some("Namespaced".to_owned()),
-            },
+            rule(
+                "multicluster.x-k8s.io",
+                "v1beta1",
+                "serviceimports",
+                &["CREATE", "UPDATE"],
+                "Namespaced",
+            ),
         ]),
         object_selector: Some(labelled(VIP_POOL)),
         namespace_selector: Some(not_exempt()),
@@ -234,13 +239,7 @@ fn scale_fence_webhook(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWe
     ValidatingWebhook {
         name: "intent-fence-scale.multicluster.dev".to_owned(),
         client_config: client_config(endpoint, "/validate/intent-scale", ca_bundle_pem),
-        rules: Some(vec![RuleWithOperations {
-            api_groups: Some(vec!["*".to_owned()]),
-            api_versions: Some(vec!["*".to_owned()]),
-            resources: Some(vec!["*/scale".to_owned()]),
-            operations: Some(vec!["UPDATE".to_owned()]),
-            scope: Some("*".to_owned()),
-        }]),
+        rules: Some(vec![rule("*", "*", "*/scale", &["UPDATE"], "*")]),
         namespace_selector: Some(not_exempt()),
         admission_review_versions: vec!["v1".to_owned()],
         side_effects: "None".to_owned(),
@@ -259,13 +258,13 @@ fn restore_webhook(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWebhoo
     ValidatingWebhook {
         name: "restore-conflicts.multicluster.dev".to_owned(),
         client_config: client_config(endpoint, "/validate/restore", ca_bundle_pem),
-        rules: Some(vec![RuleWithOperations {
-            api_groups: Some(vec!["multicluster.dev".to_owned()]),
-            api_versions: Some(vec!["v1alpha1".to_owned()]),
-            resources: Some(vec!["namespacerestores".to_owned()]),
-            operations: Some(vec!["CREATE".to_owned()]),
-            scope: Some("Namespaced".to_owned()),
-        }]),
+        rules: Some(vec![rule(
+            "multicluster.dev",
+            "v1alpha1",
+            "namespacerestores",
+            &["CREATE"],
+            "Namespaced",
+        )]),
         admission_review_versions: vec!["v1".to_owned()],
         side_effects: "None".to_owned(),
         failure_policy: Some("Fail".to_owned()),

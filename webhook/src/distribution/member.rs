@@ -980,6 +980,17 @@ mod tests {
         .await
     }
 
+    /// The status of the run's one object of `kind`.
+    fn state_of(run: &Run, kind: &str) -> ObjectDistributionStatus {
+        run.outcome
+            .status
+            .objects
+            .iter()
+            .find(|o| o.object.kind == kind)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} in {:#?}", run.outcome.status))
+    }
+
     fn position(writes: &[String], path: &str) -> usize {
         writes
             .iter()
@@ -1100,14 +1111,7 @@ mod tests {
         }]))
         .unwrap();
         let run = sync_again(&fake, &broken, &bundle(), first).await;
-        let web = run
-            .outcome
-            .status
-            .objects
-            .iter()
-            .find(|o| o.object.kind == "Deployment")
-            .cloned()
-            .unwrap();
+        let web = state_of(&run, "Deployment");
         assert_eq!(web.state, ObjectSyncState::Error, "{web:?}");
         assert!(
             fake.get("apps/v1", "Deployment", Some("shop"), "web")
@@ -1148,14 +1152,7 @@ mod tests {
             writes.iter().any(|w| w.ends_with("/configmaps/settings")),
             "{writes:#?}"
         );
-        let state = run
-            .outcome
-            .status
-            .objects
-            .iter()
-            .find(|o| o.object.kind == "Deployment")
-            .cloned()
-            .unwrap();
+        let state = state_of(&run, "Deployment");
         assert_eq!(state.state, ObjectSyncState::Pending);
         assert!(
             state.message.unwrap_or_default().contains("shop-1"),
