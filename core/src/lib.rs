@@ -27,5 +27,8 @@ pub mod lease;
 pub mod versions;
 pub mod webhooks;
 
+#[cfg(test)]
+mod properties;
+
 /// The namespace the hub keeps its own objects (credentials, distributions, intents) in.
 pub const SYSTEM_NAMESPACE: &str = "multicluster-system";

@@ -300,3 +300,70 @@ async fn a_scale_of_a_managed_object_needs_the_current_intent_id_and_others_pass
         "nothing to scale"
     );
 }
+
+/// POSTs `body` to `path` on the router (current ID `v2`); the HTTP status only.
+async fn post_status(path: &str, body: Vec<u8>) -> StatusCode {
+    let state = AppState {
+        intents: Arc::new(FixedIntent("v2")),
+        vips: None,
+        restores: None,
+        metrics: Arc::new(Metrics::default()),
+        proxy: None,
+    };
+    admission_router(state)
+        .oneshot(
+            Request::post(path)
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+        .status()
+}
+
+/// A review of the fixture's shape with generated kind, operation, namespace, subresource and
+/// object: well-formed JSON whose contents are anything.
+fn generated_review() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let text = "[a-zA-Z0-9:/._-]{0,12}";
+    (
+        text,
+        prop::sample::select(vec!["CREATE", "UPDATE", "DELETE", "CONNECT", "", "?"]),
+        prop::option::of(text),
+        prop::option::of(text),
+        prop::option::of(prop::collection::btree_map(text, text, 0..3)),
+    )
+        .prop_map(|(kind, operation, namespace, sub_resource, labels)| {
+            let mut review: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
+            let request = &mut review["request"];
+            request["kind"]["kind"] = kind.into();
+            request["operation"] = operation.into();
+            request["namespace"] = namespace.into();
+            request["subResource"] = sub_resource.into();
+            request["object"]["metadata"]["labels"] = serde_json::json!(labels);
+            review.to_string().into_bytes()
+        })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever a client sends to whichever admission route: an answer of 200 or 400, never a
+    /// panic or a dropped connection.
+    #[test]
+    fn any_body_on_any_route_is_answered_200_or_400(
+        route in proptest::sample::select(vec![
+            "/mutate/intent", "/validate/intent", "/validate/intent-scale", "/mutate/vip",
+            "/validate/restore",
+        ]),
+        body in proptest::prop_oneof![
+            proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1024),
+            generated_review(),
+        ],
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let status = runtime.block_on(post_status(route, body));
+        proptest::prop_assert!(status == StatusCode::OK || status == StatusCode::BAD_REQUEST, "{}", status);
+    }
+}

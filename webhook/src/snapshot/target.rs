@@ -278,4 +278,28 @@ mod tests {
             assert!(config_maps_from_protobuf(body).is_err(), "{body:?}");
         }
     }
+
+    proptest::proptest! {
+        /// Any body a member (or something posing as one) sends, after the envelope's magic or
+        /// not, and any real list with bytes changed: read or refused, never a panic.
+        #[test]
+        fn the_protobuf_reader_never_panics(
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+            with_magic in proptest::prelude::any::<bool>(),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            xor in 1u8..,
+        ) {
+            let mut body = if with_magic { b"k8s\0".to_vec() } else { Vec::new() };
+            body.extend(&tail);
+            let _ = config_maps_from_protobuf(&body);
+            let list = ConfigMapList {
+                items: vec![config_map("a", &[("k", "v")], &[("b", &[0, 1])])],
+                ..Default::default()
+            };
+            let mut real = envelope(&list);
+            let i = at.index(real.len());
+            real[i] ^= xor;
+            let _ = config_maps_from_protobuf(&real);
+        }
+    }
 }
