@@ -216,6 +216,30 @@ impl Playground {
     /// it and presenting no client certificate (as anyone who reaches the port could), and
     /// returns (HTTP status, response body).
     pub fn post_to_hub_server(&self, path: &str, body: &[u8]) -> (u16, String) {
+        self.post_to_hub_server_with(path, body, &[])
+    }
+
+    /// [`Self::post_to_hub_server`] with the hub API server's admission client certificate, as
+    /// the API server calls a webhook.
+    pub fn post_to_hub_server_as_api_server(&self, path: &str, body: &[u8]) -> (u16, String) {
+        let pki = self.dir().join("hub/pki");
+        let (cert, key) = (
+            pki.join("admission-client.crt"),
+            pki.join("admission-client.key"),
+        );
+        self.post_to_hub_server_with(
+            path,
+            body,
+            &[
+                "--cert",
+                cert.to_str().expect("a UTF-8 path"),
+                "--key",
+                key.to_str().expect("a UTF-8 path"),
+            ],
+        )
+    }
+
+    fn post_to_hub_server_with(&self, path: &str, body: &[u8], extra: &[&str]) -> (u16, String) {
         use std::io::Write;
         let hub_server = self
             .state
@@ -236,6 +260,7 @@ impl Playground {
                 "--cacert",
             ])
             .arg(&ca)
+            .args(extra)
             .args([
                 "-H",
                 "Content-Type: application/json",

@@ -227,17 +227,26 @@ fn malformed_admission_bodies_get_an_error_response_and_the_server_keeps_serving
         ),
         ("missing uid", no_uid.to_string(), "uid"),
     ] {
-        let (code, body) = playground().post_to_hub_server("/validate/intent", body.as_bytes());
+        let (code, body) =
+            playground().post_to_hub_server_as_api_server("/validate/intent", body.as_bytes());
         assert_eq!(code, 400, "{what}: {body}");
         assert!(body.contains(expected), "{what}: {body}");
     }
-    let (code, _) = playground().post_to_hub_server("/validate/intent", huge.as_bytes());
+    let (code, _) =
+        playground().post_to_hub_server_as_api_server("/validate/intent", huge.as_bytes());
     assert_eq!(code, 413, "a 10 MB body is refused as too large");
 
     // And a well-formed review is still answered.
-    let (code, body) = playground().post_to_hub_server("/validate/intent", text.as_bytes());
+    let (code, body) =
+        playground().post_to_hub_server_as_api_server("/validate/intent", text.as_bytes());
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"allowed\":true"), "{body}");
+
+    // The same review from a client that is not the API server (no admission client
+    // certificate): refused before any handler reads it.
+    let (code, body) = playground().post_to_hub_server("/validate/intent", text.as_bytes());
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("answer the API server only"), "{body}");
 }
 
 #[tokio::test]

@@ -145,9 +145,11 @@ async fn removing_the_pool_label_removes_the_vip_and_releases_its_claim() {
     .await;
 }
 
-/// What the API server never sends, POSTed straight to the hub server's VIP route by a client that
-/// is not the API server (no client certificate): a Secret carrying the pool label, and a Service
-/// with no namespace. Both are refused, and no address is claimed for either.
+/// The reproduction: a review the API server never sends (a Secret carrying the pool
+/// label, a Service with no namespace) POSTed straight to the hub server's VIP route. From a client
+/// without the API server's admission client certificate it is refused unread (401); even with
+/// that certificate (a caller that stole it) the route refuses the kinds it does not serve. No
+/// address is claimed either way.
 #[tokio::test]
 async fn a_forged_vip_request_for_another_kind_or_no_namespace_is_refused_and_claims_nothing() {
     let client = playground().client("hub").await.unwrap();
@@ -180,6 +182,9 @@ async fn a_forged_vip_request_for_another_kind_or_no_namespace_is_refused_and_cl
         ),
     ] {
         let (code, body) = playground().post_to_hub_server("/mutate/vip", review.as_bytes());
+        assert_eq!(code, 401, "{what}, no client certificate: {body}");
+        let (code, body) =
+            playground().post_to_hub_server_as_api_server("/mutate/vip", review.as_bytes());
         assert_eq!(code, 200, "{what}: {body}");
         let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(answer["response"]["allowed"], false, "{what}: {body}");
@@ -275,6 +280,11 @@ async fn two_hundred_services_created_at_once_through_two_hub_server_processes_g
         .arg(format!("--tls-key-file={}", tls.join("tls.key").display()))
         .arg(format!("--kubeconfig={}", pg.state.kubeconfig.display()))
         .arg("--context=hub")
+        // As the first: it answers the hub API server's admission client certificate only.
+        .arg(format!(
+            "--admission-client-ca-file={}",
+            pg.dir().join("hub/pki/admission-ca.crt").display()
+        ))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -71,7 +71,18 @@ pub struct ServeArgs {
     /// Starts of one restore (after restarts or leader changes half-way) before it fails
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub restore_max_attempts: u32,
+    /// Answer the admission routes only for a client certificate this CA signed (the one the
+    /// API server presents through its admission configuration's kubeConfigFile); without it
+    /// they answer anyone who reaches the port
+    #[arg(long, value_name = "FILE")]
+    pub admission_client_ca_file: Option<PathBuf>,
+    /// The common name that client certificate must carry (repeat for several)
+    #[arg(long, value_name = "NAME", default_values_t = [ADMISSION_CLIENT.to_owned()])]
+    pub admission_client_name: Vec<String>,
 }
+
+/// The common name the API server's admission client certificate carries by default.
+pub const ADMISSION_CLIENT: &str = "kube-apiserver-admission";
 
 impl ServeArgs {
     fn restore_settings(&self) -> crate::snapshot::restore::Settings {
@@ -99,6 +110,47 @@ pub struct AppState {
     pub restores: Option<RestoreCheck>,
     /// The proxy API; `None` in in-process tests.
     pub proxy: Option<ProxyState>,
+    /// Who may call the admission routes; `None` answers anyone (no CA configured).
+    pub admission_callers: Option<AdmissionCallers>,
+}
+
+/// The client certificates the admission routes answer: the common names allowed, among
+/// certificates the TLS layer verified against `--admission-client-ca-file`.
+#[derive(Clone, Debug)]
+pub struct AdmissionCallers {
+    pub names: Arc<Vec<String>>,
+}
+
+/// Lets a request through to an admission route only from a caller with an allowed verified client
+/// certificate, when callers are configured: a review is the API server's to send, and anyone
+/// else who reaches the port (another pod, a compromised node) could otherwise make the hub server
+/// claim addresses or read what the restore check says about a namespace.
+async fn admission_caller(
+    State(callers): State<Option<AdmissionCallers>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(callers) = callers else {
+        return next.run(request).await;
+    };
+    let name = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<tls::Peer>>()
+        .and_then(|peer| peer.0.client_common_name.clone());
+    match name {
+        Some(name) if callers.names.contains(&name) => next.run(request).await,
+        other => {
+            tracing::warn!(client = ?other, path = %request.uri().path(), "admission request refused: not the API server");
+            (
+                http::StatusCode::UNAUTHORIZED,
+                "the admission routes answer the API server only: present the client certificate \
+                 its admission configuration names (signed by the hub server's \
+                 --admission-client-ca-file, with an allowed common name)",
+            )
+                .into_response()
+        }
+    }
 }
 
 macro_rules! state_parts {
@@ -116,11 +168,12 @@ state_parts!(
     vips: Option<Vips>,
     restores: Option<RestoreCheck>,
     proxy: Option<ProxyState>,
+    admission_callers: Option<AdmissionCallers>,
 );
 
 pub fn admission_router(state: AppState) -> Router {
     use crate::fencing::admission::{mutate_intent, validate_intent, validate_intent_scale};
-    Router::new()
+    let admission = Router::new()
         .route("/mutate/intent", post(mutate_intent))
         .route("/validate/intent", post(validate_intent))
         .route("/validate/intent-scale", post(validate_intent_scale))
@@ -129,6 +182,12 @@ pub fn admission_router(state: AppState) -> Router {
             "/validate/restore",
             post(crate::snapshot::restore_admission::validate_restore),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.admission_callers.clone(),
+            admission_caller,
+        ));
+    Router::new()
+        .merge(admission)
         // The proxy API (aggregated into the hub's API server).
         .route("/apis", any(crate::members::proxy::handle))
         .route("/apis/{*rest}", any(crate::members::proxy::handle))
@@ -222,8 +281,24 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if front_proxy.is_none() {
         tracing::info!("the hub's API server has no front proxy: the proxy API is off");
     }
-    let tls_config =
-        tls::server_config_with_clients(resolver, front_proxy.as_ref().map(|f| f.ca_pem.as_str()))?;
+    // Client certificates are asked for, never required (an in-cluster API server may present
+    // none), and verified against every CA that vouches for a caller: the front proxy's (the
+    // proxy API) and the admission clients' (the webhooks); each route then checks the name.
+    let admission_ca =
+        match &args.admission_client_ca_file {
+            Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+                format!("reading --admission-client-ca-file {}", path.display())
+            })?),
+            None => None,
+        };
+    let client_roots: Vec<&str> = front_proxy
+        .as_ref()
+        .map(|f| f.ca_pem.as_str())
+        .into_iter()
+        .chain(admission_ca.as_deref())
+        .collect();
+    let client_roots = (!client_roots.is_empty()).then(|| client_roots.join("\n"));
+    let tls_config = tls::server_config_with_clients(resolver, client_roots.as_deref())?;
     let intents = Intents::watch(client.clone());
     let vips = Vips::watch(client.clone());
     let metrics = Arc::new(Metrics::default());
@@ -243,7 +318,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             members,
             front_proxy,
         }),
+        admission_callers: admission_ca.as_ref().map(|_| AdmissionCallers {
+            names: Arc::new(args.admission_client_name.clone()),
+        }),
     };
+    if admission_ca.is_none() {
+        tracing::warn!(
+            "no --admission-client-ca-file: the admission routes answer any client that reaches the port; ship the NetworkPolicy in manifests/ or configure the API server's admission client certificate"
+        );
+    }
     let ready = Arc::new(AtomicBool::new(false));
     {
         let ready = ready.clone();

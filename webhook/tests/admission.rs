@@ -73,6 +73,7 @@ async fn post(
         restores: None,
         metrics: Arc::new(Metrics::default()),
         proxy: None,
+        admission_callers: None,
     };
     let response = admission_router(state)
         .oneshot(
@@ -224,6 +225,7 @@ async fn a_delete_is_decided_on_the_live_intent_even_when_the_watch_has_not_seen
             restores: None,
             metrics: Arc::new(Metrics::default()),
             proxy: None,
+            admission_callers: None,
         };
         let response = admission_router(state)
             .oneshot(
@@ -309,6 +311,7 @@ async fn post_status(path: &str, body: Vec<u8>) -> StatusCode {
         restores: None,
         metrics: Arc::new(Metrics::default()),
         proxy: None,
+        admission_callers: None,
     };
     admission_router(state)
         .oneshot(
@@ -366,4 +369,49 @@ proptest::proptest! {
         let status = runtime.block_on(post_status(route, body));
         proptest::prop_assert!(status == StatusCode::OK || status == StatusCode::BAD_REQUEST, "{}", status);
     }
+}
+
+/// With admission callers configured, a review is answered only on a connection whose verified
+/// client certificate carries an allowed name (the API server's); anyone else gets 401 and the
+/// handler never runs.
+#[tokio::test]
+async fn with_callers_configured_only_the_api_servers_certificate_is_answered() {
+    use axum::extract::ConnectInfo;
+    use multicluster_webhook::server::AdmissionCallers;
+    use multicluster_webhook::tls::Peer;
+    let status = async |peer: Option<&str>| {
+        let state = AppState {
+            intents: Arc::new(FixedIntent("v2")),
+            vips: None,
+            restores: None,
+            metrics: Arc::new(Metrics::default()),
+            proxy: None,
+            admission_callers: Some(AdmissionCallers {
+                names: Arc::new(vec!["kube-apiserver-admission".to_owned()]),
+            }),
+        };
+        let mut request = Request::post("/validate/intent")
+            .header("content-type", "application/json")
+            .body(Body::from(FIXTURE))
+            .unwrap();
+        if let Some(name) = peer {
+            request.extensions_mut().insert(ConnectInfo(Peer {
+                client_common_name: Some(name.to_owned()),
+            }));
+        }
+        admission_router(state)
+            .oneshot(request)
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(status(None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status(Some("front-proxy-client")).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(Some("kube-apiserver-admission")).await,
+        StatusCode::OK
+    );
 }

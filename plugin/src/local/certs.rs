@@ -23,7 +23,16 @@ pub struct ClusterCerts {
     pub front_proxy_ca_cert: String,
     pub front_proxy_client_cert: String,
     pub front_proxy_client_key: String,
+    /// The API server's identity towards admission webhooks: a CA of its own (which the hub
+    /// server trusts for its admission routes) and the client certificate the API server presents
+    /// when it calls a webhook.
+    pub admission_ca_cert: String,
+    pub admission_client_cert: String,
+    pub admission_client_key: String,
 }
+
+/// Common name of the API server's admission client certificate (the hub server's default).
+pub const ADMISSION_CLIENT: &str = "kube-apiserver-admission";
 
 /// Common name of the front-proxy client certificate (as kubeadm names it).
 pub const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
@@ -66,8 +75,18 @@ pub fn generate(cluster: &str) -> Result<ClusterCerts, rcgen::Error> {
     front_proxy.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let front_proxy_cert = front_proxy.signed_by(&front_proxy_key, &front_proxy_issuer)?;
 
+    let (admission_ca, admission_issuer) = new_ca(&format!("{cluster} admission clients"))?;
+    let admission_key = KeyPair::generate()?;
+    let mut admission = CertificateParams::new(Vec::<String>::new())?;
+    admission.distinguished_name = name(ADMISSION_CLIENT, None);
+    admission.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let admission_cert = admission.signed_by(&admission_key, &admission_issuer)?;
+
     let sa_key = KeyPair::generate()?;
     Ok(ClusterCerts {
+        admission_ca_cert: admission_ca.pem(),
+        admission_client_cert: admission_cert.pem(),
+        admission_client_key: admission_key.serialize_pem(),
         front_proxy_ca_cert: front_proxy_ca.pem(),
         front_proxy_client_cert: front_proxy_cert.pem(),
         front_proxy_client_key: front_proxy_key.serialize_pem(),

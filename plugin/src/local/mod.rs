@@ -280,7 +280,40 @@ fn apiserver_args(cluster_dir: &Path, ports: &Ports) -> Vec<String> {
         "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
         format!("--proxy-client-cert-file={}", p("front-proxy-client.crt")),
         format!("--proxy-client-key-file={}", p("front-proxy-client.key")),
+        // Webhooks: the API server presents its admission client certificate to every webhook,
+        // so the hub server can answer it alone.
+        format!(
+            "--admission-control-config-file={}",
+            p("admission-config.yaml")
+        ),
     ]
+}
+
+/// The API server's admission configuration in `pki`: both webhook admission plugins read one
+/// kubeconfig whose `*` user (every webhook host) is the admission client certificate.
+fn write_admission_config(pki: &Path) -> anyhow::Result<()> {
+    let p = |f: &str| pki.join(f).display().to_string();
+    let client_kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nusers:\n- name: '*'\n  user:\n    \
+         client-certificate: {}\n    client-key: {}\n",
+        p("admission-client.crt"),
+        p("admission-client.key")
+    );
+    kubeconfig::write_private(&pki.join("admission-kubeconfig.yaml"), client_kubeconfig)?;
+    let plugin = |name: &str| {
+        format!(
+            "- name: {name}\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    \
+             kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {}\n",
+            p("admission-kubeconfig.yaml")
+        )
+    };
+    let config = format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n{}{}",
+        plugin("ValidatingAdmissionWebhook"),
+        plugin("MutatingAdmissionWebhook")
+    );
+    kubeconfig::write_private(&pki.join("admission-config.yaml"), config)?;
+    Ok(())
 }
 
 /// Makes `dir` ready for a new playground: refuses when one still runs there or when the
@@ -421,9 +454,13 @@ async fn start_and_wait(
             ("front-proxy-ca.crt", &certs.front_proxy_ca_cert),
             ("front-proxy-client.crt", &certs.front_proxy_client_cert),
             ("front-proxy-client.key", &certs.front_proxy_client_key),
+            ("admission-ca.crt", &certs.admission_ca_cert),
+            ("admission-client.crt", &certs.admission_client_cert),
+            ("admission-client.key", &certs.admission_client_key),
         ] {
             kubeconfig::write_private(&pki.join(file), pem)?;
         }
+        write_admission_config(&pki)?;
         let etcd_log = cluster_dir.join("etcd.log");
         let apiserver_log = cluster_dir.join("kube-apiserver.log");
         // etcd and the API server start together: the API server retries until etcd answers,
@@ -595,6 +632,12 @@ async fn start_hub_server(
         // The playground releases VIPs of deleted Services within seconds, not the default minute.
         "--vip-gc-interval-seconds=2".into(),
         "--vip-claim-grace-seconds=5".into(),
+        // The admission routes answer the hub's API server only (its admission client
+        // certificate, see `write_admission_config`).
+        format!(
+            "--admission-client-ca-file={}",
+            state.dir.join("hub/pki/admission-ca.crt").display()
+        ),
     ];
     let log = dir.join("multicluster-webhook.log");
     let mut child =
