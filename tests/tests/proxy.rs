@@ -184,6 +184,18 @@ subjects: [{{kind: User, name: {carol}, apiGroup: rbac.authorization.k8s.io}}]
         "{stderr}"
     );
 
+    // member-2's admin gave the hub no proxy access (joined without --proxy-user): even the hub's
+    // admin is told so, as a refusal that names the flag, not as a server error.
+    let out = proxy("member-2", &["get", "configmaps", "-n", "default"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("Forbidden")
+            && stderr.contains("no proxy credentials for member member-2")
+            && stderr.contains("--proxy-user"),
+        "{stderr}"
+    );
+
     // Straight to the hub server, past the hub's API server: without the front proxy's client
     // certificate nobody is believed, whoever they claim to be.
     let url = &pg.state.hub_server.as_ref().unwrap().url;

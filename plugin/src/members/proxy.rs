@@ -103,7 +103,8 @@ pub async fn run(
     let (user, groups) = impersonation_in(&args.kubectl);
     config.auth_info.impersonate = user.clone();
     config.auth_info.impersonate_groups = (!groups.is_empty()).then_some(groups);
-    if !may_proxy(kube::Client::try_from(config)?, &args.cluster).await? {
+    let as_caller = kube::Client::try_from(config)?;
+    if !may_proxy(as_caller.clone(), &args.cluster).await? {
         let caller = multicluster_core::members::proxy::Caller {
             user: user.unwrap_or_else(|| "you".into()),
             ..Default::default()
@@ -114,6 +115,10 @@ pub async fn run(
             &args.cluster
         ));
     }
+    // Then once through the proxy itself, so that what the hub server refuses (a member that
+    // gives the hub no proxy access, a user it may not act as there, a member that does not
+    // answer) is said in its words.
+    reach_through_proxy(as_caller, &args.cluster).await?;
     let source =
         match kubeconfig {
             Some(path) => Kubeconfig::read_from(path)
@@ -148,6 +153,25 @@ pub async fn run(
         Some(0) => Ok(()),
         Some(code) => Err(KubectlFailed(code).into()),
         None => Err(anyhow!("kubectl was killed by a signal")),
+    }
+}
+
+/// GETs the member's `/version` through the proxy; a refusal comes back as its message.
+async fn reach_through_proxy(client: kube::Client, name: &str) -> anyhow::Result<()> {
+    let path = format!(
+        "{}/version",
+        multicluster_core::members::proxy::path_prefix(name)
+    );
+    let request = http::Request::get(path).body(Vec::new())?;
+    match client.request_text(request).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) => Err(anyhow!(
+            "{} ({}, through the hub's proxy to member {name})",
+            status.message,
+            status.reason
+        )),
+        Err(e) => Err(anyhow::Error::new(e)
+            .context(format!("reaching member {name} through the hub's proxy"))),
     }
 }
 

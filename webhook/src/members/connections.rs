@@ -220,18 +220,37 @@ pub async fn credentials(
         .get_opt(&name)
         .await?;
     found.ok_or_else(|| {
-        let member = member.name_any();
-        let grant = match capability {
-            Capability::Snapshots => " --allow-snapshots",
-            Capability::Proxy => " --proxy-user USER",
-            _ => "",
-        };
-        anyhow::anyhow!(
-            "the hub holds no {capability} credentials for member {member} (no Secret \
-             {SYSTEM_NAMESPACE}/{name}): join it again with \
-             `kubectl multicluster join {member} --member-context CONTEXT{grant}`"
-        )
+        MissingCredentials {
+            member: member.name_any(),
+            capability,
+            secret: name,
+        }
+        .into()
     })
+}
+
+/// The hub holds no credentials of one capability for a member: it was joined without that
+/// grant (snapshots, proxy) or before capabilities had accounts of their own.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the hub holds no {capability} credentials for member {member} (no Secret \
+     {SYSTEM_NAMESPACE}/{secret}): join it again with \
+     `kubectl multicluster join {member} --member-context CONTEXT{grant}`",
+    grant = grant_flag(*capability)
+)]
+pub struct MissingCredentials {
+    pub member: String,
+    pub capability: Capability,
+    pub secret: String,
+}
+
+/// The `join` flag that grants `capability`, if it needs one.
+fn grant_flag(capability: Capability) -> &'static str {
+    match capability {
+        Capability::Snapshots => " --allow-snapshots",
+        Capability::Proxy => " --proxy-user USER",
+        _ => "",
+    }
 }
 
 /// HTTP/2 only: every kube-apiserver speaks it over TLS, and saying so up front makes requests

@@ -251,13 +251,19 @@ async fn member_client(
         .members
         .proxy(&state.hub, &cluster)
         .await
-        .map_err(|e| {
-            Refusal::new(
-                StatusCode::BAD_GATEWAY,
-                "ServiceUnavailable",
-                format!("no credentials for member {member}: {e:#}"),
-            )
-        })
+        .map_err(
+            |e| match e.downcast_ref::<super::connections::MissingCredentials>() {
+                // The member's admin gave the hub no proxy access: theirs to grant, not an outage.
+                Some(missing) => {
+                    Refusal::new(StatusCode::FORBIDDEN, "Forbidden", missing.to_string())
+                }
+                None => Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    "ServiceUnavailable",
+                    format!("no credentials for member {member}: {e:#}"),
+                ),
+            },
+        )
 }
 
 /// The request as the member receives it: the same method, path, query, headers and body, but no
