@@ -62,20 +62,25 @@ impl IntentLookup for FixedIntent {
     }
 }
 
-async fn post(
-    current_id: &'static str,
-    path: &str,
-    body: String,
-) -> (StatusCode, serde_json::Value) {
-    let state = AppState {
-        intents: Arc::new(FixedIntent(current_id)),
+/// The router's state with only the fence connected (`intents`): no hub, so no VIPs, restores or
+/// proxy, and admission callers not checked.
+fn fence_only(intents: Arc<dyn IntentLookup>) -> AppState {
+    AppState {
+        intents,
         vips: None,
         restores: None,
         metrics: Arc::new(Metrics::default()),
         proxy: None,
         admission_callers: None,
-    };
-    let response = admission_router(state)
+    }
+}
+
+async fn post(
+    current_id: &'static str,
+    path: &str,
+    body: String,
+) -> (StatusCode, serde_json::Value) {
+    let response = admission_router(fence_only(Arc::new(FixedIntent(current_id))))
         .oneshot(
             Request::post(path)
                 .header("content-type", "application/json")
@@ -219,15 +224,7 @@ fn delete_review(approved: Option<&str>) -> String {
 #[tokio::test]
 async fn a_delete_is_decided_on_the_live_intent_even_when_the_watch_has_not_seen_it() {
     let post_delete = async |body: String| {
-        let state = AppState {
-            intents: Arc::new(LaggingWatch),
-            vips: None,
-            restores: None,
-            metrics: Arc::new(Metrics::default()),
-            proxy: None,
-            admission_callers: None,
-        };
-        let response = admission_router(state)
+        let response = admission_router(fence_only(Arc::new(LaggingWatch)))
             .oneshot(
                 Request::post("/validate/intent")
                     .header("content-type", "application/json")
@@ -305,15 +302,7 @@ async fn a_scale_of_a_managed_object_needs_the_current_intent_id_and_others_pass
 
 /// POSTs `body` to `path` on the router (current ID `v2`); the HTTP status only.
 async fn post_status(path: &str, body: Vec<u8>) -> StatusCode {
-    let state = AppState {
-        intents: Arc::new(FixedIntent("v2")),
-        vips: None,
-        restores: None,
-        metrics: Arc::new(Metrics::default()),
-        proxy: None,
-        admission_callers: None,
-    };
-    admission_router(state)
+    admission_router(fence_only(Arc::new(FixedIntent("v2"))))
         .oneshot(
             Request::post(path)
                 .header("content-type", "application/json")
@@ -381,14 +370,10 @@ async fn with_callers_configured_only_the_api_servers_certificate_is_answered() 
     use multicluster_webhook::tls::Peer;
     let status = async |peer: Option<&str>| {
         let state = AppState {
-            intents: Arc::new(FixedIntent("v2")),
-            vips: None,
-            restores: None,
-            metrics: Arc::new(Metrics::default()),
-            proxy: None,
             admission_callers: Some(AdmissionCallers {
                 names: Arc::new(vec!["kube-apiserver-admission".to_owned()]),
             }),
+            ..fence_only(Arc::new(FixedIntent("v2")))
         };
         let mut request = Request::post("/validate/intent")
             .header("content-type", "application/json")
