@@ -55,3 +55,12 @@ pub const RESTORED_BY: &str = "multicluster.dev/restored-by";
 /// Annotation on the hub's Lease: the build of the hub server holding it
 /// (`multicluster_core::versions::release`), which `kubectl multicluster version` shows.
 pub const SERVER_VERSION: &str = "multicluster.dev/server-version";
+
+/// The JSON Pointer (RFC 6901) of annotation `key` in an object, for JSON Patch operations: `~` and
+/// `/` in the key escaped.
+pub fn annotation_path(key: &str) -> String {
+    format!(
+        "/metadata/annotations/{}",
+        key.replace('~', "~0").replace('/', "~1")
+    )
+}

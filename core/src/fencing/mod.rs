@@ -45,12 +45,7 @@ pub fn fencing_intent<'a>(
 /// The JSON Patch operations (RFC 6902) that make `written-with-intent-id` describe this request:
 /// step 1 of the fence. `annotations` are those of the object in the request.
 pub fn carry_intent_id(annotations: Option<&BTreeMap<String, String>>) -> Vec<serde_json::Value> {
-    let escaped = |key: &str| {
-        format!(
-            "/metadata/annotations/{}",
-            key.replace('~', "~0").replace('/', "~1")
-        )
-    };
+    let escaped = crate::keys::annotation_path;
     let carried = annotations.and_then(|a| a.get(INTENT_ID));
     let stored = annotations.and_then(|a| a.get(WRITTEN_WITH_INTENT_ID));
     match (carried, stored) {

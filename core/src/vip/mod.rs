@@ -203,6 +203,11 @@ pub fn refusal(owner: &OwnerKind, namespace: Option<&str>) -> Option<String> {
 /// The Multi-Cluster Services API version this project reads and writes (the CRDs' storage one).
 pub const SERVICE_IMPORT_API_VERSION: &str = "multicluster.x-k8s.io/v1beta1";
 
+/// MetalLB's annotation for the address a LoadBalancer Service asks for.
+pub const METALLB_IPS: &str = "metallb.universe.tf/loadBalancerIPs";
+/// ExternalDNS's annotation for the name to publish.
+pub const EXTERNAL_DNS_HOSTNAME: &str = "external-dns.alpha.kubernetes.io/hostname";
+
 /// The annotations to remove from an object that leaves its pool (its pool label removed on an
 /// update), given its annotations: ours, and MetalLB's and ExternalDNS's where they still hold the
 /// VIP and hostname we set (someone else's value is theirs to keep). The VIP claim collector then
@@ -211,8 +216,8 @@ pub fn released_annotations(current: &BTreeMap<String, String>) -> Vec<String> {
     let ours = [
         (VIP, None),
         (HOSTNAME, None),
-        ("metallb.universe.tf/loadBalancerIPs", Some(VIP)),
-        ("external-dns.alpha.kubernetes.io/hostname", Some(HOSTNAME)),
+        (METALLB_IPS, Some(VIP)),
+        (EXTERNAL_DNS_HOSTNAME, Some(HOSTNAME)),
     ];
     ours.into_iter()
         .filter(|(key, same_as)| match (current.get(*key), same_as) {
@@ -245,16 +250,10 @@ pub fn annotations_for(
         (HOSTNAME.to_owned(), hostname.to_owned()),
     ]);
     if pool.ecosystem_annotations.metallb {
-        out.insert(
-            "metallb.universe.tf/loadBalancerIPs".to_owned(),
-            addr.to_string(),
-        );
+        out.insert(METALLB_IPS.to_owned(), addr.to_string());
     }
     if pool.ecosystem_annotations.external_dns {
-        out.insert(
-            "external-dns.alpha.kubernetes.io/hostname".to_owned(),
-            hostname.to_owned(),
-        );
+        out.insert(EXTERNAL_DNS_HOSTNAME.to_owned(), hostname.to_owned());
     }
     out
 }

@@ -62,25 +62,15 @@ pub fn generate(cluster: &str) -> Result<ClusterCerts, rcgen::Error> {
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let serving_cert = serving.signed_by(&serving_key, &issuer)?;
 
-    let admin_key = KeyPair::generate()?;
-    let mut admin = CertificateParams::new(Vec::<String>::new())?;
-    admin.distinguished_name = name("multicluster-admin", Some("system:masters"));
-    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let admin_cert = admin.signed_by(&admin_key, &issuer)?;
+    let (admin_cert, admin_key) =
+        client_cert("multicluster-admin", Some("system:masters"), &issuer)?;
 
     let (front_proxy_ca, front_proxy_issuer) = new_ca(&format!("{cluster} front proxy"))?;
-    let front_proxy_key = KeyPair::generate()?;
-    let mut front_proxy = CertificateParams::new(Vec::<String>::new())?;
-    front_proxy.distinguished_name = name(FRONT_PROXY_CLIENT, None);
-    front_proxy.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let front_proxy_cert = front_proxy.signed_by(&front_proxy_key, &front_proxy_issuer)?;
+    let (front_proxy_cert, front_proxy_key) =
+        client_cert(FRONT_PROXY_CLIENT, None, &front_proxy_issuer)?;
 
     let (admission_ca, admission_issuer) = new_ca(&format!("{cluster} admission clients"))?;
-    let admission_key = KeyPair::generate()?;
-    let mut admission = CertificateParams::new(Vec::<String>::new())?;
-    admission.distinguished_name = name(ADMISSION_CLIENT, None);
-    admission.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let admission_cert = admission.signed_by(&admission_key, &admission_issuer)?;
+    let (admission_cert, admission_key) = client_cert(ADMISSION_CLIENT, None, &admission_issuer)?;
 
     let sa_key = KeyPair::generate()?;
     Ok(ClusterCerts {
@@ -138,6 +128,20 @@ pub fn generate_serving(
         cert: cert.pem(),
         key: key.serialize_pem(),
     })
+}
+
+/// A client certificate (and its key) for `common_name` in `organization`, signed by `issuer`.
+fn client_cert(
+    common_name: &str,
+    organization: Option<&str>,
+    issuer: &Issuer<'static, KeyPair>,
+) -> Result<(rcgen::Certificate, KeyPair), rcgen::Error> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = name(common_name, organization);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert, key))
 }
 
 /// A fresh self-signed CA named after what it signs for, and the issuer that signs with it.

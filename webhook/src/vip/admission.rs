@@ -11,6 +11,7 @@ use kube::core::admission::AdmissionResponse;
 use super::allocator::Vips;
 use crate::admission::{AdmissionError, annotations, is_write, labels, review, with_patch};
 use crate::metrics::Metrics;
+use multicluster_core::keys::annotation_path;
 
 /// `POST /mutate/vip`: a Service labelled `multicluster.dev/vip-pool: POOL` gets an address from the
 /// pool and its domain name, as annotations (see `multicluster_core::vip`).
@@ -84,14 +85,9 @@ fn leave_pool(
     }
     let ops = removed
         .into_iter()
-        .map(|k| serde_json::json!({"op": "remove", "path": format!("/metadata/annotations/{}", escape(&k))}))
+        .map(|k| serde_json::json!({"op": "remove", "path": annotation_path(&k)}))
         .collect();
     with_patch(response, ops)
-}
-
-/// A key as one JSON Pointer segment (RFC 6901).
-fn escape(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
 }
 
 /// JSON Patch operations that set `annotations` on an object whose annotations are `current`.
@@ -105,10 +101,7 @@ fn annotation_patch(
         ],
         Some(_) => annotations
             .into_iter()
-            .map(|(k, v)| {
-                let path = format!("/metadata/annotations/{}", escape(&k));
-                serde_json::json!({"op": "add", "path": path, "value": v})
-            })
+            .map(|(k, v)| serde_json::json!({"op": "add", "path": annotation_path(&k), "value": v}))
             .collect(),
     }
 }
