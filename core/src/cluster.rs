@@ -1,7 +1,7 @@
 //! The one module of this crate that talks to an API server: two small mechanisms both programs
 //! need and that decide nothing, so that each exists once. Resolving a kind to the API that serves
 //! it, with a cache (discovery costs a request per kind), and waiting until a CRD just applied is
-//! Established (its custom resources are served).
+//! Established (its custom resources are served); and a cluster's ID.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -78,6 +78,15 @@ impl Kinds {
         self.resolved.insert(id, found.clone());
         Ok(found)
     }
+}
+
+/// The cluster's ID: the UID of its `kube-system` namespace, which never changes while the cluster
+/// lives and differs between clusters (the About API's `id.k8s.io` suggests the same).
+pub async fn cluster_id(client: &Client) -> kube::Result<String> {
+    let namespace = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .get_metadata("kube-system")
+        .await?;
+    Ok(namespace.metadata.uid.unwrap_or_default())
 }
 
 /// Why a CRD did not become Established.

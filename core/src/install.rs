@@ -34,6 +34,11 @@ fn labels() -> Value {
 /// The hub-side ClusterRole (and binding) that lets the hub server read distribution sources.
 pub const SOURCES_ROLE: &str = "multicluster-webhook-distribution-sources";
 
+/// The user name the hub server's ServiceAccount authenticates as.
+pub fn service_account_user() -> String {
+    format!("system:serviceaccount:{SYSTEM_NAMESPACE}:{NAME}")
+}
+
 /// Namespace, ServiceAccount, RBAC, Deployment, Service and PDB, in the order they are applied.
 pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
     vec![
@@ -52,7 +57,8 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
              "verbs": ["get", "list", "watch", "create", "delete"]},
             {"apiGroups": ["multicluster.dev"], "resources": ["memberclusters"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["multicluster.dev"], "resources": ["memberclusters/status"], "verbs": ["patch"]},
-            {"apiGroups": ["multicluster.dev"], "resources": ["distributions"], "verbs": ["get", "list", "watch"]},
+            // Patch: the finalizer that removes a Distribution's copies and stored sources with it.
+            {"apiGroups": ["multicluster.dev"], "resources": ["distributions"], "verbs": ["get", "list", "watch", "patch"]},
             // Proxy: check the forwarded user's permission on the hub.
             {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
             {"apiGroups": ["multicluster.dev"], "resources": ["distributions/status"], "verbs": ["patch"]},
@@ -90,6 +96,10 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
                "metadata": {"name": SOURCES_ROLE, "labels": labels()},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SOURCES_ROLE},
                "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": SYSTEM_NAMESPACE}]}),
+        // RBAC cannot scope a verb by label: this policy confines the deletes and patches the
+        // source roles grant to the stored sources of a Distribution being deleted.
+        crate::distribution::source_guard_policy(&service_account_user()),
+        crate::distribution::source_guard_binding(),
         // Only its own namespace, and only its own Lease once it exists.
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
         "metadata": {"name": NAME, "namespace": SYSTEM_NAMESPACE, "labels": labels()},

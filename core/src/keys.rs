@@ -15,6 +15,19 @@ pub const VIP: &str = "multicluster.dev/vip";
 pub const HOSTNAME: &str = "multicluster.dev/hostname";
 /// Label on an object a `Distribution` copied to a member, naming that Distribution.
 pub const DISTRIBUTION: &str = "multicluster.dev/distribution";
+/// Label on a Distribution's copy on a member: the hub that wrote it (its cluster ID, the UID of
+/// its `kube-system` namespace). Removal deletes only copies that carry both this and
+/// [`DISTRIBUTION`], so two hubs distributing under one name never delete each other's copies.
+pub const HUB: &str = "multicluster.dev/hub";
+/// Finalizer the hub server puts on every Distribution it syncs: its copies (or, with
+/// `deletionPolicy: Orphan`, their labels) and stored sources are removed before it goes.
+pub const DISTRIBUTION_CLEANUP: &str = "multicluster.dev/distribution-cleanup";
+/// Annotation on a Distribution being deleted (`distribute delete --force`): members that do not
+/// answer are released as they are (their copies stay and are listed), instead of waited for.
+pub const RELEASE_UNREACHABLE: &str = "multicluster.dev/release-unreachable";
+/// Annotation on a `MemberCluster` that `unjoin` is removing: no Distribution targets it any
+/// more, so each removes its copies there while the hub still holds the member's credentials.
+pub const LEAVING: &str = "multicluster.dev/leaving";
 /// Stored on a managed object by a write that carried the current intent ID: the holder of that ID
 /// approves deleting the object. A DELETE carries no object, so it cannot carry an intent ID itself;
 /// it is admitted only while this annotation equals the Intent's current ID.

@@ -45,6 +45,20 @@ pub struct DistributionSpec {
     /// Extra dependency edges inside custom resources (e.g. a profile's credentials Secret).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependency_rules: Vec<DependencyRule>,
+    /// What deleting the Distribution (or a member leaving its targets) does to the copies.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// What happens to a Distribution's copies when it is deleted or a member stops being a target.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Delete the copies (only those labelled with this Distribution and this hub), then the
+    /// sources `distribute` stored on the hub. A member that does not answer is waited for.
+    #[default]
+    Delete,
+    /// Keep copies and sources; remove the labels that tie them to the Distribution.
+    Orphan,
 }
 
 /// Exactly one of `object` or `selector`.

@@ -11,7 +11,7 @@ use kube::core::labels::{Selector, SelectorExt};
 use crate::api::{DistributionSpec, DistributionTargets};
 
 pub use order::{ObjectKey, OrderError, Plan, Step, plan};
-pub use transform::{Action, TransformError, decide, for_member};
+pub use transform::{Action, Owner, TransformError, decide, for_member};
 
 /// Field manager of every write a Distribution makes on a member.
 pub const FIELD_MANAGER: &str = "multicluster";
@@ -53,16 +53,59 @@ pub fn distributable_rules(verbs: &[&str]) -> Vec<serde_json::Value> {
     .collect()
 }
 
-/// What the hub server may read on the hub cluster-wide, for sources: the distributable kinds
-/// except Secrets (see [`secret_reader_objects`]).
+/// What the hub server may do on the hub cluster-wide with sources: read the distributable kinds
+/// except Secrets (see [`secret_reader_objects`]), and delete or unlabel the ones `distribute`
+/// stored when their Distribution is deleted ([`source_guard_policy`] confines those two verbs).
 pub fn source_reader_rules() -> Vec<serde_json::Value> {
-    let mut rules = distributable_rules(&["get", "list", "watch"]);
+    let mut rules = distributable_rules(&SOURCE_VERBS);
     for rule in &mut rules {
         if let Some(resources) = rule["resources"].as_array_mut() {
             resources.retain(|r| r != "secrets");
         }
     }
     rules
+}
+
+/// What the hub server does to sources: reads them, and removes the stored ones (delete, or patch
+/// away the `source-of` label) with their Distribution.
+const SOURCE_VERBS: [&str; 5] = ["get", "list", "watch", "delete", "patch"];
+
+/// Name of the policy (and its binding) confining the hub server's writes to sources.
+pub const SOURCE_GUARD: &str = "multicluster-webhook-stored-sources-only";
+
+/// A ValidatingAdmissionPolicy over the distributable kinds: a delete or update by `user` (the hub
+/// server) is admitted only for an object labelled `multicluster.dev/source-of` (a source
+/// `distribute` stored), and an update only when it takes that label off. So the verbs
+/// [`source_reader_rules`] grants cannot touch anything else on the hub.
+pub fn source_guard_policy(user: &str) -> serde_json::Value {
+    use serde_json::json;
+    let rules: Vec<serde_json::Value> = distributable_rules(&[])
+        .into_iter()
+        .map(|r| {
+            json!({"apiGroups": r["apiGroups"], "apiVersions": ["*"], "resources": r["resources"],
+                        "operations": ["DELETE", "UPDATE"]})
+        })
+        .collect();
+    let label = crate::keys::SOURCE_OF;
+    json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+    "metadata": {"name": SOURCE_GUARD, "labels": {"app.kubernetes.io/part-of": "kubectl-multicluster"}},
+    "spec": {
+        "failurePolicy": "Fail",
+        "matchConstraints": {"resourceRules": rules},
+        "matchConditions": [{"name": "hub-server", "expression": format!("request.userInfo.username == '{user}'")}],
+        "validations": [
+            {"expression": format!("has(oldObject.metadata.labels) && '{label}' in oldObject.metadata.labels"),
+             "message": format!("the hub server may delete or change only sources `distribute` stored (labelled {label})")},
+            {"expression": format!("request.operation != 'UPDATE' || !has(object.metadata.labels) || !('{label}' in object.metadata.labels)"),
+             "message": format!("the hub server may change a stored source only by taking its {label} label off")}
+        ]}})
+}
+
+/// Binds [`source_guard_policy`] everywhere, denying what it rejects.
+pub fn source_guard_binding() -> serde_json::Value {
+    serde_json::json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+           "metadata": {"name": SOURCE_GUARD, "labels": {"app.kubernetes.io/part-of": "kubectl-multicluster"}},
+           "spec": {"policyName": SOURCE_GUARD, "validationActions": ["Deny"]}})
 }
 
 /// A Role and RoleBinding letting the hub server read Secrets in `namespace` only: what
@@ -74,7 +117,7 @@ pub fn secret_reader_objects(namespace: &str) -> Vec<serde_json::Value> {
     vec![
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                "metadata": {"name": name, "namespace": namespace, "labels": labels},
-               "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]}]}),
+               "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": SOURCE_VERBS}]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                "metadata": {"name": name, "namespace": namespace, "labels": labels},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
@@ -362,5 +405,64 @@ mod rbac_tests {
             objects[0]["kind"], "Role",
             "namespaced, never a ClusterRole"
         );
+    }
+}
+
+#[cfg(test)]
+mod source_guard_tests {
+    use serde_json::Value;
+
+    /// (group, resource) pairs of rules.
+    fn pairs(rules: &[Value]) -> Vec<(String, String)> {
+        rules
+            .iter()
+            .flat_map(|r| {
+                let group = r["apiGroups"][0].as_str().unwrap_or_default().to_owned();
+                r["resources"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(move |res| (group.clone(), res.as_str().unwrap_or_default().to_owned()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_kind_the_hub_server_may_delete_on_the_hub_is_confined_to_stored_sources() {
+        let user = "system:serviceaccount:multicluster-system:multicluster-webhook";
+        let policy = super::source_guard_policy(user);
+        let rules = policy["spec"]["matchConstraints"]["resourceRules"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for rule in &rules {
+            assert_eq!(rule["operations"], serde_json::json!(["DELETE", "UPDATE"]));
+        }
+        let guarded = pairs(&rules);
+        let writable: Vec<Value> = super::source_reader_rules()
+            .into_iter()
+            .filter(|r| {
+                r["verbs"]
+                    .as_array()
+                    .is_some_and(|v| v.contains(&"delete".into()) || v.contains(&"patch".into()))
+            })
+            .collect();
+        for pair in pairs(&writable) {
+            assert!(
+                guarded.contains(&pair),
+                "{pair:?} is writable but not guarded"
+            );
+        }
+        assert!(guarded.contains(&(String::new(), "secrets".to_owned())));
+        let condition = policy["spec"]["matchConditions"][0]["expression"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(condition.contains(user), "{condition}");
+        let binding = super::source_guard_binding();
+        assert_eq!(
+            binding["spec"]["validationActions"],
+            serde_json::json!(["Deny"])
+        );
+        assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
     }
 }

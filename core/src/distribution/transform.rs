@@ -31,12 +31,40 @@ pub enum TransformError {
     },
 }
 
-/// The copy of hub object `object` that `distribution` puts on `member`: hub-only metadata and
-/// status removed, the Distribution's label added, then the member's namespace mapping and JSON
-/// Patches (in the order the overrides list them).
+/// Who a copy belongs to: a Distribution of one hub. Both go on every copy as labels, and only a
+/// copy carrying both is ever removed.
+#[derive(Clone, Copy, Debug)]
+pub struct Owner<'a> {
+    pub distribution: &'a str,
+    /// The hub's cluster ID (`cluster::cluster_id`).
+    pub hub: &'a str,
+}
+
+impl Owner<'_> {
+    /// The label selector that finds this owner's copies.
+    pub fn selector(&self) -> String {
+        format!(
+            "{}={},{}={}",
+            keys::DISTRIBUTION,
+            self.distribution,
+            keys::HUB,
+            self.hub
+        )
+    }
+
+    /// Whether an object with `labels` is one of this owner's copies.
+    pub fn owns(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        labels.get(keys::DISTRIBUTION).map(String::as_str) == Some(self.distribution)
+            && labels.get(keys::HUB).map(String::as_str) == Some(self.hub)
+    }
+}
+
+/// The copy of hub object `object` that `owner` puts on `member`: hub-only metadata and status
+/// removed, the owner's labels added, then the member's namespace mapping and JSON Patches (in
+/// the order the overrides list them).
 pub fn for_member(
     object: &Value,
-    distribution: &str,
+    owner: Owner<'_>,
     member: &str,
     overrides: &[MemberOverride],
 ) -> Result<Value, TransformError> {
@@ -62,7 +90,8 @@ pub fn for_member(
         let labels = metadata.entry("labels").or_insert_with(|| json!({}));
         if let Some(labels) = labels.as_object_mut() {
             labels.remove(keys::SOURCE_OF);
-            labels.insert(keys::DISTRIBUTION.into(), distribution.into());
+            labels.insert(keys::DISTRIBUTION.into(), owner.distribution.into());
+            labels.insert(keys::HUB.into(), owner.hub.into());
         }
     }
     if copy["kind"] == "Service" && copy["apiVersion"] == "v1" {
@@ -134,27 +163,33 @@ pub enum Action {
     Conflict(String),
 }
 
-/// Decides from the labels of the member's object (`None` when it has none) and the policy.
+/// Decides from the labels of the member's object (`None` when it has none) and the policy. A
+/// copy labelled with this Distribution but no hub was written before copies carried the hub's ID:
+/// it is ours. One labelled by another hub is not.
 pub fn decide(
     existing_labels: Option<&std::collections::BTreeMap<String, String>>,
-    distribution: &str,
+    owner: Owner<'_>,
     policy: ConflictPolicy,
 ) -> Action {
     let Some(labels) = existing_labels else {
         return Action::Apply;
     };
-    let owner = labels.get(keys::DISTRIBUTION);
-    if owner.is_some_and(|o| o == distribution) {
+    let distribution = labels.get(keys::DISTRIBUTION);
+    let hub = labels.get(keys::HUB);
+    if distribution.is_some_and(|d| d == owner.distribution) && hub.is_none_or(|h| h == owner.hub) {
         return Action::Apply;
     }
     match policy {
         ConflictPolicy::Adopt => Action::Apply,
         ConflictPolicy::Overwrite => Action::Overwrite,
-        ConflictPolicy::Abort => Action::Conflict(match owner {
-            Some(other) => format!(
+        ConflictPolicy::Abort => Action::Conflict(match (distribution, hub) {
+            (Some(other), Some(h)) if h != owner.hub => format!(
+                "exists on the member and belongs to Distribution {other} of another hub ({h}); set conflictPolicy Adopt or Overwrite to take it"
+            ),
+            (Some(other), _) => format!(
                 "exists on the member and belongs to Distribution {other}; set conflictPolicy Adopt or Overwrite to take it"
             ),
-            None => "exists on the member and was not created by a Distribution; set conflictPolicy Adopt or Overwrite to take it".to_owned(),
+            (None, _) => "exists on the member and was not created by a Distribution; set conflictPolicy Adopt or Overwrite to take it".to_owned(),
         }),
     }
 }
@@ -175,14 +210,46 @@ mod tests {
                "spec": {"replicas": 3}, "status": {"readyReplicas": 3}})
     }
 
+    const OWNER: Owner<'static> = Owner {
+        distribution: "d",
+        hub: "hub-1",
+    };
+
+    #[test]
+    fn only_a_copy_labelled_with_both_the_distribution_and_the_hub_is_owned() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert!(OWNER.owns(&labels(&[(keys::DISTRIBUTION, "d"), (keys::HUB, "hub-1")])));
+        assert!(!OWNER.owns(&labels(&[(keys::DISTRIBUTION, "d")])));
+        assert!(!OWNER.owns(&labels(&[(keys::DISTRIBUTION, "d"), (keys::HUB, "hub-2")])));
+        assert!(!OWNER.owns(&labels(&[(keys::DISTRIBUTION, "e"), (keys::HUB, "hub-1")])));
+        assert_eq!(
+            OWNER.selector(),
+            "multicluster.dev/distribution=d,multicluster.dev/hub=hub-1"
+        );
+    }
+
     #[test]
     fn hub_only_fields_and_status_are_dropped_and_the_distribution_is_labelled() {
-        let copy = for_member(&deployment(), "web", "m1", &[]).unwrap();
+        let copy = for_member(
+            &deployment(),
+            Owner {
+                distribution: "web",
+                hub: "hub-1",
+            },
+            "m1",
+            &[],
+        )
+        .unwrap();
         assert_eq!(
             copy,
             json!({"apiVersion": "apps/v1", "kind": "Deployment",
                    "metadata": {"name": "web", "namespace": "shop",
-                                "labels": {keys::DISTRIBUTION: "web"}},
+                                "labels": {keys::DISTRIBUTION: "web", keys::HUB: "hub-1"}},
                    "spec": {"replicas": 3}})
         );
     }
@@ -191,7 +258,7 @@ mod tests {
     fn a_service_loses_the_hubs_cluster_ip() {
         let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
                              "spec": {"clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1"], "ports": [{"port": 80}]}});
-        let copy = for_member(&service, "d", "m1", &[]).unwrap();
+        let copy = for_member(&service, OWNER, "m1", &[]).unwrap();
         assert_eq!(copy["spec"], json!({"ports": [{"port": 80}]}));
     }
 
@@ -227,10 +294,10 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let m1 = for_member(&deployment(), "d", "m1", &overrides).unwrap();
+        let m1 = for_member(&deployment(), OWNER, "m1", &overrides).unwrap();
         assert_eq!(m1["spec"]["replicas"], 3);
         assert_eq!(m1["metadata"]["namespace"], "shop");
-        let m2 = for_member(&deployment(), "d", "m2", &overrides).unwrap();
+        let m2 = for_member(&deployment(), OWNER, "m2", &overrides).unwrap();
         assert_eq!(m2["spec"]["replicas"], 1);
         assert_eq!(m2["metadata"]["namespace"], "shop-eu");
     }
@@ -247,7 +314,7 @@ mod tests {
             }],
             ..Default::default()
         }];
-        let err = for_member(&deployment(), "d", "m1", &overrides).unwrap_err();
+        let err = for_member(&deployment(), OWNER, "m1", &overrides).unwrap_err();
         let TransformError::Patch { member, object, .. } = err;
         assert_eq!((member.as_str(), object.as_str()), ("m1", "Deployment web"));
     }
@@ -257,17 +324,29 @@ mod tests {
         let ours = BTreeMap::from([(keys::DISTRIBUTION.to_owned(), "d".to_owned())]);
         let theirs = BTreeMap::from([(keys::DISTRIBUTION.to_owned(), "other".to_owned())]);
         let nobody = BTreeMap::new();
+        let ours_here = BTreeMap::from([
+            (keys::DISTRIBUTION.to_owned(), "d".to_owned()),
+            (keys::HUB.to_owned(), "hub-1".to_owned()),
+        ]);
+        let another_hubs = BTreeMap::from([
+            (keys::DISTRIBUTION.to_owned(), "d".to_owned()),
+            (keys::HUB.to_owned(), "hub-2".to_owned()),
+        ]);
         use ConflictPolicy::*;
-        assert_eq!(decide(None, "d", Abort), Action::Apply);
-        assert_eq!(decide(Some(&ours), "d", Abort), Action::Apply);
+        assert_eq!(decide(Some(&ours_here), OWNER, Abort), Action::Apply);
         assert!(
-            matches!(decide(Some(&theirs), "d", Abort), Action::Conflict(m) if m.contains("other"))
+            matches!(decide(Some(&another_hubs), OWNER, Abort), Action::Conflict(m) if m.contains("another hub (hub-2)"))
+        );
+        assert_eq!(decide(None, OWNER, Abort), Action::Apply);
+        assert_eq!(decide(Some(&ours), OWNER, Abort), Action::Apply);
+        assert!(
+            matches!(decide(Some(&theirs), OWNER, Abort), Action::Conflict(m) if m.contains("other"))
         );
         assert!(matches!(
-            decide(Some(&nobody), "d", Abort),
+            decide(Some(&nobody), OWNER, Abort),
             Action::Conflict(_)
         ));
-        assert_eq!(decide(Some(&nobody), "d", Adopt), Action::Apply);
-        assert_eq!(decide(Some(&theirs), "d", Overwrite), Action::Overwrite);
+        assert_eq!(decide(Some(&nobody), OWNER, Adopt), Action::Apply);
+        assert_eq!(decide(Some(&theirs), OWNER, Overwrite), Action::Overwrite);
     }
 }

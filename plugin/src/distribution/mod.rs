@@ -2,6 +2,7 @@
 //! create or update that Distribution, and follow the hub server as it applies them to members;
 //! `--plan` prints the order without touching anything; `distribute status NAME` reads the result.
 
+pub mod delete;
 pub mod preview;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -17,8 +18,8 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::api::{
-    ConflictPolicy, DependencyRule, Distribution, DistributionMode, DistributionStatus,
-    DistributionTargets, DriftPolicy, MemberCluster, ObjectSyncState,
+    ConflictPolicy, DeletionPolicy, DependencyRule, Distribution, DistributionMode,
+    DistributionStatus, DistributionTargets, DriftPolicy, MemberCluster, ObjectSyncState,
 };
 use multicluster_core::cluster::Kinds;
 use multicluster_core::distribution::{self, Plan};
@@ -35,7 +36,8 @@ use crate::output::{self, OutputFormat, Tabular};
     kubectl multicluster distribute -f app/ --to member-1,member-2 --name shop\n  \
     kubectl multicluster distribute -f app/ --selector region=eu --mode continuous\n  \
     kubectl multicluster distribute -f app/ --plan\n  \
-    kubectl multicluster distribute status shop"
+    kubectl multicluster distribute status shop\n  \
+    kubectl multicluster distribute delete shop"
 )]
 pub struct DistributeArgs {
     #[command(subcommand)]
@@ -61,6 +63,10 @@ pub struct DistributeArgs {
     /// What continuous mode does with a copy edited on a member
     #[arg(long, value_enum, default_value_t = Drift::Correct)]
     pub drift_policy: Drift,
+    /// What deleting the Distribution (or a member leaving --to/--selector) does to the copies:
+    /// delete them, or orphan them (keep them, without the Distribution's labels)
+    #[arg(long, value_enum, default_value_t = Deletion::Delete)]
+    pub deletion_policy: Deletion,
     /// A reference inside a custom resource, for the order: objects of KIND depend on the object of
     /// REFERENCED_KIND named at PATH (a JSONPath); `secret-bearing` puts KIND with the Secrets
     #[arg(
@@ -92,6 +98,8 @@ pub struct DistributeArgs {
 pub enum DistributeCommand {
     /// Each member's progress and every object that is not applied, with the reason
     Status { name: String },
+    /// Delete a Distribution: its copies leave every member, then its stored sources the hub
+    Delete(delete::DeleteArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -113,6 +121,12 @@ pub enum Conflicts {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Deletion {
+    Delete,
+    Orphan,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
 pub enum Drift {
     Correct,
     Report,
@@ -124,6 +138,9 @@ pub async fn run(
     namespace: &str,
     format: OutputFormat,
 ) -> anyhow::Result<()> {
+    if let Some(DistributeCommand::Delete(delete)) = args.action {
+        return delete::run(client, delete, format).await;
+    }
     if let Some(DistributeCommand::Status { name }) = &args.action {
         let api: Api<Distribution> = Api::namespaced(client, SYSTEM_NAMESPACE);
         let d = api
@@ -619,6 +636,10 @@ fn distribution_object(
         Drift::Correct => DriftPolicy::Correct,
         Drift::Report => DriftPolicy::Report,
     };
+    let deletion_policy = match args.deletion_policy {
+        Deletion::Delete => DeletionPolicy::Delete,
+        Deletion::Orphan => DeletionPolicy::Orphan,
+    };
     Ok(json!({
         "apiVersion": "multicluster.dev/v1alpha1", "kind": "Distribution",
         "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE,
@@ -629,6 +650,7 @@ fn distribution_object(
             "mode": mode,
             "conflictPolicy": conflict_policy,
             "driftPolicy": drift_policy,
+            "deletionPolicy": deletion_policy,
             // The user named every Secret in the bundle by passing its file.
             "includeSelectedSecrets": true,
             "dependencyRules": args.rules,
@@ -665,19 +687,26 @@ async fn preview_on_members(
     if !unknown.is_empty() {
         bail!("no MemberCluster named {}", unknown.join(", "));
     }
+    let hub_id = multicluster_core::cluster::cluster_id(hub)
+        .await
+        .context("reading the hub's cluster ID (its kube-system namespace)")?;
+    let owner = distribution::Owner {
+        distribution: name,
+        hub: &hub_id,
+    };
     let mut previews = Vec::new();
     for member in members.iter().filter(|m| chosen.contains(&m.name_any())) {
         let member_name = member.name_any();
         let copies = objects
             .iter()
-            .map(|o| distribution::for_member(o, name, &member_name, overrides))
+            .map(|o| distribution::for_member(o, owner, &member_name, overrides))
             .collect::<Result<Vec<_>, _>>()?;
         previews.push(async move {
             match crate::distribution::preview::member_client(hub, member).await {
                 Ok(client) => Ok(crate::distribution::preview::member_changes(
                     &client,
                     &member_name,
-                    name,
+                    owner,
                     policy,
                     copies,
                 )

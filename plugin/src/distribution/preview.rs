@@ -196,7 +196,7 @@ fn yaml(value: &Value) -> String {
 pub async fn member_changes(
     client: &Client,
     member: &str,
-    distribution: &str,
+    owner: distribution::Owner<'_>,
     policy: ConflictPolicy,
     copies: Vec<Value>,
 ) -> Vec<ObjectChange> {
@@ -234,9 +234,7 @@ pub async fn member_changes(
             let labels: Option<BTreeMap<String, String>> = live
                 .as_ref()
                 .map(|o| o.metadata.labels.clone().unwrap_or_default());
-            if let Action::Conflict(why) =
-                distribution::decide(labels.as_ref(), distribution, policy)
-            {
+            if let Action::Conflict(why) = distribution::decide(labels.as_ref(), owner, policy) {
                 return change(Change::Conflict, Some(why));
             }
             let after = match l.api.patch(&l.name, &params, &Patch::Apply(&copy)).await {

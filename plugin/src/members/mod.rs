@@ -112,6 +112,13 @@ pub struct UnjoinArgs {
     /// Leave the hub's accounts on the member
     #[arg(long)]
     pub keep_remote: bool,
+    /// Leave the Distributions' copies on the member (by default they are removed first, while
+    /// the hub still holds the member's credentials)
+    #[arg(long)]
+    pub keep_copies: bool,
+    /// How long to wait for the hub server to remove the copies
+    #[arg(long, default_value = "5m", value_parser = multicluster_core::duration::parse)]
+    pub timeout: Duration,
 }
 
 async fn member_client(
@@ -593,6 +600,9 @@ pub async fn unjoin(
     if existing.is_none() {
         bail!("no member {} on the hub", args.name);
     }
+    if !args.keep_copies {
+        remove_copies(&hub, &args.name, args.timeout).await?;
+    }
     if !args.keep_remote {
         let context = args.member_context.as_ref().ok_or_else(|| {
             anyhow!("give the member's --member-context to remove the hub's account there, or --keep-remote to leave it")
@@ -610,6 +620,68 @@ pub async fn unjoin(
     members.delete(&args.name, &DeleteParams::default()).await?;
     eprintln!("Unjoined {}", args.name);
     Ok(())
+}
+
+/// Takes the member out of every Distribution's targets (the `leaving` annotation) and waits until
+/// the hub server has removed their copies from it: no Distribution's status lists it any more.
+async fn remove_copies(hub: &Client, member: &str, timeout: Duration) -> anyhow::Result<()> {
+    use multicluster_core::api::Distribution;
+    let distributions: Api<Distribution> = Api::namespaced(hub.clone(), SYSTEM_NAMESPACE);
+    let holding = |list: &[Distribution]| -> BTreeMap<String, String> {
+        list.iter()
+            .filter_map(|d| {
+                let status = d.status.as_ref()?;
+                let m = status.members.iter().find(|m| m.member == member)?;
+                let what = match &m.message {
+                    Some(message) => message.clone(),
+                    None => format!("{} object(s)", m.applied),
+                };
+                Some((d.name_any(), what))
+            })
+            .collect()
+    };
+    let mut shown = holding(&distributions.list(&Default::default()).await?.items);
+    if shown.is_empty() {
+        return Ok(());
+    }
+    for (name, what) in &shown {
+        eprintln!("Removing the copies of Distribution {name} from {member} ({what})");
+    }
+    Api::<MemberCluster>::all(hub.clone())
+        .patch(
+            member,
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"metadata": {"annotations": {
+                multicluster_core::keys::LEAVING: "true"}}})),
+        )
+        .await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = holding(&distributions.list(&Default::default()).await?.items);
+        for name in shown.keys().filter(|n| !now.contains_key(*n)) {
+            eprintln!("Distribution {name}: copies removed from {member}");
+        }
+        for (name, what) in &now {
+            if shown.get(name) != Some(what) {
+                eprintln!("Distribution {name}: {what}");
+            }
+        }
+        if now.is_empty() {
+            return Ok(());
+        }
+        shown = now;
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the hub server did not remove the copies of {} from {member} within {}s (is \
+                 multicluster-webhook running, and does {member} answer?); the member stays \
+                 registered and no Distribution targets it any more: run unjoin again, or add \
+                 --keep-copies to leave the copies there",
+                shown.keys().cloned().collect::<Vec<_>>().join(", "),
+                timeout.as_secs()
+            );
+        }
+    }
 }
 
 /// One row of `list`.

@@ -10,18 +10,16 @@ use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::api::{
-    Distribution, MemberDistributionStatus, ObjectDistributionStatus, ObjectReference,
-    ObjectSyncState, WrittenKind, WrittenSecret,
+    DeletionPolicy, Distribution, MemberDistributionStatus, ObjectDistributionStatus,
+    ObjectReference, ObjectSyncState, WrittenKind, WrittenSecret,
 };
-use multicluster_core::cluster::Kinds;
-use multicluster_core::distribution::{self, Action, ObjectKey, Plan};
-use multicluster_core::keys;
+use multicluster_core::distribution::{self, Action, ObjectKey, Owner, Plan};
 use serde_json::{Value, json};
+
+use super::removal::{self, Identity};
 
 /// Requests in flight per member within one tier.
 const CONCURRENCY: usize = 32;
@@ -94,9 +92,25 @@ pub type Placement = HashMap<ObjectKey, Option<BTreeMap<String, u32>>>;
 #[derive(Clone, Copy)]
 pub struct Bundle<'a> {
     pub distribution: &'a Distribution,
+    /// This hub's cluster ID, on every copy beside the Distribution's name.
+    pub hub: &'a str,
     pub plan: &'a Plan,
     pub sources: &'a [Source],
     pub placement: &'a Placement,
+}
+
+impl Bundle<'_> {
+    pub fn owner(&self) -> Owner<'_> {
+        Owner {
+            distribution: self
+                .distribution
+                .metadata
+                .name
+                .as_deref()
+                .unwrap_or_default(),
+            hub: self.hub,
+        }
+    }
 }
 
 /// Syncs `member`, tier by tier: the copies of a tier and what to do with each, the labels of
@@ -128,17 +142,23 @@ pub async fn sync(
     }
     // Remove copies that left the Distribution, only from a member that answered throughout.
     if run.unreachable.is_none() {
-        let name = bundle.distribution.name_any();
-        remove_leftovers(
+        let removed = removal::remove_copies(
             client,
-            &name,
+            bundle.owner(),
+            DeletionPolicy::Delete,
             &run.written,
             &mut run.written_secrets,
             &run.desired,
             bundle.sources,
-            &mut run.states,
         )
         .await;
+        run.states
+            .extend(removed.kept.into_iter().map(|(key, mut kept)| {
+                if let Some(why) = &kept.message {
+                    kept.message = Some(format!("left the Distribution; {why}"));
+                }
+                (key, kept)
+            }));
     }
     run.outcome()
 }
@@ -148,7 +168,6 @@ struct MemberSync<'a> {
     client: &'a Client,
     member: &'a str,
     bundle: Bundle<'a>,
-    name: String,
     /// Each object's state on the member, as status will show it.
     states: BTreeMap<ObjectKey, ObjectDistributionStatus>,
     /// Objects that failed (and so hold back what depends on them).
@@ -159,8 +178,8 @@ struct MemberSync<'a> {
     written: BTreeSet<WrittenKind>,
     /// The Secrets ever written there (which the hub may get but not list), for the same.
     written_secrets: BTreeSet<WrittenSecret>,
-    /// (kind, namespace, name) of every copy the Distribution wants there now.
-    desired: BTreeSet<(String, Option<String>, String)>,
+    /// Every copy the Distribution wants there now.
+    desired: BTreeSet<Identity>,
     total: u32,
     progress: Arc<Mutex<MemberDistributionStatus>>,
 }
@@ -189,7 +208,6 @@ impl<'a> MemberSync<'a> {
             client,
             member,
             bundle,
-            name: bundle.distribution.name_any(),
             states: BTreeMap::new(),
             failed: BTreeSet::new(),
             unreachable: None,
@@ -254,8 +272,12 @@ impl<'a> MemberSync<'a> {
             };
             let source = &self.bundle.sources[index];
             let spec = &self.bundle.distribution.spec;
-            match distribution::for_member(&source.object, &self.name, self.member, &spec.overrides)
-            {
+            match distribution::for_member(
+                &source.object,
+                self.bundle.owner(),
+                self.member,
+                &spec.overrides,
+            ) {
                 Ok(copy) => {
                     if let Some(copy) = self.placed(&step.object, source, copy) {
                         self.desired.insert(identity_of(&copy));
@@ -397,7 +419,7 @@ impl<'a> MemberSync<'a> {
         for w in work {
             let apply = apply_one(
                 self.client,
-                &self.name,
+                self.bundle.owner(),
                 policy,
                 existing,
                 &memory.applied,
@@ -538,7 +560,7 @@ fn written_secret(copy: &Value) -> Option<WrittenSecret> {
     })
 }
 
-fn is_secret(api_version: &str, kind: &str) -> bool {
+pub(super) fn is_secret(api_version: &str, kind: &str) -> bool {
     api_version == "v1" && kind == "Secret"
 }
 
@@ -552,34 +574,6 @@ fn written_kind(copy: &Value) -> WrittenKind {
         kind: copy["kind"].as_str().unwrap_or_default().into(),
         namespace: copy["metadata"]["namespace"].as_str().map(str::to_owned),
     }
-}
-
-/// This Distribution's Secret copies in `kind`'s namespace, read by name from what it wrote (the
-/// hub may not list a member's Secrets); names that are gone or no longer ours are forgotten.
-async fn secret_copies(
-    api: &Api<DynamicObject>,
-    distribution: &str,
-    kind: &WrittenKind,
-    written_secrets: &mut BTreeSet<WrittenSecret>,
-) -> kube::Result<Vec<kube::core::PartialObjectMeta<DynamicObject>>> {
-    let namespace = kind.namespace.clone().unwrap_or_default();
-    let mut copies = Vec::new();
-    for secret in written_secrets.clone() {
-        if secret.namespace != namespace {
-            continue;
-        }
-        match api.get_metadata_opt(&secret.name).await? {
-            Some(m)
-                if m.labels().get(keys::DISTRIBUTION).map(String::as_str) == Some(distribution) =>
-            {
-                copies.push(m);
-            }
-            _ => {
-                written_secrets.remove(&secret);
-            }
-        }
-    }
-    Ok(copies)
 }
 
 /// Labels of the objects named `names` that exist, read one at a time.
@@ -608,7 +602,7 @@ fn group_id(resource: &ApiResource) -> String {
 /// Applies one object (or makes sure one namespace exists) as the conflict policy says.
 async fn apply_one(
     client: &Client,
-    name: &str,
+    owner: Owner<'_>,
     policy: multicluster_core::api::ConflictPolicy,
     existing: &Existing,
     memory: &HashMap<ObjectKey, (u64, String)>,
@@ -617,7 +611,7 @@ async fn apply_one(
 ) -> (ObjectKey, Result<Applied, ObjectDistributionStatus>) {
     match w {
         Work::Namespace(key, ns) => {
-            let result = ensure_namespace(client, &ns, name).await;
+            let result = ensure_namespace(client, &ns, owner.distribution).await;
             (key, result)
         }
         Work::Object(key, source, copy) => {
@@ -638,7 +632,7 @@ async fn apply_one(
                     .and_then(|m| m.get(&obj_name))
             };
             let api = api_for(client, source, ns.as_deref());
-            let result = match distribution::decide(labels, name, policy) {
+            let result = match distribution::decide(labels, owner, policy) {
                 Action::Conflict(why) => Err(ObjectDistributionStatus {
                     object: reference_of(&copy),
                     state: ObjectSyncState::Conflict,
@@ -785,94 +779,6 @@ async fn established(client: &Client, name: &str) -> Result<(), String> {
     }
 }
 
-/// Deletes the member's copies (found by this Distribution's label) that are no longer desired.
-async fn remove_leftovers(
-    client: &Client,
-    distribution: &str,
-    written: &BTreeSet<WrittenKind>,
-    written_secrets: &mut BTreeSet<WrittenSecret>,
-    desired: &BTreeSet<(String, Option<String>, String)>,
-    sources: &[Source],
-    states: &mut BTreeMap<ObjectKey, ObjectDistributionStatus>,
-) {
-    let selector = format!("{}={distribution}", keys::DISTRIBUTION);
-    let mut served = Kinds::default();
-    for kind in written {
-        // The API of a kind no longer in the bundle: from the member's discovery.
-        let resource = match sources.iter().find(|s| {
-            s.object["apiVersion"] == kind.api_version.as_str()
-                && s.object["kind"] == kind.kind.as_str()
-        }) {
-            Some(s) => (s.resource.clone(), s.namespaced),
-            None => match served.resolve(client, &kind.api_version, &kind.kind).await {
-                Ok(found) => (found.resource, found.namespaced),
-                // Not served any more: nothing of that kind is left to remove.
-                Err(_) => continue,
-            },
-        };
-        let source = Source {
-            object: Value::Null,
-            resource: resource.0,
-            namespaced: resource.1,
-        };
-        let api = api_for(client, &source, kind.namespace.as_deref());
-        let copies = if is_secret(&kind.api_version, &kind.kind) {
-            secret_copies(&api, distribution, kind, written_secrets).await
-        } else {
-            api.list_metadata(&ListParams::default().labels(&selector))
-                .await
-                .map(|list| list.items)
-        };
-        let Ok(copies) = copies else {
-            continue;
-        };
-        for item in copies {
-            let key = (kind.kind.clone(), item.namespace(), item.name_any());
-            if desired.contains(&key) {
-                continue;
-            }
-            let reference = ObjectReference {
-                api_version: kind.api_version.clone(),
-                kind: kind.kind.clone(),
-                name: item.name_any(),
-                namespace: item.namespace(),
-            };
-            match api
-                .delete(&item.name_any(), &DeleteParams::background())
-                .await
-            {
-                Ok(_) => {
-                    written_secrets.remove(&WrittenSecret {
-                        namespace: item.namespace().unwrap_or_default(),
-                        name: item.name_any(),
-                    });
-                    tracing::info!(%distribution, object = %format!("{} {}", kind.kind, item.name_any()), "removed a copy that left the Distribution")
-                }
-                Err(e) => {
-                    states.insert(
-                        ObjectKey {
-                            group: multicluster_core::distribution::order::group_of(
-                                &kind.api_version,
-                            )
-                            .to_owned(),
-                            kind: kind.kind.clone(),
-                            namespace: item.namespace(),
-                            name: item.name_any(),
-                        },
-                        ObjectDistributionStatus {
-                            object: reference,
-                            state: ObjectSyncState::Error,
-                            message: Some(format!(
-                                "left the Distribution but could not be removed: {e}"
-                            )),
-                        },
-                    );
-                }
-            }
-        }
-    }
-}
-
 /// The member sync against an in-process fake API server (`crate::testing`): the order writes
 /// reach the member in, what an unreachable member keeps, conflicts with objects someone else
 /// owns, and leftovers removed only from a member that answered. The fake plays the member's API
@@ -880,6 +786,7 @@ async fn remove_leftovers(
 #[cfg(test)]
 mod tests {
     use multicluster_core::api::DistributionSpec;
+    use multicluster_core::keys;
 
     use super::*;
     use crate::testing::{FakeApi, Served};
@@ -950,6 +857,7 @@ mod tests {
         let placement = Placement::new();
         let bundle = Bundle {
             distribution: d,
+            hub: "hub-1",
             plan: &plan,
             sources: &sources,
             placement: &placement,
@@ -1218,6 +1126,7 @@ mod tests {
         let d = distribution("Abort");
         let bundle = Bundle {
             distribution: &d,
+            hub: "hub-1",
             plan: &plan,
             sources: &sources,
             placement: &placement,

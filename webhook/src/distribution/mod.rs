@@ -3,6 +3,8 @@
 //! watches its sources on the hub and its copies on every member.
 
 mod member;
+mod removal;
+mod teardown;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap};
@@ -54,12 +56,13 @@ pub enum Trigger {
 
 /// Runs every Distribution in `multicluster-system` until aborted (on losing the Lease).
 pub async fn run(client: Client, clients: MemberClients, run: crate::loops::Loop) {
+    let hub = hub_id(&client, &run).await;
     let api: Api<Distribution> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
     // Aborted with this loop (dropped with it): a replica that loses the Lease stops every runner.
     let mut runners: HashMap<String, (AbortOnDropHandle<()>, mpsc::UnboundedSender<Trigger>)> =
         HashMap::new();
     // What last woke each runner: status writes (ours) change neither, so they wake nobody.
-    let mut seen: HashMap<String, (Option<i64>, Option<String>)> = HashMap::new();
+    let mut seen: HashMap<String, Wake> = HashMap::new();
     let mut events = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -71,7 +74,8 @@ pub async fn run(client: Client, clients: MemberClients, run: crate::loops::Loop
     .default_backoff()
     .applied_objects()
     .boxed();
-    let mut reachable: HashMap<String, bool> = HashMap::new();
+    // Per member: whether it answers, and whether `unjoin` is taking it out of every target list.
+    let mut reachable: HashMap<String, (bool, bool)> = HashMap::new();
     // Deployments placed by a TrafficPolicy follow its active weights.
     let mut policy_events = watcher(
         Api::<TrafficPolicy>::namespaced(client.clone(), SYSTEM_NAMESPACE),
@@ -100,9 +104,9 @@ pub async fn run(client: Client, clients: MemberClients, run: crate::loops::Loop
             }
             m = member_events.next() => {
                 if let Some(Ok(member)) = m {
-                    let now = member_reachable(&member);
+                    let now = (member_reachable(&member), teardown::leaving(&member));
                     if reachable.insert(member.name_any(), now) != Some(now) {
-                        tracing::debug!(member = %member.name_any(), reachable = now, "member reachability changed");
+                        tracing::debug!(member = %member.name_any(), reachable = now.0, leaving = now.1, "member changed");
                         for (_, tx) in runners.values() {
                             let _ = tx.send(Trigger::Sync);
                         }
@@ -119,6 +123,9 @@ pub async fn run(client: Client, clients: MemberClients, run: crate::loops::Loop
                     d.annotations()
                         .get(multicluster_core::keys::SYNC_REQUESTED)
                         .cloned(),
+                    d.metadata.deletion_timestamp.is_some(),
+                    d.annotations()
+                        .contains_key(multicluster_core::keys::RELEASE_UNREACHABLE),
                 );
                 let running = runners.get(&name).is_some_and(|(t, _)| !t.is_finished());
                 if running && seen.get(&name) == Some(&wake) {
@@ -130,6 +137,7 @@ pub async fn run(client: Client, clients: MemberClients, run: crate::loops::Loop
                     let task = AbortOnDropHandle::new(tokio::spawn(runner(
                         client.clone(),
                         clients.clone(),
+                        hub.clone(),
                         name.clone(),
                         tx.clone(),
                         rx,
@@ -156,6 +164,25 @@ pub async fn run(client: Client, clients: MemberClients, run: crate::loops::Loop
     }
 }
 
+/// What wakes a running runner: the Distribution's generation, its last sync request, whether it
+/// is being deleted and whether unreachable members are to be released. Status writes (ours)
+/// change none of these, so they wake nobody.
+type Wake = (Option<i64>, Option<String>, bool, bool);
+
+/// This hub's cluster ID, asked until the hub answers: every copy carries it.
+async fn hub_id(client: &Client, run: &crate::loops::Loop) -> String {
+    loop {
+        match multicluster_core::cluster::cluster_id(client).await {
+            Ok(id) => return id,
+            Err(e) => {
+                run.failed();
+                tracing::warn!(error = %e, "reading the hub's cluster ID (its kube-system namespace); retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
 /// What the hub's health probe last said: `false` only when the member did not answer.
 fn member_reachable(member: &MemberCluster) -> bool {
     member
@@ -168,6 +195,8 @@ fn member_reachable(member: &MemberCluster) -> bool {
 /// State one runner keeps between syncs.
 #[derive(Default)]
 struct RunnerState {
+    /// This hub's cluster ID.
+    hub: String,
     memory: HashMap<String, MemberMemory>,
     /// Copies edited on a member and left alone (DriftPolicy Report): member → key → message.
     drifted: BTreeMap<(String, ObjectKey), String>,
@@ -188,13 +217,17 @@ const FULL_RESYNC: Duration = Duration::from_secs(300);
 async fn runner(
     client: Client,
     clients: MemberClients,
+    hub: String,
     name: String,
     tx: mpsc::UnboundedSender<Trigger>,
     mut rx: mpsc::UnboundedReceiver<Trigger>,
     run: crate::loops::Loop,
 ) {
     let api: Api<Distribution> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
-    let mut state = RunnerState::default();
+    let mut state = RunnerState {
+        hub,
+        ..Default::default()
+    };
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut resync_at = tokio::time::Instant::now() + FULL_RESYNC;
     loop {
@@ -228,6 +261,33 @@ async fn runner(
                 continue;
             }
         };
+        if distribution.metadata.deletion_timestamp.is_some() {
+            // Being deleted: take the copies off every member, then let it go.
+            state.watches.clear();
+            if !teardown::holds_finalizer(&distribution) {
+                return;
+            }
+            if teardown::run(&client, &clients, &api, &distribution, &state.hub).await {
+                match teardown::release(&api, &distribution).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(distribution = %name, error = %e, "removing the finalizer")
+                    }
+                }
+            }
+            run.failed();
+            retry_at = Some(backoff(&mut state.failures));
+            continue;
+        }
+        if !teardown::holds_finalizer(&distribution) {
+            // Before the first write to a member: from then on its copies go with it.
+            if let Err(e) = teardown::hold(&api, &distribution).await {
+                run.failed();
+                tracing::warn!(distribution = %name, error = %e, "adding the clean-up finalizer");
+                retry_at = Some(backoff(&mut state.failures));
+                continue;
+            }
+        }
         let mut needed = triggers.iter().any(|t| matches!(t, Trigger::Sync));
         for t in triggers {
             if let Trigger::Copy {
@@ -273,11 +333,16 @@ async fn runner(
             None
         } else {
             run.failed();
-            state.failures += 1;
-            let secs = 1u64 << state.failures.min(3);
-            Some(tokio::time::Instant::now() + Duration::from_secs(secs.min(10)))
+            Some(backoff(&mut state.failures))
         };
     }
+}
+
+/// When to try again after one more failure in a row: 2, 4, 8, then every 10 seconds.
+fn backoff(failures: &mut u32) -> tokio::time::Instant {
+    *failures += 1;
+    let secs = 1u64 << (*failures).min(3);
+    tokio::time::Instant::now() + Duration::from_secs(secs.min(10))
 }
 
 /// Decides what a change of a copy means: our own write (nothing), an edit to correct (sync), or
@@ -562,6 +627,8 @@ struct Inputs {
     members: Vec<MemberCluster>,
     targets: Vec<String>,
     unknown: Vec<String>,
+    /// This hub's cluster ID.
+    hub: String,
 }
 
 async fn write_status(api: &Api<Distribution>, name: &str, status: Value) {
@@ -607,15 +674,22 @@ async fn sync(
         &progress,
     )
     .await;
+    // Members that left the targets: their copies go too (or are released, with Orphan).
+    let departed = teardown::departures(client, clients, distribution, &inputs, &previous).await;
+    for d in &departed.finished {
+        state.memory.remove(d);
+    }
     publisher.abort();
-    let (statuses, tally) = tally(outcomes, &inputs, state);
+    let (mut statuses, tally) = tally(outcomes, &inputs, state);
+    statuses.extend(departed.pending.iter().cloned());
     state.corrected.clear();
     let condition = distribution::synced_condition(&tally, distribution.spec.conflict_policy);
     let synced = condition.0;
     report.finished(condition, statuses).await;
     tracing::info!(distribution = %report.name, synced, members = tally.members, "synced");
-    // Conflicts need a change to resolve; unreachable members and errors are retried.
-    tally.unreachable.is_empty() && tally.errors == 0
+    // Conflicts need a change to resolve; unreachable members, errors and departures still to
+    // finish are retried.
+    tally.unreachable.is_empty() && tally.errors == 0 && departed.pending.is_empty()
 }
 
 /// The sources, their order and placement, and the target members, from the hub. Remembers the
@@ -646,8 +720,14 @@ async fn read_inputs(
         .map(|m| (m.name_any(), m.labels().clone()))
         .collect();
     state.members = members.clone();
-    let (targets, unknown) = distribution::targets(&distribution.spec.targets, &labels)
+    let (mut targets, unknown) = distribution::targets(&distribution.spec.targets, &labels)
         .map_err(|e| Stop::settled("BadTargets", e.to_string()))?;
+    // A member `unjoin` is removing is no target: its copies go while the hub can still reach it.
+    targets.retain(|t| {
+        !members
+            .iter()
+            .any(|m| m.name_any() == *t && teardown::leaving(m))
+    });
     Ok(Inputs {
         sources,
         plan,
@@ -655,6 +735,7 @@ async fn read_inputs(
         members,
         targets,
         unknown,
+        hub: state.hub.clone(),
     })
 }
 
@@ -678,22 +759,27 @@ fn kinds_of(sources: &[Source]) -> watch::Kinds {
 
 type MemberProgress = BTreeMap<String, Arc<Mutex<MemberDistributionStatus>>>;
 
-/// Each target's live status during the sync, starting from what the last sync recorded.
+/// Each target's live status during the sync, starting from what the last sync recorded; a member
+/// that is no target any more keeps its last status (what it holds) until its departure is done.
 fn member_progress(
     previous: &HashMap<String, MemberDistributionStatus>,
     targets: &[String],
 ) -> MemberProgress {
-    targets
+    let mut progress: MemberProgress = previous
         .iter()
-        .map(|m| {
-            let mut p = previous.get(m).cloned().unwrap_or_default();
-            m.clone_into(&mut p.member);
-            (m.clone(), Arc::new(Mutex::new(p)))
-        })
-        .collect()
+        .map(|(m, p)| (m.clone(), Arc::new(Mutex::new(p.clone()))))
+        .collect();
+    for m in targets {
+        let mut p = previous.get(m).cloned().unwrap_or_default();
+        m.clone_into(&mut p.member);
+        progress.insert(m.clone(), Arc::new(Mutex::new(p)));
+    }
+    progress
 }
 
-fn previous_statuses(distribution: &Distribution) -> HashMap<String, MemberDistributionStatus> {
+pub(super) fn previous_statuses(
+    distribution: &Distribution,
+) -> HashMap<String, MemberDistributionStatus> {
     distribution
         .status
         .as_ref()
@@ -828,6 +914,7 @@ async fn sync_member(
         Ok(member_client) => {
             let bundle = member::Bundle {
                 distribution,
+                hub: &inputs.hub,
                 plan: &inputs.plan,
                 sources: &inputs.sources,
                 placement: &inputs.placement,
@@ -846,7 +933,7 @@ async fn sync_member(
     }
 }
 
-/// The members' statuses (with the drift this runner saw marked on their objects) and the sums
+/// The target members' statuses (with the drift this runner saw marked on their objects) and the sums
 /// the `Synced` condition is decided from.
 fn tally(
     outcomes: Vec<member::MemberOutcome>,
