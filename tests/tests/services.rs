@@ -554,3 +554,76 @@ async fn a_client_ip_affinity_local_policy_prefer_close_service_is_imported_with
         assert_eq!(spec["ports"][0]["port"], 8080, "{spec}");
     }
 }
+
+/// One hostname, one address (issue 22): a hub Service `NS/web` in a pool holds
+/// `web.NS.<suffix>`; a multi-cluster service `NS/web` exported into the same pool would get the
+/// same name with a second address, so the hub's webhook refuses it, naming the holder, and the
+/// export says so. `vip list` shows one address for the name. No node is played (see above).
+#[tokio::test]
+async fn a_multi_cluster_service_whose_hostname_a_hub_service_holds_is_refused_naming_it() {
+    let pg = playground();
+    pg.join_members();
+    let hub = pg.client("hub").await.unwrap();
+    let m1 = pg.client("member-1").await.unwrap();
+    let pool = unique_name("one-name");
+    pg.apply(
+        "hub",
+        &format!(
+            "apiVersion: multicluster.dev/v1alpha1\nkind: VipPool\nmetadata: {{name: {pool}}}\n\
+             spec: {{ranges: [\"10.251.202.0/24\"], domainSuffix: mc.example.com}}\n"
+        ),
+        &[],
+    );
+    let ns = fresh_namespace(&m1, "onename").await.unwrap();
+    create_namespace(&hub, &ns).await;
+    let on_hub: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": ns, "labels": {"multicluster.dev/vip-pool": pool}},
+        "spec": {"ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    let created = Api::<Service>::namespaced(hub.clone(), &ns)
+        .create(&Default::default(), &on_hub)
+        .await
+        .unwrap();
+    let annotations = created.metadata.annotations.unwrap_or_default();
+    let hostname = format!("web.{ns}.mc.example.com");
+    assert_eq!(annotations["multicluster.dev/hostname"], hostname);
+    let address = annotations["multicluster.dev/vip"].clone();
+
+    export_service(&m1, &ns, "web", 80, None, &pool).await;
+    let exports = multicluster_tests::mcs::api(&m1, &ns, "ServiceExport");
+    let message = eventually(
+        "the export says its hostname is held by the hub Service",
+        WAIT,
+        async || {
+            let export = exports.get("web").await.unwrap();
+            match condition(&export, "Ready") {
+                Some((status, message)) if status == "False" && message.contains("held by") => {
+                    Ok(message)
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(
+        message.contains(&hostname)
+            && message.contains(&address)
+            && message.contains(&format!("Service {ns}/web")),
+        "{message}"
+    );
+    let hub_imports =
+        Api::<DynamicObject>::namespaced_with(hub.clone(), &ns, &mcs("ServiceImport"));
+    assert!(hub_imports.get_opt("web").await.unwrap().is_none());
+    let listed: Value = serde_json::from_str(&run_ok(
+        &mut pg.multicluster(&["vip", "list", "-o", "json"]),
+    ))
+    .unwrap();
+    let addresses: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row.to_string().contains(&hostname))
+        .collect();
+    assert_eq!(addresses.len(), 1, "{addresses:?}");
+}

@@ -750,6 +750,8 @@ pub fn export_conditions(
         ),
     });
     out.push(match (&export.backends, vip) {
+        // Both said: a missing VIP is not to hide behind the missing backends.
+        (Err(e), Err(v)) => ("Ready", false, "Failed".to_owned(), format!("{e}; {v}")),
         (Err(e), _) => ("Ready", false, "Failed".to_owned(), e.clone()),
         (_, Err(e)) => ("Ready", false, "Pending".to_owned(), e.to_owned()),
         _ if merged.conflicts.contains_key(member) => (

@@ -229,6 +229,37 @@ pub fn released_annotations(current: &BTreeMap<String, String>) -> Vec<String> {
         .collect()
 }
 
+/// Why `owner` may not have `hostname` in `pool`: another object's claim in that pool holds it
+/// already. A hostname names one address (ExternalDNS publishes every address that carries it),
+/// so the second holder is refused, with the first named.
+pub fn hostname_refusal<'a>(
+    claims: impl IntoIterator<Item = &'a crate::api::VipClaimSpec>,
+    pool: &str,
+    hostname: &str,
+    owner: &OwnerKind,
+    namespace: &str,
+    name: &str,
+) -> Option<String> {
+    let holder = claims.into_iter().find(|c| {
+        c.pool == pool
+            && c.hostname == hostname
+            && !(c.owner.kind == owner.kind
+                && c.owner.namespace.as_deref() == Some(namespace)
+                && c.owner.name == name)
+    })?;
+    Some(format!(
+        "hostname {hostname} already names {} in VipPool {pool}, held by {} {}/{}: a hostname names one \
+         address. Use the existing one, delete that {} (or take it out of the pool), or ask for this \
+         {} from another pool",
+        holder.address,
+        holder.owner.kind,
+        holder.owner.namespace.as_deref().unwrap_or_default(),
+        holder.owner.name,
+        holder.owner.kind,
+        owner.kind,
+    ))
+}
+
 /// `<service>.<namespace>.<domainSuffix>`, lower-cased.
 pub fn hostname(service: &str, namespace: &str, domain_suffix: &str) -> String {
     format!(
@@ -264,6 +295,62 @@ mod tests {
 
     fn r(entries: &[&str]) -> Ranges {
         parse_ranges(&entries.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn a_hostname_held_by_another_object_of_the_pool_is_refused_naming_the_holder() {
+        use crate::api::{ClaimOwner, VipClaimSpec};
+        let claim = |kind: &str, pool: &str, address: &str| VipClaimSpec {
+            pool: pool.to_owned(),
+            address: address.to_owned(),
+            hostname: "web.shop.mc.example.com".to_owned(),
+            owner: ClaimOwner {
+                api_version: "v1".to_owned(),
+                kind: kind.to_owned(),
+                namespace: Some("shop".to_owned()),
+                name: "web".to_owned(),
+                uid: None,
+            },
+        };
+        let service = claim("Service", "pool", "10.250.0.5");
+        let elsewhere = claim("Service", "other", "10.251.0.5");
+        let import = OwnerKind::service_import();
+        let why = hostname_refusal(
+            [&service, &elsewhere],
+            "pool",
+            "web.shop.mc.example.com",
+            &import,
+            "shop",
+            "web",
+        )
+        .unwrap();
+        assert!(
+            why.contains("10.250.0.5") && why.contains("Service shop/web"),
+            "{why}"
+        );
+        // Its own claim (a retried request, an update) is no conflict; nor a claim of another pool.
+        assert_eq!(
+            hostname_refusal(
+                [&service],
+                "pool",
+                "web.shop.mc.example.com",
+                &OwnerKind::service(),
+                "shop",
+                "web"
+            ),
+            None
+        );
+        assert_eq!(
+            hostname_refusal(
+                [&elsewhere],
+                "pool",
+                "web.shop.mc.example.com",
+                &import,
+                "shop",
+                "web"
+            ),
+            None
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures::{StreamExt, stream};
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::{Api, Client, ResourceExt};
@@ -91,34 +92,19 @@ pub async fn remove_copies(
             // A namespace that is gone, a kind the account may not list: nothing to find there.
             Err(_) => continue,
         };
+        // Decided one by one (a CRD needs a look at its custom resources), removed concurrently.
+        let mut removals = Vec::new();
         for item in copies {
             let identity = (kind.kind.clone(), item.namespace(), item.name_any());
             if keep.contains(&identity) {
                 continue;
             }
-            let key = ObjectKey {
-                group: group_of(&kind.api_version).to_owned(),
-                kind: kind.kind.clone(),
-                namespace: item.namespace(),
-                name: item.name_any(),
-            };
-            let reference = ObjectReference {
-                api_version: kind.api_version.clone(),
-                kind: kind.kind.clone(),
-                name: item.name_any(),
-                namespace: item.namespace(),
-            };
-            let kept = |why: String, state| ObjectDistributionStatus {
-                object: reference.clone(),
-                state,
-                message: Some(why),
-            };
-            let namespace = kind.kind == "Namespace" && kind.api_version == "v1";
+            let copy = Doomed::of(kind, &item);
             if policy == DeletionPolicy::Delete && is_crd(&kind.api_version, &kind.kind) {
                 match held_by_others(client, owner, &item.name_any()).await {
                     Ok(None) => {}
                     Ok(Some(why)) => {
-                        out.kept.insert(key, kept(why, ObjectSyncState::Applied));
+                        out.kept.extend([copy.kept(why, ObjectSyncState::Applied)]);
                         continue;
                     }
                     Err(e) if is_transport(&e) => {
@@ -129,47 +115,98 @@ pub async fn remove_copies(
                         let why = format!(
                             "kept: could not tell whether anyone else holds custom resources of it: {e}"
                         );
-                        out.kept.insert(key, kept(why, ObjectSyncState::Error));
+                        out.kept.extend([copy.kept(why, ObjectSyncState::Error)]);
                         continue;
                     }
                 }
             }
-            let result = if policy == DeletionPolicy::Orphan || namespace {
-                unlabel(&api, &item.name_any()).await
-            } else {
-                api.delete(&item.name_any(), &DeleteParams::background())
-                    .await
-                    .map(|_| ())
-            };
+            removals.push(copy);
+        }
+        let namespace = kind.kind == "Namespace" && kind.api_version == "v1";
+        let api = &api;
+        let results: Vec<(Doomed, kube::Result<()>)> =
+            stream::iter(removals.into_iter().map(|copy| async move {
+                let result = if policy == DeletionPolicy::Orphan || namespace {
+                    unlabel(api, &copy.reference.name).await
+                } else {
+                    api.delete(&copy.reference.name, &DeleteParams::background())
+                        .await
+                        .map(|_| ())
+                };
+                (copy, result)
+            }))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for (copy, result) in results {
             match result {
                 Ok(()) => {
                     out.removed += 1;
                     written_secrets.remove(&WrittenSecret {
-                        namespace: item.namespace().unwrap_or_default(),
-                        name: item.name_any(),
+                        namespace: copy.reference.namespace.clone().unwrap_or_default(),
+                        name: copy.reference.name.clone(),
                     });
+                    tracing::debug!(distribution = %owner.distribution, object = %copy.key, ?policy, "removed a copy");
                     if namespace && policy == DeletionPolicy::Delete {
                         let why =
                             "kept and unlabelled: a namespace holds what others put there too";
                         out.kept
-                            .insert(key, kept(why.to_owned(), ObjectSyncState::Applied));
+                            .extend([copy.kept(why.to_owned(), ObjectSyncState::Applied)]);
                     }
-                    tracing::info!(distribution = %owner.distribution, object = %format!("{} {}", kind.kind, item.name_any()),
-                                   ?policy, "removed a copy");
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) if is_transport(&e) => {
                     out.unanswered = Some(e.to_string());
-                    return out;
                 }
                 Err(e) => {
                     let why = format!("could not be removed: {e}");
-                    out.kept.insert(key, kept(why, ObjectSyncState::Error));
+                    out.kept.extend([copy.kept(why, ObjectSyncState::Error)]);
                 }
             }
         }
+        if out.unanswered.is_some() {
+            return out;
+        }
     }
     out
+}
+
+/// Requests in flight per member while removing.
+const CONCURRENCY: usize = 32;
+
+/// One copy to remove: its key (for status) and reference.
+struct Doomed {
+    key: ObjectKey,
+    reference: ObjectReference,
+}
+
+impl Doomed {
+    fn of(kind: &WrittenKind, item: &PartialObjectMeta<DynamicObject>) -> Self {
+        Self {
+            key: ObjectKey {
+                group: group_of(&kind.api_version).to_owned(),
+                kind: kind.kind.clone(),
+                namespace: item.namespace(),
+                name: item.name_any(),
+            },
+            reference: ObjectReference {
+                api_version: kind.api_version.clone(),
+                kind: kind.kind.clone(),
+                name: item.name_any(),
+                namespace: item.namespace(),
+            },
+        }
+    }
+
+    /// Its key and status when it stays on the member, and why.
+    fn kept(self, why: String, state: ObjectSyncState) -> (ObjectKey, ObjectDistributionStatus) {
+        let status = ObjectDistributionStatus {
+            object: self.reference,
+            state,
+            message: Some(why),
+        };
+        (self.key, status)
+    }
 }
 
 fn is_crd(api_version: &str, kind: &str) -> bool {

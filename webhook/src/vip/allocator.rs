@@ -103,6 +103,16 @@ impl Vips {
             .filter_map(|c| c.spec.address.parse().ok())
             .collect();
         let hostname = vip::hostname(&name, namespace, &pool.spec.domain_suffix);
+        if let Some(why) = vip::hostname_refusal(
+            claims.iter().map(|c| &c.spec),
+            pool_name,
+            &hostname,
+            owner,
+            namespace,
+            &name,
+        ) {
+            return Err(why);
+        }
         let seed = vip::seed_for(namespace, &name);
         let claim_for = |addr: Ipv4Addr| {
             VipClaim::new(
