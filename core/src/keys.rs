@@ -64,6 +64,10 @@ pub const QUIESCED_REPLICAS: &str = "multicluster.dev/quiesced-replicas";
 pub const SNAPSHOT_LABEL: &str = "multicluster.dev/snapshot";
 /// Annotation on every object a restore wrote: `<restore>` (the `NamespaceRestore` on the hub).
 pub const RESTORED_BY: &str = "multicluster.dev/restored-by";
+/// Annotation on a finished `NamespaceRestore` asking the hub server to remove what it wrote
+/// (`restore delete --with-objects`); the value is a token the hub server echoes in
+/// `status.removal.request` when it is done.
+pub const REMOVE_RESTORED_OBJECTS: &str = "multicluster.dev/remove-restored-objects";
 
 /// Annotation on the hub's Lease: the build of the hub server holding it
 /// (`multicluster_core::versions::release`), which `kubectl multicluster version` shows.

@@ -127,10 +127,15 @@ async fn bind_claim_of(member: &Client, ns: &str, name: &str, class: &str, drive
         .create(&PostParams::default(), &pv)
         .await
         .expect("create pv");
+    // Under the name of the controller this plays (the PV binder in kube-controller-manager), so
+    // that what reads the claim's managed fields sees the binding as the control plane's.
     claims
         .patch(
             name,
-            &PatchParams::default(),
+            &PatchParams {
+                field_manager: Some("kube-controller-manager".into()),
+                ..Default::default()
+            },
             &Patch::Merge(json!({"spec": {"volumeName": volume}})),
         )
         .await

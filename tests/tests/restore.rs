@@ -238,6 +238,79 @@ async fn a_restore_into_an_empty_namespace_of_another_member_with_a_played_provi
         shown.contains(&format!("Target:     member-2/{target}")),
         "{shown}"
     );
+
+    // `restore delete --with-objects` removes what it wrote, except what someone changed since
+    // (listed), and never what it did not write.
+    let configs: Api<ConfigMap> = Api::namespaced(m2.clone(), &target);
+    configs
+        .patch(
+            "frontend-config",
+            &kube::api::PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &kube::api::Patch::Merge(json!({"data": {"greeting": "edited on member-2"}})),
+        )
+        .await
+        .unwrap();
+    let theirs: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "not-restored", "namespace": target}, "data": {"a": "b"}}),
+    )
+    .unwrap();
+    configs
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
+    let out = run(&mut pg.multicluster(&[
+        "restore",
+        "delete",
+        &restore,
+        "--with-objects",
+        "-o",
+        "json",
+    ]));
+    assert!(out.status.success(), "{}", multicluster_tests::stderr(&out));
+    let removal: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(removal["removed"].as_u64().unwrap() > 10, "{removal}");
+    let kept: Vec<String> = removal["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| format!("{} {}: {}", k["kind"], k["name"], k["message"]))
+        .collect();
+    assert!(
+        kept.iter()
+            .any(|k| k.contains("frontend-config") && k.contains("changed since by kubectl-edit")),
+        "{kept:?}"
+    );
+    assert!(!kept.iter().any(|k| k.contains("not-restored")), "{kept:?}");
+    assert_eq!(
+        configs.get("frontend-config").await.unwrap().data.unwrap()["greeting"],
+        "edited on member-2"
+    );
+    assert!(configs.get_opt("not-restored").await.unwrap().is_some());
+    assert!(deployments.get_opt("frontend").await.unwrap().is_none());
+    assert!(
+        Api::<Secret>::namespaced(m2.clone(), &target)
+            .get_opt("redis-password")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Claims carry the protection finalizer, which no controller here lifts: they are deleted
+    // (Terminating), not gone.
+    let claim = Api::<PersistentVolumeClaim>::namespaced(m2.clone(), &target)
+        .get_opt(CLAIMS[0])
+        .await
+        .unwrap();
+    assert!(claim.is_none_or(|c| c.metadata.deletion_timestamp.is_some()));
+    assert!(
+        Api::<NamespaceRestore>::namespaced(hub.clone(), "multicluster-system")
+            .get_opt(&restore)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// A snapshot of member-1's example application on a directory location, and what it needs to

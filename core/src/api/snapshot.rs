@@ -313,6 +313,27 @@ pub struct NamespaceRestoreStatus {
     /// `--restore-max-attempts`; then it fails instead of crashing every replica in turn.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
+    /// What the last removal of the restored objects did (`restore delete --with-objects`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removal: Option<RestoreRemoval>,
+}
+
+/// The removal of what a restore wrote to its target.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreRemoval {
+    /// The `multicluster.dev/remove-restored-objects` token this removal answers.
+    pub request: String,
+    /// Objects deleted from the target.
+    #[serde(default)]
+    pub removed: u32,
+    /// Objects that stay, each with why (changed since by someone else, a refused delete, the
+    /// namespace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<RestoreObjectFailure>,
+    /// Why the removal could not run at all, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -198,11 +198,12 @@ fn distribution_rules(grants: &Grants) -> Vec<Value> {
 }
 
 /// A namespace snapshot reads the namespaced kinds it knows (a kind it may not list is left out
-/// and named in the snapshot's status); a restore writes them back, creates the target namespace,
+/// and named in the snapshot's status); a restore writes them back (and deletes them again on
+/// `restore delete --with-objects`), creates the target namespace,
 /// scales workloads (ScaleDown quiesce) and takes and removes CSI snapshots. No RBAC,
 /// admissionregistration, apiregistration or token minting; `pods/exec` only with hooks.
 fn snapshot_rules(grants: &Grants) -> Vec<Value> {
-    let rw = ["get", "list", "create", "patch"];
+    let rw = ["get", "list", "create", "patch", "delete"];
     let mut rules = vec![
         json!({"apiGroups": [""], "resources": ["configmaps", "secrets", "services", "serviceaccounts",
                                                 "persistentvolumeclaims", "limitranges", "resourcequotas"],

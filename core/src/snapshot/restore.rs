@@ -25,6 +25,59 @@ const WORKLOADS: &[&str] = &[
     "Pod",
 ];
 
+/// Field managers of Kubernetes' own controllers: their writes to a restored object (a
+/// Deployment's revision annotation, a claim's binding) are the cluster running it, not a user
+/// changing it.
+pub const CONTROL_PLANE_MANAGERS: &[&str] = &[
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "snapshot-controller",
+    "csi-provisioner",
+    "csi-snapshotter",
+    "csi-attacher",
+];
+
+/// Why an object `restore_manager` wrote for restore `restore` must stay when that restore's
+/// objects are removed, if it must: it no longer says this restore wrote it, or someone (but the
+/// control plane) has changed it since, through the object itself rather than its status.
+pub fn kept_because(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    restore: &str,
+    restore_manager: &str,
+) -> Option<String> {
+    let by = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(keys::RESTORED_BY));
+    if by.map(String::as_str) != Some(restore) {
+        return Some(match by {
+            Some(other) => format!("written by restore {other}, not this one"),
+            None => format!("no longer annotated {}={restore}", keys::RESTORED_BY),
+        });
+    }
+    let changed_by: Vec<&str> = meta
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|f| f.subresource.as_deref().unwrap_or_default().is_empty())
+        .filter_map(|f| f.manager.as_deref())
+        .filter(|m| *m != restore_manager && !CONTROL_PLANE_MANAGERS.contains(m))
+        .collect();
+    (!changed_by.is_empty()).then(|| format!("changed since by {}", changed_by.join(", ")))
+}
+
+/// Every object `plan` writes, in the order to remove them: workloads first, the volume
+/// snapshots the claims restored from last.
+pub fn removal_order(plan: &RestorePlan) -> Vec<&Value> {
+    plan.snapshot_objects
+        .iter()
+        .chain(&plan.claims)
+        .chain(plan.tiers.iter().flatten())
+        .rev()
+        .collect()
+}
+
 /// Where the restore goes, and where the snapshot came from.
 #[derive(Debug, Clone, Copy)]
 pub struct RestoreTarget<'a> {
@@ -226,6 +279,59 @@ fn identity(object: &Value) -> (Value, Value, Value) {
         object["kind"].clone(),
         object["metadata"]["namespace"].clone(),
     )
+}
+
+#[cfg(test)]
+mod removal_tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+
+    fn meta(by: Option<&str>, managers: &[(&str, Option<&str>)]) -> ObjectMeta {
+        ObjectMeta {
+            annotations: by.map(|b| [(keys::RESTORED_BY.to_owned(), b.to_owned())].into()),
+            managed_fields: Some(
+                managers
+                    .iter()
+                    .map(|(m, sub)| ManagedFieldsEntry {
+                        manager: Some((*m).to_owned()),
+                        subresource: sub.map(str::to_owned),
+                        operation: Some("Update".to_owned()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_what_this_restore_wrote_and_nobody_changed_since_is_removed() {
+        let ours = "multicluster-restore";
+        assert_eq!(
+            kept_because(&meta(Some("r1"), &[(ours, None)]), "r1", ours),
+            None
+        );
+        // The control plane running it, and status writes, are not changes.
+        let running = meta(
+            Some("r1"),
+            &[
+                (ours, None),
+                ("kube-controller-manager", None),
+                ("someone", Some("status")),
+            ],
+        );
+        assert_eq!(kept_because(&running, "r1", ours), None);
+        let edited = meta(Some("r1"), &[(ours, None), ("kubectl-edit", None)]);
+        assert_eq!(
+            kept_because(&edited, "r1", ours).as_deref(),
+            Some("changed since by kubectl-edit")
+        );
+        assert!(
+            kept_because(&meta(Some("r2"), &[(ours, None)]), "r1", ours)
+                .is_some_and(|w| w.contains("restore r2"))
+        );
+        assert!(kept_because(&meta(None, &[(ours, None)]), "r1", ours).is_some());
+    }
 }
 
 #[cfg(test)]

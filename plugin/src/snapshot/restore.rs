@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::api::{
@@ -29,8 +29,20 @@ pub enum RestoreCommand {
     List,
     /// One restore in detail: progress, conflicts and the objects the target refused
     Show { name: String },
-    /// Delete a restore's record on the hub (what it wrote to the target stays)
-    Delete { name: String },
+    /// Delete a restore's record on the hub; with --with-objects, first remove what it wrote to
+    /// the target (objects changed since by someone else stay, and are listed)
+    Delete(DeleteArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    pub name: String,
+    /// Remove from the target the objects this restore wrote, unless someone changed them since
+    #[arg(long)]
+    pub with_objects: bool,
+    /// How long to wait for the hub server to remove them
+    #[arg(long, default_value = "5m", value_parser = multicluster_core::duration::parse)]
+    pub timeout: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -85,14 +97,106 @@ pub async fn run(cmd: RestoreCommand, hub: Client, format: OutputFormat) -> anyh
                 _ => output::print(format, &Whole(&restore)),
             }
         }
-        RestoreCommand::Delete { name } => {
-            get(&api, &name).await?;
-            api.delete(&name, &DeleteParams::default())
-                .await
-                .with_context(|| format!("deleting NamespaceRestore {name}"))?;
-            eprintln!("restore {name} deleted (what it wrote to the target stays)");
-            Ok(())
+        RestoreCommand::Delete(args) => delete(&api, args, format).await,
+    }
+}
+
+async fn delete(
+    api: &Api<NamespaceRestore>,
+    args: DeleteArgs,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let name = &args.name;
+    let restore = get(api, name).await?;
+    let removal = if args.with_objects {
+        Some(remove_objects(api, &restore, args.timeout).await?)
+    } else {
+        None
+    };
+    api.delete(name, &DeleteParams::default())
+        .await
+        .with_context(|| format!("deleting NamespaceRestore {name}"))?;
+    match &removal {
+        None => eprintln!("restore {name} deleted (what it wrote to the target stays)"),
+        Some(r) => eprintln!(
+            "restore {name} deleted; {} object(s) it wrote removed from the target, {} kept",
+            r.removed,
+            r.kept.len()
+        ),
+    }
+    match (removal, format) {
+        (Some(r), OutputFormat::Table) if !r.kept.is_empty() => {
+            output::print(format, &KeptTable(r.kept))
         }
+        (Some(r), OutputFormat::Json | OutputFormat::Yaml) => output::print(format, &Whole(&r)),
+        _ => Ok(()),
+    }
+}
+
+/// Asks the hub server to remove what `restore` wrote and waits for its answer.
+async fn remove_objects(
+    api: &Api<NamespaceRestore>,
+    restore: &NamespaceRestore,
+    timeout: Duration,
+) -> anyhow::Result<multicluster_core::api::RestoreRemoval> {
+    let name = restore.name_any();
+    let phase = restore.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    if !matches!(phase, RestorePhase::Completed | RestorePhase::Failed) {
+        bail!(
+            "restore {name} is still {phase:?}: wait until it has finished, then delete it with its objects"
+        );
+    }
+    let token = k8s_openapi::jiff::Timestamp::now().to_string();
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(&serde_json::json!({"metadata": {"annotations": {
+            multicluster_core::keys::REMOVE_RESTORED_OBJECTS: token}}})),
+    )
+    .await
+    .with_context(|| format!("asking for the removal of what restore {name} wrote"))?;
+    eprintln!(
+        "removing what restore {name} wrote to {}/{}",
+        restore.spec.target_cluster, restore.spec.target_namespace
+    );
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let now = get(api, &name).await?;
+        if let Some(removal) = now.status.and_then(|s| s.removal)
+            && removal.request == token
+        {
+            if let Some(message) = removal.message {
+                bail!(
+                    "the hub server could not remove what restore {name} wrote: {message}; the restore is kept"
+                );
+            }
+            return Ok(removal);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "the hub server did not remove what restore {name} wrote within {}s (is \
+                 multicluster-webhook running?); the restore is kept",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The objects a removal left on the target, and why.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct KeptTable(Vec<multicluster_core::api::RestoreObjectFailure>);
+
+impl Tabular for KeptTable {
+    fn headers(&self) -> Vec<&'static str> {
+        vec!["kept", "why"]
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        self.0
+            .iter()
+            .map(|k| vec![format!("{} {}", k.kind, k.name), k.message.clone()])
+            .collect()
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
@@ -357,6 +357,9 @@ impl Departure<'_> {
     }
 }
 
+/// Requests in flight on the hub while removing stored sources.
+const SOURCES_IN_FLIGHT: usize = 32;
+
 /// The hub objects `distribute` stored as this Distribution's sources (labelled `source-of` with
 /// its name; a source anyone else made is never touched): deleted, or with `Orphan` unlabelled.
 async fn remove_sources(client: &Client, distribution: &Distribution) -> anyhow::Result<()> {
@@ -386,33 +389,38 @@ async fn remove_sources(client: &Client, distribution: &Distribution) -> anyhow:
             Err(kube::Error::Api(s)) if s.code == 404 => continue,
             Err(e) => return Err(e.into()),
         };
-        for item in stored {
-            let result = match distribution.spec.deletion_policy {
-                DeletionPolicy::Delete => api
-                    .delete(&item.name_any(), &DeleteParams::background())
-                    .await
-                    .map(|_| ()),
-                DeletionPolicy::Orphan => {
-                    let patch = json!({"metadata": {"labels": {keys::SOURCE_OF: Value::Null}}});
-                    api.patch(
-                        &item.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await
-                    .map(|_| ())
-                }
-            };
+        let policy = distribution.spec.deletion_policy;
+        let api = &api;
+        let results: Vec<(String, kube::Result<()>)> =
+            stream::iter(stored.into_iter().map(|item| async move {
+                let name = item.name_any();
+                let result = match policy {
+                    DeletionPolicy::Delete => api
+                        .delete(&name, &DeleteParams::background())
+                        .await
+                        .map(|_| ()),
+                    DeletionPolicy::Orphan => {
+                        let patch = json!({"metadata": {"labels": {keys::SOURCE_OF: Value::Null}}});
+                        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                            .await
+                            .map(|_| ())
+                    }
+                };
+                (name, result)
+            }))
+            .buffer_unordered(SOURCES_IN_FLIGHT)
+            .collect()
+            .await;
+        for (source, result) in results {
             match result {
                 Ok(()) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => {
-                    return Err(anyhow::anyhow!(
-                        "{kind} {}: {e}",
-                        item.namespace()
-                            .map(|n| format!("{n}/{}", item.name_any()))
-                            .unwrap_or_else(|| item.name_any())
-                    ));
+                    let at = namespace
+                        .as_ref()
+                        .map(|n| format!("{n}/{source}"))
+                        .unwrap_or(source);
+                    return Err(anyhow::anyhow!("{kind} {at}: {e}"));
                 }
             }
         }

@@ -39,8 +39,10 @@ use serde_json::{Value, json};
 
 use crate::members::MemberClients;
 
+mod removal;
+
 /// The field manager of every object a restore writes.
-const FIELD_MANAGER: &str = "multicluster-restore";
+pub(super) const FIELD_MANAGER: &str = "multicluster-restore";
 /// How long claims may take to be bound (volumes hydrated from their snapshots).
 const HYDRATE_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Writes in flight at once within a tier.
@@ -91,6 +93,10 @@ pub(super) async fn reconcile(
 ) -> Result<Action, kube::Error> {
     let phase = restore.status.as_ref().map(|s| s.phase).unwrap_or_default();
     if matches!(phase, RestorePhase::Completed | RestorePhase::Failed) {
+        // Removing what it wrote waits until it has stopped writing.
+        if let Some(request) = removal::requested(&restore) {
+            removal::run(&ctx, &restore, request).await?;
+        }
         return Ok(Action::await_change());
     }
     let name = restore.name_any();
@@ -155,7 +161,7 @@ async fn run_restore(
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
     let spec = &restore.spec;
-    let (name, ns) = (restore.name_any(), spec.target_namespace.as_str());
+    let ns = spec.target_namespace.as_str();
     // Nothing is written to the target until the archive and the target are both checked.
     let snapshot = Api::<NamespaceSnapshot>::namespaced(ctx.hub.clone(), SYSTEM_NAMESPACE)
         .get_opt(&spec.snapshot)
@@ -164,17 +170,7 @@ async fn run_restore(
     let archive = read_archive(ctx, &snapshot).await?;
     let member = target_member(ctx, &spec.target_cluster).await?;
     check_target_again(&member, restore, &archive, progress).await?;
-    let plan = restore::plan(
-        &archive,
-        RestoreTarget {
-            restore: &name,
-            snapshot: &spec.snapshot,
-            cluster: &spec.target_cluster,
-            namespace: ns,
-        },
-        &spec.transforms,
-    )
-    .context("planning the restore; nothing was written")?;
+    let plan = plan_of(restore, &archive).context("planning the restore; nothing was written")?;
     let resources = resolve_kinds(&member, &plan).await?;
     progress.status.objects_total = u32::try_from(plan.total() + 1).unwrap_or(u32::MAX);
 
@@ -204,6 +200,24 @@ async fn run_restore(
         )
         .await?;
     Ok(())
+}
+
+/// What `restore` writes, from its snapshot's archive.
+fn plan_of(
+    restore: &NamespaceRestore,
+    archive: &Archive,
+) -> Result<RestorePlan, restore::RestoreError> {
+    let spec = &restore.spec;
+    restore::plan(
+        archive,
+        RestoreTarget {
+            restore: restore.metadata.name.as_deref().unwrap_or_default(),
+            snapshot: &spec.snapshot,
+            cluster: &spec.target_cluster,
+            namespace: &spec.target_namespace,
+        },
+        &spec.transforms,
+    )
 }
 
 /// A client for the member the restore writes to.
