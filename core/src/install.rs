@@ -39,6 +39,25 @@ pub fn service_account_user() -> String {
     format!("system:serviceaccount:{SYSTEM_NAMESPACE}:{NAME}")
 }
 
+/// Who the hub server is on the hub, and what it may do there: its ServiceAccount, RBAC and the
+/// admission policy that confines its writes to sources (what `init` installs, without the
+/// Namespace, Deployment, Service and PDB). The playground runs its hub server as this identity.
+pub fn hub_server_identity_objects() -> Vec<Value> {
+    const IDENTITY: &[&str] = &[
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ];
+    hub_server_objects(&default_image(), 1)
+        .into_iter()
+        .filter(|o| IDENTITY.contains(&o["kind"].as_str().unwrap_or_default()))
+        .collect()
+}
+
 /// Namespace, ServiceAccount, RBAC, Deployment, Service and PDB, in the order they are applied.
 pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
     vec![
@@ -65,7 +84,8 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
             {"apiGroups": ["multicluster.dev"], "resources": ["trafficpolicies"], "verbs": ["get", "list", "watch"]},
             // Restore admission: the snapshot's inventory.
             {"apiGroups": ["multicluster.dev"], "resources": ["namespacesnapshots"], "verbs": ["get"]},
-            {"apiGroups": ["multicluster.dev"], "resources": ["trafficpolicies/status"], "verbs": ["patch"]},
+            // Update: the traffic status is replaced with the resourceVersion read (a compare-and-swap).
+            {"apiGroups": ["multicluster.dev"], "resources": ["trafficpolicies/status"], "verbs": ["patch", "update"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
             // Whether a claim's Service still exists and holds its address.
             {"apiGroups": [""], "resources": ["services"], "verbs": ["get"]},
@@ -141,6 +161,30 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
                "metadata": {"name": NAME, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
                "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": NAME}}}}),
     ]
+}
+
+/// Name of the NetworkPolicy that lets only the control plane reach the admission port.
+pub const ADMISSION_POLICY_NAME: &str = "multicluster-webhook-admission-from-control-plane";
+
+/// A NetworkPolicy for installs whose API server cannot present an admission client certificate
+/// (`serve --admission-client-ca-file` unset): the hub server's pods accept connections on the
+/// admission port only from `control_plane` (CIDRs of the API servers' addresses, as pods see
+/// them), and on the health port (probes, metrics) from anywhere. Where the API server can present
+/// the certificate, that is the stronger check: it names the caller, not an address.
+pub fn admission_network_policy(control_plane: &[String]) -> Value {
+    let from: Vec<Value> = control_plane
+        .iter()
+        .map(|cidr| json!({"ipBlock": {"cidr": cidr}}))
+        .collect();
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+    "metadata": {"name": ADMISSION_POLICY_NAME, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
+    "spec": {
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": NAME}},
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {"from": from, "ports": [{"protocol": "TCP", "port": "https"}]},
+            {"ports": [{"protocol": "TCP", "port": "http-health"}]}
+        ]}})
 }
 
 fn deployment(image: &str, replicas: u32) -> Value {
@@ -322,6 +366,30 @@ mod uninstall_tests {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn the_admission_policy_admits_the_control_plane_only_on_the_admission_port() {
+        let policy =
+            admission_network_policy(&["10.0.0.0/24".to_owned(), "10.0.1.5/32".to_owned()]);
+        let ingress = policy["spec"]["ingress"].as_array().unwrap();
+        assert_eq!(ingress[0]["from"].as_array().unwrap().len(), 2);
+        assert_eq!(ingress[0]["from"][1]["ipBlock"]["cidr"], "10.0.1.5/32");
+        assert_eq!(ingress[0]["ports"][0]["port"], "https");
+        // The health port is open to probes; nothing else is.
+        assert!(ingress[1]["from"].is_null());
+        assert_eq!(ingress[1]["ports"][0]["port"], "http-health");
+        assert_eq!(ingress.len(), 2);
+        assert_eq!(
+            policy["spec"]["policyTypes"],
+            serde_json::json!(["Ingress"])
+        );
+        let pods = &policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"];
+        let deployment = deployment("img", 1);
+        assert_eq!(
+            *pods,
+            deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        );
+    }
 
     #[test]
     fn checked_in_manifests_match_the_code() {

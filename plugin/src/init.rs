@@ -31,6 +31,11 @@ pub struct InitArgs {
     pub image: String,
     #[arg(long, default_value_t = 2)]
     pub replicas: u32,
+    /// Let only these addresses (CIDRs of your API servers, as pods see them) reach the admission
+    /// port, with a NetworkPolicy: for hubs whose API server cannot present an admission client
+    /// certificate (see docs/hub-server.md). Needs a network plugin that enforces NetworkPolicy
+    #[arg(long, value_delimiter = ',', value_name = "CIDR,...")]
+    pub admission_from: Vec<String>,
     /// Register the webhooks without waiting for the hub server to be available (writes to managed
     /// objects fail until it is)
     #[arg(long)]
@@ -181,12 +186,35 @@ async fn wait_available(client: &Client, replicas: u32, timeout: Duration) -> an
     }
 }
 
+/// A CIDR as a NetworkPolicy's ipBlock takes it (`10.0.0.0/24`, `fd00::/64`), or a clear error.
+fn cidr_checked(cidr: &str) -> anyhow::Result<()> {
+    let valid = cidr.split_once('/').is_some_and(|(addr, bits)| {
+        let max = match addr.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(_)) => 32,
+            Ok(std::net::IpAddr::V6(_)) => 128,
+            Err(_) => return false,
+        };
+        bits.parse::<u8>().is_ok_and(|b| b <= max)
+    });
+    if valid {
+        Ok(())
+    } else {
+        anyhow::bail!("--admission-from takes CIDRs such as 10.0.0.0/24, got {cidr:?}")
+    }
+}
+
 pub async fn run(
     args: InitArgs,
     client: Option<Client>,
     format: OutputFormat,
 ) -> anyhow::Result<()> {
-    let objects = install::hub_server_objects(&args.image, args.replicas);
+    let mut objects = install::hub_server_objects(&args.image, args.replicas);
+    if !args.admission_from.is_empty() {
+        for cidr in &args.admission_from {
+            cidr_checked(cidr)?;
+        }
+        objects.push(install::admission_network_policy(&args.admission_from));
+    }
     if args.dry_run {
         let mut all: Vec<serde_json::Value> = multicluster_core::crds::all()
             .iter()

@@ -186,6 +186,41 @@ impl Playground {
         i32::try_from(pid).expect("a pid fits in i32")
     }
 
+    /// What an operator does for every CRD they distribute (the built-in kinds come with `init`
+    /// and `join`): lets the hub server read (and remove, as stored sources) the custom resources
+    /// of `group` on the hub, and the hub's distribution account on each member write them.
+    pub fn grant_custom_resources(&self, group: &str) {
+        let role = |name: &str, verbs: &str, account: &str| {
+            format!(
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: {name}}}\n\
+                 rules: [{{apiGroups: [\"{group}\"], resources: [\"*\"], verbs: [{verbs}]}}]\n---\n\
+                 apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {name}}}\n\
+                 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {name}}}\n\
+                 subjects: [{{kind: ServiceAccount, name: {account}, namespace: multicluster-system}}]\n"
+            )
+        };
+        let hub = role(
+            &format!("hub-server-reads-{group}"),
+            "get, list, watch, patch, delete",
+            multicluster_core::install::NAME,
+        );
+        let member = role(
+            &format!("hub-distributes-{group}"),
+            "get, list, watch, create, update, patch, delete",
+            "multicluster-hub-distribution",
+        );
+        let mut targets = vec![("hub".to_owned(), hub)];
+        targets.extend((1..=MEMBERS).map(|i| (format!("member-{i}"), member.clone())));
+        for (context, manifest) in targets {
+            let out = self.apply(&context, &manifest, &[]);
+            assert!(
+                out.status.success(),
+                "granting {group} on {context}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     /// Joins every member to the hub once per test binary (`kubectl multicluster join`), with
     /// every opt-in grant: the tests of distribution, snapshots and hooks need them all.
     pub fn join_members(&self) {

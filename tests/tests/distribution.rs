@@ -110,34 +110,6 @@ stringData: {{.dockerconfigjson: '{{"auths": {{}}}}'}}
     )
 }
 
-/// Lets the hub's distribution account on each member write the custom resources of `group` (what an operator
-/// does for every CRD they distribute; the built-in kinds come with `join`).
-fn grant_custom_resources(group: &str) {
-    let pg = playground();
-    let manifest = format!(
-        r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: hub-distributes-{group}}}
-rules: [{{apiGroups: ["{group}"], resources: ["*"], verbs: [get, list, watch, create, update, patch, delete]}}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: hub-distributes-{group}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: hub-distributes-{group}}}
-subjects: [{{kind: ServiceAccount, name: multicluster-hub-distribution, namespace: multicluster-system}}]
-"#
-    );
-    for member in MEMBERS {
-        let out = pg.apply(member, &manifest, &[]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
 /// What a watch on a member saw: per object (`Kind/name`), the resourceVersion it was first seen
 /// with. These API servers keep one etcd each, so a resourceVersion is that etcd's revision and
 /// orders creations; nothing here updates an object after creating it (no controllers run).
@@ -246,7 +218,7 @@ async fn a_bundle_reaches_both_members_dependencies_first_and_secrets_before_eve
     let hub = pg.client("hub").await.unwrap();
     let ns = fresh_namespace(&hub, "dist").await.unwrap();
     let group = format!("{}.example.com", unique_name("order"));
-    grant_custom_resources(&group);
+    playground().grant_custom_resources(&group);
     let dir = write_bundle(&bundle(&ns, &group));
     let name = unique_name("order");
     let rule = format!("{group}/v1,Profile,.spec.credentials.secretName,Secret");

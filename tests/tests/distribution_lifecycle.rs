@@ -58,29 +58,6 @@ spec: {{region: eu}}
     )
 }
 
-/// Lets the hub's distribution account on each member manage the custom resources of `group` (as
-/// an operator does for every CRD they distribute).
-fn grant_custom_resources(group: &str) {
-    let manifest = format!(
-        r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: hub-distributes-{group}}}
-rules: [{{apiGroups: ["{group}"], resources: ["*"], verbs: [get, list, watch, create, update, patch, delete]}}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: hub-distributes-{group}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: hub-distributes-{group}}}
-subjects: [{{kind: ServiceAccount, name: multicluster-hub-distribution, namespace: multicluster-system}}]
-"#
-    );
-    for member in MEMBERS {
-        let out = playground().apply(member, &manifest, &[]);
-        assert!(out.status.success(), "{}", stderr(&out));
-    }
-}
-
 fn profiles(client: &Client, ns: &str, group: &str) -> Api<DynamicObject> {
     let resource = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk(group, "v1", "Profile"),
@@ -162,7 +139,7 @@ async fn kubectl_delete_of_a_distribution_removes_its_copies_everywhere_and_noth
     let hub = pg.client("hub").await.unwrap();
     let ns = fresh_namespace(&hub, "lifecycle").await.unwrap();
     let group = format!("{}.example.com", unique_name("life"));
-    grant_custom_resources(&group);
+    playground().grant_custom_resources(&group);
     let dir = write_bundle(&bundle(&ns, &group));
     let name = unique_name("shop");
     let m1 = pg.client("member-1").await.unwrap();

@@ -19,6 +19,7 @@ pub mod leader;
 pub mod loops;
 pub mod metrics;
 pub mod server;
+pub mod serving;
 pub mod tls;
 
 #[cfg(test)]

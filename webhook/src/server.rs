@@ -15,6 +15,7 @@ use clap::Args;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use crate::fencing::IntentLookup;
 use crate::fencing::intents::Intents;
@@ -79,7 +80,16 @@ pub struct ServeArgs {
     /// The common name that client certificate must carry (repeat for several)
     #[arg(long, value_name = "NAME", default_values_t = [ADMISSION_CLIENT.to_owned()])]
     pub admission_client_name: Vec<String>,
+    /// Connections the admission port holds open at most; further ones wait to be accepted
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers on the admission port
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub header_read_timeout_seconds: u64,
 }
+
+/// How long an admission request may take, body read included.
+const ADMISSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The common name the API server's admission client certificate carries by default.
 pub const ADMISSION_CLIENT: &str = "kube-apiserver-admission";
@@ -185,7 +195,14 @@ pub fn admission_router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.admission_callers.clone(),
             admission_caller,
-        ));
+        ))
+        // The API server waits 30 s at most for a webhook (`timeoutSeconds`): a review whose body
+        // arrives slower than that, or that takes longer to answer, is answered by nobody.
+        .route_layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            ADMISSION_TIMEOUT,
+        ))
+        .route_layer(RequestBodyTimeoutLayer::new(ADMISSION_TIMEOUT));
     Router::new()
         .merge(admission)
         // The proxy API (aggregated into the hub's API server).
@@ -324,7 +341,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     if admission_ca.is_none() {
         tracing::warn!(
-            "no --admission-client-ca-file: the admission routes answer any client that reaches the port; ship the NetworkPolicy in manifests/ or configure the API server's admission client certificate"
+            "no --admission-client-ca-file: the admission routes answer any client that reaches the port; install with `kubectl multicluster init --admission-from CIDR` (a NetworkPolicy) or configure the API server's admission client certificate"
         );
     }
     let ready = Arc::new(AtomicBool::new(false));
@@ -345,15 +362,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.health_listen))?;
     tracing::info!(admission = %args.listen, health = %args.health_listen, "serving");
-    let admission = axum::serve(
-        tls::TlsListener::new(admission_listener, tls_config)?,
-        admission_router(state).into_make_service_with_connect_info::<tls::Peer>(),
-    )
-    .with_graceful_shutdown(shutdown_signal());
+    let admission = crate::serving::serve(
+        tls::TlsListener::new(admission_listener, tls_config, args.max_connections)?,
+        admission_router(state),
+        crate::serving::Limits {
+            header_read_timeout: std::time::Duration::from_secs(
+                args.header_read_timeout_seconds.max(1),
+            ),
+            ..Default::default()
+        },
+        shutdown_signal(),
+    );
     let health = axum::serve(health_listener, health_router(metrics, ready))
         .with_graceful_shutdown(shutdown_signal());
-    let (a, h) = tokio::join!(admission.into_future(), health.into_future());
-    a.context("admission server")?;
+    let ((), h) = tokio::join!(admission, health.into_future());
     h.context("health server")?;
     Ok(())
 }

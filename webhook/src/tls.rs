@@ -19,8 +19,12 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -181,24 +185,35 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// An axum listener over TLS. Accepting and handshaking happen in their own tasks, so a slow or
-/// silent client never holds up the others; finished connections queue for axum.
+/// The admission port's listener: TLS handshakes run off the accept path (10 s each at most), so a
+/// silent client never holds up the others; finished connections queue for the server. At most
+/// `max_connections` are open at once: the next waits in the kernel's backlog until one closes, so
+/// a flood of idle connections costs file descriptors up to that cap and no more.
 #[derive(Debug)]
 pub struct TlsListener {
     local_addr: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(Counted<TlsStream<TcpStream>>, SocketAddr)>,
 }
 
 /// A handshake that has not finished in this time is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: rustls::ServerConfig) -> io::Result<Self> {
+    pub fn new(
+        listener: TcpListener,
+        config: rustls::ServerConfig,
+        max_connections: usize,
+    ) -> io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let (tx, ready) = mpsc::channel(256);
+        let open = Arc::new(Semaphore::new(max_connections.max(1)));
         tokio::spawn(async move {
             loop {
+                // A place first, then the connection: at the cap, new ones wait unaccepted.
+                let Ok(permit) = open.clone().acquire_owned().await else {
+                    break;
+                };
                 let (stream, peer) = match listener.accept().await {
                     Ok(conn) => conn,
                     Err(e) => {
@@ -215,7 +230,11 @@ impl TlsListener {
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            let _ = conn_tx.send((tls, peer)).await;
+                            let counted = Counted {
+                                inner: tls,
+                                _open: permit,
+                            };
+                            let _ = conn_tx.send((counted, peer)).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -228,22 +247,76 @@ impl TlsListener {
         });
         Ok(Self { local_addr, ready })
     }
-}
 
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+    /// The next connection, handshake done.
+    pub async fn accept(&mut self) -> (Counted<TlsStream<TcpStream>>, SocketAddr) {
         match self.ready.recv().await {
             Some(conn) => conn,
             // The accept task only ends when this listener is gone.
             None => std::future::pending().await,
         }
     }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = Counted<TlsStream<TcpStream>>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        TlsListener::accept(self).await
+    }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(self.local_addr)
+    }
+}
+
+/// A connection that holds one of the listener's places until it is dropped (closed).
+#[derive(Debug)]
+pub struct Counted<S> {
+    inner: S,
+    _open: OwnedSemaphorePermit,
+}
+
+impl<S> Counted<S> {
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -253,14 +326,21 @@ pub struct Peer {
     pub client_common_name: Option<String>,
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
-        let (_, session) = stream.io().get_ref();
+impl Peer {
+    /// Who presented which client certificate on `connection`.
+    pub fn of(connection: &Counted<TlsStream<TcpStream>>) -> Self {
+        let (_, session) = connection.get_ref().get_ref();
         let client_common_name = session
             .peer_certificates()
             .and_then(|chain| chain.first())
             .and_then(|der| common_name(der));
         Peer { client_common_name }
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        Peer::of(stream.io())
     }
 }
 

@@ -56,6 +56,26 @@ pub fn build(clusters: &[ClusterAccess<'_>]) -> Result<Kubeconfig, serde_json::E
 
 /// Puts `ours` into `target`, replacing entries of the same names, and makes our first context
 /// current (as kind and minikube do).
+/// `context` of `all` alone, its user authenticated by `token` instead of a client certificate.
+pub fn for_token(all: &Kubeconfig, context: &str, token: &str) -> anyhow::Result<Kubeconfig> {
+    let mut out = all.clone();
+    out.contexts.retain(|c| c.name == context);
+    let Some(named) = out.contexts.first().and_then(|c| c.context.clone()) else {
+        anyhow::bail!("no context {context} in the playground's kubeconfig");
+    };
+    out.clusters.retain(|c| c.name == named.cluster);
+    out.auth_infos
+        .retain(|a| Some(&a.name) == named.user.as_ref());
+    for user in &mut out.auth_infos {
+        user.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.to_owned().into()),
+            ..Default::default()
+        });
+    }
+    out.current_context = Some(context.to_owned());
+    Ok(out)
+}
+
 pub fn merge(target: &mut Kubeconfig, ours: &Kubeconfig) {
     for c in &ours.clusters {
         target.clusters.retain(|t| t.name != c.name);

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use futures::future::try_join_all;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde::{Deserialize, Serialize};
@@ -529,7 +529,15 @@ async fn start_and_wait(
         progress(
             "Hub ready, CRDs (multicluster.dev and the Multi-Cluster Services API) Established; starting the hub server",
         );
-        start_hub_server(state_ref, &client, hub_server_bin, hub_server_ports).await?;
+        let identity = hub_server_kubeconfig(&client, kubeconfig_ref).await?;
+        start_hub_server(
+            state_ref,
+            &client,
+            hub_server_bin,
+            hub_server_ports,
+            &identity,
+        )
+        .await?;
         progress("Hub server ready, webhooks registered");
         anyhow::Ok(())
     };
@@ -608,9 +616,12 @@ async fn start_hub_server(
     hub: &Client,
     bin: &Path,
     (admission_port, health_port): (u16, u16),
+    identity: &Kubeconfig,
 ) -> anyhow::Result<()> {
     let dir = state.dir.join("hub-server");
     kubeconfig::create_private_dir(&dir)?;
+    let own_kubeconfig = dir.join("kubeconfig");
+    kubeconfig::write(&own_kubeconfig, identity)?;
     // The API server calls the webhooks at 127.0.0.1 and the proxy API by the Service's name.
     let certs = certs::generate_loopback_serving(
         multicluster_core::install::NAME,
@@ -627,7 +638,8 @@ async fn start_hub_server(
         format!("--health-listen={health}"),
         format!("--tls-cert-file={}", cert.display()),
         format!("--tls-key-file={}", key.display()),
-        format!("--kubeconfig={}", state.kubeconfig.display()),
+        // As shipped: its own ServiceAccount with the RBAC `init` installs, not the admin.
+        format!("--kubeconfig={}", own_kubeconfig.display()),
         "--context=hub".into(),
         // The playground releases VIPs of deleted Services within seconds, not the default minute.
         "--vip-gc-interval-seconds=2".into(),
@@ -687,6 +699,43 @@ async fn start_hub_server(
     .await
     .context("registering the validating webhook configuration")?;
     register_proxy_api(hub, admission_port, &certs.ca_cert).await
+}
+
+/// How long the hub server's token lasts: a playground lives for a working session, not a year.
+const HUB_SERVER_TOKEN_SECONDS: i64 = 365 * 24 * 3600;
+
+/// Installs the hub server's identity on the hub as `init` does (its ServiceAccount, RBAC and
+/// admission policy) and returns a kubeconfig for it alone: the hub's context, authenticated with a
+/// token of that ServiceAccount. So the playground's hub server, and every e2e test, runs with the
+/// least privilege a real install gives it.
+async fn hub_server_kubeconfig(hub: &Client, all: &Kubeconfig) -> anyhow::Result<Kubeconfig> {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    crate::apply::apply_objects(
+        hub,
+        &multicluster_core::install::hub_server_identity_objects(),
+    )
+    .await
+    .context("installing the hub server's ServiceAccount and RBAC")?;
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(HUB_SERVER_TOKEN_SECONDS),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(hub.clone(), multicluster_core::SYSTEM_NAMESPACE)
+        .create_token_request(
+            multicluster_core::install::NAME,
+            &PostParams::default(),
+            &request,
+        )
+        .await
+        .context("minting a token for the hub server's ServiceAccount")?
+        .status
+        .and_then(|s| s.token)
+        .ok_or_else(|| anyhow!("the hub answered a token request without a token"))?;
+    kubeconfig::for_token(all, "hub", &token)
 }
 
 /// Registers the hub server's proxy API with the hub's API server: an APIService whose Service is
