@@ -242,6 +242,7 @@ fn deployment(image: &str, replicas: u32) -> Value {
 /// the namespace stay: they hold the members' credentials, snapshots and everything users made.
 pub fn uninstall_objects() -> Vec<Value> {
     let mut out = webhook_objects("");
+    out.extend(proxy_api_objects(""));
     out.extend(
         hub_server_objects(&default_image(), 1)
             .into_iter()
@@ -250,7 +251,7 @@ pub fn uninstall_objects() -> Vec<Value> {
     );
     out.push(json!({"apiVersion": "v1", "kind": "Secret",
                     "metadata": {"name": TLS_SECRET, "namespace": SYSTEM_NAMESPACE}}));
-    out.extend(cert_manager_objects().into_iter().filter(|o| {
+    out.extend(cert_manager_objects(false).into_iter().filter(|o| {
         !o["kind"]
             .as_str()
             .unwrap_or_default()
@@ -273,37 +274,65 @@ pub fn webhook_objects(ca_bundle_pem: &str) -> Vec<Value> {
             &endpoint,
             ca_bundle_pem,
         ))),
-        // The proxy API, served on the same port with the same certificate.
-        crate::members::proxy::api_service(SYSTEM_NAMESPACE, NAME, 443, ca_bundle_pem),
     ]
+}
+
+/// The proxy API (`kubectl multicluster proxy`), served on the admission port with the same
+/// certificate: an APIService, registered only where proxy access is wanted (`init --proxy-api`).
+/// While the hub server is down, an unavailable APIService makes the hub's API server fail
+/// discovery, which blocks namespace deletion there.
+pub fn proxy_api_objects(ca_bundle_pem: &str) -> Vec<Value> {
+    vec![crate::members::proxy::api_service(
+        SYSTEM_NAMESPACE,
+        NAME,
+        443,
+        ca_bundle_pem,
+    )]
 }
 
 /// cert-manager variant: a self-signed Issuer and a Certificate writing the serving Secret, and the
 /// webhook configurations with `cert-manager.io/inject-ca-from` instead of a caBundle.
-pub fn cert_manager_objects() -> Vec<Value> {
+pub fn cert_manager_objects(proxy_api: bool) -> Vec<Value> {
+    let ca = format!("{NAME}-ca");
     let mut objects = vec![
+        // A self-signed issuer only to make the CA; the CA issues the serving certificate. The
+        // webhooks trust the CA, so a serving certificate rotated (every time cert-manager renews
+        // it, with a new key) is trusted at once, with no window in which the API server still
+        // holds the old bundle; the CA itself lasts ten years.
         json!({"apiVersion": "cert-manager.io/v1", "kind": "Issuer",
-               "metadata": {"name": NAME, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
+               "metadata": {"name": format!("{NAME}-selfsigned"), "namespace": SYSTEM_NAMESPACE, "labels": labels()},
                "spec": {"selfSigned": {}}}),
+        json!({"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+               "metadata": {"name": ca, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
+               "spec": {"isCA": true, "commonName": ca, "secretName": ca, "duration": "87600h",
+                        "issuerRef": {"kind": "Issuer", "name": format!("{NAME}-selfsigned")},
+                        "privateKey": {"algorithm": "ECDSA", "size": 256}}}),
+        json!({"apiVersion": "cert-manager.io/v1", "kind": "Issuer",
+               "metadata": {"name": ca, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
+               "spec": {"ca": {"secretName": ca}}}),
         json!({"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
                "metadata": {"name": NAME, "namespace": SYSTEM_NAMESPACE, "labels": labels()},
                "spec": {"secretName": TLS_SECRET,
                         "dnsNames": [service_dns_name(), format!("{NAME}.{SYSTEM_NAMESPACE}.svc.cluster.local")],
-                        "issuerRef": {"kind": "Issuer", "name": NAME},
+                        "issuerRef": {"kind": "Issuer", "name": ca},
                         "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"}}}),
     ];
-    for mut webhook in webhook_objects("") {
-        webhook["metadata"]["annotations"] =
-            json!({"cert-manager.io/inject-ca-from": format!("{SYSTEM_NAMESPACE}/{NAME}")});
-        for hook in webhook["webhooks"].as_array_mut().into_iter().flatten() {
+    let mut trusting = webhook_objects("");
+    if proxy_api {
+        trusting.extend(proxy_api_objects(""));
+    }
+    for mut object in trusting {
+        object["metadata"]["annotations"] =
+            json!({"cert-manager.io/inject-ca-from": format!("{SYSTEM_NAMESPACE}/{ca}")});
+        for hook in object["webhooks"].as_array_mut().into_iter().flatten() {
             if let Some(config) = hook["clientConfig"].as_object_mut() {
                 config.remove("caBundle");
             }
         }
-        if let Some(spec) = webhook["spec"].as_object_mut() {
+        if let Some(spec) = object["spec"].as_object_mut() {
             spec.remove("caBundle");
         }
-        objects.push(webhook);
+        objects.push(object);
     }
     objects
 }
@@ -330,7 +359,7 @@ pub fn header() -> String {
 pub fn manifest_files() -> Vec<(&'static str, Vec<Value>)> {
     vec![
         ("install.yaml", hub_server_objects(&default_image(), 2)),
-        ("webhooks-cert-manager.yaml", cert_manager_objects()),
+        ("webhooks-cert-manager.yaml", cert_manager_objects(false)),
     ]
 }
 
@@ -419,8 +448,36 @@ mod tests {
     }
 
     #[test]
-    fn cert_manager_webhooks_take_their_ca_from_the_certificate() {
-        let objects = cert_manager_objects();
+    fn cert_manager_webhooks_trust_a_ca_that_outlives_the_serving_certificate() {
+        let objects = cert_manager_objects(true);
+        let named = |kind: &str, name: &str| {
+            objects
+                .iter()
+                .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+                .unwrap_or_else(|| panic!("no {kind} {name}"))
+        };
+        let ca = named("Certificate", "multicluster-webhook-ca");
+        assert_eq!(ca["spec"]["isCA"], true);
+        assert_eq!(
+            named("Issuer", "multicluster-webhook-ca")["spec"]["ca"]["secretName"],
+            "multicluster-webhook-ca"
+        );
+        assert_eq!(
+            named("Certificate", NAME)["spec"]["issuerRef"]["name"],
+            "multicluster-webhook-ca",
+            "the serving certificate comes from the CA, not from the self-signed issuer"
+        );
+        let api_service = named("APIService", "v1alpha1.proxy.multicluster.dev");
+        assert_eq!(
+            api_service["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+            "multicluster-system/multicluster-webhook-ca"
+        );
+        assert!(
+            !cert_manager_objects(false)
+                .iter()
+                .any(|o| o["kind"] == "APIService"),
+            "the proxy API only when asked for"
+        );
         let webhooks: Vec<_> = objects
             .iter()
             .filter(|o| {
@@ -434,7 +491,7 @@ mod tests {
         for w in webhooks {
             assert_eq!(
                 w["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
-                "multicluster-system/multicluster-webhook"
+                "multicluster-system/multicluster-webhook-ca"
             );
             assert!(w["webhooks"][0]["clientConfig"].get("caBundle").is_none());
             assert_eq!(w["webhooks"][0]["clientConfig"]["service"]["name"], NAME);
