@@ -225,6 +225,7 @@ pub fn validating(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWebhook
                 ..Default::default()
             },
             scale_fence_webhook(endpoint, ca_bundle_pem),
+            status_fence_webhook(endpoint, ca_bundle_pem),
             restore_webhook(endpoint, ca_bundle_pem),
         ]),
     }
@@ -240,6 +241,25 @@ fn scale_fence_webhook(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWe
         name: "intent-fence-scale.multicluster.dev".to_owned(),
         client_config: client_config(endpoint, "/validate/intent-scale", ca_bundle_pem),
         rules: Some(vec![rule("*", "*", "*/scale", &["UPDATE"], "*")]),
+        namespace_selector: Some(not_exempt()),
+        admission_review_versions: vec!["v1".to_owned()],
+        side_effects: "None".to_owned(),
+        failure_policy: Some("Fail".to_owned()),
+        timeout_seconds: Some(5),
+        match_policy: Some("Equivalent".to_owned()),
+        ..Default::default()
+    }
+}
+
+/// Writes to the `status` subresource of managed objects (the object in such a request is the whole
+/// object, labels included, so the object selector works here): one that changes the object's
+/// labels or annotations is refused (`fencing::status_write_refusal`). `Fail`, like the fence.
+fn status_fence_webhook(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWebhook {
+    ValidatingWebhook {
+        name: "intent-fence-status.multicluster.dev".to_owned(),
+        client_config: client_config(endpoint, "/validate/intent-status", ca_bundle_pem),
+        rules: Some(vec![rule("*", "*", "*/status", &["UPDATE"], "*")]),
+        object_selector: Some(labelled(MANAGED_BY_INTENT)),
         namespace_selector: Some(not_exempt()),
         admission_review_versions: vec!["v1".to_owned()],
         side_effects: "None".to_owned(),
@@ -279,11 +299,37 @@ fn restore_webhook(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWebhoo
 mod tests {
     use super::*;
 
+    fn validating_hook(name: &str) -> ValidatingWebhook {
+        validating(&Endpoint::Url("https://127.0.0.1:1".into()), "CA")
+            .webhooks
+            .unwrap()
+            .into_iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no webhook {name}"))
+    }
+
+    #[test]
+    fn status_writes_of_managed_objects_outside_the_exempt_namespaces_go_to_the_fence() {
+        let hook = validating_hook("intent-fence-status.multicluster.dev");
+        let rules = hook.rules.as_ref().unwrap();
+        assert_eq!(
+            rules[0].resources.as_deref(),
+            Some(&["*/status".to_owned()][..])
+        );
+        assert_eq!(
+            rules[0].operations.as_deref(),
+            Some(&["UPDATE".to_owned()][..])
+        );
+        let selected = &hook.object_selector.as_ref().unwrap().match_expressions;
+        assert_eq!(selected.as_ref().unwrap()[0].key, MANAGED_BY_INTENT);
+        let ns = &hook.namespace_selector.as_ref().unwrap().match_expressions;
+        assert_eq!(ns.as_ref().unwrap()[0].operator, "NotIn");
+        assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
+    }
+
     #[test]
     fn the_restore_check_sees_only_restore_creates_and_fails_closed() {
-        let v = validating(&Endpoint::Url("https://127.0.0.1:1".into()), "CA");
-        let hook = &v.webhooks.unwrap()[2];
-        assert_eq!(hook.name, "restore-conflicts.multicluster.dev");
+        let hook = validating_hook("restore-conflicts.multicluster.dev");
         let rules = hook.rules.as_ref().unwrap();
         assert_eq!(rules.len(), 1);
         assert_eq!(

@@ -501,3 +501,68 @@ async fn kubectl_scale_of_a_managed_deployment_is_fenced_and_an_unmanaged_one_sc
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(replicas("free"), "5");
 }
+
+/// A write to the `status` of a fenced Deployment that changes its annotations: a Deployment
+/// stores the annotations a status write sends, so without the fence anyone allowed to write status
+/// could approve a delete (`delete-approved-intent-id` set to the current ID, which is readable on
+/// the Intent) and then delete it. Refused; a status write that leaves the metadata alone, as a
+/// controller's does, passes. (No controller runs on the hub: the test writes the status itself.)
+#[tokio::test]
+async fn a_status_write_that_changes_a_fenced_objects_annotations_is_refused() {
+    let hub = playground().client("hub").await.unwrap();
+    let ns = fresh_namespace(&hub, "fence-status").await.unwrap();
+    let out = apply(&intent(&ns, "v7", "alice"), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = apply(
+        &format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\n  namespace: {ns}\n  \
+             labels: {{multicluster.dev/managed-by-intent: orders}}\n  \
+             annotations: {{multicluster.dev/intent-id: v7}}\nspec:\n  replicas: 1\n  \
+             selector: {{matchLabels: {{app: api}}}}\n  template:\n    metadata: {{labels: {{app: api}}}}\n    \
+             spec: {{containers: [{{name: c, image: busybox}}]}}\n"
+        ),
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let patch_status = |patch: &str| {
+        run(playground().kubectl().args([
+            "--context",
+            "hub",
+            "-n",
+            &ns,
+            "patch",
+            "deployment",
+            "api",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            patch,
+        ]))
+    };
+    let out = patch_status(
+        r#"{"metadata":{"annotations":{"multicluster.dev/delete-approved-intent-id":"v7"}}}"#,
+    );
+    assert!(
+        !out.status.success(),
+        "a status write approved the delete of a fenced Deployment"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("Intent {ns}/orders")) && err.contains("may not change its"),
+        "{err}"
+    );
+    let out = run(playground().kubectl().args([
+        "--context",
+        "hub",
+        "-n",
+        &ns,
+        "delete",
+        "deployment",
+        "api",
+        "--wait=false",
+    ]));
+    assert!(!out.status.success(), "the fenced Deployment was deleted");
+    // A controller's write: status only.
+    let out = patch_status(r#"{"status":{"observedGeneration":1,"replicas":0}}"#);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

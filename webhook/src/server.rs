@@ -182,11 +182,14 @@ state_parts!(
 );
 
 pub fn admission_router(state: AppState) -> Router {
-    use crate::fencing::admission::{mutate_intent, validate_intent, validate_intent_scale};
+    use crate::fencing::admission::{
+        mutate_intent, validate_intent, validate_intent_scale, validate_intent_status,
+    };
     let admission = Router::new()
         .route("/mutate/intent", post(mutate_intent))
         .route("/validate/intent", post(validate_intent))
         .route("/validate/intent-scale", post(validate_intent_scale))
+        .route("/validate/intent-status", post(validate_intent_status))
         .route("/mutate/vip", post(crate::vip::admission::mutate_vip))
         .route(
             "/validate/restore",

@@ -42,6 +42,41 @@ pub fn fencing_intent<'a>(
     Some((object_namespace.unwrap_or(SYSTEM_NAMESPACE), name))
 }
 
+/// An object's labels and annotations, as a request carries them.
+pub type Metadata<'a> = (
+    Option<&'a BTreeMap<String, String>>,
+    Option<&'a BTreeMap<String, String>>,
+);
+
+/// Why a write to the `status` subresource of a fenced object is refused, if it is: one that changes
+/// the object's labels or annotations. Several built-in kinds store the annotations a status write
+/// sends (a Deployment does), so without this anyone who may write status could, for instance, set
+/// `delete-approved-intent-id` to the current ID and then delete the object. Status writes carry no
+/// intent ID (the mutating step does not run on them, so one carried would be stored, and then
+/// carried again by every later read-modify-write), so the only way to change the metadata of a
+/// fenced object is an update of the object itself with the current ID. Controllers' status
+/// writes, which leave metadata alone, pass.
+pub fn status_write_refusal(
+    namespace: Option<&str>,
+    name: &str,
+    old: Metadata<'_>,
+    new: Metadata<'_>,
+) -> Option<String> {
+    let (intent_ns, intent) = fencing_intent(namespace, old.0)?;
+    let empty = BTreeMap::new();
+    let same = |a: Option<&BTreeMap<String, String>>, b: Option<&BTreeMap<String, String>>| {
+        a.unwrap_or(&empty) == b.unwrap_or(&empty)
+    };
+    if same(old.0, new.0) && same(old.1, new.1) {
+        return None;
+    }
+    Some(format!(
+        "{name} is managed by Intent {intent_ns}/{intent}: a write to its status may not change its \
+         labels or annotations. Change them with an update of {name} itself carrying the current \
+         intent ID (annotation {INTENT_ID})"
+    ))
+}
+
 /// The JSON Patch operations (RFC 6902) that make `written-with-intent-id` describe this request:
 /// step 1 of the fence. `annotations` are those of the object in the request.
 pub fn carry_intent_id(annotations: Option<&BTreeMap<String, String>>) -> Vec<serde_json::Value> {
@@ -201,6 +236,67 @@ pub fn next_status(
         observed_holder: Some(spec.holder.clone()),
         last_rotation_time: Some(now),
     })
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_status_write_may_not_change_the_metadata_of_a_fenced_object() {
+        let labels = map(&[(MANAGED_BY_INTENT, "orders")]);
+        let annotations = map(&[("note", "a")]);
+        let approved = map(&[
+            ("note", "a"),
+            (crate::keys::DELETE_APPROVED_INTENT_ID, "id-2"),
+        ]);
+        let old = (Some(&labels), Some(&annotations));
+        // A controller's status write leaves metadata alone.
+        assert_eq!(status_write_refusal(Some("shop"), "api", old, old), None);
+        let why = status_write_refusal(Some("shop"), "api", old, (Some(&labels), Some(&approved)))
+            .unwrap();
+        assert!(
+            why.contains("Intent shop/orders") && why.contains(INTENT_ID),
+            "{why}"
+        );
+        let unlabelled = map(&[]);
+        assert!(
+            status_write_refusal(
+                Some("shop"),
+                "api",
+                old,
+                (Some(&unlabelled), Some(&annotations))
+            )
+            .is_some()
+        );
+        // No annotations and an empty map are the same metadata.
+        assert_eq!(
+            status_write_refusal(
+                Some("shop"),
+                "api",
+                (Some(&labels), None),
+                (Some(&labels), Some(&unlabelled))
+            ),
+            None
+        );
+        // Not fenced: not ours to refuse.
+        assert_eq!(
+            status_write_refusal(
+                Some("shop"),
+                "api",
+                (None, None),
+                (Some(&labels), Some(&approved))
+            ),
+            None
+        );
+    }
 }
 
 #[cfg(test)]

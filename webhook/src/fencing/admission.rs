@@ -177,6 +177,31 @@ pub async fn validate_intent_scale(
     .await
 }
 
+/// `POST /validate/intent-status`: a write to a managed object's `status` subresource, refused
+/// when it changes the object's labels or annotations (`fencing::status_write_refusal`).
+pub async fn validate_intent_status(State(metrics): State<Arc<Metrics>>, body: Bytes) -> Response {
+    review(&metrics, "validate-intent-status", &body, async |req| {
+        let response = AdmissionResponse::from(req);
+        if !is_write(&req.operation) || req.sub_resource.as_deref() != Some("status") {
+            return response;
+        }
+        let (old, new) = (req.old_object.as_ref(), req.object.as_ref());
+        match fencing::status_write_refusal(
+            req.namespace.as_deref(),
+            &req.name,
+            (labels(old), annotations(old)),
+            (labels(new), annotations(new)),
+        ) {
+            Some(reason) => {
+                tracing::info!(%reason, "status write denied by intent fence");
+                response.deny(reason)
+            }
+            None => response,
+        }
+    })
+    .await
+}
+
 /// A DELETE of a managed object (see `multicluster_core::fencing::check_delete`), always decided on
 /// a live read of its Intent. The watch-fed cache is not enough here: an Intent it has not seen yet
 /// reads as "gone", which admits the delete, and a rotation it has not seen yet leaves an approval
