@@ -351,9 +351,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         let ready = ready.clone();
         tokio::spawn(async move {
-            if intents.ready().await && vips.ready().await {
-                ready.store(true, Ordering::Release);
-                tracing::info!("Intents listed: ready");
+            if !(intents.ready().await && vips.ready().await) {
+                return;
+            }
+            tracing::info!("Intents listed: ready");
+            // Ready while the Intent watch is synced: an unsynced one sends every fenced write to
+            // a live read, which a replica whose watch keeps failing should not be trusted with.
+            loop {
+                let synced = intents.synced();
+                if ready.swap(synced, Ordering::AcqRel) != synced {
+                    tracing::info!(
+                        ready = synced,
+                        "the Intent watch is {}",
+                        if synced { "synced" } else { "not synced" }
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         });
     }

@@ -62,6 +62,37 @@ impl IntentLookup for FixedIntent {
     }
 }
 
+/// Plays an Intent cache that has stalled: it still holds `v1` and says it is not fresh, while the
+/// hub's Intent (read live) has been rotated to `v2`.
+#[derive(Debug)]
+struct StalledCache;
+
+impl IntentLookup for StalledCache {
+    fn cached(&self, namespace: &str, name: &str) -> Option<IntentView> {
+        FixedIntent("v1").cached(namespace, name)
+    }
+    fn is_fresh(&self, _: &str, _: &str) -> bool {
+        false
+    }
+    fn live<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<IntentView>, String>> {
+        Box::pin(async move { Ok(FixedIntent("v2").cached(namespace, name)) })
+    }
+    fn labels_of<'a>(
+        &'a self,
+        group: &'a str,
+        version: &'a str,
+        plural: &'a str,
+        namespace: Option<&'a str>,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<BTreeMap<String, String>>, String>> {
+        FixedIntent("v2").labels_of(group, version, plural, namespace, name)
+    }
+}
+
 /// The router's state with only the fence connected (`intents`): no hub, so no VIPs, restores or
 /// proxy, and admission callers not checked.
 fn fence_only(intents: Arc<dyn IntentLookup>) -> AppState {
@@ -80,7 +111,15 @@ async fn post(
     path: &str,
     body: String,
 ) -> (StatusCode, serde_json::Value) {
-    let response = admission_router(fence_only(Arc::new(FixedIntent(current_id))))
+    post_to(Arc::new(FixedIntent(current_id)), path, body).await
+}
+
+async fn post_to(
+    intents: Arc<dyn IntentLookup>,
+    path: &str,
+    body: String,
+) -> (StatusCode, serde_json::Value) {
+    let response = admission_router(fence_only(intents))
         .oneshot(
             Request::post(path)
                 .header("content-type", "application/json")
@@ -148,6 +187,26 @@ async fn the_validating_step_admits_the_current_id_only() {
     assert_eq!(review["response"]["allowed"], false);
     let message = review["response"]["status"]["message"].as_str().unwrap();
     assert!(message.contains("carries no intent ID"), "{message}");
+}
+
+/// A cache that is not fresh (its watch stalled) still says `v1`, the old manager's ID: the write
+/// is decided on a live read, which says `v2`, and refused.
+#[tokio::test]
+async fn a_write_is_decided_on_a_live_read_when_the_cache_is_not_fresh() {
+    let (_, review) = post_to(
+        Arc::new(StalledCache),
+        "/validate/intent",
+        after_mutation(Some("v1")),
+    )
+    .await;
+    assert_eq!(review["response"]["allowed"], false, "{review}");
+    let (_, review) = post_to(
+        Arc::new(StalledCache),
+        "/validate/intent",
+        after_mutation(Some("v2")),
+    )
+    .await;
+    assert_eq!(review["response"]["allowed"], true, "{review}");
 }
 
 #[tokio::test]

@@ -82,37 +82,42 @@ pub async fn validate_intent(
 }
 
 /// Step 2 on one write: `None` admits it, `Some(reason)` denies it. Decided on the watch-fed
-/// cache, and again on live reads before any denial: the watch may lag a just-created or
-/// just-rotated Intent.
+/// cache while every Intent involved is fresh there (`IntentLookup::is_fresh`), and on live reads
+/// otherwise and before any denial: the watch may lag a just-created or just-rotated Intent, or
+/// have stalled.
 async fn decide_write(intents: &dyn IntentLookup, write: &fencing::Write<'_>) -> Option<String> {
-    match fencing::check_write(write, |ns, n| intents.cached(ns, n)) {
-        FenceVerdict::NotManaged | FenceVerdict::Allowed => None,
-        FenceVerdict::Denied(_) => {
-            let mut live = HashMap::new();
-            for labels in [write.labels, write.old_labels] {
-                if let Some((ns, n)) = fencing::fencing_intent(write.namespace, labels) {
-                    match intents.live(ns, n).await {
-                        Ok(Some(view)) => {
-                            live.insert((ns.to_owned(), n.to_owned()), view);
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            let error = AdmissionError::IntentUnreadableForWrite {
-                                intent: format!("{ns}/{n}"),
-                                error: e,
-                            };
-                            return Some(error.to_string());
-                        }
-                    }
-                }
+    let fences: Vec<(&str, &str)> = [write.labels, write.old_labels]
+        .into_iter()
+        .filter_map(|labels| fencing::fencing_intent(write.namespace, labels))
+        .collect();
+    let all_fresh = fences.iter().all(|(ns, n)| intents.is_fresh(ns, n));
+    if all_fresh {
+        match fencing::check_write(write, |ns, n| intents.cached(ns, n)) {
+            FenceVerdict::NotManaged | FenceVerdict::Allowed => return None,
+            FenceVerdict::Denied(_) => {}
+        }
+    }
+    let mut live = HashMap::new();
+    for (ns, n) in fences {
+        match intents.live(ns, n).await {
+            Ok(Some(view)) => {
+                live.insert((ns.to_owned(), n.to_owned()), view);
             }
-            match fencing::check_write(write, |ns, n| {
-                live.get(&(ns.to_owned(), n.to_owned())).cloned()
-            }) {
-                FenceVerdict::Denied(reason) => Some(reason),
-                _ => None,
+            Ok(None) => {}
+            Err(e) => {
+                let error = AdmissionError::IntentUnreadableForWrite {
+                    intent: format!("{ns}/{n}"),
+                    error: e,
+                };
+                return Some(error.to_string());
             }
         }
+    }
+    match fencing::check_write(write, |ns, n| {
+        live.get(&(ns.to_owned(), n.to_owned())).cloned()
+    }) {
+        FenceVerdict::Denied(reason) => Some(reason),
+        _ => None,
     }
 }
 

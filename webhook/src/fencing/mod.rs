@@ -14,6 +14,10 @@ pub mod intents;
 /// Where the fence looks up Intents: a watch-fed cache, and a live read before any denial.
 pub trait IntentLookup: Send + Sync + std::fmt::Debug {
     fn cached(&self, namespace: &str, name: &str) -> Option<IntentView>;
+    /// Whether the cached view of this Intent may decide a write; when not, it is read live.
+    fn is_fresh(&self, _namespace: &str, _name: &str) -> bool {
+        true
+    }
     fn live<'a>(
         &'a self,
         namespace: &'a str,
@@ -34,6 +38,9 @@ pub trait IntentLookup: Send + Sync + std::fmt::Debug {
 impl IntentLookup for intents::Intents {
     fn cached(&self, namespace: &str, name: &str) -> Option<IntentView> {
         intents::Intents::cached(self, namespace, name)
+    }
+    fn is_fresh(&self, namespace: &str, name: &str) -> bool {
+        intents::Intents::is_fresh(self, namespace, name)
     }
     fn live<'a>(
         &'a self,
