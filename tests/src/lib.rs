@@ -424,6 +424,18 @@ pub async fn fresh_namespace(client: &Client, prefix: &str) -> anyhow::Result<St
     Ok(name)
 }
 
+/// A child process that is killed (and reaped) when this goes out of scope, so a test that panics
+/// half-way leaves no process behind.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A unique name for a cluster-scoped object made by a test.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -270,7 +270,7 @@ async fn two_hundred_services_created_at_once_through_two_hub_server_processes_g
         })
         .collect();
     let tls = pg.dir().join("hub-server");
-    let mut second = Command::new(multicluster_tests::target_dir().join("multicluster-webhook"))
+    let second = Command::new(multicluster_tests::target_dir().join("multicluster-webhook"))
         .args([
             "serve",
             &format!("--listen=127.0.0.1:{}", ports[0]),
@@ -278,7 +278,8 @@ async fn two_hundred_services_created_at_once_through_two_hub_server_processes_g
         ])
         .arg(format!("--tls-cert-file={}", tls.join("tls.crt").display()))
         .arg(format!("--tls-key-file={}", tls.join("tls.key").display()))
-        .arg(format!("--kubeconfig={}", pg.state.kubeconfig.display()))
+        // As the first: as the hub server's own ServiceAccount.
+        .arg(format!("--kubeconfig={}", tls.join("kubeconfig").display()))
         .arg("--context=hub")
         // As the first: it answers the hub API server's admission client certificate only.
         .arg(format!(
@@ -289,6 +290,8 @@ async fn two_hundred_services_created_at_once_through_two_hub_server_processes_g
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Stopped when the test ends, also when it fails half-way.
+    let _second = multicluster_tests::KillOnDrop(second);
     let health = format!("127.0.0.1:{}", ports[1]);
     eventually(
         "the second hub server is ready",
@@ -380,7 +383,4 @@ async fn two_hundred_services_created_at_once_through_two_hub_server_processes_g
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or(0);
     assert_eq!(patched, 100, "{metrics}");
-
-    second.kill().unwrap();
-    second.wait().unwrap();
 }
