@@ -196,6 +196,7 @@ async fn a_namespace_snapshot_with_a_played_csi_snapshotter_quiesces_all_volumes
         "Discovering",
         "Quiescing",
         "Snapshotting",
+        "Resuming",
         "Saving",
         "Completed",
     ] {

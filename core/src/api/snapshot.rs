@@ -136,6 +136,9 @@ pub enum SnapshotPhase {
     Discovering,
     Quiescing,
     Snapshotting,
+    /// The workloads are scaled back (or the post hooks run) once the last snapshot is cut; a
+    /// snapshot found in this phase after a restart has its workloads put back first.
+    Resuming,
     Saving,
     Completed,
     Failed,

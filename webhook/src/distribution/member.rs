@@ -129,10 +129,13 @@ pub async fn sync(
     let mut run = MemberSync::new(client, member, bundle, previous, progress);
     for tier in bundle.plan.tiers() {
         let work = run.work_of(tier);
-        let work = run.hold_quiesced(work, memory);
         let Some(existing) = run.existing(&work, memory).await else {
             break;
         };
+        // A copy the member holds quiesced, which this runner may not know of (a new runner after
+        // a restart or a leader change remembers nothing): left alone like one it saw quiesced.
+        remember_quiesced(&work, &existing, memory);
+        let work = run.hold_quiesced(work, memory);
         let results = run.apply(work, &existing, memory).await;
         let crds = run.record(results, memory);
         run.wait_established(crds).await;
@@ -380,12 +383,12 @@ impl<'a> MemberSync<'a> {
                 str_of(&source.object["apiVersion"]),
                 str_of(&source.object["kind"]),
             ) {
-                labels_by_name(&api, &names).await
+                found_by_name(&api, &names).await
             } else {
                 api.list_metadata(&ListParams::default()).await.map(|list| {
                     list.items
                         .into_iter()
-                        .map(|m| (m.name_any(), m.labels().clone()))
+                        .map(|m| (m.name_any(), Found::of(&m.metadata)))
                         .collect()
                 })
             };
@@ -576,24 +579,72 @@ fn written_kind(copy: &Value) -> WrittenKind {
     }
 }
 
-/// Labels of the objects named `names` that exist, read one at a time.
-async fn labels_by_name(
-    api: &Api<DynamicObject>,
-    names: &[String],
-) -> kube::Result<HashMap<String, BTreeMap<String, String>>> {
-    let mut labels = HashMap::new();
-    for name in names {
-        if let Some(m) = api.get_metadata_opt(name).await? {
-            labels.insert(name.clone(), m.labels().clone());
+/// What the member's copy of one object tells a sync: whose it is, and whether a namespace
+/// snapshot holds it quiesced.
+#[derive(Debug, Clone, Default)]
+struct Found {
+    labels: BTreeMap<String, String>,
+    quiesced_by: Option<String>,
+}
+
+impl Found {
+    fn of(meta: &kube::core::ObjectMeta) -> Self {
+        Self {
+            labels: meta.labels.clone().unwrap_or_default(),
+            quiesced_by: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(multicluster_core::keys::QUIESCED_BY))
+                .cloned(),
         }
     }
-    Ok(labels)
+}
+
+/// The objects named `names` that exist, read one at a time.
+async fn found_by_name(
+    api: &Api<DynamicObject>,
+    names: &[String],
+) -> kube::Result<HashMap<String, Found>> {
+    let mut found = HashMap::new();
+    for name in names {
+        if let Some(m) = api.get_metadata_opt(name).await? {
+            found.insert(name.clone(), Found::of(&m.metadata));
+        }
+    }
+    Ok(found)
+}
+
+/// Records in `memory` which copies of `work` the member holds quiesced by a snapshot, as
+/// `existing` read them (the copies this runner has not applied: the others it follows by their
+/// watch events): one quiesced is held, one resumed (or gone) is synced again.
+fn remember_quiesced(work: &[Work<'_>], existing: &Existing, memory: &mut MemberMemory) {
+    for w in work {
+        let Work::Object(key, source, copy) = w else {
+            continue;
+        };
+        if memory.applied.contains_key(key) {
+            continue;
+        }
+        let ns = copy["metadata"]["namespace"].as_str().map(str::to_owned);
+        let snapshot = existing
+            .get(&(group_id(&source.resource), ns))
+            .and_then(|m| m.get(&key.name))
+            .and_then(|f| f.quiesced_by.clone());
+        match snapshot {
+            Some(snapshot) => {
+                memory.quiesced.insert(key.clone(), snapshot);
+            }
+            None => {
+                memory.quiesced.remove(key);
+            }
+        }
+    }
 }
 
 /// A kind (its group id) in a namespace, or cluster-wide.
 type KindInNamespace = (String, Option<String>);
 
-type Existing = HashMap<KindInNamespace, HashMap<String, BTreeMap<String, String>>>;
+type Existing = HashMap<KindInNamespace, HashMap<String, Found>>;
 
 fn group_id(resource: &ApiResource) -> String {
     format!("{}.{}", resource.plural, resource.group)
@@ -630,6 +681,7 @@ async fn apply_one(
                 existing
                     .get(&(group_id(&source.resource), ns.clone()))
                     .and_then(|m| m.get(&obj_name))
+                    .map(|f| &f.labels)
             };
             let api = api_for(client, source, ns.as_deref());
             let result = match distribution::decide(labels, owner, policy) {
@@ -1070,6 +1122,45 @@ mod tests {
             fake.get("apps/v1", "Deployment", Some("shop"), "web")
                 .is_some()
         );
+    }
+
+    /// A new runner (after a hub server restart, or on the next leader) remembers nothing: the
+    /// member's copy, annotated by the snapshot that quiesced it, is what keeps it from being
+    /// scaled back up under the snapshot.
+    #[tokio::test]
+    async fn a_copy_found_quiesced_on_the_member_is_left_alone_by_a_runner_that_did_not_see_it_happen()
+     {
+        let fake = FakeApi::new();
+        let d = distribution("Abort");
+        let first = sync_once(&fake, &d, &bundle(), MemberMemory::default(), None).await;
+        let mut quiesced = fake
+            .get("apps/v1", "Deployment", Some("shop"), "web")
+            .unwrap();
+        quiesced["spec"]["replicas"] = json!(0);
+        quiesced["metadata"]["annotations"] = json!({multicluster_core::keys::QUIESCED_BY: "shop-2", multicluster_core::keys::QUIESCED_REPLICAS: "1"});
+        fake.insert(quiesced);
+        let before = fake.writes().len();
+        // A fresh memory, as after a restart; the previous status is all it has.
+        let run = sync_once(
+            &fake,
+            &d,
+            &bundle(),
+            MemberMemory::default(),
+            Some(&first.outcome.status),
+        )
+        .await;
+        let writes = fake.writes()[before..].to_vec();
+        assert!(
+            !writes.iter().any(|w| w.contains("/deployments/")),
+            "{writes:#?}"
+        );
+        let state = state_of(&run, "Deployment");
+        assert_eq!(state.state, ObjectSyncState::Pending);
+        assert!(state.message.unwrap_or_default().contains("shop-2"));
+        let web = fake
+            .get("apps/v1", "Deployment", Some("shop"), "web")
+            .unwrap();
+        assert_eq!(web["spec"]["replicas"], 0, "still quiesced");
     }
 
     #[tokio::test]

@@ -419,6 +419,16 @@ async fn quiesce_and_cut(
     // cut, whatever happens in between.
     let cut_result =
         quiesce_then_cut(spec.quiesce, exec.as_ref(), cut, &stopped, hooks, progress).await;
+    let message = match spec.quiesce {
+        QuiesceMethod::ScaleDown => format!("scaling {} workload(s) back", stopped.len()),
+        QuiesceMethod::Hooks => format!("running {} post hook(s)", hooks.post.len()),
+        QuiesceMethod::None => "nothing to resume".to_owned(),
+    };
+    // Said before the workloads come back: a hub server that stops now leaves a snapshot in
+    // this phase, and the next one puts them back first (`resume_after_interruption`).
+    if let Err(e) = progress.step(SnapshotPhase::Resuming, message).await {
+        tracing::warn!(error = %e, "recording the Resuming phase; resuming anyway");
+    }
     let resumed = resume_all(member, ns, cut.snapshot, exec.as_ref(), hooks, progress).await;
     if let Err(e) = unlabel_group_claims(member, ns, &cut.groups).await {
         tracing::warn!(error = %format!("{e:#}"), "removing the group snapshot labels from the claims");
