@@ -1163,6 +1163,83 @@ mod tests {
         assert_eq!(web["spec"]["replicas"], 0, "still quiesced");
     }
 
+    /// One case of the property below: ConfigMaps `0..count` distributed, then a second sync
+    /// from which those in `left` have left the bundle and whose copies of those in `broken`
+    /// cannot be made (a failing override). Returns which copies the member holds afterwards.
+    async fn copies_after(count: usize, left: &[usize], broken: &[usize]) -> Vec<usize> {
+        let name = |i: usize| format!("c{i}");
+        let objects = |which: &dyn Fn(usize) -> bool| -> Vec<Value> {
+            (0..count)
+                .filter(|i| which(*i))
+                .map(|i| {
+                    json!({"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": name(i), "namespace": "shop"}, "data": {"i": i.to_string()}})
+                })
+                .collect()
+        };
+        let fake = FakeApi::new();
+        let d = distribution("Abort");
+        let first = sync_once(
+            &fake,
+            &d,
+            &objects(&|_| true),
+            MemberMemory::default(),
+            None,
+        )
+        .await;
+        let mut d2 = d.clone();
+        d2.spec.overrides = broken
+            .iter()
+            .map(|i| {
+                serde_json::from_value(json!({"member": "member-1",
+                    "target": {"kind": "ConfigMap", "name": name(*i)},
+                    "jsonPatch": [{"op": "test", "path": "/data/i", "value": "not this"}]}))
+                .unwrap()
+            })
+            .collect();
+        // Changed, so that every copy still in the bundle is applied again (or fails to be).
+        let mut second = objects(&|i| !left.contains(&i));
+        for o in &mut second {
+            o["data"]["changed"] = json!("yes");
+        }
+        sync_once(
+            &fake,
+            &d2,
+            &second,
+            first.memory,
+            Some(&first.outcome.status),
+        )
+        .await;
+        (0..count)
+            .filter(|i| {
+                fake.get("v1", "ConfigMap", Some("shop"), &name(*i))
+                    .is_some()
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Every object still in the bundle keeps its copy, whatever happens to it this sync (its
+        /// override fails), and only the objects that left the bundle lose theirs.
+        #[test]
+        fn only_what_left_the_bundle_is_removed(
+            count in 1usize..7,
+            left_mask in 0u8..,
+            broken_mask in 0u8..,
+        ) {
+            let left: Vec<usize> = (0..count).filter(|i| left_mask & (1 << i) != 0).collect();
+            let broken: Vec<usize> = (0..count).filter(|i| broken_mask & (1 << i) != 0).collect();
+            let held = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(copies_after(count, &left, &broken));
+            let expected: Vec<usize> = (0..count).filter(|i| !left.contains(i)).collect();
+            proptest::prop_assert_eq!(held, expected);
+        }
+    }
+
     #[tokio::test]
     async fn an_object_someone_else_made_is_a_conflict_and_holds_back_what_uses_it() {
         let fake = FakeApi::new();
