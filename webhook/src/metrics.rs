@@ -5,6 +5,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -34,6 +35,8 @@ pub struct Metrics {
     /// Failed passes of each background loop (a reconcile that returned an error, a member that
     /// could not be read or written), so an alert can fire on a loop that keeps failing.
     pub loop_failures: Family<LoopLabels, Counter>,
+    /// 1 while this replica holds the Lease (runs the background loops), else 0.
+    pub leading: Gauge,
     registry: Registry,
 }
 
@@ -69,11 +72,18 @@ impl Default for Metrics {
             "Failed passes of the hub's background loops, by loop",
             loop_failures.clone(),
         );
+        let leading = Gauge::default();
+        registry.register(
+            "leading",
+            "1 while this replica holds the Lease and runs the background loops",
+            leading.clone(),
+        );
         Self {
             requests,
             latency,
             errors,
             loop_failures,
+            leading,
             registry,
         }
     }

@@ -405,6 +405,18 @@ fn start_loops(
 ) {
     use crate::{distribution, fencing, services, snapshot, traffic, vip};
     let leading = crate::leader::elect(hub.clone(), crate::leader::identity());
+    {
+        let mut leading = leading.clone();
+        let gauge = metrics.leading.clone();
+        tokio::spawn(async move {
+            loop {
+                gauge.set(i64::from(*leading.borrow_and_update()));
+                if leading.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let identity = crate::leader::identity();
     let vip_gc_interval = std::time::Duration::from_secs(args.vip_gc_interval_seconds.max(1));
     let vip_claim_grace = std::time::Duration::from_secs(args.vip_claim_grace_seconds);
