@@ -151,4 +151,76 @@ proptest! {
             prop_assert!(path.starts_with(&crate::members::proxy::path_prefix(member)));
         }
     }
+
+    /// Any pool entry, well-formed or not: parsed into a range whose first address is not after
+    /// its last (and inside the CIDR when it is one), or refused; never a panic.
+    #[test]
+    fn address_ranges_parse_in_order_or_are_refused(
+        entry in prop_oneof![
+            "[0-9./:-]{0,24}",
+            (any::<u32>(), 0u32..40).prop_map(|(a, p)| format!("{}/{p}", std::net::Ipv4Addr::from(a))),
+            (any::<u32>(), any::<u32>()).prop_map(|(a, b)| {
+                format!("{}-{}", std::net::Ipv4Addr::from(a), std::net::Ipv4Addr::from(b))
+            }),
+        ],
+    ) {
+        if let Ok(ranges) = crate::vip::parse_ranges(std::slice::from_ref(&entry)) {
+            for (first, last) in &ranges {
+                prop_assert!(first <= last, "{entry}: {first} > {last}");
+            }
+            if let Some((addr, prefix)) = entry.split_once('/') {
+                let addr: std::net::Ipv4Addr = addr.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+                let prefix: u32 = prefix.parse().unwrap_or(32);
+                let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix.min(32)) };
+                let network = u32::from(addr) & mask;
+                for (first, last) in &ranges {
+                    prop_assert_eq!(u32::from(*first) & mask, network);
+                    prop_assert_eq!(u32::from(*last) & mask, network);
+                }
+            }
+        }
+    }
+
+    /// Any headers the hub's API server (or anyone) sends: the proxy forwards the caller as one
+    /// user the member's admin named and only named, non-`system:` groups; never `system:masters`,
+    /// never a UID or extra, never a panic.
+    #[test]
+    fn the_proxy_forwards_only_named_users_and_groups(
+        headers in prop::collection::vec(
+            (prop_oneof![
+                Just("x-remote-user".to_owned()),
+                Just("x-remote-group".to_owned()),
+                Just("x-remote-uid".to_owned()),
+                "x-remote-extra-[a-z%0-9]{0,8}",
+                "[a-z-]{0,12}",
+            ], prop_oneof![
+                Just("alice".to_owned()),
+                Just("system:masters".to_owned()),
+                Just("system:serviceaccount:ns:sa".to_owned()),
+                Just("devs".to_owned()),
+                "[a-z:]{0,12}",
+            ]),
+            0..8,
+        ),
+    ) {
+        let access = crate::members::proxy::ProxyAccess::from_hub_names(
+            &["alice".to_owned(), "system:serviceaccount:ns:sa".to_owned()],
+            &["devs".to_owned()],
+        )
+        .unwrap_or_default();
+        let Ok(caller) = crate::members::proxy::caller(&headers, Some("front-proxy-client"), &[]) else {
+            return Ok(());
+        };
+        if let Ok(forwarded) = crate::members::proxy::impersonation_headers(&caller, "m1", &access) {
+            let users: Vec<&String> = forwarded.iter().filter(|(k, _)| k == "impersonate-user").map(|(_, v)| v).collect();
+            prop_assert_eq!(users.len(), 1);
+            prop_assert!(access.users.contains(users[0]));
+            for (name, value) in &forwarded {
+                prop_assert!(name == "impersonate-user" || name == "impersonate-group", "{name}");
+                if name == "impersonate-group" {
+                    prop_assert!(access.groups.contains(value) && !value.starts_with("system:"));
+                }
+            }
+        }
+    }
 }
