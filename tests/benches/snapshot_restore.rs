@@ -188,6 +188,7 @@ async fn check_itself(
             &members,
             "multicluster-system",
             &restore,
+            multicluster_webhook::snapshot::restore_admission::Detail::Full,
         )
         .await;
         times.push(started.elapsed());

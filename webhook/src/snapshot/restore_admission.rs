@@ -38,8 +38,16 @@ impl std::fmt::Debug for RestoreCheck {
 pub async fn validate_restore(
     State(metrics): State<Arc<Metrics>>,
     State(check_with): State<Option<RestoreCheck>>,
+    State(callers): State<Option<crate::server::AdmissionCallers>>,
     body: Bytes,
 ) -> Response {
+    // Only a caller the TLS layer verified as the API server is told what differs (images,
+    // digests); without `--admission-client-ca-file` anyone who reaches the port could ask.
+    let detail = if callers.is_some() {
+        Detail::Full
+    } else {
+        Detail::NamesOnly
+    };
     crate::admission::review(&metrics, "validate-restore", &body, async |req| {
         let response = AdmissionResponse::from(req);
         if !matches!(req.operation, Operation::Create) {
@@ -48,7 +56,7 @@ pub async fn validate_restore(
         let Some(RestoreCheck { hub, members }) = check_with.as_ref() else {
             return response.deny(AdmissionError::NotConnected("check restores").to_string());
         };
-        match check(hub, members, req).await {
+        match check(hub, members, req, detail).await {
             Ok(()) => response,
             Err(reason) => {
                 tracing::info!(%reason, "restore denied");
@@ -63,6 +71,7 @@ async fn check(
     hub: &Client,
     members: &MemberClients,
     req: &AdmissionRequest<DynamicObject>,
+    detail: Detail,
 ) -> Result<(), String> {
     let object = req
         .object
@@ -76,8 +85,48 @@ async fn check(
         members,
         &req.namespace.clone().unwrap_or_default(),
         &restore,
+        detail,
     )
     .await
+}
+
+/// How much a denial says about the target namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail {
+    /// What differs, object by object (images, digests): for the API server.
+    Full,
+    /// The conflicting objects' names only.
+    NamesOnly,
+}
+
+/// The denial for `found` conflicts of restoring `spec` there.
+fn denial(
+    spec: &multicluster_core::api::NamespaceRestoreSpec,
+    found: &[multicluster_core::api::RestoreConflict],
+    detail: Detail,
+) -> String {
+    let list: Vec<String> = found
+        .iter()
+        .map(|c| match detail {
+            Detail::Full => format!("{} {}: {}", c.kind, c.name, c.reason),
+            Detail::NamesOnly => format!("{} {}", c.kind, c.name),
+        })
+        .collect();
+    let withheld = match detail {
+        Detail::Full => "",
+        Detail::NamesOnly => {
+            " (what differs is told only to an API server the hub server can verify: \
+             see --admission-client-ca-file)"
+        }
+    };
+    format!(
+        "restoring {} into {}/{} would land on applications that differ from the snapshot: {}{withheld}. \
+         Restore into an empty or absent namespace, or remove these first",
+        spec.snapshot,
+        spec.target_cluster,
+        spec.target_namespace,
+        list.join("; ")
+    )
 }
 
 /// The check itself: `restore` (in `ns` on the hub) against its target namespace, read live. `Err`
@@ -87,6 +136,7 @@ pub async fn check_restore(
     members: &MemberClients,
     ns: &str,
     restore: &NamespaceRestore,
+    detail: Detail,
 ) -> Result<(), String> {
     let spec = &restore.spec;
     // The snapshot (on the hub) and the target (on the member) are read at the same time: each
@@ -148,16 +198,31 @@ pub async fn check_restore(
     if found.is_empty() {
         return Ok(());
     }
-    let list: Vec<String> = found
-        .iter()
-        .map(|c| format!("{} {}: {}", c.kind, c.name, c.reason))
-        .collect();
-    Err(format!(
-        "restoring {} into {}/{} would land on applications that differ from the snapshot: {}. \
-         Restore into an empty or absent namespace, or remove these first",
-        spec.snapshot,
-        spec.target_cluster,
-        spec.target_namespace,
-        list.join("; ")
-    ))
+    Err(denial(spec, &found, detail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use multicluster_core::api::{NamespaceRestoreSpec, RestoreConflict};
+
+    #[test]
+    fn a_caller_not_verified_as_the_api_server_is_told_names_only() {
+        let spec: NamespaceRestoreSpec = serde_json::from_value(serde_json::json!({
+            "snapshot": "s", "targetCluster": "m2", "targetNamespace": "shop"}))
+        .unwrap();
+        let found = [RestoreConflict {
+            kind: "Deployment".into(),
+            name: "web".into(),
+            reason: "container web: image registry.example/web@sha256:abc in shop, web:1 in the snapshot".into(),
+        }];
+        let full = denial(&spec, &found, Detail::Full);
+        assert!(full.contains("sha256:abc"), "{full}");
+        let names = denial(&spec, &found, Detail::NamesOnly);
+        assert!(names.contains("Deployment web"), "{names}");
+        assert!(
+            !names.contains("sha256") && !names.contains("registry.example"),
+            "{names}"
+        );
+    }
 }
