@@ -72,6 +72,12 @@ impl Watches {
                 namespace,
             };
             wanted.insert(target(None, ns.clone()), (resource.clone(), *namespaced));
+            // The distribution account may get a member's Secrets by name but not list or watch
+            // them (so the hub cannot read every Secret there): drift of a Secret copy is put
+            // right by the full resync instead of within a second.
+            if resource.api_version == "v1" && resource.kind == "Secret" {
+                continue;
+            }
             for member in members {
                 let member_ns = ns.as_ref().map(|ns| {
                     super::member::mapped_namespace(distribution, &member.name_any(), ns)
