@@ -83,17 +83,23 @@ async fn export_services(member: &Client) {
         .await;
 }
 
-/// The slices of `FLIPPED`'s backends on `member` holding `endpoints` addresses.
+/// The slices of `FLIPPED`'s backends on `member` holding `endpoints` addresses (named
+/// `<service>-multicluster-<member>`; their source-cluster label carries its cluster ID).
 async fn slices_with(member: &Client, endpoints: usize) -> usize {
-    let lp = ListParams::default().labels(&format!(
-        "multicluster.kubernetes.io/source-cluster={FLIPPED}"
-    ));
+    let lp = ListParams::default().labels("multicluster.kubernetes.io/service-name");
+    let suffix = format!("-multicluster-{FLIPPED}");
     Api::<EndpointSlice>::namespaced(member.clone(), NS)
         .list(&lp)
         .await
         .unwrap()
         .items
         .iter()
+        .filter(|s| {
+            s.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.ends_with(&suffix))
+        })
         .filter(|s| s.endpoints.as_ref().map_or(0, Vec::len) == endpoints)
         .count()
 }

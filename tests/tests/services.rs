@@ -36,6 +36,19 @@ fn condition(export: &DynamicObject, type_: &str) -> Option<(String, String)> {
         })
 }
 
+/// The value of `member`'s About API `ClusterProperty` `name`.
+async fn cluster_property(member: &Client, name: &str) -> Option<String> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("about.k8s.io", "v1alpha1", "ClusterProperty"),
+        "clusterproperties",
+    );
+    Api::<DynamicObject>::all_with(member.clone(), &resource)
+        .get_opt(name)
+        .await
+        .unwrap()
+        .and_then(|p| p.data["spec"]["value"].as_str().map(str::to_owned))
+}
+
 /// The addresses and port of member `source`'s EndpointSlice for `web` on `member`.
 async fn slice_of(member: &Client, ns: &str, source: &str) -> Option<(Vec<String>, i32, Value)> {
     let slice = Api::<EndpointSlice>::namespaced(member.clone(), ns)
@@ -174,6 +187,12 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
             "multicluster.dev"
         );
         assert_eq!(labels["kubernetes.io/service-name"], "web-multicluster");
+        // The MCS API's labels: the service, and the source cluster by its About API cluster ID.
+        assert_eq!(labels["multicluster.kubernetes.io/service-name"], "web");
+        assert_eq!(
+            labels["multicluster.kubernetes.io/source-cluster"],
+            cluster_property(&m1, "id.k8s.io").await.unwrap()
+        );
         let (addresses, port, _) = eventually("member-2's backends listed", WAIT, async || {
             slice_of(member, &ns, "member-2")
                 .await
@@ -421,6 +440,50 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
 /// (`InvalidServiceType`) and an export without its Service is `NoService`; neither is imported
 /// anywhere nor given a VIP. (No node is played: nodes are cluster-wide, and the other test here
 /// counts member-1's.)
+/// The About API (KEP-2149) after `join`: each member has a stable cluster ID of its own (its
+/// `kube-system` namespace's UID) in `ClusterProperty` `id.k8s.io`, the same clusterset in
+/// `clusterset.k8s.io`, and the hub records the ID in the `MemberCluster`.
+#[tokio::test]
+async fn joined_members_have_cluster_ids_and_one_clusterset() {
+    let pg = playground();
+    pg.join_members();
+    let hub = pg.client("hub").await.unwrap();
+    let mut ids = Vec::new();
+    let mut sets = Vec::new();
+    for member in ["member-1", "member-2"] {
+        let client = pg.client(member).await.unwrap();
+        let id = cluster_property(&client, "id.k8s.io").await.unwrap();
+        let kube_system = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .get("kube-system")
+            .await
+            .unwrap();
+        assert_eq!(Some(&id), kube_system.metadata.uid.as_ref(), "{member}");
+        let recorded = Api::<multicluster_core::api::MemberCluster>::all(hub.clone())
+            .get(member)
+            .await
+            .unwrap()
+            .spec
+            .cluster_id;
+        assert_eq!(recorded.as_ref(), Some(&id), "{member}");
+        ids.push(id);
+        sets.push(
+            cluster_property(&client, "clusterset.k8s.io")
+                .await
+                .unwrap(),
+        );
+    }
+    assert_ne!(ids[0], ids[1], "cluster IDs are unique");
+    assert_eq!(sets[0], sets[1], "one clusterset");
+    let hub_id = Api::<k8s_openapi::api::core::v1::Namespace>::all(hub)
+        .get("kube-system")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    assert_eq!(sets[0], format!("hub-{hub_id}"));
+}
+
 #[tokio::test]
 async fn an_external_name_service_and_a_missing_one_are_not_valid_exports_and_nothing_is_imported()
 {

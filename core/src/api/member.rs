@@ -44,6 +44,10 @@ pub struct MemberClusterSpec {
     pub role: Role,
     #[serde(default)]
     pub health: HealthCheck,
+    /// The member's cluster ID (its About API `ClusterProperty` `id.k8s.io`), recorded by `join`:
+    /// what Multi-Cluster Services objects name it by (`multicluster.kubernetes.io/source-cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
 }
 
 fn default_weight() -> u32 {

@@ -2,6 +2,7 @@
 //! member's health from its probes ([`health`]), and how a hub user reaches a member through the
 //! hub's proxy API ([`proxy`]).
 
+pub mod about;
 pub mod health;
 pub mod join;
 pub mod proxy;

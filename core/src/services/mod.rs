@@ -26,6 +26,8 @@ pub const SERVICE_LABEL: &str = "multicluster.dev/multi-cluster-service";
 pub const ENDPOINTSLICE_MANAGER: &str = "multicluster.dev";
 /// The MCS API's label naming the cluster an EndpointSlice's endpoints come from.
 pub const SOURCE_CLUSTER_LABEL: &str = "multicluster.kubernetes.io/source-cluster";
+/// The MCS API's label on an EndpointSlice naming the multi-cluster service (its ServiceImport).
+pub const MCS_SERVICE_NAME_LABEL: &str = "multicluster.kubernetes.io/service-name";
 /// The field manager of everything the multi-cluster service loop writes.
 pub const FIELD_MANAGER: &str = "multicluster-services";
 
@@ -532,6 +534,16 @@ pub struct Import<'a> {
     pub properties: &'a ServiceProperties,
     /// Serving member → the backends listed for it now (empty: none now).
     pub listed: &'a BTreeMap<String, Vec<Backend>>,
+    /// Member → its cluster ID (`MemberCluster.spec.clusterId`); a member without one is named
+    /// by its member name.
+    pub cluster_ids: &'a BTreeMap<String, String>,
+}
+
+impl Import<'_> {
+    /// The cluster ID `member` is named by in the MCS objects.
+    pub fn cluster_id<'m>(&'m self, member: &'m str) -> &'m str {
+        self.cluster_ids.get(member).map_or(member, String::as_str)
+    }
 }
 
 fn port_json(p: &ServicePort, port: i32) -> serde_json::Value {
@@ -639,7 +651,8 @@ fn endpoint_slice(
         "metadata": {"name": slice, "namespace": import.namespace,
                      "labels": {"kubernetes.io/service-name": service,
                                 "endpointslice.kubernetes.io/managed-by": ENDPOINTSLICE_MANAGER,
-                                SOURCE_CLUSTER_LABEL: member, SERVICE_LABEL: import.name}},
+                                MCS_SERVICE_NAME_LABEL: import.name,
+                                SOURCE_CLUSTER_LABEL: import.cluster_id(member), SERVICE_LABEL: import.name}},
         "addressType": "IPv4",
         "ports": ports,
         "endpoints": backends.iter().map(|b| serde_json::json!({
@@ -667,7 +680,7 @@ pub fn gateway_objects(
         out.push(serde_json::json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": per_member, "namespace": import.namespace,
-                         "labels": {SERVICE_LABEL: import.name, SOURCE_CLUSTER_LABEL: member}},
+                         "labels": {SERVICE_LABEL: import.name, SOURCE_CLUSTER_LABEL: import.cluster_id(member)}},
             "spec": {"type": "ClusterIP",
                      "ports": import.ports.iter().map(|p| port_json(p, p.port)).collect::<Vec<_>>()}
         }));

@@ -234,6 +234,7 @@ fn a_gateway_gets_exact_weights_over_one_service_per_member() {
         ("member-2".to_owned(), vec![b("10.0.2.1")]),
     ]);
     let listed = BTreeMap::new();
+    let cluster_ids = BTreeMap::new();
     let import = Import {
         namespace: "shop",
         name: "web",
@@ -242,6 +243,7 @@ fn a_gateway_gets_exact_weights_over_one_service_per_member() {
         ports: &ports,
         properties: &ServiceProperties::default(),
         listed: &listed,
+        cluster_ids: &cluster_ids,
     };
     let gateway = crate::api::GatewayParent {
         name: "edge".to_owned(),
@@ -347,6 +349,7 @@ fn the_import_carries_the_oldest_exports_affinity_policies_and_one_family_per_ad
         Some("ClientIP")
     );
     let listed = BTreeMap::new();
+    let cluster_ids = BTreeMap::new();
     let (spec, _) = service_import(&Import {
         namespace: "shop",
         name: "web",
@@ -355,6 +358,7 @@ fn the_import_carries_the_oldest_exports_affinity_policies_and_one_family_per_ad
         ports: &merged.ports,
         properties: &merged.properties,
         listed: &listed,
+        cluster_ids: &cluster_ids,
     });
     let spec = &spec["spec"];
     assert_eq!(spec["sessionAffinity"], "ClientIP");
@@ -366,4 +370,57 @@ fn the_import_carries_the_oldest_exports_affinity_policies_and_one_family_per_ad
     assert_eq!(spec["trafficDistribution"], "PreferClose");
     assert_eq!(spec["ips"], serde_json::json!(["10.9.0.1"]));
     assert_eq!(spec["ipFamilies"], serde_json::json!(["IPv4"]));
+}
+
+/// The MCS API's EndpointSlice labels: the service's name, the exporting cluster by its cluster ID
+/// (the member's name only for a member joined before it had one), and this project as manager.
+#[test]
+fn endpoint_slices_name_the_service_and_the_source_cluster_by_its_id() {
+    let ports = vec![ServicePort {
+        name: "http".to_owned(),
+        port: 80,
+        protocol: "TCP".to_owned(),
+        app_protocol: None,
+    }];
+    let backend = Backend {
+        address: "10.0.1.1".parse().unwrap(),
+        node: None,
+        ports: BTreeMap::from([("http".to_owned(), 30080)]),
+    };
+    let listed = BTreeMap::from([
+        ("member-1".to_owned(), vec![backend.clone()]),
+        ("member-2".to_owned(), vec![backend]),
+    ]);
+    let cluster_ids = BTreeMap::from([("member-1".to_owned(), "4f1c-uid".to_owned())]);
+    let objects = data_plane(&Import {
+        namespace: "shop",
+        name: "web",
+        vip: "10.9.0.1".parse().unwrap(),
+        hostname: "web.shop.example",
+        ports: &ports,
+        properties: &ServiceProperties::default(),
+        listed: &listed,
+        cluster_ids: &cluster_ids,
+    });
+    let slices: Vec<&serde_json::Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "EndpointSlice")
+        .collect();
+    let sources: Vec<&str> = slices
+        .iter()
+        .map(|s| {
+            s["metadata"]["labels"][SOURCE_CLUSTER_LABEL]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(sources, ["4f1c-uid", "member-2"]);
+    for slice in slices {
+        let labels = &slice["metadata"]["labels"];
+        assert_eq!(labels[MCS_SERVICE_NAME_LABEL], "web");
+        assert_eq!(
+            labels["endpointslice.kubernetes.io/managed-by"],
+            ENDPOINTSLICE_MANAGER
+        );
+    }
 }

@@ -26,6 +26,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
 use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::api::{HealthCheck, MemberCluster, MemberClusterSpec, Role, SecretRef};
+use multicluster_core::members::about;
 use multicluster_core::members::join::{
     self as member, CAPABILITY_LABEL, Capability, Grants, MEMBER_LABEL, secret_keys,
 };
@@ -159,7 +160,7 @@ fn explain(member: &str, url: &str, e: kube::Error) -> anyhow::Error {
 }
 
 /// What the joining user must be allowed to do on the member.
-const NEEDED: [(&str, &str, &str); 7] = [
+const NEEDED: [(&str, &str, &str); 8] = [
     ("create", "", "namespaces"),
     ("create", "", "serviceaccounts"),
     ("create", "", "serviceaccounts/token"),
@@ -167,6 +168,8 @@ const NEEDED: [(&str, &str, &str); 7] = [
     ("create", "rbac.authorization.k8s.io", "clusterrolebindings"),
     ("create", "rbac.authorization.k8s.io", "roles"),
     ("create", "rbac.authorization.k8s.io", "rolebindings"),
+    // The member's identity in the clusterset (About API).
+    ("create", "about.k8s.io", "clusterproperties"),
 ];
 
 async fn missing_permissions(client: &Client) -> anyhow::Result<Vec<String>> {
@@ -306,9 +309,16 @@ pub async fn join(
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        let cluster_id = cluster_identity(&hub, &member, name).await?;
+        eprintln!(
+            "Member {name} has cluster ID {cluster_id} ({} {})",
+            about::KIND,
+            about::CLUSTER_ID
+        );
         let mut mc = MemberCluster::new(
             name,
             MemberClusterSpec {
+                cluster_id: Some(cluster_id),
                 endpoint: url.clone(),
                 credentials_secret: SecretRef { name: base.clone() },
                 weight: args.weight,
@@ -350,6 +360,47 @@ pub async fn join(
         "Joined {name}; the hub server probes it and reports its health in `kubectl multicluster list`"
     );
     output::print(format, &members_report(&hub, Some(name)).await?)
+}
+
+/// The member's About API properties (KEP-2149): its cluster ID (`id.k8s.io`, kept when the member
+/// has one, else the UID of its `kube-system` namespace) and its clusterset (`clusterset.k8s.io`,
+/// this hub's). Installs the `ClusterProperty` CRD when the member lacks it. A member that already
+/// belongs to another clusterset is refused. Returns the cluster ID.
+async fn cluster_identity(hub: &Client, member: &Client, name: &str) -> anyhow::Result<String> {
+    use kube::api::DynamicObject;
+    let crd = serde_saphyr::from_str(about::CRD_YAML).context("parsing the About API CRD")?;
+    crate::apply::install_these_crds(member, &[crd])
+        .await
+        .context("installing the About API (ClusterProperty) CRD on the member")?;
+    let properties: Api<DynamicObject> = Api::all_with(member.clone(), &about::api_resource());
+    let value_of = |p: Option<DynamicObject>| {
+        p.and_then(|p| p.data["spec"]["value"].as_str().map(str::to_owned))
+    };
+    let clusterset = about::clusterset_of(
+        &multicluster_core::cluster::cluster_id(hub)
+            .await
+            .context("reading the hub's cluster ID")?,
+    );
+    let existing_set = value_of(properties.get_opt(about::CLUSTERSET).await?);
+    if let Some(why) = about::clusterset_refusal(name, existing_set.as_deref(), &clusterset) {
+        bail!(why);
+    }
+    let id = match value_of(properties.get_opt(about::CLUSTER_ID).await?) {
+        Some(id) => id,
+        None => multicluster_core::cluster::cluster_id(member)
+            .await
+            .context("reading the member's kube-system namespace for its cluster ID")?,
+    };
+    crate::apply::apply_objects(
+        member,
+        &[
+            about::property(about::CLUSTER_ID, &id),
+            about::property(about::CLUSTERSET, &clusterset),
+        ],
+    )
+    .await
+    .context("writing the member's ClusterProperties")?;
+    Ok(id)
 }
 
 /// The member answers, and the joining user's credentials there may create what join creates.
@@ -527,6 +578,16 @@ async fn store_credentials(
 
 /// Removes the hub's accounts of every capability from the member, and what a join before
 /// per-capability accounts created there (the namespace stays: it may hold more than ours).
+/// Takes the member out of the clusterset (its `clusterset.k8s.io` property); its cluster ID stays,
+/// as the About API intends.
+async fn leave_clusterset(member: &Client) {
+    let properties: Api<kube::api::DynamicObject> =
+        Api::all_with(member.clone(), &about::api_resource());
+    let _ = properties
+        .delete(about::CLUSTERSET, &DeleteParams::default())
+        .await;
+}
+
 async fn remove_remote(member: &Client) {
     let objects = member::every_capability_object();
     let legacy = member::legacy_member_objects();
@@ -614,6 +675,7 @@ pub async fn unjoin(
             .await
             .map_err(|e| explain(&args.name, &config.cluster_url.to_string(), e))?;
         remove_remote(&member).await;
+        leave_clusterset(&member).await;
         eprintln!("Removed the hub's accounts from member {}", args.name);
     }
     remove_credentials(&hub, &args.name, |_| true).await;

@@ -431,6 +431,11 @@ impl LoopState {
             mcs::weights_for(ns, name, inputs.policies, &merged.serving, inputs.clusters);
         let ranked = mcs::ranked_backends(&steering, &backends);
         let listed = mcs::listed_backends(&steering, &ranked);
+        let cluster_ids: BTreeMap<String, String> = inputs
+            .clusters
+            .iter()
+            .filter_map(|(member, c)| Some((member.clone(), c.spec.cluster_id.clone()?)))
+            .collect();
         let import = Import {
             namespace: ns,
             name,
@@ -439,6 +444,7 @@ impl LoopState {
             ports: &merged.ports,
             properties: &merged.properties,
             listed: &listed,
+            cluster_ids: &cluster_ids,
         };
         let (import_spec, import_status) = mcs::service_import(&import);
         // The hub's copy: its VIP annotations are the webhook's; ours says who serves now.
