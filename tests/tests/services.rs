@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::discovery::ApiResource;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use multicluster_tests::mcs::{create_namespace, export_service, play_node, resource as mcs};
 use multicluster_tests::{eventually, fresh_namespace, playground, run_ok, unique_name};
 use serde_json::{Value, json};
@@ -585,7 +585,8 @@ async fn a_client_ip_affinity_local_policy_prefer_close_service_is_imported_with
         .unwrap();
     let export: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
-        "metadata": {"name": "cart", "namespace": ns, "labels": {"multicluster.dev/vip-pool": pool}}
+        "metadata": {"name": "cart", "namespace": ns, "labels": {"multicluster.dev/vip-pool": pool}},
+        "spec": {"exportedLabels": {"tier": "gold"}, "exportedAnnotations": {"owner": "team-cart"}}
     }))
     .unwrap();
     multicluster_tests::mcs::api(&m1, &ns, "ServiceExport")
@@ -596,14 +597,20 @@ async fn a_client_ip_affinity_local_policy_prefer_close_service_is_imported_with
     for (name, member) in [("member-1", &m1), ("member-2", &m2)] {
         let imports =
             Api::<DynamicObject>::namespaced_with(member.clone(), &ns, &mcs("ServiceImport"));
-        let spec = eventually(&format!("{name} imports cart"), WAIT, async || {
-            imports
-                .get_opt("cart")
-                .await
-                .unwrap()
-                .map(|i| i.data["spec"].clone())
+        let import = eventually(&format!("{name} imports cart"), WAIT, async || {
+            imports.get_opt("cart").await.unwrap()
         })
         .await;
+        // The export's exportedLabels and exportedAnnotations, beside ours.
+        assert_eq!(
+            import.labels().get("tier").map(String::as_str),
+            Some("gold")
+        );
+        assert_eq!(
+            import.annotations().get("owner").map(String::as_str),
+            Some("team-cart")
+        );
+        let spec = import.data["spec"].clone();
         assert_eq!(spec["type"], "ClusterSetIP", "{name}: {spec}");
         assert_eq!(spec["sessionAffinity"], "ClientIP", "{name}: {spec}");
         assert_eq!(

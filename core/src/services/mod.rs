@@ -88,6 +88,88 @@ pub struct ServiceProperties {
     pub internal_traffic_policy: Option<String>,
     /// For instance `PreferClose`.
     pub traffic_distribution: Option<String>,
+    /// The ServiceExport's `spec.exportedLabels`: carried to the ServiceImport.
+    pub exported_labels: BTreeMap<String, String>,
+    /// The ServiceExport's `spec.exportedAnnotations`: carried to the ServiceImport.
+    pub exported_annotations: BTreeMap<String, String>,
+}
+
+impl ServiceProperties {
+    /// Takes the labels and annotations a ServiceExport asks to export (`spec.exportedLabels`,
+    /// `spec.exportedAnnotations`).
+    pub fn with_exported(mut self, export_spec: &serde_json::Value) -> Self {
+        let map = |v: &serde_json::Value| -> BTreeMap<String, String> {
+            v.as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        self.exported_labels = map(&export_spec["exportedLabels"]);
+        self.exported_annotations = map(&export_spec["exportedAnnotations"]);
+        self
+    }
+
+    /// The MCS API's conflict reasons on which `self` differs from `winner`, each with what
+    /// differs (`winner`'s value is the one imported).
+    fn differences(&self, winner: &ServiceProperties) -> Vec<(&'static str, String)> {
+        let show = |v: &dyn std::fmt::Debug| format!("{v:?}");
+        let mut out = Vec::new();
+        let mut check =
+            |differs: bool, reason: &'static str, field: &str, mine: String, theirs: String| {
+                if differs {
+                    out.push((
+                        reason,
+                        format!("{field} {mine} (the oldest export has {theirs})"),
+                    ));
+                }
+            };
+        check(
+            self.session_affinity != winner.session_affinity,
+            "SessionAffinityConflict",
+            "sessionAffinity",
+            show(&self.session_affinity),
+            show(&winner.session_affinity),
+        );
+        check(
+            self.session_affinity_config != winner.session_affinity_config,
+            "SessionAffinityConfigConflict",
+            "sessionAffinityConfig",
+            show(&self.session_affinity_config),
+            show(&winner.session_affinity_config),
+        );
+        check(
+            self.internal_traffic_policy != winner.internal_traffic_policy,
+            "InternalTrafficPolicyConflict",
+            "internalTrafficPolicy",
+            show(&self.internal_traffic_policy),
+            show(&winner.internal_traffic_policy),
+        );
+        check(
+            self.traffic_distribution != winner.traffic_distribution,
+            "TrafficDistributionConflict",
+            "trafficDistribution",
+            show(&self.traffic_distribution),
+            show(&winner.traffic_distribution),
+        );
+        check(
+            self.exported_labels != winner.exported_labels,
+            "LabelsConflict",
+            "exportedLabels",
+            show(&self.exported_labels),
+            show(&winner.exported_labels),
+        );
+        check(
+            self.exported_annotations != winner.exported_annotations,
+            "AnnotationsConflict",
+            "exportedAnnotations",
+            show(&self.exported_annotations),
+            show(&winner.exported_annotations),
+        );
+        out
+    }
 }
 
 /// The properties of `service` a ServiceImport carries.
@@ -103,6 +185,7 @@ pub fn properties_of(service: &Service) -> ServiceProperties {
             .and_then(|c| serde_json::to_value(c).ok()),
         internal_traffic_policy: spec.internal_traffic_policy.clone(),
         traffic_distribution: spec.traffic_distribution.clone(),
+        ..ServiceProperties::default()
     }
 }
 
@@ -248,6 +331,10 @@ pub struct Merged {
     pub serving: Vec<String>,
     /// Member → why its export conflicts (it serves nothing until it agrees).
     pub conflicts: BTreeMap<String, String>,
+    /// Properties on which the valid exports disagree: each MCS conflict reason once, with what
+    /// differs. The oldest export's value is imported and every export keeps serving; every
+    /// export of the name reports these (the MCS API asks for the condition on all of them).
+    pub property_conflicts: Vec<(&'static str, String)>,
 }
 
 /// Merges the exports of one name. The oldest export (then the member name, for a stable result)
@@ -292,6 +379,22 @@ pub fn merge(exports: &[Export]) -> Merged {
                     oldest.member
                 ),
             );
+        }
+    }
+    for export in by_age.iter().skip(1) {
+        for (reason, what) in export.properties.differences(&oldest.properties) {
+            let what = format!("{}: {what}", export.member);
+            match merged
+                .property_conflicts
+                .iter_mut()
+                .find(|(r, _)| *r == reason)
+            {
+                Some((_, all)) => {
+                    all.push_str("; ");
+                    all.push_str(&what);
+                }
+                None => merged.property_conflicts.push((reason, what)),
+            }
         }
     }
     merged.serving.sort();
@@ -572,6 +675,18 @@ pub fn service_import(import: &Import<'_>) -> (serde_json::Value, serde_json::Va
     });
     let mut spec = spec;
     let properties = import.properties;
+    // The oldest export's exported labels and annotations; ours (which find and route the
+    // import) are not theirs to replace.
+    for (k, v) in &properties.exported_labels {
+        if k != SERVICE_LABEL {
+            spec["metadata"]["labels"][k] = v.clone().into();
+        }
+    }
+    for (k, v) in &properties.exported_annotations {
+        if k != crate::keys::VIP && k != crate::keys::HOSTNAME {
+            spec["metadata"]["annotations"][k] = v.clone().into();
+        }
+    }
     for (field, value) in [
         (
             "sessionAffinity",
@@ -753,8 +868,33 @@ pub fn export_conditions(
         "Valid".to_owned(),
         "the exported Service exists and may be exported".to_owned(),
     ));
+    let properties = &merged.property_conflicts;
+    let property_reasons: Vec<&str> = properties.iter().map(|(r, _)| *r).collect();
+    let property_message = || {
+        let what: Vec<&str> = properties.iter().map(|(_, w)| w.as_str()).collect();
+        format!(
+            "exports disagree: {}; the oldest export's values are imported",
+            what.join("; ")
+        )
+    };
+    // An invalid export takes no part in the merge, so it has no conflicts either.
+    let in_merge = export.valid.is_ok();
     out.push(match merged.conflicts.get(member) {
-        Some(why) => ("Conflict", true, "PortConflict".to_owned(), why.clone()),
+        Some(why) if properties.is_empty() => {
+            ("Conflict", true, "PortConflict".to_owned(), why.clone())
+        }
+        Some(why) => (
+            "Conflict",
+            true,
+            format!("PortConflict,{}", property_reasons.join(",")),
+            format!("{why}; {}", property_message()),
+        ),
+        None if in_merge && !properties.is_empty() => (
+            "Conflict",
+            true,
+            property_reasons.join(","),
+            property_message(),
+        ),
         None => (
             "Conflict",
             false,

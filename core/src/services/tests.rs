@@ -424,3 +424,55 @@ fn endpoint_slices_name_the_service_and_the_source_cluster_by_its_id() {
         );
     }
 }
+
+/// Exported labels reach the ServiceImport; where exports disagree on a property, the oldest
+/// export's value is imported, every export keeps serving, and every export (the oldest too) says
+/// Conflict with the MCS API's reasons, comma-joined.
+#[test]
+fn property_conflicts_are_named_on_every_export_and_the_oldest_value_wins() {
+    let mut old = export("member-1", "2026-01-01T00:00:00Z", &[("http", 80, "TCP")]);
+    old.properties = old.properties.with_exported(&serde_json::json!({
+        "exportedLabels": {"tier": "gold"}, "exportedAnnotations": {"owner": "team-a"}}));
+    let mut new = export("member-2", "2026-02-01T00:00:00Z", &[("http", 80, "TCP")]);
+    new.properties = new.properties.with_exported(&serde_json::json!({
+        "exportedLabels": {"tier": "silver"}, "exportedAnnotations": {"owner": "team-a"}}));
+    new.properties.session_affinity = Some("ClientIP".to_owned());
+    let merged = merge(&[new.clone(), old.clone()]);
+    assert_eq!(
+        merged.serving,
+        ["member-1", "member-2"],
+        "both keep serving"
+    );
+    let reasons: Vec<&str> = merged.property_conflicts.iter().map(|(r, _)| *r).collect();
+    assert_eq!(reasons, ["SessionAffinityConflict", "LabelsConflict"]);
+    for (member, e) in [("member-1", &old), ("member-2", &new)] {
+        let conditions = export_conditions(member, e, &merged, Ok(Ipv4Addr::new(10, 0, 0, 1)));
+        let conflict = conditions.iter().find(|c| c.0 == "Conflict").unwrap();
+        assert!(conflict.1, "{member}: {conflict:?}");
+        assert_eq!(conflict.2, "SessionAffinityConflict,LabelsConflict");
+        assert!(
+            conflict.3.contains("member-2") && conflict.3.contains("silver"),
+            "{}",
+            conflict.3
+        );
+    }
+    let listed = BTreeMap::new();
+    let cluster_ids = BTreeMap::new();
+    let (spec, _) = service_import(&Import {
+        namespace: "shop",
+        name: "web",
+        vip: "10.9.0.1".parse().unwrap(),
+        hostname: "web.shop.example",
+        ports: &merged.ports,
+        properties: &merged.properties,
+        listed: &listed,
+        cluster_ids: &cluster_ids,
+    });
+    assert_eq!(spec["metadata"]["labels"]["tier"], "gold");
+    assert_eq!(spec["metadata"]["annotations"]["owner"], "team-a");
+    assert_eq!(spec["metadata"]["labels"][SERVICE_LABEL], "web");
+    assert!(
+        spec["spec"]["sessionAffinity"].is_null(),
+        "the oldest has none"
+    );
+}

@@ -487,7 +487,12 @@ impl LoopState {
                     created: e.created.clone(),
                     ports: e.service.as_ref().map(mcs::ports_of).unwrap_or_default(),
                     valid: mcs::validity(e.service.as_ref(), member, ns, name),
-                    properties: e.service.as_ref().map(mcs::properties_of).unwrap_or_default(),
+                    properties: e
+                        .service
+                        .as_ref()
+                        .map(mcs::properties_of)
+                        .unwrap_or_default()
+                        .with_exported(&e.object.data["spec"]),
                     backends: match &e.service {
                         Some(svc) => mcs::backends_of(svc, nodes),
                         None => Err(format!(
