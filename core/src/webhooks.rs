@@ -211,19 +211,12 @@ pub fn validating(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWebhook
     ValidatingWebhookConfiguration {
         metadata: meta(),
         webhooks: Some(vec![
-            ValidatingWebhook {
-                name: "intent-fence.multicluster.dev".to_owned(),
-                client_config: client_config(endpoint, "/validate/intent", ca_bundle_pem),
-                rules: Some(every_resource(&["CREATE", "UPDATE", "DELETE"])),
-                object_selector: Some(labelled(MANAGED_BY_INTENT)),
-                namespace_selector: Some(not_exempt()),
-                admission_review_versions: vec!["v1".to_owned()],
-                side_effects: "None".to_owned(),
-                failure_policy: Some("Fail".to_owned()),
-                timeout_seconds: Some(5),
-                match_policy: Some("Equivalent".to_owned()),
-                ..Default::default()
-            },
+            fence_webhook(
+                "intent-fence.multicluster.dev",
+                client_config(endpoint, "/validate/intent", ca_bundle_pem),
+                every_resource(&["CREATE", "UPDATE", "DELETE"]),
+                Some(labelled(MANAGED_BY_INTENT)),
+            ),
             scale_fence_webhook(endpoint, ca_bundle_pem),
             status_fence_webhook(endpoint, ca_bundle_pem),
             restore_webhook(endpoint, ca_bundle_pem),
@@ -237,10 +230,27 @@ pub fn validating(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWebhook
 /// itself. `Fail` like the rest of the fence; the cost is that scaling anything there waits for
 /// (and needs) the hub server, as writes to managed objects already do.
 fn scale_fence_webhook(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWebhook {
+    fence_webhook(
+        "intent-fence-scale.multicluster.dev",
+        client_config(endpoint, "/validate/intent-scale", ca_bundle_pem),
+        vec![rule("*", "*", "*/scale", &["UPDATE"], "*")],
+        None,
+    )
+}
+
+/// One of the fence's validating webhooks: outside the exempt namespaces, `Fail` (fencing never
+/// lapses while the hub server is down), 5 s.
+fn fence_webhook(
+    name: &str,
+    client_config: WebhookClientConfig,
+    rules: Vec<RuleWithOperations>,
+    object_selector: Option<LabelSelector>,
+) -> ValidatingWebhook {
     ValidatingWebhook {
-        name: "intent-fence-scale.multicluster.dev".to_owned(),
-        client_config: client_config(endpoint, "/validate/intent-scale", ca_bundle_pem),
-        rules: Some(vec![rule("*", "*", "*/scale", &["UPDATE"], "*")]),
+        name: name.to_owned(),
+        client_config,
+        rules: Some(rules),
+        object_selector,
         namespace_selector: Some(not_exempt()),
         admission_review_versions: vec!["v1".to_owned()],
         side_effects: "None".to_owned(),
@@ -255,19 +265,12 @@ fn scale_fence_webhook(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWe
 /// object, labels included, so the object selector works here): one that changes the object's
 /// labels or annotations is refused (`fencing::status_write_refusal`). `Fail`, like the fence.
 fn status_fence_webhook(endpoint: &Endpoint, ca_bundle_pem: &str) -> ValidatingWebhook {
-    ValidatingWebhook {
-        name: "intent-fence-status.multicluster.dev".to_owned(),
-        client_config: client_config(endpoint, "/validate/intent-status", ca_bundle_pem),
-        rules: Some(vec![rule("*", "*", "*/status", &["UPDATE"], "*")]),
-        object_selector: Some(labelled(MANAGED_BY_INTENT)),
-        namespace_selector: Some(not_exempt()),
-        admission_review_versions: vec!["v1".to_owned()],
-        side_effects: "None".to_owned(),
-        failure_policy: Some("Fail".to_owned()),
-        timeout_seconds: Some(5),
-        match_policy: Some("Equivalent".to_owned()),
-        ..Default::default()
-    }
+    fence_webhook(
+        "intent-fence-status.multicluster.dev",
+        client_config(endpoint, "/validate/intent-status", ca_bundle_pem),
+        vec![rule("*", "*", "*/status", &["UPDATE"], "*")],
+        Some(labelled(MANAGED_BY_INTENT)),
+    )
 }
 
 /// `NamespaceRestore` CREATEs, checked against the target namespace on the target member. It

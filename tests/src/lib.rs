@@ -424,6 +424,72 @@ pub async fn fresh_namespace(client: &Client, prefix: &str) -> anyhow::Result<St
     Ok(name)
 }
 
+/// A temporary directory holding `text` as `bundle.yaml`, for `distribute -f`.
+pub fn write_bundle(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("bundle.yaml"), text).expect("writing the bundle");
+    dir
+}
+
+/// `kubectl multicluster distribute -f PATH --name NAME ARGS…` on this binary's playground; the
+/// caller asserts on the output.
+pub fn distribute(path: impl AsRef<Path>, name: &str, args: &[&str]) -> Output {
+    let path = path.as_ref().display().to_string();
+    let mut all = vec!["distribute", "-f", &path, "--name", name];
+    all.extend_from_slice(args);
+    run(&mut playground().multicluster(&all))
+}
+
+/// A second hub server process beside the playground's (stopped when dropped).
+#[derive(Debug)]
+pub struct SecondHubServer {
+    pub process: KillOnDrop,
+    /// Its admission port on 127.0.0.1.
+    pub admission_port: u16,
+    /// `host:port` of its health listener.
+    pub health: String,
+}
+
+impl Playground {
+    /// Starts another `multicluster-webhook serve` with the playground's serving certificate, on
+    /// ports of its own, reaching the hub through `kubeconfig` (the hub server's own, or a copy
+    /// pointed elsewhere), with `extra` flags and `env`.
+    pub fn second_hub_server(
+        &self,
+        kubeconfig: &Path,
+        extra: &[String],
+        env: &[(&str, &str)],
+    ) -> SecondHubServer {
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port")
+        };
+        let (admission_port, health_port) = (port(), port());
+        let tls = self.dir().join("hub-server");
+        let child = Command::new(target_dir().join("multicluster-webhook"))
+            .arg("serve")
+            .arg(format!("--listen=127.0.0.1:{admission_port}"))
+            .arg(format!("--health-listen=127.0.0.1:{health_port}"))
+            .arg(format!("--tls-cert-file={}", tls.join("tls.crt").display()))
+            .arg(format!("--tls-key-file={}", tls.join("tls.key").display()))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg("--context=hub")
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting a second hub server");
+        SecondHubServer {
+            process: KillOnDrop(child),
+            admission_port,
+            health: format!("127.0.0.1:{health_port}"),
+        }
+    }
+}
+
 /// A child process that is killed (and reaped) when this goes out of scope, so a test that panics
 /// half-way leaves no process behind.
 #[derive(Debug)]

@@ -18,7 +18,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::api::Distribution;
 use multicluster_tests::{
-    eventually, fresh_namespace, playground, run, run_ok, succeeded, unique_name,
+    distribute, eventually, fresh_namespace, playground, run, run_ok, succeeded, unique_name,
+    write_bundle,
 };
 use serde_json::Value;
 
@@ -186,24 +187,6 @@ async fn wait_until_seen(seen: &Seen, keys: &[String], member: &str) -> HashMap<
         },
     )
     .await
-}
-
-fn write_bundle(text: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bundle.yaml"), text).unwrap();
-    dir
-}
-
-/// `kubectl multicluster distribute -f PATH --name NAME ARGS…`; the caller asserts on the output.
-fn distribute(
-    path: impl AsRef<std::path::Path>,
-    name: &str,
-    args: &[&str],
-) -> std::process::Output {
-    let path = path.as_ref().to_str().unwrap().to_owned();
-    let mut all = vec!["distribute", "-f", &path, "--name", name];
-    all.extend_from_slice(args);
-    run(&mut playground().multicluster(&all))
 }
 
 fn status_of(name: &str) -> Value {

@@ -12,14 +12,14 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client};
 use multicluster_core::api::{Distribution, MemberCluster};
 use multicluster_tests::{
-    eventually, fresh_namespace, playground, probe_every_second, run, stderr, succeeded,
-    unique_name,
+    distribute, eventually, fresh_namespace, playground, probe_every_second, run, stderr,
+    succeeded, unique_name, write_bundle,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-fn write_bundle(ns: &str, names: &[&str]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
+/// ConfigMaps `names` in `ns`, as a bundle directory.
+fn config_maps(ns: &str, names: &[&str]) -> tempfile::TempDir {
     let text: Vec<String> = names
         .iter()
         .map(|n| {
@@ -28,21 +28,12 @@ fn write_bundle(ns: &str, names: &[&str]) -> tempfile::TempDir {
             )
         })
         .collect();
-    std::fs::write(dir.path().join("bundle.yaml"), text.join("---\n")).unwrap();
-    dir
+    write_bundle(&text.join("---\n"))
 }
 
-fn distribute(dir: &tempfile::TempDir, name: &str, to: &str) {
-    let path = dir.path().to_str().unwrap();
-    succeeded(run(&mut playground().multicluster(&[
-        "distribute",
-        "-f",
-        path,
-        "--name",
-        name,
-        "--to",
-        to,
-    ])));
+/// Distributes `dir` as `name` to `to` and expects it in sync.
+fn distribute_to(dir: &tempfile::TempDir, name: &str, to: &str) {
+    succeeded(distribute(dir.path(), name, &["--to", to]));
 }
 
 async fn has(client: &Client, ns: &str, name: &str) -> bool {
@@ -82,16 +73,8 @@ async fn a_member_that_does_not_answer_keeps_its_copies_until_it_answers_and_unj
     let m2 = pg.client("member-2").await.unwrap();
     let ns = fresh_namespace(&hub, "departure").await.unwrap();
     let (waited, forced) = (unique_name("waited"), unique_name("forced"));
-    distribute(
-        &write_bundle(&ns, &["waited"]),
-        &waited,
-        "member-1,member-2",
-    );
-    distribute(
-        &write_bundle(&ns, &["forced"]),
-        &forced,
-        "member-1,member-2",
-    );
+    distribute_to(&config_maps(&ns, &["waited"]), &waited, "member-1,member-2");
+    distribute_to(&config_maps(&ns, &["forced"]), &forced, "member-1,member-2");
     assert!(has(&m2, &ns, "waited").await && has(&m2, &ns, "forced").await);
     probe_every_second(&hub, "member-2").await;
 
@@ -179,7 +162,7 @@ async fn a_member_that_does_not_answer_keeps_its_copies_until_it_answers_and_unj
 
     // unjoin removes the copies before the hub loses the member's credentials.
     let kept = unique_name("kept");
-    distribute(&write_bundle(&ns, &["kept"]), &kept, "member-1,member-2");
+    distribute_to(&config_maps(&ns, &["kept"]), &kept, "member-1,member-2");
     let out = run(&mut playground().multicluster(&[
         "unjoin",
         "member-2",

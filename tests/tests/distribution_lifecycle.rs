@@ -18,7 +18,8 @@ use kube::{Api, Client, ResourceExt};
 use multicluster_core::api::Distribution;
 use multicluster_core::keys;
 use multicluster_tests::{
-    eventually, fresh_namespace, playground, run, stderr, succeeded, unique_name,
+    distribute, eventually, fresh_namespace, playground, run, stderr, succeeded, unique_name,
+    write_bundle,
 };
 
 const MEMBERS: [&str; 2] = ["member-1", "member-2"];
@@ -64,19 +65,6 @@ fn profiles(client: &Client, ns: &str, group: &str) -> Api<DynamicObject> {
         "profiles",
     );
     Api::namespaced_with(client.clone(), ns, &resource)
-}
-
-fn write_bundle(text: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bundle.yaml"), text).unwrap();
-    dir
-}
-
-fn distribute(dir: &tempfile::TempDir, name: &str, args: &[&str]) -> std::process::Output {
-    let path = dir.path().to_str().unwrap();
-    let mut all = vec!["distribute", "-f", path, "--name", name];
-    all.extend_from_slice(args);
-    run(&mut playground().multicluster(&all))
 }
 
 async fn config_map(client: &Client, ns: &str, name: &str) -> Option<ConfigMap> {
@@ -160,7 +148,7 @@ async fn kubectl_delete_of_a_distribution_removes_its_copies_everywhere_and_noth
         .create(&PostParams::default(), &mine)
         .await
         .unwrap();
-    let out = distribute(&dir, &name, &["--to", "member-1,member-2"]);
+    let out = distribute(dir.path(), &name, &["--to", "member-1,member-2"]);
     assert!(
         !out.status.success() && stderr(&out).contains("not in sync"),
         "member-2's own web-config is a conflict: {}",
@@ -266,12 +254,20 @@ async fn narrowing_the_targets_removes_the_copies_from_the_member_that_left() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web-config, namespace: {ns}}}\ndata: {{a: b}}\n---\n\
          apiVersion: v1\nkind: Secret\nmetadata: {{name: db, namespace: {ns}}}\nstringData: {{p: q}}\n"
     ));
-    succeeded(distribute(&dir, &name, &["--to", "member-1,member-2"]));
+    succeeded(distribute(
+        dir.path(),
+        &name,
+        &["--to", "member-1,member-2"],
+    ));
     let m1 = pg.client("member-1").await.unwrap();
     let m2 = pg.client("member-2").await.unwrap();
     assert!(config_map(&m2, &ns, "web-config").await.is_some());
 
-    let out = succeeded(distribute(&dir, &name, &["--to", "member-1", "-o", "json"]));
+    let out = succeeded(distribute(
+        dir.path(),
+        &name,
+        &["--to", "member-1", "-o", "json"],
+    ));
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     let members: Vec<&str> = report["members"]
         .as_array()
@@ -296,7 +292,11 @@ async fn distribute_delete_orphan_keeps_copies_and_sources_without_their_labels(
     let dir = write_bundle(&format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web-config, namespace: {ns}}}\ndata: {{a: b}}\n"
     ));
-    succeeded(distribute(&dir, &name, &["--to", "member-1,member-2"]));
+    succeeded(distribute(
+        dir.path(),
+        &name,
+        &["--to", "member-1,member-2"],
+    ));
     let out = run(&mut pg.multicluster(&["distribute", "delete", &name, "--orphan", "-o", "json"]));
     let deleted: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
@@ -326,7 +326,11 @@ async fn distribute_delete_says_what_happens_on_each_member() {
     let dir = write_bundle(&format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c, namespace: {ns}}}\ndata: {{a: b}}\n"
     ));
-    succeeded(distribute(&dir, &name, &["--to", "member-1,member-2"]));
+    succeeded(distribute(
+        dir.path(),
+        &name,
+        &["--to", "member-1,member-2"],
+    ));
     let out = run(&mut pg.multicluster(&["distribute", "delete", &name]));
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");

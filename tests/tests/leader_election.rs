@@ -10,12 +10,12 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use multicluster_tests::{KillOnDrop, eventually, playground, run_ok};
+use multicluster_tests::{eventually, playground, run_ok};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,39 +94,14 @@ async fn a_leader_whose_api_stalls_stops_leading_before_the_other_replica_takes_
     // B: the hub server's own identity and certificate, its hub connections through the relay.
     let paused = Arc::new(AtomicBool::new(false));
     let relayed = relay(upstream, paused.clone()).await;
-    let dir = pg.dir().join("hub-server");
-    let kubeconfig = std::fs::read_to_string(dir.join("kubeconfig"))
+    let kubeconfig = std::fs::read_to_string(pg.dir().join("hub-server/kubeconfig"))
         .unwrap()
         .replace(&hub_server, &format!("https://{relayed}"));
     let scratch = tempfile::tempdir().unwrap();
     let b_kubeconfig = scratch.path().join("kubeconfig");
     std::fs::write(&b_kubeconfig, kubeconfig).unwrap();
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
-    let b_health = format!("127.0.0.1:{}", ports[1]);
-    let b = Command::new(multicluster_tests::target_dir().join("multicluster-webhook"))
-        .args([
-            "serve",
-            &format!("--listen=127.0.0.1:{}", ports[0]),
-            &format!("--health-listen={b_health}"),
-        ])
-        .arg(format!("--tls-cert-file={}", dir.join("tls.crt").display()))
-        .arg(format!("--tls-key-file={}", dir.join("tls.key").display()))
-        .arg(format!("--kubeconfig={}", b_kubeconfig.display()))
-        .arg("--context=hub")
-        .env("POD_NAME", "replica-b")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _b = KillOnDrop(b);
+    let b = pg.second_hub_server(&b_kubeconfig, &[], &[("POD_NAME", "replica-b")]);
+    let b_health = b.health.clone();
     eventually("B is ready", Duration::from_secs(30), async || {
         leading(&b_health).is_some()
     })

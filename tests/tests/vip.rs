@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -259,40 +259,17 @@ async fn two_hundred_services_created_at_once_through_two_hub_server_processes_g
     let hub_server = pg.state.hub_server.as_ref().unwrap();
     let pool = pool(&client, &["10.233.0.0/24"], false).await;
 
-    // A second hub server process, with the playground's serving certificate, on its own ports.
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
-    let tls = pg.dir().join("hub-server");
-    let second = Command::new(multicluster_tests::target_dir().join("multicluster-webhook"))
-        .args([
-            "serve",
-            &format!("--listen=127.0.0.1:{}", ports[0]),
-            &format!("--health-listen=127.0.0.1:{}", ports[1]),
-        ])
-        .arg(format!("--tls-cert-file={}", tls.join("tls.crt").display()))
-        .arg(format!("--tls-key-file={}", tls.join("tls.key").display()))
-        // As the first: as the hub server's own ServiceAccount.
-        .arg(format!("--kubeconfig={}", tls.join("kubeconfig").display()))
-        .arg("--context=hub")
-        // As the first: it answers the hub API server's admission client certificate only.
-        .arg(format!(
+    // A second hub server process, as the first: the hub server's own ServiceAccount, answering
+    // the hub API server's admission client certificate only.
+    let second = pg.second_hub_server(
+        &pg.dir().join("hub-server/kubeconfig"),
+        &[format!(
             "--admission-client-ca-file={}",
             pg.dir().join("hub/pki/admission-ca.crt").display()
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Stopped when the test ends, also when it fails half-way.
-    let _second = multicluster_tests::KillOnDrop(second);
-    let health = format!("127.0.0.1:{}", ports[1]);
+        )],
+        &[],
+    );
+    let health = second.health.clone();
     eventually(
         "the second hub server is ready",
         Duration::from_secs(20),
@@ -322,12 +299,10 @@ async fn two_hundred_services_created_at_once_through_two_hub_server_processes_g
         ..Default::default()
     };
     for hook in other.webhooks.iter_mut().flatten() {
-        let url = hook
-            .client_config
-            .url
-            .clone()
-            .unwrap()
-            .replace(&hub_server.url, &format!("https://127.0.0.1:{}", ports[0]));
+        let url = hook.client_config.url.clone().unwrap().replace(
+            &hub_server.url,
+            &format!("https://127.0.0.1:{}", second.admission_port),
+        );
         hook.client_config.url = Some(url);
         hook.namespace_selector = Some(
             serde_json::from_value(serde_json::json!({"matchExpressions": [include]})).unwrap(),
