@@ -98,7 +98,7 @@ pub struct DistributeArgs {
 pub enum DistributeCommand {
     /// Each member's progress and every object that is not applied, with the reason
     Status { name: String },
-    /// Delete a Distribution: its copies leave every member, then its stored sources the hub
+    /// Delete a Distribution: its copies leave every member, then its stored sources leave the hub
     Delete(delete::DeleteArgs),
 }
 

@@ -36,6 +36,7 @@ pub enum RestoreCommand {
 
 #[derive(Args, Debug)]
 pub struct DeleteArgs {
+    /// The NamespaceRestore (in multicluster-system)
     pub name: String,
     /// Remove from the target the objects this restore wrote, unless someone changed them since
     #[arg(long)]
