@@ -61,7 +61,8 @@ fn hash_of(value: &Value) -> u64 {
     hasher.finish()
 }
 
-fn is_transport(e: &kube::Error) -> bool {
+/// Whether the member did not answer (as opposed to answering with an error).
+pub(super) fn is_transport(e: &kube::Error) -> bool {
     !matches!(e, kube::Error::Api(_))
 }
 

@@ -20,7 +20,7 @@ use multicluster_core::distribution::{ObjectKey, Owner, order::group_of};
 use multicluster_core::keys;
 use serde_json::{Value, json};
 
-use super::member::{Source, is_secret};
+use super::member::{Source, is_secret, is_transport};
 
 /// (kind, namespace, name) of a copy on a member.
 pub type Identity = (String, Option<String>, String);
@@ -211,10 +211,6 @@ impl Doomed {
 
 fn is_crd(api_version: &str, kind: &str) -> bool {
     kind == "CustomResourceDefinition" && api_version.starts_with("apiextensions.k8s.io/")
-}
-
-fn is_transport(e: &kube::Error) -> bool {
-    !matches!(e, kube::Error::Api(_))
 }
 
 /// The API of a written kind: from the bundle when it is still there, else from the member.
