@@ -64,7 +64,7 @@ async fn reachable(hub: &Client, member: &str) -> Option<bool> {
 }
 
 #[tokio::test]
-async fn a_member_that_does_not_answer_keeps_its_copies_until_it_answers_and_unjoin_removes_them_first()
+async fn a_member_stopped_with_sigstop_keeps_its_copies_until_it_answers_and_unjoin_removes_them_first()
  {
     let pg = playground();
     pg.join_members();

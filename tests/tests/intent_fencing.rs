@@ -508,7 +508,8 @@ async fn kubectl_scale_of_a_managed_deployment_is_fenced_and_an_unmanaged_one_sc
 /// the Intent) and then delete it. Refused; a status write that leaves the metadata alone, as a
 /// controller's does, passes. (No controller runs on the hub: the test writes the status itself.)
 #[tokio::test]
-async fn a_status_write_that_changes_a_fenced_objects_annotations_is_refused() {
+async fn a_status_write_that_changes_a_fenced_objects_annotations_is_refused_and_a_played_controllers_passes()
+ {
     let hub = playground().client("hub").await.unwrap();
     let ns = fresh_namespace(&hub, "fence-status").await.unwrap();
     let out = apply(&intent(&ns, "v7", "alice"), &[]);

@@ -83,7 +83,8 @@ fn leading(health: &str) -> Option<bool> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_whose_api_stalls_stops_leading_before_the_other_replica_takes_over() {
+async fn a_leader_whose_api_a_paused_relay_stalls_stops_leading_before_the_other_replica_takes_over()
+ {
     let pg = playground();
     let a = pg.state.hub_server.as_ref().unwrap();
     let a_health = a.health.clone();
