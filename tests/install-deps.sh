@@ -2,20 +2,24 @@
 # Installs the real control-plane binaries the playground (`kubectl multicluster local up`) and the
 # end-to-end tests run, into a per-version cache directory, and prints where they are.
 #
-#   kube-apiserver  built from the k8s.io/kubernetes Go module (no registry ships the binary)
-#   kube-proxy      built from the same module: the real data plane of the traffic end-to-end test
-#   kubelet         built from the same module: a real node (with Debian's containerd and runc) for
-#                   the test that runs snapshot hooks in containers
-#   etcd            Debian's etcd-server package, unpacked without running its install scripts
-#                   (its postinst would start a system etcd on the default ports)
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy
+#                   built from the k8s.io/kubernetes Go module (no registry ships the binaries): every
+#                   playground cluster's control plane, and its nodes (kubelet and kube-proxy, with
+#                   Debian's containerd, runc and CNI plugins)
+#   etcd            built from the go.etcd.io/etcd/server/v3 Go module
+#   csi-provisioner, csi-snapshotter, snapshot-controller
+#                   the Kubernetes CSI sidecars and snapshot controller, from their Go modules:
+#                   dynamic provisioning and snapshots on the playground's nodes
+#   csi-sanity      the CSI conformance suite (tests only)
 #   minio           a real S3 server for the snapshot tests, `go install` from the module proxy
 #
 # Work already done is skipped, so a warm machine pays nothing. Versions: tests/versions.env.
 # Cache root: $MULTICLUSTER_CACHE_DIR, else ${XDG_CACHE_HOME:-~/.cache}/kubectl-multicluster.
 #
 #   tests/install-deps.sh               everything the tests run (tests/run calls this)
-#   tests/install-deps.sh --playground  only what `kubectl multicluster local up` runs: etcd and
-#                                       kube-apiserver (the README's first command)
+#   tests/install-deps.sh --playground  only what `kubectl multicluster local up` runs (the README's
+#                                       first command): etcd, the Kubernetes binaries, and the
+#                                       Debian packages a node needs
 set -euo pipefail
 
 playground_only=false
@@ -31,8 +35,9 @@ source "$here/versions.env"
 
 cache=${MULTICLUSTER_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-multicluster}
 k8s_dir="$cache/kubernetes/$KUBERNETES_VERSION"
-etcd_dir="$cache/etcd/$ETCD_DEBIAN_VERSION"
+etcd_dir="$cache/etcd/$ETCD_VERSION"
 minio_dir="$cache/minio/$MINIO_VERSION"
+csi_dir="$cache/csi"
 log() { printf '%s\n' "install-deps: $*" >&2; }
 
 # Builds the named binaries of k8s.io/kubernetes that are not in the cache yet.
@@ -76,23 +81,27 @@ install_kube_binaries() {
   for b in "${missing[@]}"; do log "$b: $("$k8s_dir/$b" --version)"; done
 }
 
-# What the kube-proxy data plane needs around it: nftables (its proxy mode), conntrack (it flushes
-# stale flows), socat (bridges the API server's loopback into the test's network namespace),
-# iproute2 (network namespaces and veth pairs); zsh and fish, whose parsers check the completion
-# scripts; containerd, runc and a static busybox (the image) for the real node's containers.
-# Debian packages; installed only when missing (containerd is not started by its package here:
-# the test starts its own, with its own socket and state).
-install_data_plane_tools() {
+# Debian packages, installed only when missing:
+# - what a playground node runs: containerd and runc (each node starts its own containerd, with its
+#   own socket and state: the package's system service is not used), the CNI plugins (bridge,
+#   host-local, loopback), a static busybox (the playground's image), iproute2 (network namespaces,
+#   veth pairs, the bridge), nftables and conntrack (kube-proxy's nftables mode);
+# - for the tests only: socat (bridges an API server's loopback into a test's network namespace),
+#   zsh and fish (their parsers check the completion scripts).
+install_debian_packages() {
   local want=()
-  command -v zsh >/dev/null || want+=(zsh)
-  command -v fish >/dev/null || want+=(fish)
-  command -v nft >/dev/null || want+=(nftables)
-  command -v conntrack >/dev/null || want+=(conntrack)
-  command -v socat >/dev/null || want+=(socat)
-  command -v ip >/dev/null || want+=(iproute2)
   command -v containerd >/dev/null || want+=(containerd)
   command -v runc >/dev/null || want+=(runc)
+  [[ -x /usr/lib/cni/bridge ]] || want+=(containernetworking-plugins)
   [[ -x /usr/bin/busybox || -x /bin/busybox ]] || want+=(busybox-static)
+  command -v ip >/dev/null || want+=(iproute2)
+  command -v nft >/dev/null || want+=(nftables)
+  command -v conntrack >/dev/null || want+=(conntrack)
+  if ! $playground_only; then
+    command -v socat >/dev/null || want+=(socat)
+    command -v zsh >/dev/null || want+=(zsh)
+    command -v fish >/dev/null || want+=(fish)
+  fi
   [[ ${#want[@]} -eq 0 ]] && return
   log "installing ${want[*]} (Debian packages)"
   if ! apt-get install -y --no-install-recommends "${want[@]}" >&2; then
@@ -101,25 +110,87 @@ install_data_plane_tools() {
   fi
 }
 
+# etcd from its Go module: a wrapper module requires the server and pins its sibling modules
+# (api, client/pkg, client/v3, pkg) to the same release, as etcd's own go.mod replaces them with
+# local directories.
 install_etcd() {
   if [[ -x "$etcd_dir/etcd" ]]; then
-    log "etcd $ETCD_DEBIAN_VERSION already in $etcd_dir"
+    log "etcd $ETCD_VERSION already in $etcd_dir"
     return
   fi
-  log "fetching Debian etcd-server $ETCD_DEBIAN_VERSION (unpacked, install scripts not run)"
+  command -v go >/dev/null || { log "go is required to build etcd"; exit 1; }
+  log "building etcd $ETCD_VERSION from the go.etcd.io/etcd/server/v3 module (about 1 min, once)"
   local work; work=$(mktemp -d)
   trap 'rm -rf "$work"' RETURN
   (
     cd "$work"
-    if ! apt-get download "etcd-server=$ETCD_DEBIAN_VERSION" >&2 2>/dev/null; then
-      apt-get update >&2
-      apt-get download "etcd-server=$ETCD_DEBIAN_VERSION" >&2
-    fi
-    dpkg-deb -x etcd-server_*.deb root
+    go mod init multicluster.dev/etcd-build >/dev/null 2>&1
+    go mod edit -require="go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+    for m in api client/pkg client/v3 pkg; do
+      go mod edit -replace="go.etcd.io/etcd/$m/v3=go.etcd.io/etcd/$m/v3@$ETCD_VERSION"
+    done
+    printf 'package main\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > tools.go
+    go mod tidy >&2
     mkdir -p "$etcd_dir"
-    install -m 0755 root/usr/bin/etcd "$etcd_dir/etcd"
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$etcd_dir/etcd.tmp" go.etcd.io/etcd/server/v3
+    mv "$etcd_dir/etcd.tmp" "$etcd_dir/etcd"
   )
   log "etcd: $("$etcd_dir/etcd" --version | head -1)"
+}
+
+# Go commands of a module whose go.mod has replace directives (so `go install mod@v` is refused):
+# a wrapper module requires it and copies its replace lines; a replace with a local directory (like
+# external-snapshotter's `./client`) becomes a require of that module at the same version.
+#   build_go_commands DEST_DIR MODULE VERSION PACKAGE...
+build_go_commands() {
+  local dest=$1 module=$2 version=$3; shift 3
+  local missing=()
+  for p in "$@"; do [[ -x "$dest/${p##*/}" ]] || missing+=("$p"); done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    log "${module##*/} $version already in $dest"
+    return
+  fi
+  command -v go >/dev/null || { log "go is required to build ${module}"; exit 1; }
+  log "building ${missing[*]##*/} $version from $module (a few minutes, once)"
+  local work; work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  (
+    cd "$work"
+    go mod init multicluster.dev/go-build >/dev/null 2>&1
+    local gomod
+    gomod=$(go mod download -json "$module@$version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    [[ -n "$gomod" ]] || { echo "install-deps: could not download $module@$version" >&2; exit 1; }
+    go mod edit -require="$module@$version"
+    local from to ver
+    while read -r from to ver; do
+      if [[ $to == ./* ]]; then
+        go mod edit -require="$from@$version"
+      else
+        go mod edit -replace="$from=$to${ver:+@$ver}"
+      fi
+    done < <(sed -n -E 's/^[[:space:]]*(replace[[:space:]]+)?([^[:space:](]+)([[:space:]]+v[^[:space:]]+)?[[:space:]]+=>[[:space:]]+([^[:space:]]+)[[:space:]]*([^[:space:]]*).*/\2 \4 \5/p' "$gomod")
+    { printf '//go:build tools\n\npackage main\n\nimport (\n'; printf '\t_ "%s"\n' "${missing[@]}"; printf ')\n'; } > tools.go
+    go mod tidy >&2
+    mkdir -p "$dest"
+    for p in "${missing[@]}"; do
+      CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dest/${p##*/}.tmp" "$p"
+      mv "$dest/${p##*/}.tmp" "$dest/${p##*/}"
+    done
+  )
+}
+
+install_csi() {
+  build_go_commands "$csi_dir/external-provisioner/$CSI_PROVISIONER_VERSION" \
+    github.com/kubernetes-csi/external-provisioner/v6 "$CSI_PROVISIONER_VERSION" \
+    github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner
+  build_go_commands "$csi_dir/external-snapshotter/$CSI_SNAPSHOTTER_VERSION" \
+    github.com/kubernetes-csi/external-snapshotter/v8 "$CSI_SNAPSHOTTER_VERSION" \
+    github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter \
+    github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller
+  $playground_only && return
+  build_go_commands "$csi_dir/csi-test/$CSI_TEST_VERSION" \
+    github.com/kubernetes-csi/csi-test/v5 "$CSI_TEST_VERSION" \
+    github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity
 }
 
 # MinIO: the S3 server snapshot archives are written to in the end-to-end tests.
@@ -139,17 +210,18 @@ install_minio() {
 }
 
 install_etcd
-if $playground_only; then
-  install_kube_binaries kube-apiserver
-else
-  install_kube_binaries kube-apiserver kube-proxy kubelet
-  install_minio
-  install_data_plane_tools
-fi
+install_kube_binaries kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
+install_debian_packages
+install_csi
+$playground_only || install_minio
 # stdout: where the binaries are, one KEY=path a line, for scripts to source.
-echo "KUBE_APISERVER=$k8s_dir/kube-apiserver"
 echo "ETCD=$etcd_dir/etcd"
+for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
+  key=${b^^}; echo "${key//-/_}=$k8s_dir/$b"
+done
+echo "CSI_PROVISIONER=$csi_dir/external-provisioner/$CSI_PROVISIONER_VERSION/csi-provisioner"
+echo "CSI_SNAPSHOTTER=$csi_dir/external-snapshotter/$CSI_SNAPSHOTTER_VERSION/csi-snapshotter"
+echo "SNAPSHOT_CONTROLLER=$csi_dir/external-snapshotter/$CSI_SNAPSHOTTER_VERSION/snapshot-controller"
 $playground_only && exit 0
-echo "KUBE_PROXY=$k8s_dir/kube-proxy"
-echo "KUBELET=$k8s_dir/kubelet"
+echo "CSI_SANITY=$csi_dir/csi-test/$CSI_TEST_VERSION/csi-sanity"
 echo "MINIO=$minio_dir/minio"

@@ -24,6 +24,7 @@ pub mod errors;
 pub mod install;
 pub mod keys;
 pub mod lease;
+pub mod oci;
 pub mod versions;
 pub mod webhooks;
 

@@ -108,6 +108,10 @@ pub enum LocalCommand {
         /// Number of member clusters besides the hub
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=20))]
         members: u32,
+        /// Real nodes per member (kubelet, containerd and kube-proxy in a network namespace each),
+        /// with a controller-manager and scheduler per cluster; 0: API servers only
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=8))]
+        nodes: u32,
         #[command(flatten)]
         dir: DirArg,
         /// Do not merge the contexts into your kubeconfig; use DIR/kubeconfig only
@@ -121,6 +125,17 @@ pub enum LocalCommand {
     },
     /// Show what runs: each cluster's processes and whether its API server is ready
     Status {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Import an image archive (OCI or docker, e.g. from `docker save`) into the playground's nodes
+    #[command(name = "load-image")]
+    LoadImage {
+        /// The image archive
+        archive: PathBuf,
+        /// Only the nodes of this cluster (member-1, …); default: every node
+        #[arg(long)]
+        cluster: Option<String>,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -299,6 +314,7 @@ async fn run_local(cmd: LocalCommand, global: &GlobalArgs) -> anyhow::Result<()>
     match cmd {
         LocalCommand::Up {
             members,
+            nodes,
             dir,
             no_merge_kubeconfig,
         } => {
@@ -311,6 +327,7 @@ async fn run_local(cmd: LocalCommand, global: &GlobalArgs) -> anyhow::Result<()>
             let opts = local::UpOptions {
                 dir: dir.resolve(),
                 members,
+                nodes,
                 merge_into,
             };
             let state = local::up(&opts, &progress).await?;
@@ -338,6 +355,15 @@ async fn run_local(cmd: LocalCommand, global: &GlobalArgs) -> anyhow::Result<()>
                     Ok(())
                 }
             }
+        }
+        LocalCommand::LoadImage {
+            archive,
+            cluster,
+            dir,
+        } => {
+            let report =
+                local::load_image(&dir.resolve(), &archive, cluster.as_deref(), &progress)?;
+            output::print(global.output, &report)
         }
         LocalCommand::Status { dir } => {
             let dir = dir.resolve();

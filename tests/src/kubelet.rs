@@ -21,7 +21,6 @@
 //! this node's socket on their command line), unmounts what they mounted under the node's
 //! directory, and deletes the Node.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -300,84 +299,34 @@ fn free_port(address: &str) -> u16 {
 /// An OCI image archive (what `ctr images import` reads) of Debian's static busybox with a few
 /// applet links, running `sleep` forever by default.
 fn busybox_image() -> Vec<u8> {
-    let digest = multicluster_core::snapshot::archive::checksum;
+    use multicluster_core::oci::{Entry, RunConfig, image_archive};
     let busybox = std::fs::read("/usr/bin/busybox")
         .or_else(|_| std::fs::read("/bin/busybox"))
         .expect("read /usr/bin/busybox (Debian: busybox-static)");
-    let mut layer = tar::Builder::new(Vec::new());
-    for dir in ["bin", "tmp", "proc", "dev", "sys", "etc", "evidence"] {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_mode(0o755);
-        header.set_size(0);
-        layer
-            .append_data(&mut header, dir, std::io::empty())
-            .expect("tar");
-    }
-    let mut header = tar::Header::new_gnu();
-    header.set_mode(0o755);
-    header.set_size(busybox.len() as u64);
-    layer
-        .append_data(&mut header, "bin/busybox", busybox.as_slice())
-        .expect("tar");
-    for applet in ["sh", "sleep", "echo", "cat", "date", "touch", "sync", "ls"] {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Symlink);
-        header.set_mode(0o777);
-        header.set_size(0);
-        layer
-            .append_link(&mut header, format!("bin/{applet}"), "busybox")
-            .expect("tar");
-    }
-    let layer = layer.into_inner().expect("tar");
-    let diff_id = digest(&layer);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&layer).expect("gzip");
-    let layer_gz = gz.finish().expect("gzip");
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
-        "os": "linux",
-        "config": {"Entrypoint": ["/bin/sleep", "2147483647"], "Env": ["PATH=/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]}
-    }))
-    .expect("config");
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": digest(&config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": digest(&layer_gz), "size": layer_gz.len()}]
-    }))
-    .expect("manifest");
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                       "digest": digest(&manifest), "size": manifest.len(),
-                       "annotations": {"io.containerd.image.name": IMAGE,
-                                       "org.opencontainers.image.ref.name": "played"}}]
-    }))
-    .expect("index");
-    let mut archive = tar::Builder::new(Vec::new());
-    let mut add = |path: String, bytes: &[u8]| {
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(0o644);
-        header.set_size(bytes.len() as u64);
-        archive.append_data(&mut header, path, bytes).expect("tar");
-    };
-    add(
-        "oci-layout".to_owned(),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    let mut entries: Vec<Entry> = ["bin", "tmp", "proc", "dev", "sys", "etc", "evidence"]
+        .into_iter()
+        .map(|d| Entry::Dir { path: d.into() })
+        .collect();
+    entries.push(Entry::File {
+        path: "bin/busybox".into(),
+        mode: 0o755,
+        bytes: busybox,
+    });
+    entries.extend(
+        ["sh", "sleep", "echo", "cat", "date", "touch", "sync", "ls"].map(|applet| {
+            Entry::Symlink {
+                path: format!("bin/{applet}"),
+                target: "busybox".into(),
+            }
+        }),
     );
-    add("index.json".to_owned(), &index);
-    for blob in [&config, &manifest, &layer_gz] {
-        add(
-            format!(
-                "blobs/sha256/{}",
-                multicluster_core::snapshot::archive::sha256_hex(blob)
-            ),
-            blob,
-        );
-    }
-    archive.into_inner().expect("tar")
+    image_archive(
+        IMAGE,
+        &entries,
+        &RunConfig {
+            entrypoint: vec!["/bin/sleep".into(), "2147483647".into()],
+            env: vec!["PATH=/bin".into()],
+        },
+    )
+    .expect("write the image archive")
 }

@@ -68,6 +68,11 @@ pub fn start_playground(dir: &Path, members: u32, extra_args: &[&str]) -> Playgr
     if !extra_args.contains(&"--kubeconfig") {
         args.push("--no-merge-kubeconfig".to_owned());
     }
+    // API servers only, unless the test asks for nodes: most tests play what controllers and nodes
+    // would do, and say so in their names.
+    if !extra_args.contains(&"--nodes") {
+        args.extend(["--nodes".to_owned(), "0".to_owned()]);
+    }
     args.extend(extra_args.iter().map(|s| (*s).to_owned()));
     let out = Command::new(plugin_bin())
         .args(&args)

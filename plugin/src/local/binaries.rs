@@ -12,14 +12,20 @@ pub const INSTALL_COMMAND: &str = "tests/install-deps.sh";
 pub struct Binaries {
     pub kube_apiserver: PathBuf,
     pub etcd: PathBuf,
+    /// Checked only for a playground with nodes.
+    pub kube_controller_manager: PathBuf,
+    pub kube_scheduler: PathBuf,
+    pub kubelet: PathBuf,
+    pub kube_proxy: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error(
     "{component} {version} is not installed (looked for {path}).\n\
-     Install the playground's binaries with `{INSTALL_COMMAND}` from a checkout of kubectl-multicluster \
-     (it builds kube-apiserver from the k8s.io/kubernetes Go module once, about 4 minutes, and unpacks \
-     Debian's etcd-server), or point MULTICLUSTER_CACHE_DIR at a cache that holds them."
+     Install the playground's binaries with `{INSTALL_COMMAND} --playground` from a checkout of \
+     kubectl-multicluster (it builds the Kubernetes binaries from the k8s.io/kubernetes Go module and \
+     etcd from its module once, about 15 minutes on 2 cores), or point MULTICLUSTER_CACHE_DIR at a \
+     cache that holds them."
 )]
 pub struct MissingBinary {
     pub component: &'static str,
@@ -47,19 +53,43 @@ pub(crate) fn home_dir() -> PathBuf {
 
 impl Binaries {
     /// The binaries of the pinned versions in `cache`, or an error naming the install command.
-    pub fn locate(cache: &Path) -> Result<Self, MissingBinary> {
-        let kube_apiserver = cache
-            .join("kubernetes")
-            .join(versions::kubernetes())
-            .join("kube-apiserver");
-        let etcd = cache
-            .join("etcd")
-            .join(versions::etcd_debian())
-            .join("etcd");
-        for (component, version, path) in [
-            ("kube-apiserver", versions::kubernetes(), &kube_apiserver),
-            ("etcd", versions::etcd_debian(), &etcd),
-        ] {
+    /// `with_nodes`: also those of the controllers and nodes.
+    pub fn locate(cache: &Path, with_nodes: bool) -> Result<Self, MissingBinary> {
+        let kubernetes = cache.join("kubernetes").join(versions::kubernetes());
+        let etcd = cache.join("etcd").join(versions::etcd()).join("etcd");
+        let found = Self {
+            kube_apiserver: kubernetes.join("kube-apiserver"),
+            etcd,
+            kube_controller_manager: kubernetes.join("kube-controller-manager"),
+            kube_scheduler: kubernetes.join("kube-scheduler"),
+            kubelet: kubernetes.join("kubelet"),
+            kube_proxy: kubernetes.join("kube-proxy"),
+        };
+        let mut needed = vec![
+            (
+                "kube-apiserver",
+                versions::kubernetes(),
+                &found.kube_apiserver,
+            ),
+            ("etcd", versions::etcd(), &found.etcd),
+        ];
+        if with_nodes {
+            needed.extend([
+                (
+                    "kube-controller-manager",
+                    versions::kubernetes(),
+                    &found.kube_controller_manager,
+                ),
+                (
+                    "kube-scheduler",
+                    versions::kubernetes(),
+                    &found.kube_scheduler,
+                ),
+                ("kubelet", versions::kubernetes(), &found.kubelet),
+                ("kube-proxy", versions::kubernetes(), &found.kube_proxy),
+            ]);
+        }
+        for (component, version, path) in needed {
             if !path.is_file() {
                 return Err(MissingBinary {
                     component,
@@ -68,10 +98,7 @@ impl Binaries {
                 });
             }
         }
-        Ok(Self {
-            kube_apiserver,
-            etcd,
-        })
+        Ok(found)
     }
 }
 
@@ -107,7 +134,9 @@ mod tests {
     #[test]
     fn missing_binaries_name_the_install_command() {
         let empty = tempfile::tempdir().unwrap();
-        let err = Binaries::locate(empty.path()).unwrap_err().to_string();
+        let err = Binaries::locate(empty.path(), true)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(INSTALL_COMMAND), "{err}");
         assert!(
             err.contains("etcd") || err.contains("kube-apiserver"),

@@ -29,6 +29,40 @@ pub struct ClusterCerts {
     pub admission_ca_cert: String,
     pub admission_client_cert: String,
     pub admission_client_key: String,
+    /// Client certificates of the cluster's own components (controller-manager, scheduler,
+    /// kube-proxy, each node's kubelet), by the file stem the caller writes them under.
+    pub components: Vec<(String, String, String)>,
+}
+
+/// A component that authenticates to its cluster's API server with a client certificate: the user
+/// names are the ones Kubernetes' bootstrap RBAC (and the Node authorizer) grant exactly their
+/// component's rights.
+#[derive(Debug, Clone)]
+pub struct Component {
+    /// Where its files go: `<stem>.crt`, `<stem>.key`.
+    pub stem: String,
+    pub common_name: String,
+    pub organization: Option<String>,
+}
+
+impl Component {
+    pub fn new(stem: &str, common_name: &str, organization: Option<&str>) -> Self {
+        Self {
+            stem: stem.to_owned(),
+            common_name: common_name.to_owned(),
+            organization: organization.map(str::to_owned),
+        }
+    }
+
+    /// A node's kubelet: `system:node:<name>` in `system:nodes`, what the Node authorizer confines
+    /// to that node's own objects.
+    pub fn kubelet(node: &str) -> Self {
+        Self::new(
+            &format!("kubelet-{node}"),
+            &format!("system:node:{node}"),
+            Some("system:nodes"),
+        )
+    }
 }
 
 /// Common name of the API server's admission client certificate (the hub server's default).
@@ -41,7 +75,14 @@ pub const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
 /// which in-cluster clients dial and the serving certificate must therefore name.
 pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 
-pub fn generate(cluster: &str) -> Result<ClusterCerts, rcgen::Error> {
+/// Everything `cluster` needs; its API server's serving certificate also names `listen` (the
+/// address it listens on besides loopback names), and a client certificate is made for each of
+/// `components`.
+pub fn generate(
+    cluster: &str,
+    listen: Ipv4Addr,
+    components: &[Component],
+) -> Result<ClusterCerts, rcgen::Error> {
     let (ca_cert, issuer) = new_ca(cluster)?;
 
     let serving_key = KeyPair::generate()?;
@@ -58,6 +99,11 @@ pub fn generate(cluster: &str) -> Result<ClusterCerts, rcgen::Error> {
     serving
         .subject_alt_names
         .push(SanType::IpAddress(IpAddr::V4(KUBERNETES_SERVICE_IP)));
+    if listen != Ipv4Addr::LOCALHOST {
+        serving
+            .subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(listen)));
+    }
     serving.distinguished_name = name("kube-apiserver", None);
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let serving_cert = serving.signed_by(&serving_key, &issuer)?;
@@ -72,8 +118,17 @@ pub fn generate(cluster: &str) -> Result<ClusterCerts, rcgen::Error> {
     let (admission_ca, admission_issuer) = new_ca(&format!("{cluster} admission clients"))?;
     let (admission_cert, admission_key) = client_cert(ADMISSION_CLIENT, None, &admission_issuer)?;
 
+    let components = components
+        .iter()
+        .map(|c| {
+            let (cert, key) = client_cert(&c.common_name, c.organization.as_deref(), &issuer)?;
+            Ok((c.stem.clone(), cert.pem(), key.serialize_pem()))
+        })
+        .collect::<Result<_, rcgen::Error>>()?;
+
     let sa_key = KeyPair::generate()?;
     Ok(ClusterCerts {
+        components,
         admission_ca_cert: admission_ca.pem(),
         admission_client_cert: admission_cert.pem(),
         admission_client_key: admission_key.serialize_pem(),
@@ -177,8 +232,10 @@ mod tests {
 
     #[test]
     fn every_cluster_gets_fresh_pem_material() {
-        let a = generate("hub").unwrap();
-        let b = generate("hub").unwrap();
+        let a = generate("hub", Ipv4Addr::LOCALHOST, &[]).unwrap();
+        let b = generate("hub", Ipv4Addr::LOCALHOST, &[Component::kubelet("n")]).unwrap();
+        assert_eq!(b.components.len(), 1);
+        assert_eq!(b.components[0].0, "kubelet-n");
         assert!(a.ca_cert.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(a.admin_key.contains("PRIVATE KEY"));
         assert!(a.service_account_pub.contains("PUBLIC KEY"));

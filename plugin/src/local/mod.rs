@@ -15,10 +15,13 @@
 
 pub mod binaries;
 pub mod certs;
+pub mod image;
 pub mod kubeconfig;
+pub mod network;
+pub mod node;
 pub mod process;
 
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -52,6 +55,10 @@ pub fn default_dir() -> PathBuf {
 pub struct UpOptions {
     pub dir: PathBuf,
     pub members: u32,
+    /// Real nodes per member. With 0 the playground is API servers only (no controllers, no
+    /// scheduler, no nodes, everything on 127.0.0.1), as the end-to-end tests that play the rest
+    /// use it.
+    pub nodes: u32,
     /// Also merge the contexts into this kubeconfig (and make `hub` current).
     pub merge_into: Option<PathBuf>,
 }
@@ -70,6 +77,9 @@ pub struct PlaygroundState {
     /// The hub server (`multicluster-webhook serve`) running as a local process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub_server: Option<HubServerState>,
+    /// The bridge and node namespaces, when the playground has nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<network::NetworkPlan>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -91,6 +101,13 @@ pub struct ClusterState {
     pub apiserver: ProcessState,
     pub etcd: ProcessState,
     pub etcd_endpoint: String,
+    /// kube-controller-manager and kube-scheduler, when the playground has nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_manager: Option<ProcessState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<ProcessState>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<node::NodeState>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -151,8 +168,22 @@ impl PlaygroundState {
         apiservers
             .iter()
             .chain(&etcds)
+            .chain(&self.node_and_controller_pids())
             .chain(self.hub_server.as_ref().map(|h| &h.process.pid))
             .any(|&pid| process::is_ours(pid, &marker))
+    }
+
+    /// Every node's processes, then every controller-manager and scheduler: what stops after the
+    /// hub server and before the API servers.
+    fn node_and_controller_pids(&self) -> Vec<u32> {
+        let nodes = self.clusters.iter().flat_map(|c| &c.nodes);
+        let controllers = self.clusters.iter().flat_map(|c| {
+            c.controller_manager
+                .iter()
+                .chain(&c.scheduler)
+                .map(|p| p.pid)
+        });
+        nodes.flat_map(|n| n.pids()).chain(controllers).collect()
     }
 
     /// A client for one of the playground's clusters, from its own kubeconfig.
@@ -230,6 +261,9 @@ fn etcd_args(cluster_dir: &Path, ports: &Ports) -> Vec<String> {
     let client = format!("http://127.0.0.1:{}", ports.etcd_client);
     let peer = format!("http://127.0.0.1:{}", ports.etcd_peer);
     vec![
+        // A playground: a crash of the machine may lose the last writes, in exchange for not
+        // waiting on the disk for every one of them.
+        "--unsafe-no-fsync=true".into(),
         "--name=default".into(),
         format!("--data-dir={}", cluster_dir.join("etcd").display()),
         format!("--listen-client-urls={client}"),
@@ -241,28 +275,28 @@ fn etcd_args(cluster_dir: &Path, ports: &Ports) -> Vec<String> {
     ]
 }
 
-/// An envtest-style API server: no kubelet, no controllers, RBAC on, admission webhooks on.
-fn apiserver_args(cluster_dir: &Path, ports: &Ports) -> Vec<String> {
+/// The API server's flags. Without `network` (`--nodes 0`) an envtest-style API server: loopback
+/// only, no kubelet, no controllers, RBAC on, admission webhooks on. With it, it listens on the
+/// playground bridge's address (which nodes and pods reach), publishes that address as the
+/// `kubernetes` Service's endpoint, and authorises kubelets with the Node authorizer.
+fn apiserver_args(cluster_dir: &Path, ports: &Ports, network: Option<Ipv4Addr>) -> Vec<String> {
     let pki = cluster_dir.join("pki");
     let p = |f: &str| pki.join(f).display().to_string();
-    vec![
+    let listen = network.unwrap_or(Ipv4Addr::LOCALHOST);
+    let mut args = vec![
         format!("--etcd-servers=http://127.0.0.1:{}", ports.etcd_client),
         format!("--secure-port={}", ports.apiserver),
-        "--bind-address=127.0.0.1".into(),
+        format!("--bind-address={listen}"),
         // Needed on machines without a default route.
-        "--advertise-address=127.0.0.1".into(),
+        format!("--advertise-address={listen}"),
         format!("--cert-dir={}", pki.display()),
         format!("--tls-cert-file={}", p("apiserver.crt")),
         format!("--tls-private-key-file={}", p("apiserver.key")),
         format!("--client-ca-file={}", p("ca.crt")),
-        "--authorization-mode=RBAC".into(),
         "--service-cluster-ip-range=10.96.0.0/16".into(),
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
         format!("--service-account-key-file={}", p("sa.pub")),
         format!("--service-account-signing-key-file={}", p("sa.key")),
-        // No controller-manager creates the default ServiceAccount this plugin would wait for.
-        "--disable-admission-plugins=ServiceAccount".into(),
-        "--endpoint-reconciler-type=none".into(),
         "--allow-privileged=true".into(),
         // Reach a kubelet (exec, logs) by its node's address, as kubeadm sets it: a playground
         // node's host name resolves nowhere.
@@ -286,6 +320,73 @@ fn apiserver_args(cluster_dir: &Path, ports: &Ports) -> Vec<String> {
             "--admission-control-config-file={}",
             p("admission-config.yaml")
         ),
+    ];
+    if network.is_some() {
+        args.extend([
+            "--authorization-mode=Node,RBAC".into(),
+            "--enable-admission-plugins=NodeRestriction".into(),
+            // The API server's identity towards kubelets (exec, logs, port-forward).
+            format!(
+                "--kubelet-client-certificate={}",
+                p("apiserver-kubelet-client.crt")
+            ),
+            format!("--kubelet-client-key={}", p("apiserver-kubelet-client.key")),
+        ]);
+    } else {
+        args.extend([
+            "--authorization-mode=RBAC".into(),
+            // No controller-manager creates the default ServiceAccount a pod would need.
+            "--disable-admission-plugins=ServiceAccount".into(),
+            "--endpoint-reconciler-type=none".into(),
+        ]);
+    }
+    args
+}
+
+/// Controllers that make pods: off on the hub, where Deployments and the like are stored as
+/// distribution sources and must not run.
+const WORKLOAD_CONTROLLERS: [&str; 7] = [
+    "deployment-controller",
+    "replicaset-controller",
+    "statefulset-controller",
+    "daemonset-controller",
+    "job-controller",
+    "cronjob-controller",
+    "replicationcontroller-controller",
+];
+
+fn controller_manager_args(cluster_dir: &Path, hub: bool) -> Vec<String> {
+    let pki = cluster_dir.join("pki");
+    let p = |f: &str| pki.join(f).display().to_string();
+    let mut controllers = vec!["*".to_owned()];
+    if hub {
+        controllers.extend(WORKLOAD_CONTROLLERS.iter().map(|c| format!("-{c}")));
+    }
+    vec![
+        format!("--kubeconfig={}", p("controller-manager.kubeconfig")),
+        format!("--controllers={}", controllers.join(",")),
+        // One per cluster: nothing to elect, and no lease writes every two seconds.
+        "--leader-elect=false".into(),
+        "--secure-port=0".into(),
+        format!("--service-account-private-key-file={}", p("sa.key")),
+        format!("--root-ca-file={}", p("ca.crt")),
+        // Each controller with its own ServiceAccount, as kubeadm runs it.
+        "--use-service-account-credentials=true".into(),
+        // A playground notices a stopped node in seconds, not the default 50 s (the kubelets renew
+        // their leases every 2 s, see `node`).
+        "--node-monitor-period=2s".into(),
+        "--node-monitor-grace-period=16s".into(),
+    ]
+}
+
+fn scheduler_args(cluster_dir: &Path) -> Vec<String> {
+    let kubeconfig = cluster_dir.join("pki").join("scheduler.kubeconfig");
+    vec![
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--authentication-kubeconfig={}", kubeconfig.display()),
+        format!("--authorization-kubeconfig={}", kubeconfig.display()),
+        "--leader-elect=false".into(),
+        "--secure-port=0".into(),
     ]
 }
 
@@ -374,7 +475,7 @@ pub async fn up(
              `kubectl multicluster local up` on Linux (WSL 2 works on Windows)"
         );
     }
-    let bins = Binaries::locate(&binaries::cache_dir())?;
+    let bins = Binaries::locate(&binaries::cache_dir(), opts.nodes > 0)?;
     let hub_server_bin = binaries::hub_server()?;
     let dir = std::path::absolute(&opts.dir)?;
     prepare_dir(&dir)?;
@@ -384,7 +485,7 @@ pub async fn up(
         "Starting {} (kube-apiserver {}, etcd {}) in {}",
         names.join(", "),
         multicluster_core::versions::kubernetes(),
-        multicluster_core::versions::etcd_debian(),
+        multicluster_core::versions::etcd(),
         dir.display()
     ));
 
@@ -432,7 +533,19 @@ async fn start_and_wait(
         merged_into: None,
         clusters: Vec::new(),
         hub_server: None,
+        network: None,
     };
+    // The network first: with nodes, the API servers listen on its bridge.
+    if opts.nodes > 0 {
+        let counts: Vec<(String, u32)> = names
+            .iter()
+            .map(|n| (n.clone(), if n == "hub" { 0 } else { opts.nodes }))
+            .collect();
+        state.network = Some(network::create(&counts)?);
+        state.save()?;
+    }
+    let listen = state.network.as_ref().map(|n| n.gateway);
+    let host = listen.unwrap_or(Ipv4Addr::LOCALHOST);
     let mut access = Vec::new();
     let mut children = Vec::new();
     for (i, name) in names.iter().enumerate() {
@@ -444,7 +557,11 @@ async fn start_and_wait(
         let cluster_dir = dir.join(name);
         let pki = cluster_dir.join("pki");
         kubeconfig::create_private_dir(&pki)?;
-        let certs = certs::generate(name)?;
+        let components = match &state.network {
+            Some(plan) => cluster_components(plan, name),
+            None => Vec::new(),
+        };
+        let certs = certs::generate(name, host, &components)?;
         for (file, pem) in [
             ("ca.crt", &certs.ca_cert),
             ("apiserver.crt", &certs.serving_cert),
@@ -460,6 +577,10 @@ async fn start_and_wait(
         ] {
             kubeconfig::write_private(&pki.join(file), pem)?;
         }
+        for (stem, cert, key) in &certs.components {
+            kubeconfig::write_private(&pki.join(format!("{stem}.crt")), cert)?;
+            kubeconfig::write_private(&pki.join(format!("{stem}.key")), key)?;
+        }
         write_admission_config(&pki)?;
         let etcd_log = cluster_dir.join("etcd.log");
         let apiserver_log = cluster_dir.join("kube-apiserver.log");
@@ -469,13 +590,13 @@ async fn start_and_wait(
             .with_context(|| format!("starting {}", bins.etcd.display()))?;
         let apiserver = process::spawn(
             &bins.kube_apiserver,
-            &apiserver_args(&cluster_dir, &ports),
+            &apiserver_args(&cluster_dir, &ports, listen),
             &apiserver_log,
         )
         .with_context(|| format!("starting {}", bins.kube_apiserver.display()))?;
         state.clusters.push(ClusterState {
             name: name.clone(),
-            server: format!("https://127.0.0.1:{}", ports.apiserver),
+            server: format!("https://{host}:{}", ports.apiserver),
             apiserver: ProcessState {
                 pid: apiserver.id(),
                 log: apiserver_log,
@@ -485,6 +606,9 @@ async fn start_and_wait(
                 log: etcd_log,
             },
             etcd_endpoint: format!("http://127.0.0.1:{}", ports.etcd_client),
+            controller_manager: None,
+            scheduler: None,
+            nodes: Vec::new(),
         });
         // Recorded at once, so that `local down` can stop them even if this command dies now.
         state.save()?;
@@ -506,6 +630,9 @@ async fn start_and_wait(
         .collect();
     let kubeconfig = kubeconfig::build(&cluster_access)?;
     kubeconfig::write(&state.kubeconfig, &kubeconfig)?;
+    if state.network.is_some() {
+        start_controllers_and_nodes(&mut state, &access, bins, progress).await?;
+    }
 
     // The hub's CRDs and the hub server go in as soon as the hub is ready, while the members may
     // still be starting: on two cores that takes them off the critical path.
@@ -515,6 +642,7 @@ async fn start_and_wait(
         .split_first_mut()
         .ok_or_else(|| anyhow!("a playground has at least a hub"))?;
     let kubeconfig_ref = &kubeconfig;
+    let marker = &state.marker();
     let hub_server_ports = (ports[names.len() * 3], ports[names.len() * 3 + 1]);
     let state_ref = &mut state;
     let hub = async move {
@@ -552,7 +680,8 @@ async fn start_and_wait(
                         "installing the Multi-Cluster Services API CRDs on {}",
                         cluster.name
                     )
-                })
+                })?;
+            wait_nodes_ready(&client, cluster, marker, progress).await
         },
     ));
     tokio::try_join!(hub, members)?;
@@ -565,6 +694,175 @@ async fn start_and_wait(
         state.save()?;
     }
     Ok(state)
+}
+
+/// The client certificates a cluster with nodes hands out: its controller-manager, scheduler and
+/// kube-proxy, the API server's identity towards kubelets, and each node's kubelet.
+fn cluster_components(plan: &network::NetworkPlan, cluster: &str) -> Vec<certs::Component> {
+    use certs::Component;
+    let mut components = vec![
+        Component::new("controller-manager", "system:kube-controller-manager", None),
+        Component::new("scheduler", "system:kube-scheduler", None),
+        Component::new("kube-proxy", "system:kube-proxy", None),
+        Component::new(
+            "apiserver-kubelet-client",
+            "kube-apiserver-kubelet-client",
+            Some("system:masters"),
+        ),
+    ];
+    components.extend(plan.nodes_of(cluster).map(|n| Component::kubelet(&n.node)));
+    components
+}
+
+/// Writes a kubeconfig for each component certificate of every cluster, starts every cluster's
+/// kube-controller-manager and kube-scheduler, and every node (containerd, kubelet, kube-proxy).
+/// Each process is recorded as soon as it runs.
+async fn start_controllers_and_nodes(
+    state: &mut PlaygroundState,
+    access: &[certs::ClusterCerts],
+    bins: &Binaries,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<()> {
+    let plan = state
+        .network
+        .clone()
+        .ok_or_else(|| anyhow!("a playground with nodes has a network"))?;
+    let image_archive = state.dir.join("images").join("busybox-playground.oci.tar");
+    std::fs::create_dir_all(image_archive.parent().unwrap_or(&state.dir))?;
+    std::fs::write(&image_archive, image::busybox_archive()?)?;
+    let mut starts = Vec::new();
+    for (i, certs) in access.iter().enumerate() {
+        let cluster = &mut state.clusters[i];
+        let cluster_dir = state.dir.join(&cluster.name);
+        let pki = cluster_dir.join("pki");
+        for (stem, cert, key) in &certs.components {
+            let one = kubeconfig::build(&[kubeconfig::ClusterAccess {
+                context: &cluster.name,
+                server: &cluster.server,
+                ca_pem: &certs.ca_cert,
+                client_cert_pem: cert,
+                client_key_pem: key,
+            }])?;
+            kubeconfig::write(&pki.join(format!("{stem}.kubeconfig")), &one)?;
+        }
+        let hub = i == 0;
+        let spawn = |bin: &Path, args: Vec<String>, log: &str| {
+            let log = cluster_dir.join(log);
+            process::spawn(bin, &args, &log)
+                .with_context(|| format!("starting {}", bin.display()))
+                .map(|child| ProcessState {
+                    pid: child.id(),
+                    log,
+                })
+        };
+        cluster.controller_manager = Some(spawn(
+            &bins.kube_controller_manager,
+            controller_manager_args(&cluster_dir, hub),
+            "kube-controller-manager.log",
+        )?);
+        cluster.scheduler = Some(spawn(
+            &bins.kube_scheduler,
+            scheduler_args(&cluster_dir),
+            "kube-scheduler.log",
+        )?);
+        for net in plan.nodes_of(&cluster.name) {
+            let inputs = node::NodeInputs {
+                kubelet: &bins.kubelet,
+                kube_proxy: &bins.kube_proxy,
+                kubelet_kubeconfig: pki.join(format!("kubelet-{}.kubeconfig", net.node)),
+                kube_proxy_kubeconfig: pki.join("kube-proxy.kubeconfig"),
+                ca_file: pki.join("ca.crt"),
+                image_archive: &image_archive,
+            };
+            let dir = state.dir.clone();
+            let net = net.clone();
+            starts
+                .push(async move { (net.cluster.clone(), node::start(&dir, &net, &inputs).await) });
+        }
+    }
+    state.save()?;
+    progress(&format!(
+        "Starting {} node(s): containerd, kubelet and kube-proxy each, in network namespaces on bridge {} ({})",
+        plan.nodes.len(),
+        plan.bridge,
+        plan.block()
+    ));
+    // Every node that started is recorded before the first failure is reported, so that `down`
+    // (or the failure path of `up`) stops it.
+    let mut first_error = None;
+    for (cluster, started) in futures::future::join_all(starts).await {
+        match started {
+            Ok((node, _children)) => {
+                if let Some(c) = state.clusters.iter_mut().find(|c| c.name == cluster) {
+                    c.nodes.push(node);
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    state.save()?;
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Waits until every node of `cluster` is Ready, failing early (with the log's tail) when one of
+/// its processes exits.
+async fn wait_nodes_ready(
+    client: &Client,
+    cluster: &ClusterState,
+    marker: &str,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    if cluster.nodes.is_empty() {
+        return Ok(());
+    }
+    let nodes: Api<Node> = Api::all(client.clone());
+    let deadline = Instant::now() + READY_TIMEOUT;
+    for node in &cluster.nodes {
+        let name = &node.network.node;
+        loop {
+            for (what, p) in [
+                ("containerd", &node.containerd),
+                ("kubelet", &node.kubelet),
+                ("kube-proxy", &node.kube_proxy),
+            ] {
+                if !process::is_ours(p.pid, marker) {
+                    bail!(
+                        "{what} of node {name} exited; last lines of {}:\n{}",
+                        p.log.display(),
+                        process::log_tail(&p.log, 15)
+                    );
+                }
+            }
+            let ready = nodes.get_opt(name).await.ok().flatten().is_some_and(|n| {
+                n.status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "node {name} of {} was not Ready after {}s; see {}",
+                    cluster.name,
+                    READY_TIMEOUT.as_secs(),
+                    node.kubelet.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    progress(&format!(
+        "{}: {} node(s) Ready",
+        cluster.name,
+        cluster.nodes.len()
+    ));
+    Ok(())
 }
 
 /// Polls `/readyz` until it answers ok; fails at once, with the log's tail, if a process exits.
@@ -801,6 +1099,46 @@ fn stop_processes(state: &PlaygroundState) -> Vec<u32> {
     // The hub server first: it talks to the hub's API server.
     let hub_server: Vec<u32> = state.hub_server.iter().map(|h| h.process.pid).collect();
     let mut killed = process::terminate_all(&hub_server, &marker, Duration::from_secs(10));
+    // Then the nodes: kube-proxy and kubelets, the containers (their shims, killed: the
+    // playground's pods have nothing to save that a graceful stop would), containerd; and the
+    // controllers.
+    let nodes: Vec<&node::NodeState> = state.clusters.iter().flat_map(|c| &c.nodes).collect();
+    let agents: Vec<u32> = nodes
+        .iter()
+        .flat_map(|n| [n.kube_proxy.pid, n.kubelet.pid])
+        .collect();
+    killed.extend(process::terminate_all(
+        &agents,
+        &marker,
+        Duration::from_secs(10),
+    ));
+    let shims: Vec<u32> = nodes
+        .iter()
+        .flat_map(|n| node::shim_pids(&n.containerd_socket))
+        .collect();
+    let shim_sockets = node::shim_sockets(&shims);
+    process::terminate_all(&shims, &marker, Duration::ZERO);
+    let containerds: Vec<u32> = nodes.iter().map(|n| n.containerd.pid).collect();
+    killed.extend(process::terminate_all(
+        &containerds,
+        &marker,
+        Duration::from_secs(10),
+    ));
+    let controllers: Vec<u32> = state
+        .clusters
+        .iter()
+        .flat_map(|c| {
+            c.controller_manager
+                .iter()
+                .chain(&c.scheduler)
+                .map(|p| p.pid)
+        })
+        .collect();
+    killed.extend(process::terminate_all(
+        &controllers,
+        &marker,
+        Duration::from_secs(10),
+    ));
     killed.extend(process::terminate_all(
         &apiservers,
         &marker,
@@ -811,6 +1149,14 @@ fn stop_processes(state: &PlaygroundState) -> Vec<u32> {
         &marker,
         Duration::from_secs(10),
     ));
+    // What the nodes mounted (volumes, sandboxes' shm, containers' root filesystems), then their
+    // network namespaces and the bridge.
+    node::unmount_under(&state.dir);
+    if let Some(plan) = &state.network {
+        let netns: Vec<String> = plan.nodes.iter().map(|n| n.netns.clone()).collect();
+        node::remove_host_files(&state.dir, &netns, &shim_sockets);
+        network::remove(plan);
+    }
     killed
 }
 
@@ -862,6 +1208,112 @@ pub fn down(dir: &Path) -> anyhow::Result<Option<DownReport>> {
         killed,
         kubeconfig_cleaned: cleaned,
     }))
+}
+
+/// What `local load-image` did on one node.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageLoad {
+    pub cluster: String,
+    pub node: String,
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadImageReport {
+    pub archive: PathBuf,
+    pub loaded: Vec<ImageLoad>,
+}
+
+impl Tabular for LoadImageReport {
+    fn headers(&self) -> Vec<&'static str> {
+        vec!["cluster", "node", "archive"]
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        self.loaded
+            .iter()
+            .map(|l| {
+                vec![
+                    l.cluster.clone(),
+                    l.node.clone(),
+                    self.archive.display().to_string(),
+                ]
+            })
+            .collect()
+    }
+}
+
+/// Imports an OCI or docker image archive into every node of the playground in `dir` (of
+/// `cluster` only, when given), as `kind load image-archive` does: the nodes reach no registry.
+pub fn load_image(
+    dir: &Path,
+    archive: &Path,
+    cluster: Option<&str>,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<LoadImageReport> {
+    let dir = std::path::absolute(dir)?;
+    let state = PlaygroundState::load(&dir)?.ok_or_else(|| {
+        anyhow!(
+            "no playground in {}; start one with `kubectl multicluster local up`",
+            dir.display()
+        )
+    })?;
+    let archive = std::path::absolute(archive)?;
+    if !archive.is_file() {
+        bail!(
+            "{} is not a file (an OCI or docker image archive, as `docker save` or `crane pull --format=oci` write)",
+            archive.display()
+        );
+    }
+    if let Some(wanted) = cluster
+        && !state.clusters.iter().any(|c| c.name == wanted)
+    {
+        bail!(
+            "the playground has no cluster {wanted}; it has {}",
+            state
+                .clusters
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let nodes: Vec<&node::NodeState> = state
+        .clusters
+        .iter()
+        .filter(|c| cluster.is_none_or(|wanted| c.name == wanted))
+        .flat_map(|c| &c.nodes)
+        .collect();
+    if nodes.is_empty() {
+        bail!(
+            "the playground in {} has no nodes{}: start it with `local up --nodes 1` (or more)",
+            dir.display(),
+            cluster.map(|c| format!(" in {c}")).unwrap_or_default()
+        );
+    }
+    let marker = state.marker();
+    let mut loaded = Vec::new();
+    for n in nodes {
+        if !process::is_ours(n.containerd.pid, &marker) {
+            bail!(
+                "containerd of node {} is not running (see {}); restart the playground",
+                n.network.node,
+                n.containerd.log.display()
+            );
+        }
+        progress(&format!(
+            "Loading {} into {}",
+            archive.display(),
+            n.network.node
+        ));
+        node::import_image(&n.containerd_socket, &archive)
+            .with_context(|| format!("loading the image into {}", n.network.node))?;
+        loaded.push(ImageLoad {
+            cluster: n.network.cluster.clone(),
+            node: n.network.node.clone(),
+        });
+    }
+    Ok(LoadImageReport { archive, loaded })
 }
 
 /// One row of `local status`.

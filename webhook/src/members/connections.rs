@@ -283,6 +283,12 @@ fn client(connection: &Connection, response_timeout: Option<Duration>) -> anyhow
     let config = &connection.config;
     let service = tower::ServiceBuilder::new()
         .layer(config.base_uri_layer())
+        // As kube's own client does: a 429 (an API server's watch cache still initialising after a
+        // CRD appeared, or priority and fairness shedding load), 503 or 504 is retried, waiting
+        // as long as the server's Retry-After says.
+        .layer(tower::retry::RetryLayer::new(
+            kube::client::retry::RetryPolicy::server_retry(),
+        ))
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
         .option_layer(response_timeout.map(tower::timeout::TimeoutLayer::new))
