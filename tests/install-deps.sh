@@ -53,7 +53,8 @@ install_kube_binaries() {
   local minor="${KUBERNETES_VERSION#v1.}"; minor="${minor%%.*}"
   local staging_version="v0.${KUBERNETES_VERSION#v1.}"
   local work; work=$(mktemp -d)
-  trap 'rm -rf "$work"' RETURN
+  # Expanded now and cleared when it runs: a RETURN trap outlives the function that set it.
+  trap "rm -rf '$work'; trap - RETURN" RETURN
   (
     cd "$work"
     go mod init multicluster.dev/kube-apiserver-build >/dev/null 2>&1
@@ -121,7 +122,8 @@ install_etcd() {
   command -v go >/dev/null || { log "go is required to build etcd"; exit 1; }
   log "building etcd $ETCD_VERSION from the go.etcd.io/etcd/server/v3 module (about 1 min, once)"
   local work; work=$(mktemp -d)
-  trap 'rm -rf "$work"' RETURN
+  # Expanded now and cleared when it runs: a RETURN trap outlives the function that set it.
+  trap "rm -rf '$work'; trap - RETURN" RETURN
   (
     cd "$work"
     go mod init multicluster.dev/etcd-build >/dev/null 2>&1
@@ -153,7 +155,8 @@ build_go_commands() {
   command -v go >/dev/null || { log "go is required to build ${module}"; exit 1; }
   log "building ${missing[*]##*/} $version from $module (a few minutes, once)"
   local work; work=$(mktemp -d)
-  trap 'rm -rf "$work"' RETURN
+  # Expanded now and cleared when it runs: a RETURN trap outlives the function that set it.
+  trap "rm -rf '$work'; trap - RETURN" RETURN
   (
     cd "$work"
     go mod init multicluster.dev/go-build >/dev/null 2>&1

@@ -55,6 +55,21 @@ pub fn etcd() -> &'static str {
     lookup("ETCD_VERSION")
 }
 
+/// external-provisioner, the CSI sidecar that provisions the playground's volumes.
+pub fn csi_provisioner() -> &'static str {
+    lookup("CSI_PROVISIONER_VERSION")
+}
+
+/// external-snapshotter: csi-snapshotter and snapshot-controller.
+pub fn csi_snapshotter() -> &'static str {
+    lookup("CSI_SNAPSHOTTER_VERSION")
+}
+
+/// csi-test, whose csi-sanity checks the playground CSI driver.
+pub fn csi_test() -> &'static str {
+    lookup("CSI_TEST_VERSION")
+}
+
 /// The MinIO module version the snapshot end-to-end tests run as their S3 server.
 pub fn minio() -> &'static str {
     lookup("MINIO_VERSION")
@@ -85,5 +100,7 @@ mod tests {
         assert!(kubernetes().starts_with("v1."), "{}", kubernetes());
         assert!(etcd().starts_with("v3."), "{}", etcd());
         assert!(minio().starts_with("v0.0.0-"), "{}", minio());
+        assert!(csi_provisioner().starts_with('v'), "{}", csi_provisioner());
+        assert!(csi_snapshotter().starts_with('v'), "{}", csi_snapshotter());
     }
 }

@@ -598,3 +598,14 @@ pub(crate) fn kubernetes_binary(name: &str, env_var: &str) -> PathBuf {
         .join(multicluster_core::versions::kubernetes())
         .join(name)
 }
+
+/// csi-sanity, the CSI conformance suite `tests/install-deps.sh` builds (`$CSI_SANITY` overrides).
+pub fn csi_sanity_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CSI_SANITY") {
+        return PathBuf::from(path);
+    }
+    kubectl_multicluster::local::binaries::cache_dir()
+        .join("csi/csi-test")
+        .join(multicluster_core::versions::csi_test())
+        .join("csi-sanity")
+}

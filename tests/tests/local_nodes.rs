@@ -1,7 +1,9 @@
 //! `kubectl multicluster local up --nodes 1` as the README walks a user through it, with nothing
 //! played: real kube-controller-manager, kube-scheduler, kubelets with containerd and runc, CNI
-//! bridges and kube-proxies in network namespaces. A Deployment gets a Running pod, a NodePort of
-//! one member answers a pod of the other member, an image loaded with `local load-image` runs, a
+//! bridges and kube-proxies in network namespaces, the playground CSI driver with the real CSI
+//! sidecars and snapshot-controller. A Deployment gets a Running pod, a NodePort of one member
+//! answers a pod of the other member, an image loaded with `local load-image` runs, a claim binds,
+//! a VolumeSnapshot and a VolumeGroupSnapshot become ready and a restored claim holds the data, a
 //! namespace deletion finishes; and `local down` leaves no process, mount, network namespace,
 //! link, route or host file behind. This binary starts its own playground (one test: the
 //! before/after comparison of the machine must not see another test's playground).
@@ -223,6 +225,106 @@ fn pods_run_serve_across_members_and_down_leaves_nothing_behind() {
                 == "served-by-member-1"
         },
     );
+
+    // Storage through the real CSI machinery: a claim binds when its pod is scheduled, the
+    // playground CSI driver mounts it, a VolumeSnapshot and a VolumeGroupSnapshot are cut by
+    // csi-snapshotter and become ready, and a claim restored from the snapshot holds what the pod
+    // wrote.
+    let manifests = scratch.path().join("storage.yaml");
+    std::fs::write(
+        &manifests,
+        format!(
+            r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: data, labels: {{app: db}}}}
+spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 64Mi}}}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: writer}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: w
+    image: {IMAGE}
+    command: [sh, -c, "echo written-before-the-snapshot > /data/file && sync && sleep 3600"]
+    volumeMounts: [{{name: d, mountPath: /data}}]
+  volumes: [{{name: d, persistentVolumeClaim: {{claimName: data}}}}]
+"#
+        ),
+    )
+    .unwrap();
+    run_ok(
+        kubectl(&kc, "member-1")
+            .arg("apply")
+            .arg("-f")
+            .arg(&manifests),
+    );
+    run_ok(kubectl(&kc, "member-1").args([
+        "wait",
+        "--for=condition=Ready",
+        "pod/writer",
+        "--timeout=90s",
+    ]));
+    let snapshots = scratch.path().join("snapshots.yaml");
+    std::fs::write(
+        &snapshots,
+        format!(
+            r#"apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata: {{name: snap}}
+spec: {{source: {{persistentVolumeClaimName: data}}}}
+---
+apiVersion: groupsnapshot.storage.k8s.io/v1beta2
+kind: VolumeGroupSnapshot
+metadata: {{name: group}}
+spec: {{source: {{selector: {{matchLabels: {{app: db}}}}}}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: restored}}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 64Mi}}}}
+  dataSource: {{name: snap, kind: VolumeSnapshot, apiGroup: snapshot.storage.k8s.io}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: reader}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: r
+    image: {IMAGE}
+    command: [sh, -c, "cat /data/file; sleep 3600"]
+    volumeMounts: [{{name: d, mountPath: /data}}]
+  volumes: [{{name: d, persistentVolumeClaim: {{claimName: restored}}}}]
+"#
+        ),
+    )
+    .unwrap();
+    run_ok(
+        kubectl(&kc, "member-1")
+            .arg("apply")
+            .arg("-f")
+            .arg(&snapshots),
+    );
+    for (kind, name) in [("volumesnapshot", "snap"), ("volumegroupsnapshot", "group")] {
+        run_ok(kubectl(&kc, "member-1").args([
+            "wait",
+            "--for=jsonpath={.status.readyToUse}=true",
+            &format!("{kind}/{name}"),
+            "--timeout=90s",
+        ]));
+    }
+    run_ok(kubectl(&kc, "member-1").args([
+        "wait",
+        "--for=condition=Ready",
+        "pod/reader",
+        "--timeout=90s",
+    ]));
+    let restored = run_ok(kubectl(&kc, "member-1").args(["logs", "reader"]));
+    assert_eq!(restored.trim(), "written-before-the-snapshot");
 
     // A namespace deletion finishes: the namespace controller and the kubelet remove its pods.
     run_ok(kubectl(&kc, "member-1").args(["create", "namespace", "doomed"]));

@@ -15,6 +15,8 @@ pub mod vip;
 // metrics, TLS and the two listeners.
 pub mod admission;
 pub mod cache;
+// The local playground's CSI driver (`multicluster-webhook csi-driver`), not part of the hub server.
+pub mod csi;
 pub mod leader;
 pub mod loops;
 pub mod metrics;
@@ -43,6 +45,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve the admission webhooks (HTTPS) and health, readiness and metrics (HTTP)
     Serve(server::ServeArgs),
+    /// The local playground's CSI driver on one node (volumes as directories, snapshots as copies)
+    #[command(name = "csi-driver")]
+    CsiDriver(csi::CsiDriverArgs),
 }
 
 /// Parses the command line and runs; errors go to stderr with their causes and exit code 1.
@@ -68,6 +73,7 @@ pub fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => server::serve(args).await,
+            Command::CsiDriver(args) => csi::run(args).await,
         }
     });
     match result {

@@ -271,7 +271,7 @@ async fn hub_client(args: &ServeArgs) -> anyhow::Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

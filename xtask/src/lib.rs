@@ -2,4 +2,5 @@
 //! server image). The packaging is pure functions over bytes, so that tests can check archive
 //! names, contents, checksums and the manifest without building every target.
 
+pub mod protocols;
 pub mod release;

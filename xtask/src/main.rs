@@ -22,6 +22,9 @@ struct Cli {
 enum Task {
     /// Regenerate manifests/ from core/src/api and core/src/install.rs
     GenCrds,
+    /// Regenerate webhook/src/csi/generated/ from webhook/proto/ (the CSI and kubelet plugin
+    /// registration protocols)
+    GenCsi,
     /// Build the release: archives per platform, SHA256SUMS, the krew manifest and the hub
     /// server's OCI image, into --out
     Release(ReleaseArgs),
@@ -54,6 +57,10 @@ fn main() -> anyhow::Result<()> {
             gen_crds(&root.join("manifests/crds"))?;
             gen_install(&root.join("manifests"))
         }
+        Task::GenCsi => xtask::protocols::generate(
+            &root.join("webhook/proto"),
+            &root.join("webhook/src/csi/generated"),
+        ),
         Task::Release(args) => run_release(&root, args),
     }
 }

@@ -17,6 +17,9 @@ pub struct Binaries {
     pub kube_scheduler: PathBuf,
     pub kubelet: PathBuf,
     pub kube_proxy: PathBuf,
+    pub csi_provisioner: PathBuf,
+    pub csi_snapshotter: PathBuf,
+    pub snapshot_controller: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,12 @@ impl Binaries {
     pub fn locate(cache: &Path, with_nodes: bool) -> Result<Self, MissingBinary> {
         let kubernetes = cache.join("kubernetes").join(versions::kubernetes());
         let etcd = cache.join("etcd").join(versions::etcd()).join("etcd");
+        let provisioner = cache
+            .join("csi/external-provisioner")
+            .join(versions::csi_provisioner());
+        let snapshotter = cache
+            .join("csi/external-snapshotter")
+            .join(versions::csi_snapshotter());
         let found = Self {
             kube_apiserver: kubernetes.join("kube-apiserver"),
             etcd,
@@ -64,6 +73,9 @@ impl Binaries {
             kube_scheduler: kubernetes.join("kube-scheduler"),
             kubelet: kubernetes.join("kubelet"),
             kube_proxy: kubernetes.join("kube-proxy"),
+            csi_provisioner: provisioner.join("csi-provisioner"),
+            csi_snapshotter: snapshotter.join("csi-snapshotter"),
+            snapshot_controller: snapshotter.join("snapshot-controller"),
         };
         let mut needed = vec![
             (
@@ -87,6 +99,21 @@ impl Binaries {
                 ),
                 ("kubelet", versions::kubernetes(), &found.kubelet),
                 ("kube-proxy", versions::kubernetes(), &found.kube_proxy),
+                (
+                    "csi-provisioner",
+                    versions::csi_provisioner(),
+                    &found.csi_provisioner,
+                ),
+                (
+                    "csi-snapshotter",
+                    versions::csi_snapshotter(),
+                    &found.csi_snapshotter,
+                ),
+                (
+                    "snapshot-controller",
+                    versions::csi_snapshotter(),
+                    &found.snapshot_controller,
+                ),
             ]);
         }
         for (component, version, path) in needed {

@@ -20,6 +20,7 @@ pub mod kubeconfig;
 pub mod network;
 pub mod node;
 pub mod process;
+pub mod storage;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -106,6 +107,9 @@ pub struct ClusterState {
     pub controller_manager: Option<ProcessState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler: Option<ProcessState>,
+    /// The CSI snapshot-controller, on members with nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_controller: Option<ProcessState>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<node::NodeState>,
 }
@@ -173,17 +177,28 @@ impl PlaygroundState {
             .any(|&pid| process::is_ours(pid, &marker))
     }
 
-    /// Every node's processes, then every controller-manager and scheduler: what stops after the
-    /// hub server and before the API servers.
+    /// Every node's processes, then every controller: what stops after the hub server and before
+    /// the API servers.
     fn node_and_controller_pids(&self) -> Vec<u32> {
         let nodes = self.clusters.iter().flat_map(|c| &c.nodes);
-        let controllers = self.clusters.iter().flat_map(|c| {
-            c.controller_manager
-                .iter()
-                .chain(&c.scheduler)
-                .map(|p| p.pid)
-        });
-        nodes.flat_map(|n| n.pids()).chain(controllers).collect()
+        nodes
+            .flat_map(|n| n.pids())
+            .chain(self.controller_pids())
+            .collect()
+    }
+
+    /// Every cluster's kube-controller-manager, kube-scheduler and snapshot-controller.
+    fn controller_pids(&self) -> Vec<u32> {
+        self.clusters
+            .iter()
+            .flat_map(|c| {
+                c.controller_manager
+                    .iter()
+                    .chain(&c.scheduler)
+                    .chain(&c.snapshot_controller)
+                    .map(|p| p.pid)
+            })
+            .collect()
     }
 
     /// A client for one of the playground's clusters, from its own kubeconfig.
@@ -608,6 +623,7 @@ async fn start_and_wait(
             etcd_endpoint: format!("http://127.0.0.1:{}", ports.etcd_client),
             controller_manager: None,
             scheduler: None,
+            snapshot_controller: None,
             nodes: Vec::new(),
         });
         // Recorded at once, so that `local down` can stop them even if this command dies now.
@@ -631,7 +647,7 @@ async fn start_and_wait(
     let kubeconfig = kubeconfig::build(&cluster_access)?;
     kubeconfig::write(&state.kubeconfig, &kubeconfig)?;
     if state.network.is_some() {
-        start_controllers_and_nodes(&mut state, &access, bins, progress).await?;
+        start_controllers_and_nodes(&mut state, &access, bins, hub_server_bin, progress).await?;
     }
 
     // The hub's CRDs and the hub server go in as soon as the hub is ready, while the members may
@@ -644,7 +660,10 @@ async fn start_and_wait(
     let kubeconfig_ref = &kubeconfig;
     let marker = &state.marker();
     let hub_server_ports = (ports[names.len() * 3], ports[names.len() * 3 + 1]);
-    let state_ref = &mut state;
+    // The hub's and the members' work record what they start in the one state, each as soon as
+    // it runs, so that a failure anywhere stops everything.
+    let shared = std::sync::Mutex::new(state);
+    let state_ref = &shared;
     let hub = async move {
         let client = wait_ready(
             kubeconfig_ref,
@@ -681,10 +700,17 @@ async fn start_and_wait(
                         cluster.name
                     )
                 })?;
+            if !cluster.nodes.is_empty() {
+                storage::install(&client)
+                    .await
+                    .with_context(|| format!("setting up storage on {}", cluster.name))?;
+                start_storage_controllers(state_ref, cluster, bins)?;
+            }
             wait_nodes_ready(&client, cluster, marker, progress).await
         },
     ));
     tokio::try_join!(hub, members)?;
+    let mut state = shared.into_inner().unwrap_or_else(|e| e.into_inner());
 
     if let Some(target) = &opts.merge_into {
         let mut user = kubeconfig::read_or_empty(target)?;
@@ -694,6 +720,47 @@ async fn start_and_wait(
         state.save()?;
     }
     Ok(state)
+}
+
+/// Starts a member's snapshot-controller and its nodes' CSI sidecars (once the snapshot CRDs and
+/// the sidecars' RBAC are there) and records them.
+fn start_storage_controllers(
+    shared: &std::sync::Mutex<PlaygroundState>,
+    cluster: &ClusterState,
+    bins: &Binaries,
+) -> anyhow::Result<()> {
+    let mut state = shared.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster_dir = state.dir.join(&cluster.name);
+    let kubeconfig = cluster_dir.join("pki").join("csi.kubeconfig");
+    let record = state
+        .clusters
+        .iter_mut()
+        .find(|c| c.name == cluster.name)
+        .ok_or_else(|| anyhow!("{} is not in the playground's state", cluster.name))?;
+    let distributed = storage::distributed_snapshots(record.nodes.len());
+    let log = cluster_dir.join("snapshot-controller.log");
+    let controller = process::spawn(
+        &bins.snapshot_controller,
+        &storage::snapshot_controller_args(&kubeconfig, distributed),
+        &log,
+    )
+    .with_context(|| format!("starting {}", bins.snapshot_controller.display()))?;
+    record.snapshot_controller = Some(ProcessState {
+        pid: controller.id(),
+        log,
+    });
+    for node in &mut record.nodes {
+        let (provisioner, snapshotter) = node::start_csi_sidecars(
+            node,
+            &bins.csi_provisioner,
+            &bins.csi_snapshotter,
+            &kubeconfig,
+            distributed,
+        )?;
+        node.csi_provisioner = Some(provisioner);
+        node.csi_snapshotter = Some(snapshotter);
+    }
+    state.save()
 }
 
 /// The client certificates a cluster with nodes hands out: its controller-manager, scheduler and
@@ -710,6 +777,9 @@ fn cluster_components(plan: &network::NetworkPlan, cluster: &str) -> Vec<certs::
             Some("system:masters"),
         ),
     ];
+    if plan.nodes_of(cluster).next().is_some() {
+        components.push(Component::new("csi", storage::CSI_USER, None));
+    }
     components.extend(plan.nodes_of(cluster).map(|n| Component::kubelet(&n.node)));
     components
 }
@@ -721,6 +791,7 @@ async fn start_controllers_and_nodes(
     state: &mut PlaygroundState,
     access: &[certs::ClusterCerts],
     bins: &Binaries,
+    hub_server_bin: &Path,
     progress: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<()> {
     let plan = state
@@ -773,6 +844,7 @@ async fn start_controllers_and_nodes(
                 kube_proxy_kubeconfig: pki.join("kube-proxy.kubeconfig"),
                 ca_file: pki.join("ca.crt"),
                 image_archive: &image_archive,
+                hub_server: hub_server_bin,
             };
             let dir = state.dir.clone();
             let net = net.clone();
@@ -819,15 +891,12 @@ async fn wait_nodes_ready(
         return Ok(());
     }
     let nodes: Api<Node> = Api::all(client.clone());
+    let csi_nodes: Api<k8s_openapi::api::storage::v1::CSINode> = Api::all(client.clone());
     let deadline = Instant::now() + READY_TIMEOUT;
     for node in &cluster.nodes {
         let name = &node.network.node;
         loop {
-            for (what, p) in [
-                ("containerd", &node.containerd),
-                ("kubelet", &node.kubelet),
-                ("kube-proxy", &node.kube_proxy),
-            ] {
+            for (what, p) in node.processes() {
                 if !process::is_ours(p.pid, marker) {
                     bail!(
                         "{what} of node {name} exited; last lines of {}:\n{}",
@@ -843,7 +912,15 @@ async fn wait_nodes_ready(
                     .iter()
                     .any(|c| c.type_ == "Ready" && c.status == "True")
             });
-            if ready {
+            // Storage works once the kubelet has registered the node's CSI driver.
+            let csi_registered = node.csi_driver.is_none()
+                || csi_nodes
+                    .get_opt(name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|n| n.spec.drivers.iter().any(|d| d.name == storage::DRIVER));
+            if ready && csi_registered {
                 break;
             }
             if Instant::now() > deadline {
@@ -858,7 +935,7 @@ async fn wait_nodes_ready(
         }
     }
     progress(&format!(
-        "{}: {} node(s) Ready",
+        "{}: {} node(s) Ready, CSI driver registered",
         cluster.name,
         cluster.nodes.len()
     ));
@@ -910,13 +987,14 @@ async fn wait_ready(
 /// Starts `multicluster-webhook serve` for the hub with a fresh loopback certificate, waits for its
 /// readiness (it has listed the Intents), then registers the webhook configurations pointing at it.
 async fn start_hub_server(
-    state: &mut PlaygroundState,
+    shared: &std::sync::Mutex<PlaygroundState>,
     hub: &Client,
     bin: &Path,
     (admission_port, health_port): (u16, u16),
     identity: &Kubeconfig,
 ) -> anyhow::Result<()> {
-    let dir = state.dir.join("hub-server");
+    let playground_dir = shared.lock().unwrap_or_else(|e| e.into_inner()).dir.clone();
+    let dir = playground_dir.join("hub-server");
     kubeconfig::create_private_dir(&dir)?;
     let own_kubeconfig = dir.join("kubeconfig");
     kubeconfig::write(&own_kubeconfig, identity)?;
@@ -946,22 +1024,25 @@ async fn start_hub_server(
         // certificate, see `write_admission_config`).
         format!(
             "--admission-client-ca-file={}",
-            state.dir.join("hub/pki/admission-ca.crt").display()
+            playground_dir.join("hub/pki/admission-ca.crt").display()
         ),
     ];
     let log = dir.join("multicluster-webhook.log");
     let mut child =
         process::spawn(bin, &args, &log).with_context(|| format!("starting {}", bin.display()))?;
     let url = format!("https://127.0.0.1:{admission_port}");
-    state.hub_server = Some(HubServerState {
-        process: ProcessState {
-            pid: child.id(),
-            log: log.clone(),
-        },
-        url: url.clone(),
-        health: health.clone(),
-    });
-    state.save()?;
+    {
+        let mut state = shared.lock().unwrap_or_else(|e| e.into_inner());
+        state.hub_server = Some(HubServerState {
+            process: ProcessState {
+                pid: child.id(),
+                log: log.clone(),
+            },
+            url: url.clone(),
+            health: health.clone(),
+        });
+        state.save()?;
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     while !http_ok(&health, "/readyz").await {
         if let Some(status) = child.try_wait()? {
@@ -1103,10 +1184,7 @@ fn stop_processes(state: &PlaygroundState) -> Vec<u32> {
     // playground's pods have nothing to save that a graceful stop would), containerd; and the
     // controllers.
     let nodes: Vec<&node::NodeState> = state.clusters.iter().flat_map(|c| &c.nodes).collect();
-    let agents: Vec<u32> = nodes
-        .iter()
-        .flat_map(|n| [n.kube_proxy.pid, n.kubelet.pid])
-        .collect();
+    let agents: Vec<u32> = nodes.iter().flat_map(|n| n.agent_pids()).collect();
     killed.extend(process::terminate_all(
         &agents,
         &marker,
@@ -1124,16 +1202,7 @@ fn stop_processes(state: &PlaygroundState) -> Vec<u32> {
         &marker,
         Duration::from_secs(10),
     ));
-    let controllers: Vec<u32> = state
-        .clusters
-        .iter()
-        .flat_map(|c| {
-            c.controller_manager
-                .iter()
-                .chain(&c.scheduler)
-                .map(|p| p.pid)
-        })
-        .collect();
+    let controllers = state.controller_pids();
     killed.extend(process::terminate_all(
         &controllers,
         &marker,

@@ -41,12 +41,48 @@ pub struct NodeState {
     pub containerd: ProcessState,
     pub kubelet: ProcessState,
     pub kube_proxy: ProcessState,
+    /// The playground CSI driver and its sidecars ([`super::storage`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csi_driver: Option<ProcessState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csi_provisioner: Option<ProcessState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csi_snapshotter: Option<ProcessState>,
 }
 
 impl NodeState {
-    /// Pids in the order they stop: kube-proxy and the kubelet, then containerd.
-    pub fn pids(&self) -> [u32; 3] {
-        [self.kube_proxy.pid, self.kubelet.pid, self.containerd.pid]
+    /// Pids of what talks to the API server and the runtime: kube-proxy, the kubelet, the CSI
+    /// sidecars and driver. They stop before containerd.
+    pub fn agent_pids(&self) -> Vec<u32> {
+        [&self.kube_proxy, &self.kubelet]
+            .into_iter()
+            .chain(&self.csi_provisioner)
+            .chain(&self.csi_snapshotter)
+            .chain(&self.csi_driver)
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// Every process of the node.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids = self.agent_pids();
+        pids.push(self.containerd.pid);
+        pids
+    }
+
+    /// Each process with its name, for checks and error messages.
+    pub fn processes(&self) -> Vec<(&'static str, &ProcessState)> {
+        [
+            ("containerd", Some(&self.containerd)),
+            ("kubelet", Some(&self.kubelet)),
+            ("kube-proxy", Some(&self.kube_proxy)),
+            ("csi driver", self.csi_driver.as_ref()),
+            ("csi-provisioner", self.csi_provisioner.as_ref()),
+            ("csi-snapshotter", self.csi_snapshotter.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, p)| p.map(|p| (name, p)))
+        .collect()
     }
 }
 
@@ -63,6 +99,40 @@ pub struct NodeInputs<'a> {
     pub ca_file: PathBuf,
     /// The playground image archive, imported into the node's containerd.
     pub image_archive: &'a Path,
+    /// `multicluster-webhook`, whose `csi-driver` subcommand is the node's CSI driver.
+    pub hub_server: &'a Path,
+}
+
+/// Starts the node's external-provisioner and csi-snapshotter, next to its CSI driver.
+pub fn start_csi_sidecars(
+    node: &NodeState,
+    provisioner: &Path,
+    snapshotter: &Path,
+    kubeconfig: &Path,
+    distributed_snapshots: bool,
+) -> anyhow::Result<(ProcessState, ProcessState)> {
+    let env = [("NODE_NAME", node.network.node.as_str())];
+    let spawn = |what: &str, bin: &Path, args: Vec<String>| {
+        let log = node.dir.join(format!("{what}.log"));
+        process::spawn_with_env(bin, &args, &env, &log)
+            .with_context(|| format!("starting {}", bin.display()))
+            .map(|child| ProcessState {
+                pid: child.id(),
+                log,
+            })
+    };
+    Ok((
+        spawn(
+            "csi-provisioner",
+            provisioner,
+            super::storage::provisioner_args(&node.dir, kubeconfig),
+        )?,
+        spawn(
+            "csi-snapshotter",
+            snapshotter,
+            super::storage::snapshotter_args(&node.dir, kubeconfig, distributed_snapshots),
+        )?,
+    ))
 }
 
 /// Starts containerd (and waits for its socket), imports the image, then starts the kubelet and
@@ -109,6 +179,19 @@ pub async fn start(
     import_image(&socket, inputs.image_archive)
         .with_context(|| format!("importing the playground image into {}", net.node))?;
 
+    // The CSI driver first, so that its registration socket is there when the kubelet looks.
+    let kubelet_root = node_dir.join("kubelet");
+    let driver_log = node_dir.join("csi-driver.log");
+    let csi_driver = process::spawn(
+        inputs.hub_server,
+        &super::storage::driver_args(&net.node, &node_dir, &kubelet_root),
+        &driver_log,
+    )
+    .with_context(|| format!("starting {} csi-driver", inputs.hub_server.display()))
+    .map(|child| ProcessState {
+        pid: child.id(),
+        log: driver_log,
+    })?;
     let kubelet_kubeconfig = &inputs.kubelet_kubeconfig;
     let kubelet_config = node_dir.join("kubelet.yaml");
     std::fs::write(
@@ -122,7 +205,7 @@ pub async fn start(
         &[
             format!("--config={}", kubelet_config.display()),
             format!("--kubeconfig={}", kubelet_kubeconfig.display()),
-            format!("--root-dir={}", node_dir.join("kubelet").display()),
+            format!("--root-dir={}", kubelet_root.display()),
             format!("--hostname-override={}", net.node),
             format!("--node-ip={}", net.address),
         ],
@@ -169,6 +252,12 @@ pub async fn start(
             pid: kube_proxy.id(),
             log: proxy_log,
         },
+        csi_driver: Some(csi_driver),
+        // Started once the cluster has the snapshot CRDs and the sidecars' RBAC
+        // ([`start_csi_sidecars`]): csi-snapshotter looks for the group snapshot CRDs only once, at
+        // start.
+        csi_provisioner: None,
+        csi_snapshotter: None,
     };
     Ok((state, vec![containerd, kubelet, kube_proxy]))
 }

@@ -15,11 +15,22 @@ use std::time::{Duration, Instant};
 /// Starts `program` in its own process group (so Ctrl-C in the terminal that ran `local up` does not
 /// reach it) with stdout and stderr appended to `log`.
 pub fn spawn(program: &Path, args: &[String], log: &Path) -> std::io::Result<Child> {
+    spawn_with_env(program, args, &[], log)
+}
+
+/// [`spawn`], with these environment variables added.
+pub fn spawn_with_env(
+    program: &Path,
+    args: &[String],
+    env: &[(&str, &str)],
+    log: &Path,
+) -> std::io::Result<Child> {
     let out = File::options().create(true).append(true).open(log)?;
     let err = out.try_clone()?;
     let mut command = Command::new(program);
     command
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
