@@ -11,6 +11,7 @@
 #                   the Kubernetes CSI sidecars and snapshot controller, from their Go modules:
 #                   dynamic provisioning and snapshots on the playground's nodes
 #   csi-sanity      the CSI conformance suite (tests only)
+#   kwok            keeps the playground's simulated nodes alive (`local up --simulated-nodes N`)
 #   minio           a real S3 server for the snapshot tests, `go install` from the module proxy
 #
 # Work already done is skipped, so a warm machine pays nothing. Versions: tests/versions.env.
@@ -38,6 +39,7 @@ k8s_dir="$cache/kubernetes/$KUBERNETES_VERSION"
 etcd_dir="$cache/etcd/$ETCD_VERSION"
 minio_dir="$cache/minio/$MINIO_VERSION"
 csi_dir="$cache/csi"
+kwok_dir="$cache/kwok/$KWOK_VERSION"
 log() { printf '%s\n' "install-deps: $*" >&2; }
 
 # Builds the named binaries of k8s.io/kubernetes that are not in the cache yet.
@@ -149,7 +151,7 @@ build_go_commands() {
   local missing=()
   for p in "$@"; do [[ -x "$dest/${p##*/}" ]] || missing+=("$p"); done
   if [[ ${#missing[@]} -eq 0 ]]; then
-    log "${module##*/} $version already in $dest"
+    log "${module#*/} $version already in $dest"
     return
   fi
   command -v go >/dev/null || { log "go is required to build ${module}"; exit 1; }
@@ -196,6 +198,21 @@ install_csi() {
     github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity
 }
 
+# KWOK: `go install` works (its go.mod has no replace directives).
+install_kwok() {
+  if [[ -x "$kwok_dir/kwok" ]]; then
+    log "kwok $KWOK_VERSION already in $kwok_dir"
+    return
+  fi
+  command -v go >/dev/null || { log "go is required to build kwok"; exit 1; }
+  log "building kwok $KWOK_VERSION from the Go module proxy (about 2 min, once)"
+  mkdir -p "$kwok_dir"
+  GOBIN="$kwok_dir/.build" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
+    "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" >&2
+  mv "$kwok_dir/.build/kwok" "$kwok_dir/kwok"
+  rmdir "$kwok_dir/.build"
+}
+
 # MinIO: the S3 server snapshot archives are written to in the end-to-end tests.
 install_minio() {
   if [[ -x "$minio_dir/minio" ]]; then
@@ -216,6 +233,7 @@ install_etcd
 install_kube_binaries kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
 install_debian_packages
 install_csi
+install_kwok
 $playground_only || install_minio
 # stdout: where the binaries are, one KEY=path a line, for scripts to source.
 echo "ETCD=$etcd_dir/etcd"
@@ -225,6 +243,7 @@ done
 echo "CSI_PROVISIONER=$csi_dir/external-provisioner/$CSI_PROVISIONER_VERSION/csi-provisioner"
 echo "CSI_SNAPSHOTTER=$csi_dir/external-snapshotter/$CSI_SNAPSHOTTER_VERSION/csi-snapshotter"
 echo "SNAPSHOT_CONTROLLER=$csi_dir/external-snapshotter/$CSI_SNAPSHOTTER_VERSION/snapshot-controller"
+echo "KWOK=$kwok_dir/kwok"
 $playground_only && exit 0
 echo "CSI_SANITY=$csi_dir/csi-test/$CSI_TEST_VERSION/csi-sanity"
 echo "MINIO=$minio_dir/minio"

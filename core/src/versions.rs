@@ -70,6 +70,11 @@ pub fn csi_test() -> &'static str {
     lookup("CSI_TEST_VERSION")
 }
 
+/// KWOK, the playground's simulated nodes.
+pub fn kwok() -> &'static str {
+    lookup("KWOK_VERSION")
+}
+
 /// The MinIO module version the snapshot end-to-end tests run as their S3 server.
 pub fn minio() -> &'static str {
     lookup("MINIO_VERSION")
@@ -102,5 +107,6 @@ mod tests {
         assert!(minio().starts_with("v0.0.0-"), "{}", minio());
         assert!(csi_provisioner().starts_with('v'), "{}", csi_provisioner());
         assert!(csi_snapshotter().starts_with('v'), "{}", csi_snapshotter());
+        assert!(kwok().starts_with('v'), "{}", kwok());
     }
 }

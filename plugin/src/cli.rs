@@ -110,8 +110,12 @@ pub enum LocalCommand {
         members: u32,
         /// Real nodes per member (kubelet, containerd and kube-proxy in a network namespace each),
         /// with a controller-manager and scheduler per cluster; 0: API servers only
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=8))]
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=crate::local::node::MAX_NODES_PER_MEMBER as i64))]
         nodes: u32,
+        /// Simulated nodes per member (KWOK: Node objects kept Ready, no kubelet), for health and
+        /// scale work; label one node-not-ready.stage.kwok.x-k8s.io=true to make it NotReady
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        simulated_nodes: u32,
         #[command(flatten)]
         dir: DirArg,
         /// Do not merge the contexts into your kubeconfig; use DIR/kubeconfig only
@@ -315,6 +319,7 @@ async fn run_local(cmd: LocalCommand, global: &GlobalArgs) -> anyhow::Result<()>
         LocalCommand::Up {
             members,
             nodes,
+            simulated_nodes,
             dir,
             no_merge_kubeconfig,
         } => {
@@ -328,6 +333,7 @@ async fn run_local(cmd: LocalCommand, global: &GlobalArgs) -> anyhow::Result<()>
                 dir: dir.resolve(),
                 members,
                 nodes,
+                simulated_nodes,
                 merge_into,
             };
             let state = local::up(&opts, &progress).await?;

@@ -16,6 +16,7 @@
 pub mod csi;
 pub mod dataplane;
 pub mod examples;
+pub mod health;
 pub mod kubelet;
 pub mod mcs;
 pub mod minio;
@@ -48,6 +49,28 @@ pub fn playground() -> &'static Playground {
     PLAYGROUND.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("multicluster-e2e-{}", std::process::id()));
         let state = start_playground(&dir, MEMBERS, &[]);
+        Playground { state }
+    })
+}
+
+static PLAYGROUND_WITH_NODES: OnceLock<Playground> = OnceLock::new();
+
+/// Simulated (KWOK) nodes per member of [`playground_with_nodes`].
+pub const SIMULATED_NODES: u32 = 4;
+
+/// A playground of this test binary whose members have a real node each (`local up --nodes 1`:
+/// controllers, kubelet, containerd, CNI, kube-proxy, CSI) and [`SIMULATED_NODES`] KWOK nodes,
+/// started on first use. For the tests that stop playing what nodes do; a test binary uses this
+/// one or [`playground`], not both.
+pub fn playground_with_nodes() -> &'static Playground {
+    PLAYGROUND_WITH_NODES.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("mc-e2e-nodes-{}", std::process::id()));
+        let simulated = SIMULATED_NODES.to_string();
+        let state = start_playground(
+            &dir,
+            MEMBERS,
+            &["--nodes", "1", "--simulated-nodes", &simulated],
+        );
         Playground { state }
     })
 }

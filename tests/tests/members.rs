@@ -12,46 +12,12 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use multicluster_core::api::MemberCluster;
-use multicluster_tests::{eventually, playground, run, run_ok, set_nodes};
+use multicluster_tests::health::{
+    member_condition as condition, member_healthy as healthy, wait_for_member as wait_for,
+};
+use multicluster_tests::{playground, run, run_ok, set_nodes};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-/// Waits until MemberCluster `name` satisfies `check`; returns how long that took.
-async fn wait_for(
-    hub: &Client,
-    name: &str,
-    timeout: Duration,
-    what: &str,
-    check: impl Fn(&MemberCluster) -> bool,
-) -> Duration {
-    let started = Instant::now();
-    let api: Api<MemberCluster> = Api::all(hub.clone());
-    eventually(&format!("{name} {what}"), timeout, async || {
-        let mc = api.get(name).await.unwrap();
-        if check(&mc) {
-            Ok(())
-        } else {
-            Err(format!("{:?}", mc.status))
-        }
-    })
-    .await;
-    started.elapsed()
-}
-
-fn condition<'a>(
-    mc: &'a MemberCluster,
-    type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    mc.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-}
-
-fn healthy(mc: &MemberCluster) -> Option<bool> {
-    condition(mc, "Healthy").map(|c| c.status == "True")
-}
 
 /// What `kubectl auth can-i` is asked with each stored token: each would make the token a key to
 /// the whole member (impersonating an admin, binding itself a role, reading every Secret, or

@@ -20,6 +20,8 @@ pub struct Binaries {
     pub csi_provisioner: PathBuf,
     pub csi_snapshotter: PathBuf,
     pub snapshot_controller: PathBuf,
+    /// Checked only for a playground with simulated nodes.
+    pub kwok: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +59,7 @@ pub(crate) fn home_dir() -> PathBuf {
 impl Binaries {
     /// The binaries of the pinned versions in `cache`, or an error naming the install command.
     /// `with_nodes`: also those of the controllers and nodes.
-    pub fn locate(cache: &Path, with_nodes: bool) -> Result<Self, MissingBinary> {
+    pub fn locate(cache: &Path, with_nodes: bool, with_kwok: bool) -> Result<Self, MissingBinary> {
         let kubernetes = cache.join("kubernetes").join(versions::kubernetes());
         let etcd = cache.join("etcd").join(versions::etcd()).join("etcd");
         let provisioner = cache
@@ -76,6 +78,7 @@ impl Binaries {
             csi_provisioner: provisioner.join("csi-provisioner"),
             csi_snapshotter: snapshotter.join("csi-snapshotter"),
             snapshot_controller: snapshotter.join("snapshot-controller"),
+            kwok: cache.join("kwok").join(versions::kwok()).join("kwok"),
         };
         let mut needed = vec![
             (
@@ -115,6 +118,9 @@ impl Binaries {
                     &found.snapshot_controller,
                 ),
             ]);
+        }
+        if with_kwok {
+            needed.push(("kwok", versions::kwok(), &found.kwok));
         }
         for (component, version, path) in needed {
             if !path.is_file() {
@@ -161,7 +167,7 @@ mod tests {
     #[test]
     fn missing_binaries_name_the_install_command() {
         let empty = tempfile::tempdir().unwrap();
-        let err = Binaries::locate(empty.path(), true)
+        let err = Binaries::locate(empty.path(), true, true)
             .unwrap_err()
             .to_string();
         assert!(err.contains(INSTALL_COMMAND), "{err}");

@@ -20,6 +20,7 @@ pub mod kubeconfig;
 pub mod network;
 pub mod node;
 pub mod process;
+pub mod simulated;
 pub mod storage;
 
 use std::net::{Ipv4Addr, TcpListener};
@@ -43,6 +44,10 @@ use crate::apply::FIELD_MANAGER;
 /// Generous: a cold disk on a loaded 2-core machine can take tens of seconds.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// `${XDG_STATE_HOME:-~/.local/state}/kubectl-multicluster/local`
 pub fn default_dir() -> PathBuf {
     std::env::var_os("XDG_STATE_HOME")
@@ -60,6 +65,8 @@ pub struct UpOptions {
     /// scheduler, no nodes, everything on 127.0.0.1), as the end-to-end tests that play the rest
     /// use it.
     pub nodes: u32,
+    /// KWOK-simulated nodes per member.
+    pub simulated_nodes: u32,
     /// Also merge the contexts into this kubeconfig (and make `hub` current).
     pub merge_into: Option<PathBuf>,
 }
@@ -110,6 +117,11 @@ pub struct ClusterState {
     /// The CSI snapshot-controller, on members with nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_controller: Option<ProcessState>,
+    /// KWOK and how many simulated nodes it keeps, on members with simulated nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kwok: Option<ProcessState>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub simulated_nodes: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<node::NodeState>,
 }
@@ -196,6 +208,7 @@ impl PlaygroundState {
                     .iter()
                     .chain(&c.scheduler)
                     .chain(&c.snapshot_controller)
+                    .chain(&c.kwok)
                     .map(|p| p.pid)
             })
             .collect()
@@ -490,7 +503,11 @@ pub async fn up(
              `kubectl multicluster local up` on Linux (WSL 2 works on Windows)"
         );
     }
-    let bins = Binaries::locate(&binaries::cache_dir(), opts.nodes > 0)?;
+    let bins = Binaries::locate(
+        &binaries::cache_dir(),
+        opts.nodes > 0,
+        opts.simulated_nodes > 0,
+    )?;
     let hub_server_bin = binaries::hub_server()?;
     let dir = std::path::absolute(&opts.dir)?;
     prepare_dir(&dir)?;
@@ -552,6 +569,7 @@ async fn start_and_wait(
     };
     // The network first: with nodes, the API servers listen on its bridge.
     if opts.nodes > 0 {
+        check_socket_paths(dir, names)?;
         let counts: Vec<(String, u32)> = names
             .iter()
             .map(|n| (n.clone(), if n == "hub" { 0 } else { opts.nodes }))
@@ -572,10 +590,7 @@ async fn start_and_wait(
         let cluster_dir = dir.join(name);
         let pki = cluster_dir.join("pki");
         kubeconfig::create_private_dir(&pki)?;
-        let components = match &state.network {
-            Some(plan) => cluster_components(plan, name),
-            None => Vec::new(),
-        };
+        let components = cluster_components(state.network.as_ref(), name, opts.simulated_nodes > 0);
         let certs = certs::generate(name, host, &components)?;
         for (file, pem) in [
             ("ca.crt", &certs.ca_cert),
@@ -624,6 +639,8 @@ async fn start_and_wait(
             controller_manager: None,
             scheduler: None,
             snapshot_controller: None,
+            kwok: None,
+            simulated_nodes: 0,
             nodes: Vec::new(),
         });
         // Recorded at once, so that `local down` can stop them even if this command dies now.
@@ -646,8 +663,9 @@ async fn start_and_wait(
         .collect();
     let kubeconfig = kubeconfig::build(&cluster_access)?;
     kubeconfig::write(&state.kubeconfig, &kubeconfig)?;
+    write_component_kubeconfigs(&state, &access)?;
     if state.network.is_some() {
-        start_controllers_and_nodes(&mut state, &access, bins, hub_server_bin, progress).await?;
+        start_controllers_and_nodes(&mut state, bins, hub_server_bin, progress).await?;
     }
 
     // The hub's CRDs and the hub server go in as soon as the hub is ready, while the members may
@@ -706,7 +724,20 @@ async fn start_and_wait(
                     .with_context(|| format!("setting up storage on {}", cluster.name))?;
                 start_storage_controllers(state_ref, cluster, bins)?;
             }
-            wait_nodes_ready(&client, cluster, marker, progress).await
+            if opts.simulated_nodes > 0 {
+                start_simulated_nodes(&client, state_ref, cluster, bins, opts.simulated_nodes)
+                    .await
+                    .with_context(|| format!("starting simulated nodes on {}", cluster.name))?;
+            }
+            wait_nodes_ready(&client, cluster, marker, progress).await?;
+            if opts.simulated_nodes > 0 {
+                wait_simulated_nodes_ready(&client, cluster, opts.simulated_nodes).await?;
+                progress(&format!(
+                    "{}: {} simulated node(s) Ready",
+                    cluster.name, opts.simulated_nodes
+                ));
+            }
+            anyhow::Ok(())
         },
     ));
     tokio::try_join!(hub, members)?;
@@ -720,6 +751,97 @@ async fn start_and_wait(
         state.save()?;
     }
     Ok(state)
+}
+
+/// Registers a member's simulated Node objects (and KWOK's RBAC), then starts KWOK for them and
+/// records it.
+async fn start_simulated_nodes(
+    client: &Client,
+    shared: &std::sync::Mutex<PlaygroundState>,
+    cluster: &ClusterState,
+    bins: &Binaries,
+    count: u32,
+) -> anyhow::Result<()> {
+    let mut objects = simulated::rbac();
+    objects.extend((1..=count).map(|i| simulated::node(&simulated::node_name(&cluster.name, i))));
+    crate::apply::apply_objects(client, &objects)
+        .await
+        .context("registering the simulated nodes")?;
+    let mut state = shared.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster_dir = state.dir.join(&cluster.name);
+    let config = cluster_dir.join("kwok.yaml");
+    std::fs::write(&config, simulated::config())?;
+    let log = cluster_dir.join("kwok.log");
+    let kwok = process::spawn(
+        &bins.kwok,
+        &simulated::kwok_args(&cluster_dir.join("pki").join("kwok.kubeconfig"), &config),
+        &log,
+    )
+    .with_context(|| format!("starting {}", bins.kwok.display()))?;
+    let record = state
+        .clusters
+        .iter_mut()
+        .find(|c| c.name == cluster.name)
+        .ok_or_else(|| anyhow!("{} is not in the playground's state", cluster.name))?;
+    record.kwok = Some(ProcessState {
+        pid: kwok.id(),
+        log,
+    });
+    record.simulated_nodes = count;
+    state.save()
+}
+
+/// Waits until every simulated node of `cluster` is Ready.
+async fn wait_simulated_nodes_ready(
+    client: &Client,
+    cluster: &ClusterState,
+    count: u32,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let selector = format!("{}={}", simulated::NODE_LABEL.0, simulated::NODE_LABEL.1);
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let ready = nodes
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter(|n| {
+                        n.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|cs| {
+                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if ready >= count as usize {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{ready} of {count} simulated nodes of {} were Ready after {}s; see {}",
+                cluster.name,
+                READY_TIMEOUT.as_secs(),
+                state_log_hint(cluster)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Where KWOK's log is, for an error message.
+fn state_log_hint(cluster: &ClusterState) -> String {
+    cluster
+        .apiserver
+        .log
+        .with_file_name("kwok.log")
+        .display()
+        .to_string()
 }
 
 /// Starts a member's snapshot-controller and its nodes' CSI sidecars (once the snapshot CRDs and
@@ -763,11 +885,47 @@ fn start_storage_controllers(
     state.save()
 }
 
+/// Linux limits a Unix socket's path to 107 bytes, and a node's deepest socket (the kubelet's
+/// plugin registration socket) sits a few directories below the playground directory: refuse a
+/// directory too deep for it before anything starts.
+fn check_socket_paths(dir: &Path, names: &[String]) -> anyhow::Result<()> {
+    const MAX_SOCKET_PATH: usize = 107;
+    let longest = names
+        .iter()
+        .map(|cluster| {
+            let node = dir.join(format!("{cluster}-node-{}", node::MAX_NODES_PER_MEMBER));
+            storage::registration_socket(&node.join("kubelet"))
+        })
+        .max_by_key(|p| p.as_os_str().len())
+        .unwrap_or_default();
+    let len = longest.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        bail!(
+            "{} is too deep for the Unix sockets a playground node needs ({} is {len} bytes, Linux \
+             allows {MAX_SOCKET_PATH}): choose a shorter --dir, for example /tmp/playground",
+            dir.display(),
+            longest.display()
+        );
+    }
+    Ok(())
+}
+
 /// The client certificates a cluster with nodes hands out: its controller-manager, scheduler and
 /// kube-proxy, the API server's identity towards kubelets, and each node's kubelet.
-fn cluster_components(plan: &network::NetworkPlan, cluster: &str) -> Vec<certs::Component> {
+fn cluster_components(
+    plan: Option<&network::NetworkPlan>,
+    cluster: &str,
+    simulated_nodes: bool,
+) -> Vec<certs::Component> {
     use certs::Component;
-    let mut components = vec![
+    let mut components = Vec::new();
+    if simulated_nodes && cluster != "hub" {
+        components.push(Component::new("kwok", simulated::KWOK_USER, None));
+    }
+    let Some(plan) = plan else {
+        return components;
+    };
+    components.extend([
         Component::new("controller-manager", "system:kube-controller-manager", None),
         Component::new("scheduler", "system:kube-scheduler", None),
         Component::new("kube-proxy", "system:kube-proxy", None),
@@ -776,7 +934,7 @@ fn cluster_components(plan: &network::NetworkPlan, cluster: &str) -> Vec<certs::
             "kube-apiserver-kubelet-client",
             Some("system:masters"),
         ),
-    ];
+    ]);
     if plan.nodes_of(cluster).next().is_some() {
         components.push(Component::new("csi", storage::CSI_USER, None));
     }
@@ -784,12 +942,33 @@ fn cluster_components(plan: &network::NetworkPlan, cluster: &str) -> Vec<certs::
     components
 }
 
-/// Writes a kubeconfig for each component certificate of every cluster, starts every cluster's
+/// Writes `DIR/<cluster>/pki/<component>.kubeconfig` for each component certificate of every
+/// cluster.
+fn write_component_kubeconfigs(
+    state: &PlaygroundState,
+    access: &[certs::ClusterCerts],
+) -> anyhow::Result<()> {
+    for (cluster, certs) in state.clusters.iter().zip(access) {
+        let pki = state.dir.join(&cluster.name).join("pki");
+        for (stem, cert, key) in &certs.components {
+            let one = kubeconfig::build(&[kubeconfig::ClusterAccess {
+                context: &cluster.name,
+                server: &cluster.server,
+                ca_pem: &certs.ca_cert,
+                client_cert_pem: cert,
+                client_key_pem: key,
+            }])?;
+            kubeconfig::write(&pki.join(format!("{stem}.kubeconfig")), &one)?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts every cluster's
 /// kube-controller-manager and kube-scheduler, and every node (containerd, kubelet, kube-proxy).
 /// Each process is recorded as soon as it runs.
 async fn start_controllers_and_nodes(
     state: &mut PlaygroundState,
-    access: &[certs::ClusterCerts],
     bins: &Binaries,
     hub_server_bin: &Path,
     progress: &(dyn Fn(&str) + Sync),
@@ -802,20 +981,10 @@ async fn start_controllers_and_nodes(
     std::fs::create_dir_all(image_archive.parent().unwrap_or(&state.dir))?;
     std::fs::write(&image_archive, image::busybox_archive()?)?;
     let mut starts = Vec::new();
-    for (i, certs) in access.iter().enumerate() {
+    for i in 0..state.clusters.len() {
         let cluster = &mut state.clusters[i];
         let cluster_dir = state.dir.join(&cluster.name);
         let pki = cluster_dir.join("pki");
-        for (stem, cert, key) in &certs.components {
-            let one = kubeconfig::build(&[kubeconfig::ClusterAccess {
-                context: &cluster.name,
-                server: &cluster.server,
-                ca_pem: &certs.ca_cert,
-                client_cert_pem: cert,
-                client_key_pem: key,
-            }])?;
-            kubeconfig::write(&pki.join(format!("{stem}.kubeconfig")), &one)?;
-        }
         let hub = i == 0;
         let spawn = |bin: &Path, args: Vec<String>, log: &str| {
             let log = cluster_dir.join(log);
@@ -1396,6 +1565,22 @@ pub struct ClusterStatus {
     pub ready: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Its controller-manager, scheduler and snapshot-controller all run (None: it has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controllers_running: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// A node of `local status`: its processes, and its Ready condition as its cluster reports it.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub name: String,
+    pub address: Ipv4Addr,
+    /// The processes of the node that do not run (containerd, kubelet, …); empty when all do.
+    pub stopped: Vec<String>,
+    pub ready: bool,
 }
 
 #[derive(Serialize, Debug)]
@@ -1432,18 +1617,38 @@ impl Tabular for StatusReport {
                 "-".to_owned(),
             ]
         });
+        let nodes = self.clusters.iter().flat_map(|c| &c.nodes).map(|n| {
+            vec![
+                format!("(node) {}", n.name),
+                n.address.to_string(),
+                if n.stopped.is_empty() {
+                    "running".to_owned()
+                } else {
+                    format!("stopped: {}", n.stopped.join(", "))
+                },
+                "-".to_owned(),
+                n.ready.to_string(),
+                "-".to_owned(),
+            ]
+        });
         self.clusters
             .iter()
             .map(|c| {
                 vec![
                     c.name.clone(),
                     c.server.clone(),
-                    running(c.apiserver_running),
+                    match c.controllers_running {
+                        Some(false) => {
+                            format!("{} (controllers stopped)", running(c.apiserver_running))
+                        }
+                        _ => running(c.apiserver_running),
+                    },
                     running(c.etcd_running),
                     c.ready.to_string(),
                     c.version.clone().unwrap_or_else(|| "-".into()),
                 ]
             })
+            .chain(nodes)
             .chain(hub_server)
             .collect()
     }
@@ -1467,6 +1672,17 @@ pub async fn status(dir: &Path) -> anyhow::Result<Option<StatusReport>> {
             } else {
                 (false, None)
             };
+            let controllers: Vec<&ProcessState> = c
+                .controller_manager
+                .iter()
+                .chain(&c.scheduler)
+                .chain(&c.snapshot_controller)
+                .collect();
+            let ready_nodes = if ready && !c.nodes.is_empty() {
+                ready_node_names(kubeconfig, &c.name).await
+            } else {
+                Vec::new()
+            };
             ClusterStatus {
                 name: c.name.clone(),
                 server: c.server.clone(),
@@ -1474,6 +1690,23 @@ pub async fn status(dir: &Path) -> anyhow::Result<Option<StatusReport>> {
                 etcd_running: process::is_ours(c.etcd.pid, marker),
                 ready,
                 version,
+                controllers_running: (!controllers.is_empty())
+                    .then(|| controllers.iter().all(|p| process::is_ours(p.pid, marker))),
+                nodes: c
+                    .nodes
+                    .iter()
+                    .map(|n| NodeStatus {
+                        name: n.network.node.clone(),
+                        address: n.network.address,
+                        stopped: n
+                            .processes()
+                            .into_iter()
+                            .filter(|(_, p)| !process::is_ours(p.pid, marker))
+                            .map(|(what, _)| what.to_owned())
+                            .collect(),
+                        ready: ready_nodes.contains(&n.network.node),
+                    })
+                    .collect(),
             }
         }
     });
@@ -1495,6 +1728,27 @@ pub async fn status(dir: &Path) -> anyhow::Result<Option<StatusReport>> {
         clusters,
         hub_server,
     }))
+}
+
+/// The nodes of a cluster whose Ready condition is True.
+async fn ready_node_names(kubeconfig: &Kubeconfig, context: &str) -> Vec<String> {
+    let Ok(client) = client_for(kubeconfig, context).await else {
+        return Vec::new();
+    };
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
+    let Ok(list) = nodes.list(&Default::default()).await else {
+        return Vec::new();
+    };
+    list.items
+        .into_iter()
+        .filter(|n| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .filter_map(|n| n.metadata.name)
+        .collect()
 }
 
 async fn probe(kubeconfig: &Kubeconfig, context: &str) -> (bool, Option<String>) {
@@ -1529,6 +1783,15 @@ mod tests {
         let err = prepare_dir(dir.path()).unwrap_err().to_string();
         assert!(err.contains("not a playground directory"), "{err}");
         assert!(dir.path().join("precious.txt").exists());
+    }
+
+    #[test]
+    fn a_directory_too_deep_for_node_sockets_is_refused_before_anything_starts() {
+        let names = cluster_names(2);
+        assert!(check_socket_paths(Path::new("/tmp/playground"), &names).is_ok());
+        let deep = Path::new("/home").join("a".repeat(60));
+        let err = check_socket_paths(&deep, &names).unwrap_err().to_string();
+        assert!(err.contains("shorter --dir"), "{err}");
     }
 
     #[test]

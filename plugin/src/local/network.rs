@@ -169,6 +169,13 @@ fn used_networks() -> anyhow::Result<Vec<String>> {
 /// Claims a free block (by creating its bridge) and builds the whole network of `clusters`.
 /// On failure, what was created is removed again.
 pub fn create(clusters: &[(String, u32)]) -> anyhow::Result<NetworkPlan> {
+    #[cfg(unix)]
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "a playground with nodes creates network namespaces, a bridge and mounts, which needs \
+             root: run `local up` as root (sudo), or start an API-only playground with `--nodes 0`"
+        );
+    }
     let total: u32 = clusters.iter().map(|(_, n)| n).sum();
     if total > MAX_NODES {
         bail!("a playground holds at most {MAX_NODES} nodes, {total} were asked for");

@@ -30,6 +30,9 @@ use serde::{Deserialize, Serialize};
 use super::network::NodeNetwork;
 use super::{ProcessState, process};
 
+/// The most nodes `local up --nodes` starts per member.
+pub const MAX_NODES_PER_MEMBER: u32 = 8;
+
 /// The node's processes, for `down` and `status`.
 #[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(rename_all = "camelCase")]

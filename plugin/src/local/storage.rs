@@ -110,6 +110,11 @@ pub async fn install(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where the kubelet finds the driver: the longest Unix socket path of a node.
+pub fn registration_socket(kubelet_root: &Path) -> std::path::PathBuf {
+    kubelet_root.join("plugins_registry").join("csi-reg.sock")
+}
+
 /// The playground CSI driver of one node.
 pub fn driver_args(node: &str, node_dir: &Path, kubelet_root: &Path) -> Vec<String> {
     vec![
@@ -117,10 +122,7 @@ pub fn driver_args(node: &str, node_dir: &Path, kubelet_root: &Path) -> Vec<Stri
         format!("--endpoint={}", csi_socket(node_dir).display()),
         format!(
             "--registration-socket={}",
-            kubelet_root
-                .join("plugins_registry")
-                .join("playground-csi.sock")
-                .display()
+            registration_socket(kubelet_root).display()
         ),
         format!("--node-id={node}"),
         format!(
