@@ -7,8 +7,8 @@
 //! * containerd with its own root, state and socket under the test's directory, the `native`
 //!   snapshotter (no overlay needed) and `restrict_oom_score_adj` (this machine does not let a
 //!   process lower its OOM score, which the pod sandbox asks for);
-//! * one image, `docker.io/library/busybox:played`, imported from an OCI archive this module writes
-//!   from Debian's static busybox (no registry is reachable); it is also the sandbox image;
+//! * one image, the playground's (`multicluster.dev/busybox:playground`, Debian's static busybox),
+//!   imported from an OCI archive (no registry is reachable); it is also the sandbox image;
 //! * the kubelet with cgroup v1 allowed (`failCgroupV1: false`: these machines have no cgroup v2
 //!   controllers), anonymous access to its API (the API server calls it without a client
 //!   certificate), and the machine's first non-loopback address as its node IP (the API server dials
@@ -30,8 +30,8 @@ use kube::Api;
 
 use crate::Playground;
 
-/// The image every pod on this node runs (and its sandbox image).
-pub const IMAGE: &str = "docker.io/library/busybox:played";
+/// The image every pod on this node runs (and its sandbox image): the playground's own.
+pub const IMAGE: &str = kubectl_multicluster::local::image::IMAGE;
 
 /// A kubelet and its container runtime, registered as node `name` with one cluster.
 #[derive(Debug)]
@@ -101,7 +101,11 @@ state = "{state}"
 
         // The image, imported into the namespace the CRI plugin uses.
         let image = dir.join("busybox.oci.tar");
-        std::fs::write(&image, busybox_image()).expect("write the image archive");
+        std::fs::write(
+            &image,
+            kubectl_multicluster::local::image::busybox_archive().expect("build the image"),
+        )
+        .expect("write the image archive");
         let out = Command::new("ctr")
             .arg("--address")
             .arg(&socket)
@@ -294,39 +298,4 @@ fn free_port(address: &str) -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-/// An OCI image archive (what `ctr images import` reads) of Debian's static busybox with a few
-/// applet links, running `sleep` forever by default.
-fn busybox_image() -> Vec<u8> {
-    use multicluster_core::oci::{Entry, RunConfig, image_archive};
-    let busybox = std::fs::read("/usr/bin/busybox")
-        .or_else(|_| std::fs::read("/bin/busybox"))
-        .expect("read /usr/bin/busybox (Debian: busybox-static)");
-    let mut entries: Vec<Entry> = ["bin", "tmp", "proc", "dev", "sys", "etc", "evidence"]
-        .into_iter()
-        .map(|d| Entry::Dir { path: d.into() })
-        .collect();
-    entries.push(Entry::File {
-        path: "bin/busybox".into(),
-        mode: 0o755,
-        bytes: busybox,
-    });
-    entries.extend(
-        ["sh", "sleep", "echo", "cat", "date", "touch", "sync", "ls"].map(|applet| {
-            Entry::Symlink {
-                path: format!("bin/{applet}"),
-                target: "busybox".into(),
-            }
-        }),
-    );
-    image_archive(
-        IMAGE,
-        &entries,
-        &RunConfig {
-            entrypoint: vec!["/bin/sleep".into(), "2147483647".into()],
-            env: vec!["PATH=/bin".into()],
-        },
-    )
-    .expect("write the image archive")
 }

@@ -448,7 +448,8 @@ fn write_admission_config(pki: &Path) -> anyhow::Result<()> {
 /// Makes `dir` ready for a new playground: refuses when one still runs there or when the
 /// directory is not ours; clears what a stopped or failed playground left.
 fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
-    if let Some(old) = PlaygroundState::load(dir)?
+    let old = PlaygroundState::load(dir)?;
+    if let Some(old) = &old
         && old.any_running()
     {
         bail!(
@@ -461,6 +462,13 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+    }
+    // A playground that died without `down` (killed, or the machine lost power) may have left its
+    // mounts and network: they go with it.
+    if let Some(old) = &old
+        && old.network.is_some()
+    {
+        stop_processes(old);
     }
     remove_playground_dir(dir)?;
     // Its files include every cluster's CA and admin keys: nobody else on the machine may read them.
