@@ -25,6 +25,7 @@ pub mod install;
 pub mod keys;
 pub mod lease;
 pub mod oci;
+pub mod playground;
 pub mod versions;
 pub mod webhooks;
 

@@ -219,44 +219,19 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.kubelet.kill();
         let _ = self.kubelet.wait();
-        // The shims outlive containerd (they are re-parented); each names our socket.
-        let socket = self.socket.display().to_string();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            if words.iter().any(|w| {
-                *w == b"containerd-shim-runc-v2".as_slice()
-                    || w.ends_with(b"/containerd-shim-runc-v2")
-            }) && words.contains(&socket.as_bytes())
-                && let Some(pid) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|p| p.parse::<i32>().ok())
-            {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+        // The shims outlive containerd (they are re-parented): the playground's own node finds
+        // them the same way, by the socket on their command line.
+        for pid in kubectl_multicluster::local::node::shim_pids(&self.socket) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         let _ = self.containerd.kill();
         let _ = self.containerd.wait();
         // What they mounted under the node's directory (the kubelet's root, each sandbox's shm,
-        // each container's rootfs) outlives them: unmount it, deepest first, so that the
-        // directory can be removed.
-        let mut mounts: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mounts")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| line.split_whitespace().nth(1))
-            .map(PathBuf::from)
-            .filter(|point| point.starts_with(&self.dir))
-            .collect();
-        mounts.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
-        for point in mounts {
-            let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
-        }
+        // each container's rootfs) outlives them.
+        kubectl_multicluster::local::node::unmount_under(&self.dir);
         let _ = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)

@@ -10,6 +10,16 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::{HealthCheck, MemberCluster, MemberClusterStatus};
 use crate::conditions::condition;
 
+/// Whether a node counts as ready: its `Ready` condition is `True` (what the kubelet, or the
+/// controller-manager for a node that stopped reporting, last said). Member health counts these,
+/// services send traffic only to them, and the playground waits for them.
+pub fn node_is_ready(node: &k8s_openapi::api::core::v1::Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 /// What one probe of a member found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProbeResult {

@@ -285,7 +285,7 @@ pub fn backends_of(service: &Service, nodes: &[Node]) -> Result<Vec<Backend>, St
     }
     let mut backends: Vec<Backend> = nodes
         .iter()
-        .filter(|n| node_is_ready(n))
+        .filter(|n| crate::members::health::node_is_ready(n))
         .filter_map(|n| {
             let address = n
                 .status
@@ -311,13 +311,6 @@ pub fn backends_of(service: &Service, nodes: &[Node]) -> Result<Vec<Backend>, St
         );
     }
     Ok(backends)
-}
-
-fn node_is_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// The exports of one name, merged: the ports (those of the oldest export), the members whose

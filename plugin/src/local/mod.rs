@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::output::Tabular;
 use binaries::Binaries;
+use multicluster_core::members::health::node_is_ready;
 
 const MARKER_FILE: &str = ".kubectl-multicluster-playground";
 const STATE_FILE: &str = "state.json";
@@ -813,19 +814,7 @@ async fn wait_simulated_nodes_ready(
         let ready = nodes
             .list(&kube::api::ListParams::default().labels(&selector))
             .await
-            .map(|l| {
-                l.items
-                    .iter()
-                    .filter(|n| {
-                        n.status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|cs| {
-                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                            })
-                    })
-                    .count()
-            })
+            .map(|l| l.items.iter().filter(|n| node_is_ready(n)).count())
             .unwrap_or(0);
         if ready >= count as usize {
             return Ok(());
@@ -835,15 +824,15 @@ async fn wait_simulated_nodes_ready(
                 "{ready} of {count} simulated nodes of {} were Ready after {}s; see {}",
                 cluster.name,
                 READY_TIMEOUT.as_secs(),
-                state_log_hint(cluster)
+                kwok_log(cluster)
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// Where KWOK's log is, for an error message.
-fn state_log_hint(cluster: &ClusterState) -> String {
+/// Where a member's KWOK logs (beside its API server's log), for an error message.
+fn kwok_log(cluster: &ClusterState) -> String {
     cluster
         .apiserver
         .log
@@ -1082,13 +1071,12 @@ async fn wait_nodes_ready(
                     );
                 }
             }
-            let ready = nodes.get_opt(name).await.ok().flatten().is_some_and(|n| {
-                n.status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            });
+            let ready = nodes
+                .get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|n| node_is_ready(&n));
             // Storage works once the kubelet has registered the node's CSI driver.
             let csi_registered = node.csi_driver.is_none()
                 || csi_nodes
@@ -1096,7 +1084,12 @@ async fn wait_nodes_ready(
                     .await
                     .ok()
                     .flatten()
-                    .is_some_and(|n| n.spec.drivers.iter().any(|d| d.name == storage::DRIVER));
+                    .is_some_and(|n| {
+                        n.spec
+                            .drivers
+                            .iter()
+                            .any(|d| d.name == multicluster_core::playground::CSI_DRIVER)
+                    });
             if ready && csi_registered {
                 break;
             }
@@ -1749,12 +1742,7 @@ async fn ready_node_names(kubeconfig: &Kubeconfig, context: &str) -> Vec<String>
     };
     list.items
         .into_iter()
-        .filter(|n| {
-            n.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
+        .filter(node_is_ready)
         .filter_map(|n| n.metadata.name)
         .collect()
 }

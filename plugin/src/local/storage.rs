@@ -15,9 +15,7 @@ use anyhow::Context;
 use kube::Client;
 use serde_json::{Value, json};
 
-/// The playground CSI driver's name (`multicluster_webhook::csi::DRIVER_NAME`; the plugin does not
-/// depend on the hub server's crate).
-pub const DRIVER: &str = "playground.csi.multicluster.dev";
+use multicluster_core::playground::CSI_DRIVER as DRIVER;
 /// The user the sidecars and the snapshot-controller are.
 pub const CSI_USER: &str = "multicluster-playground-csi";
 /// The default StorageClass, VolumeSnapshotClass and VolumeGroupSnapshotClass.

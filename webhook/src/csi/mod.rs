@@ -24,8 +24,6 @@ use tokio::io::DuplexStream;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
-pub use service::{DRIVER_NAME, TOPOLOGY_KEY};
-
 #[derive(Args, Debug, Clone)]
 pub struct CsiDriverArgs {
     /// The CSI socket the sidecars and the kubelet call (a path, or unix://PATH)

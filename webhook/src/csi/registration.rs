@@ -27,7 +27,7 @@ impl registration_server::Registration for Registration {
     async fn get_info(&self, _: Request<InfoRequest>) -> Result<Response<PluginInfo>, Status> {
         Ok(Response::new(PluginInfo {
             r#type: "CSIPlugin".into(),
-            name: super::DRIVER_NAME.into(),
+            name: multicluster_core::playground::CSI_DRIVER.into(),
             endpoint: self.endpoint.display().to_string(),
             supported_versions: vec!["1.0.0".into()],
         }))

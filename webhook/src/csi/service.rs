@@ -14,11 +14,7 @@ use tonic::{Request, Response, Status};
 use super::generated::csi::*;
 use super::store::{self, GroupRecord, SnapshotRecord, Store, VolumeRecord};
 
-/// The driver's name: StorageClasses and VolumeSnapshotClasses name it as their provisioner and
-/// driver.
-pub const DRIVER_NAME: &str = "playground.csi.multicluster.dev";
-/// The topology segment that pins a volume to the node holding its directory.
-pub const TOPOLOGY_KEY: &str = "topology.playground.csi.multicluster.dev/node";
+use multicluster_core::playground::{CSI_DRIVER as DRIVER_NAME, CSI_TOPOLOGY_KEY as TOPOLOGY_KEY};
 /// A volume's size when the claim asks for none.
 const DEFAULT_CAPACITY: i64 = 1 << 30;
 

@@ -188,12 +188,7 @@ async fn probe_member(
         let ready = nodes
             .items
             .iter()
-            .filter(|n| {
-                n.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
+            .filter(|n| multicluster_core::members::health::node_is_ready(n))
             .count();
         anyhow::Ok(ProbeResult::Answered {
             version,
