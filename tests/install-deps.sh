@@ -11,6 +11,7 @@
 #                   the Kubernetes CSI sidecars and snapshot controller, from their Go modules:
 #                   dynamic provisioning and snapshots on the playground's nodes
 #   csi-sanity      the CSI conformance suite (tests only)
+#   coredns         the cluster DNS of the playground's members, `go install` from the module proxy
 #   kwok            keeps the playground's simulated nodes alive (`local up --simulated-nodes N`)
 #   minio           a real S3 server for the snapshot tests, `go install` from the module proxy
 #
@@ -40,6 +41,7 @@ etcd_dir="$cache/etcd/$ETCD_VERSION"
 minio_dir="$cache/minio/$MINIO_VERSION"
 csi_dir="$cache/csi"
 kwok_dir="$cache/kwok/$KWOK_VERSION"
+coredns_dir="$cache/coredns/$COREDNS_VERSION"
 log() { printf '%s\n' "install-deps: $*" >&2; }
 
 # Builds the named binaries of k8s.io/kubernetes that are not in the cache yet.
@@ -213,6 +215,21 @@ install_kwok() {
   rmdir "$kwok_dir/.build"
 }
 
+# CoreDNS: `go install` works (its go.mod has no replace directives).
+install_coredns() {
+  if [[ -x "$coredns_dir/coredns" ]]; then
+    log "coredns $COREDNS_VERSION already in $coredns_dir"
+    return
+  fi
+  command -v go >/dev/null || { log "go is required to build coredns"; exit 1; }
+  log "building coredns $COREDNS_VERSION from the Go module proxy (a few minutes, once)"
+  mkdir -p "$coredns_dir"
+  GOBIN="$coredns_dir/.build" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
+    "github.com/coredns/coredns@$COREDNS_VERSION" >&2
+  mv "$coredns_dir/.build/coredns" "$coredns_dir/coredns"
+  rmdir "$coredns_dir/.build"
+}
+
 # MinIO: the S3 server snapshot archives are written to in the end-to-end tests.
 install_minio() {
   if [[ -x "$minio_dir/minio" ]]; then
@@ -234,6 +251,7 @@ install_kube_binaries kube-apiserver kube-controller-manager kube-scheduler kube
 install_debian_packages
 install_csi
 install_kwok
+install_coredns
 $playground_only || install_minio
 # stdout: where the binaries are, one KEY=path a line, for scripts to source.
 echo "ETCD=$etcd_dir/etcd"
@@ -244,6 +262,7 @@ echo "CSI_PROVISIONER=$csi_dir/external-provisioner/$CSI_PROVISIONER_VERSION/csi
 echo "CSI_SNAPSHOTTER=$csi_dir/external-snapshotter/$CSI_SNAPSHOTTER_VERSION/csi-snapshotter"
 echo "SNAPSHOT_CONTROLLER=$csi_dir/external-snapshotter/$CSI_SNAPSHOTTER_VERSION/snapshot-controller"
 echo "KWOK=$kwok_dir/kwok"
+echo "COREDNS=$coredns_dir/coredns"
 $playground_only && exit 0
 echo "CSI_SANITY=$csi_dir/csi-test/$CSI_TEST_VERSION/csi-sanity"
 echo "MINIO=$minio_dir/minio"

@@ -75,6 +75,11 @@ pub fn kwok() -> &'static str {
     lookup("KWOK_VERSION")
 }
 
+/// CoreDNS, the cluster DNS of the playground's members with nodes.
+pub fn coredns() -> &'static str {
+    lookup("COREDNS_VERSION")
+}
+
 /// The MinIO module version the snapshot end-to-end tests run as their S3 server.
 pub fn minio() -> &'static str {
     lookup("MINIO_VERSION")
@@ -108,5 +113,6 @@ mod tests {
         assert!(csi_provisioner().starts_with('v'), "{}", csi_provisioner());
         assert!(csi_snapshotter().starts_with('v'), "{}", csi_snapshotter());
         assert!(kwok().starts_with('v'), "{}", kwok());
+        assert!(coredns().starts_with('v'), "{}", coredns());
     }
 }

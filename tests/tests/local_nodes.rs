@@ -4,7 +4,8 @@
 //! sidecars and snapshot-controller. A Deployment gets a Running pod, a NodePort of one member
 //! answers a pod of the other member, an image loaded with `local load-image` runs, a claim binds,
 //! a VolumeSnapshot and a VolumeGroupSnapshot become ready and a restored claim holds the data, a
-//! namespace deletion finishes; and `local down` leaves no process, mount, network namespace,
+//! pod reaches a Service by its name through the cluster DNS (CoreDNS), a namespace deletion
+//! finishes; and `local down` leaves no process, mount, network namespace,
 //! link, route or host file behind. This binary starts its own playground (one test: the
 //! before/after comparison of the machine must not see another test's playground).
 
@@ -161,6 +162,28 @@ fn pods_run_serve_across_members_and_down_leaves_nothing_behind() {
         "-o",
         "jsonpath={.spec.ports[0].nodePort}",
     ]));
+
+    // Cluster DNS: the pod reaches its own Service by name, short and fully qualified, through
+    // CoreDNS and the Service's cluster IP.
+    for name in ["web", "web.default.svc.cluster.local"] {
+        eventually_blocking(
+            &format!("a pod of member-1 gets its page from Service {name}, resolved by CoreDNS"),
+            Duration::from_secs(60),
+            || http_from_pod(&kc, "member-1", "web", name, "80") == "served-by-member-1",
+        );
+    }
+    let resolv = run_ok(kubectl(&kc, "member-1").args([
+        "exec",
+        "deploy/web",
+        "--",
+        "cat",
+        "/etc/resolv.conf",
+    ]));
+    assert!(
+        resolv.contains("nameserver 10.96.0.10")
+            && resolv.contains("search default.svc.cluster.local"),
+        "{resolv}"
+    );
 
     // An image that is not the playground's own, loaded into member-2's node only.
     let archive = scratch.path().join("client.oci.tar");

@@ -22,6 +22,7 @@ pub struct Binaries {
     pub snapshot_controller: PathBuf,
     /// Checked only for a playground with simulated nodes.
     pub kwok: PathBuf,
+    pub coredns: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,10 @@ impl Binaries {
             csi_snapshotter: snapshotter.join("csi-snapshotter"),
             snapshot_controller: snapshotter.join("snapshot-controller"),
             kwok: cache.join("kwok").join(versions::kwok()).join("kwok"),
+            coredns: cache
+                .join("coredns")
+                .join(versions::coredns())
+                .join("coredns"),
         };
         let mut needed = vec![
             (
@@ -117,6 +122,7 @@ impl Binaries {
                     versions::csi_snapshotter(),
                     &found.snapshot_controller,
                 ),
+                ("coredns", versions::coredns(), &found.coredns),
             ]);
         }
         if with_kwok {

@@ -15,6 +15,7 @@
 
 pub mod binaries;
 pub mod certs;
+pub mod dns;
 pub mod image;
 pub mod kubeconfig;
 pub mod network;
@@ -728,6 +729,10 @@ async fn start_and_wait(
                     )
                 })?;
             if !cluster.nodes.is_empty() {
+                // DNS first: its pod starts while the storage CRDs become Established.
+                dns::install(&client, &bins.coredns)
+                    .await
+                    .with_context(|| format!("setting up cluster DNS on {}", cluster.name))?;
                 storage::install(&client)
                     .await
                     .with_context(|| format!("setting up storage on {}", cluster.name))?;
@@ -739,6 +744,16 @@ async fn start_and_wait(
                     .with_context(|| format!("starting simulated nodes on {}", cluster.name))?;
             }
             wait_nodes_ready(&client, cluster, marker, progress).await?;
+            // Not waited for (as kind does not): its pod needs the node Ready, untainted by the
+            // controller-manager and a scheduling pass, which would add 5 s to every `up`; a pod
+            // started now finds it answering by the time it runs.
+            if !cluster.nodes.is_empty() {
+                progress(&format!(
+                    "{}: cluster DNS (CoreDNS) starting, on {}",
+                    cluster.name,
+                    dns::SERVICE_IP
+                ));
+            }
             if opts.simulated_nodes > 0 {
                 wait_simulated_nodes_ready(&client, cluster, opts.simulated_nodes).await?;
                 progress(&format!(
@@ -974,9 +989,11 @@ async fn start_controllers_and_nodes(
         .network
         .clone()
         .ok_or_else(|| anyhow!("a playground with nodes has a network"))?;
-    let image_archive = state.dir.join("images").join("busybox-playground.oci.tar");
-    std::fs::create_dir_all(image_archive.parent().unwrap_or(&state.dir))?;
-    std::fs::write(&image_archive, image::busybox_archive()?)?;
+    let images = state.dir.join("images");
+    std::fs::create_dir_all(&images)?;
+    let busybox = images.join("busybox-playground.oci.tar");
+    std::fs::write(&busybox, image::busybox_archive()?)?;
+    let image_archives = [busybox];
     let mut starts = Vec::new();
     for i in 0..state.clusters.len() {
         let cluster = &mut state.clusters[i];
@@ -1009,7 +1026,7 @@ async fn start_controllers_and_nodes(
                 kubelet_kubeconfig: pki.join(format!("kubelet-{}.kubeconfig", net.node)),
                 kube_proxy_kubeconfig: pki.join("kube-proxy.kubeconfig"),
                 ca_file: pki.join("ca.crt"),
-                image_archive: &image_archive,
+                image_archives: &image_archives,
                 hub_server: hub_server_bin,
             };
             let dir = state.dir.clone();

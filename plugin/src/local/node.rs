@@ -100,8 +100,8 @@ pub struct NodeInputs<'a> {
     pub kube_proxy_kubeconfig: PathBuf,
     /// The cluster CA (the kubelet trusts it for the API server's client certificate).
     pub ca_file: PathBuf,
-    /// The playground image archive, imported into the node's containerd.
-    pub image_archive: &'a Path,
+    /// The playground's image archives (busybox, CoreDNS), imported into the node's containerd.
+    pub image_archives: &'a [PathBuf],
     /// `multicluster-webhook`, whose `csi-driver` subcommand is the node's CSI driver.
     pub hub_server: &'a Path,
 }
@@ -179,8 +179,20 @@ pub async fn start(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    import_image(&socket, inputs.image_archive)
-        .with_context(|| format!("importing the playground image into {}", net.node))?;
+    // On threads of their own: `ctr` takes a second or two for CoreDNS's image, and every node's
+    // imports run at once.
+    let imports = inputs.image_archives.iter().map(|archive| {
+        let (socket, archive) = (socket.clone(), archive.clone());
+        tokio::task::spawn_blocking(move || {
+            import_image(&socket, &archive)
+                .with_context(|| format!("importing {}", archive.display()))
+        })
+    });
+    for imported in futures::future::join_all(imports).await {
+        imported
+            .context("importing an image")?
+            .with_context(|| format!("into node {}", net.node))?;
+    }
 
     // The CSI driver first, so that its registration socket is there when the kubelet looks.
     let kubelet_root = node_dir.join("kubelet");
@@ -386,6 +398,8 @@ authentication:
 authorization:
   mode: Webhook
 resolvConf: ""
+clusterDNS: [{dns}]
+clusterDomain: {domain}
 podLogsDir: {logs}
 podCIDR: {pod_cidr}
 evictionHard: {{}}
@@ -402,6 +416,8 @@ nodeLeaseDurationSeconds: 8
         ca = ca.display(),
         logs = node_dir.join("pod-logs").display(),
         pod_cidr = net.pod_cidr,
+        dns = super::dns::SERVICE_IP,
+        domain = super::dns::CLUSTER_DOMAIN,
     )
 }
 
