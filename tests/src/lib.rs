@@ -14,10 +14,8 @@
 //! binary that started it exits, whether it passed, failed or panicked.
 
 pub mod csi;
-pub mod dataplane;
 pub mod examples;
 pub mod health;
-pub mod kubelet;
 pub mod mcs;
 pub mod minio;
 pub mod wait;
@@ -608,18 +606,6 @@ pub async fn set_nodes(member: &Client, count: usize, ready: usize) {
             .await
             .expect("playing a node");
     }
-}
-
-/// The Kubernetes component `name` (kubelet, kube-proxy): `$ENV_VAR` if set, else where
-/// `tests/install-deps.sh` caches it (the plugin's rule for kube-apiserver).
-pub(crate) fn kubernetes_binary(name: &str, env_var: &str) -> PathBuf {
-    if let Some(path) = std::env::var_os(env_var) {
-        return PathBuf::from(path);
-    }
-    kubectl_multicluster::local::binaries::cache_dir()
-        .join("kubernetes")
-        .join(multicluster_core::versions::kubernetes())
-        .join(name)
 }
 
 /// csi-sanity, the CSI conformance suite `tests/install-deps.sh` builds (`$CSI_SANITY` overrides).

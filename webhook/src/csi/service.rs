@@ -43,15 +43,21 @@ fn internal(e: std::io::Error) -> Status {
     Status::internal(e.to_string())
 }
 
+/// Nanoseconds since the Unix epoch: a snapshot's creation time is the moment of its cut, which
+/// users compare with what their hooks did around it.
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or_default()
 }
 
-fn timestamp(seconds: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds, nanos: 0 }
+fn timestamp(nanos: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: nanos.div_euclid(1_000_000_000),
+        // Below 10⁹, so it fits.
+        nanos: nanos.rem_euclid(1_000_000_000) as i32,
+    }
 }
 
 /// Only filesystem volumes: a `Block` volume would need a loop device, which the playground's
@@ -125,7 +131,7 @@ fn snapshot_message(record: &SnapshotRecord) -> Snapshot {
         size_bytes: record.size_bytes,
         snapshot_id: record.id.clone(),
         source_volume_id: record.source_volume_id.clone(),
-        creation_time: Some(timestamp(record.created)),
+        creation_time: Some(timestamp(record.created_nanos)),
         ready_to_use: true,
         group_snapshot_id: record.group.clone().unwrap_or_default(),
         accessible_topology: Vec::new(),
@@ -501,7 +507,7 @@ fn cut_snapshot(
         name: name.to_owned(),
         source_volume_id: source.to_owned(),
         size_bytes: volume.capacity_bytes,
-        created: now(),
+        created_nanos: now(),
         group: group.map(str::to_owned),
     };
     store.create_snapshot(&record).map_err(internal)?;
@@ -573,7 +579,7 @@ impl group_controller_server::GroupController for Driver {
             id,
             name: req.name,
             snapshot_ids,
-            created: now(),
+            created_nanos: now(),
         };
         store.write_group(&record).map_err(internal)?;
         group_response(&store, &record)
@@ -652,7 +658,7 @@ fn group_response(
         group_snapshot: Some(VolumeGroupSnapshot {
             group_snapshot_id: group.id.clone(),
             snapshots,
-            creation_time: Some(timestamp(group.created)),
+            creation_time: Some(timestamp(group.created_nanos)),
             ready_to_use: true,
         }),
     }))
@@ -847,13 +853,19 @@ fn bind_mount(source: &Path, target: &Path, readonly: bool) -> Result<(), Status
 mod tests {
     use super::*;
 
+    #[test]
+    fn creation_times_keep_their_nanoseconds() {
+        let t = timestamp(1_796_633_475_700_420_806);
+        assert_eq!((t.seconds, t.nanos), (1_796_633_475, 700_420_806));
+    }
+
     fn record(id: &str) -> SnapshotRecord {
         SnapshotRecord {
             id: id.into(),
             name: id.into(),
             source_volume_id: "v".into(),
             size_bytes: 1,
-            created: 0,
+            created_nanos: 0,
             group: None,
         }
     }

@@ -37,8 +37,8 @@ pub struct SnapshotRecord {
     pub name: String,
     pub source_volume_id: String,
     pub size_bytes: i64,
-    /// Seconds since the Unix epoch.
-    pub created: i64,
+    /// Nanoseconds since the Unix epoch.
+    pub created_nanos: i64,
     /// The group snapshot this one was cut in, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
@@ -50,7 +50,8 @@ pub struct GroupRecord {
     pub id: String,
     pub name: String,
     pub snapshot_ids: Vec<String>,
-    pub created: i64,
+    /// Nanoseconds since the Unix epoch.
+    pub created_nanos: i64,
 }
 
 /// An id for `name` in `kind`'s namespace of ids: stable across retries, distinct across names.
@@ -280,7 +281,7 @@ mod tests {
             name: "s".into(),
             source_volume_id: "vol-1".into(),
             size_bytes: 1 << 20,
-            created: 0,
+            created_nanos: 0,
             group: None,
         };
         store.create_snapshot(&snapshot).unwrap();
