@@ -5,7 +5,9 @@
 //! What is set up, and why:
 //! * containerd with its root, state, socket and `opt` directory under `DIR/<node>/`, the `native`
 //!   snapshotter (no overlay filesystem needed), `restrict_oom_score_adj` (these machines do not
-//!   let a process lower its OOM score, which the pod sandbox asks for), and the CNI bridge plugin
+//!   let a process lower its OOM score, which the pod sandbox asks for), the pods' network
+//!   namespaces mounted under its state directory (not `/run/netns`, where a sandbox created while
+//!   `down` stops the node would outlive the playground), and the CNI bridge plugin
 //!   from the node's own configuration (its pod range, IPAM state under the node's directory);
 //! * the playground's image ([`super::image`]) imported into it: no registry is reachable;
 //! * the kubelet with cgroup v1 allowed (`failCgroupV1: false`: these machines have no cgroup v2
@@ -328,6 +330,7 @@ state = "{state}"
   sandbox_image = "{image}"
   restrict_oom_score_adj = true
   stream_server_address = "127.0.0.1"
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "native"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
