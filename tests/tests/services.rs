@@ -346,7 +346,8 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
             .is_some()
     );
 
-    // member-2 changes its port: a conflict, named on its export; it serves nothing meanwhile.
+    // member-2 changes its port: a PortConflict, named on both exports (the MCS API asks for it on
+    // every export of the name); member-2 serves nothing meanwhile, member-1 keeps serving.
     Api::<Service>::namespaced(m2.clone(), &ns)
         .patch(
             "web",
@@ -370,9 +371,28 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
     })
     .await;
     assert!(
-        why.contains("http:8080/TCP") && why.contains("http:80/TCP") && why.contains("member-1"),
+        why.contains("http:8080/TCP differs from http:80/TCP exported first by member-1"),
         "{why}"
     );
+    let exports1 = Api::<DynamicObject>::namespaced_with(m1.clone(), &ns, &mcs("ServiceExport"));
+    eventually(
+        "member-1's export (the oldest) reports the conflict too",
+        WAIT,
+        async || {
+            let export = exports1.get("web").await.unwrap();
+            match (condition(&export, "Conflict"), condition(&export, "Ready")) {
+                (Some((c, why)), Some((r, _)))
+                    if c == "True"
+                        && why.contains("member-2: port http:8080/TCP")
+                        && r == "True" =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
     eventually(
         "member-2's backends leave the data plane",
         WAIT,

@@ -313,16 +313,21 @@ pub fn backends_of(service: &Service, nodes: &[Node]) -> Result<Vec<Backend>, St
     Ok(backends)
 }
 
-/// The exports of one name, merged: the ports (those of the oldest export), the members whose
-/// backends serve it, and each conflicting member with what differs.
+/// The exports of one name, merged as the MCS API asks: the union of their ports (by name; for a
+/// name exported differently, the oldest export's port), the oldest export's properties, which
+/// ports each member serves, and what the exports disagree on.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Merged {
     pub ports: Vec<ServicePort>,
     /// The oldest valid export's properties (the MCS API: the oldest export's value wins).
     pub properties: ServiceProperties,
-    /// Members whose export agrees with the winning ports, in name order.
+    /// Members serving at least one imported port, in name order.
     pub serving: Vec<String>,
-    /// Member → why its export conflicts (it serves nothing until it agrees).
+    /// Member → the names of the imported ports it serves: those it exports exactly as imported.
+    /// Traffic for a port goes only to the members that serve it.
+    pub serving_ports: BTreeMap<String, Vec<String>>,
+    /// Member → the ports it exports differently from the older export that set them (it serves
+    /// its other ports).
     pub conflicts: BTreeMap<String, String>,
     /// Properties on which the valid exports disagree: each MCS conflict reason once, with what
     /// differs. The oldest export's value is imported and every export keeps serving; every
@@ -330,8 +335,20 @@ pub struct Merged {
     pub property_conflicts: Vec<(&'static str, String)>,
 }
 
-/// Merges the exports of one name. The oldest export (then the member name, for a stable result)
-/// sets the ports; an export whose ports or protocols differ is a conflict, named with what differs.
+/// How a port reads in messages: `http:80/TCP`, or `80/TCP` unnamed.
+fn show_port(p: &ServicePort) -> String {
+    let name = if p.name.is_empty() {
+        String::new()
+    } else {
+        format!("{}:", p.name)
+    };
+    format!("{name}{}/{}", p.port, p.protocol)
+}
+
+/// Merges the exports of one name. Exports are taken oldest first (then by member name, for a
+/// stable result): each port name is set by the first export that has it, so the import's ports
+/// are the union of the exporters'; an export whose port of a name differs (number, protocol or
+/// application protocol) from the one imported conflicts on it, and serves its other ports.
 pub fn merge(exports: &[Export]) -> Merged {
     // Invalid exports take no part: they neither set nor dispute the ports.
     let mut by_age: Vec<&Export> = exports.iter().filter(|e| e.valid.is_ok()).collect();
@@ -340,38 +357,44 @@ pub fn merge(exports: &[Export]) -> Merged {
         return Merged::default();
     };
     let mut merged = Merged {
-        ports: oldest.ports.clone(),
         properties: oldest.properties.clone(),
         ..Merged::default()
     };
+    // Port name → the member whose export set it.
+    let mut set_by: BTreeMap<&str, &str> = BTreeMap::new();
     for export in &by_age {
-        if export.ports == oldest.ports {
-            merged.serving.push(export.member.clone());
-        } else {
-            let show = |ports: &[ServicePort]| {
-                ports
-                    .iter()
-                    .map(|p| {
-                        let name = if p.name.is_empty() { "" } else { &p.name };
-                        format!(
-                            "{name}{}{}/{}",
-                            if name.is_empty() { "" } else { ":" },
-                            p.port,
-                            p.protocol
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
+        let mut served = Vec::new();
+        let mut differing = Vec::new();
+        for port in &export.ports {
+            match merged.ports.iter().find(|p| p.name == port.name) {
+                None => {
+                    merged.ports.push(port.clone());
+                    set_by.insert(&port.name, &export.member);
+                    served.push(port.name.clone());
+                }
+                Some(imported) if imported == port => served.push(port.name.clone()),
+                Some(imported) => differing.push(format!(
+                    "{} differs from {} exported first by {}",
+                    show_port(port),
+                    show_port(imported),
+                    set_by.get(port.name.as_str()).copied().unwrap_or_default()
+                )),
+            }
+        }
+        if !differing.is_empty() {
+            let serves = if served.is_empty() {
+                "it serves nothing until they agree".to_owned()
+            } else {
+                format!("it serves its other ports ({})", served.join(", "))
             };
             merged.conflicts.insert(
                 export.member.clone(),
-                format!(
-                    "ports [{}] differ from [{}] exported first by {}; this export serves nothing until they agree",
-                    show(&export.ports),
-                    show(&oldest.ports),
-                    oldest.member
-                ),
+                format!("port {}; {serves}", differing.join(", port ")),
             );
+        }
+        if !served.is_empty() {
+            merged.serving.push(export.member.clone());
+            merged.serving_ports.insert(export.member.clone(), served);
         }
     }
     for export in by_age.iter().skip(1) {
@@ -630,6 +653,8 @@ pub struct Import<'a> {
     pub properties: &'a ServiceProperties,
     /// Serving member → the backends listed for it now (empty: none now).
     pub listed: &'a BTreeMap<String, Vec<Backend>>,
+    /// Serving member → the names of the ports it serves ([`Merged::serving_ports`]).
+    pub serving_ports: &'a BTreeMap<String, Vec<String>>,
     /// Member → its cluster ID (`MemberCluster.spec.clusterId`); a member without one is named
     /// by its member name.
     pub cluster_ids: &'a BTreeMap<String, String>,
@@ -742,9 +767,18 @@ fn endpoint_slice(
     member: &str,
     backends: &[Backend],
 ) -> serde_json::Value {
+    // Only the ports this member serves: kube-proxy sends a port's traffic to the endpoints of the
+    // slices that list it, so a port exported differently goes only to the export imported.
+    let serves = |p: &&ServicePort| {
+        import
+            .serving_ports
+            .get(member)
+            .is_some_and(|names| names.contains(&p.name))
+    };
     let ports: Vec<serde_json::Value> = import
         .ports
         .iter()
+        .filter(serves)
         .map(|p| {
             let port = backends
                 .first()
@@ -861,50 +895,51 @@ pub fn export_conditions(
         "Valid".to_owned(),
         "the exported Service exists and may be exported".to_owned(),
     ));
-    let properties = &merged.property_conflicts;
-    let property_reasons: Vec<&str> = properties.iter().map(|(r, _)| *r).collect();
-    let property_message = || {
-        let what: Vec<&str> = properties.iter().map(|(_, w)| w.as_str()).collect();
-        format!(
-            "exports disagree: {}; the oldest export's values are imported",
-            what.join("; ")
-        )
-    };
-    // An invalid export takes no part in the merge, so it has no conflicts either.
-    let in_merge = export.valid.is_ok();
-    out.push(match merged.conflicts.get(member) {
-        Some(why) if properties.is_empty() => {
-            ("Conflict", true, "PortConflict".to_owned(), why.clone())
-        }
-        Some(why) => (
-            "Conflict",
-            true,
-            format!("PortConflict,{}", property_reasons.join(",")),
-            format!("{why}; {}", property_message()),
-        ),
-        None if in_merge && !properties.is_empty() => (
-            "Conflict",
-            true,
-            property_reasons.join(","),
-            property_message(),
-        ),
-        None => (
+    // The MCS API asks for the Conflict condition on every export of the name, whichever one
+    // differs: each reason once, comma-joined, and what differs.
+    let mut reasons: Vec<&str> = Vec::new();
+    let mut what: Vec<String> = Vec::new();
+    if !merged.conflicts.is_empty() {
+        reasons.push("PortConflict");
+        what.extend(
+            merged
+                .conflicts
+                .iter()
+                .map(|(m, why)| format!("{m}: {why}")),
+        );
+    }
+    for (reason, differs) in &merged.property_conflicts {
+        reasons.push(reason);
+        what.push(differs.clone());
+    }
+    out.push(if reasons.is_empty() {
+        (
             "Conflict",
             false,
             "NoConflicts".to_owned(),
-            "its ports agree with every other export".to_owned(),
-        ),
+            "its ports and properties agree with every other export".to_owned(),
+        )
+    } else {
+        (
+            "Conflict",
+            true,
+            reasons.join(","),
+            format!(
+                "exports disagree: {}; the oldest export's values are imported",
+                what.join("; ")
+            ),
+        )
     });
     out.push(match (&export.backends, vip) {
         // Both said: a missing VIP is not to hide behind the missing backends.
         (Err(e), Err(v)) => ("Ready", false, "Failed".to_owned(), format!("{e}; {v}")),
         (Err(e), _) => ("Ready", false, "Failed".to_owned(), e.clone()),
         (_, Err(e)) => ("Ready", false, "Pending".to_owned(), e.to_owned()),
-        _ if merged.conflicts.contains_key(member) => (
+        _ if !merged.serving_ports.contains_key(member) => (
             "Ready",
             false,
             "Failed".to_owned(),
-            "serves nothing while its ports conflict".to_owned(),
+            "serves nothing while every port it exports conflicts with an older export".to_owned(),
         ),
         (Ok(b), Ok(vip)) => (
             "Ready",

@@ -76,6 +76,17 @@ fn a_cluster_ip_service_cannot_be_reached_from_other_clusters_and_says_what_to_d
     assert!(err.contains("no ready node"), "{err}");
 }
 
+/// Every listed member serves every port (no port conflicts).
+fn every_member_serves(
+    listed: &BTreeMap<String, Vec<Backend>>,
+    ports: &[ServicePort],
+) -> BTreeMap<String, Vec<String>> {
+    listed
+        .keys()
+        .map(|m| (m.clone(), ports.iter().map(|p| p.name.clone()).collect()))
+        .collect()
+}
+
 fn export(member: &str, created: &str, ports: &[(&str, i32, &str)]) -> Export {
     Export {
         member: member.to_owned(),
@@ -102,14 +113,97 @@ fn the_oldest_export_sets_the_ports_and_a_differing_one_is_a_named_conflict() {
         export("member-1", "2026-11-22T09:00:00Z", &[("http", 80, "TCP")]),
         export("member-3", "2026-11-22T11:00:00Z", &[("http", 80, "TCP")]),
     ]);
+    assert_eq!(merged.ports.len(), 1);
     assert_eq!(merged.ports[0].port, 80);
     assert_eq!(merged.serving, ["member-1", "member-3"]);
     let why = &merged.conflicts["member-2"];
     assert!(
-        why.contains("http:8080/TCP") && why.contains("http:80/TCP") && why.contains("member-1"),
+        why.contains("http:8080/TCP differs from http:80/TCP exported first by member-1")
+            && why.contains("serves nothing"),
         "{why}"
     );
     assert_eq!(merge(&[]), Merged::default());
+}
+
+/// The MCS API: the import's ports are the union of the exporters' ports; a name exported
+/// differently is a PortConflict on every export, the oldest export's port is imported, and each
+/// port's traffic goes only to the members that export it as imported.
+#[test]
+fn ports_are_the_union_and_a_port_conflict_is_named_on_every_export() {
+    let old = export(
+        "member-1",
+        "2026-11-22T09:00:00Z",
+        &[("http", 80, "TCP"), ("admin", 9000, "TCP")],
+    );
+    let new = export(
+        "member-2",
+        "2026-11-22T10:00:00Z",
+        &[("http", 8080, "TCP"), ("metrics", 9090, "TCP")],
+    );
+    let merged = merge(&[new.clone(), old.clone()]);
+    let ports: Vec<(&str, i32)> = merged
+        .ports
+        .iter()
+        .map(|p| (p.name.as_str(), p.port))
+        .collect();
+    assert_eq!(ports, [("http", 80), ("admin", 9000), ("metrics", 9090)]);
+    assert_eq!(merged.serving, ["member-1", "member-2"]);
+    assert_eq!(merged.serving_ports["member-1"], ["http", "admin"]);
+    assert_eq!(merged.serving_ports["member-2"], ["metrics"]);
+    for (member, e) in [("member-1", &old), ("member-2", &new)] {
+        let conditions = export_conditions(member, e, &merged, Ok(Ipv4Addr::new(10, 0, 0, 1)));
+        let conflict = conditions.iter().find(|c| c.0 == "Conflict").unwrap();
+        assert!(conflict.1, "{member}: {conflict:?}");
+        assert_eq!(conflict.2, "PortConflict", "{member}");
+        assert!(
+            conflict
+                .3
+                .contains("member-2: port http:8080/TCP differs from http:80/TCP"),
+            "{member}: {}",
+            conflict.3
+        );
+        let ready = conditions.iter().find(|c| c.0 == "Ready").unwrap();
+        assert!(ready.1, "{member} serves some ports: {ready:?}");
+    }
+
+    // Each member's EndpointSlice lists only the ports it serves.
+    let backend = |port: &str| Backend {
+        address: "10.0.1.1".parse().unwrap(),
+        node: None,
+        ports: BTreeMap::from([(port.to_owned(), 30000)]),
+    };
+    let listed = BTreeMap::from([
+        ("member-1".to_owned(), vec![backend("http")]),
+        ("member-2".to_owned(), vec![backend("metrics")]),
+    ]);
+    let objects = data_plane(&Import {
+        namespace: "shop",
+        name: "web",
+        vip: "10.9.0.1".parse().unwrap(),
+        hostname: "web.shop.example",
+        ports: &merged.ports,
+        properties: &merged.properties,
+        listed: &listed,
+        serving_ports: &merged.serving_ports,
+        cluster_ids: &BTreeMap::new(),
+    });
+    let slice_ports = |member: &str| -> Vec<String> {
+        let slice = objects
+            .iter()
+            .find(|o| {
+                o["kind"] == "EndpointSlice"
+                    && o["metadata"]["labels"][SOURCE_CLUSTER_LABEL] == member
+            })
+            .unwrap();
+        slice["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(slice_ports("member-1"), ["http", "admin"]);
+    assert_eq!(slice_ports("member-2"), ["metrics"]);
 }
 
 #[test]
@@ -243,6 +337,7 @@ fn a_gateway_gets_exact_weights_over_one_service_per_member() {
         ports: &ports,
         properties: &ServiceProperties::default(),
         listed: &listed,
+        serving_ports: &every_member_serves(&ranked, &ports),
         cluster_ids: &cluster_ids,
     };
     let gateway = crate::api::GatewayParent {
@@ -358,6 +453,7 @@ fn the_import_carries_the_oldest_exports_affinity_policies_and_one_family_per_ad
         ports: &merged.ports,
         properties: &merged.properties,
         listed: &listed,
+        serving_ports: &every_member_serves(&listed, &merged.ports),
         cluster_ids: &cluster_ids,
     });
     let spec = &spec["spec"];
@@ -400,6 +496,7 @@ fn endpoint_slices_name_the_service_and_the_source_cluster_by_its_id() {
         ports: &ports,
         properties: &ServiceProperties::default(),
         listed: &listed,
+        serving_ports: &every_member_serves(&listed, &ports),
         cluster_ids: &cluster_ids,
     });
     let slices: Vec<&serde_json::Value> = objects
@@ -466,6 +563,7 @@ fn property_conflicts_are_named_on_every_export_and_the_oldest_value_wins() {
         ports: &merged.ports,
         properties: &merged.properties,
         listed: &listed,
+        serving_ports: &every_member_serves(&listed, &merged.ports),
         cluster_ids: &cluster_ids,
     });
     assert_eq!(spec["metadata"]["labels"]["tier"], "gold");

@@ -444,6 +444,7 @@ impl LoopState {
             ports: &merged.ports,
             properties: &merged.properties,
             listed: &listed,
+            serving_ports: &merged.serving_ports,
             cluster_ids: &cluster_ids,
         };
         let (import_spec, import_status) = mcs::service_import(&import);
