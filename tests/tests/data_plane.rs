@@ -7,10 +7,11 @@
 //! kube-proxy routes the multi-cluster VIP by them. Requests to the VIP leave from inside member-1's
 //! first node (its network namespace), one TCP connection each, and the test counts who answers.
 //!
-//! That node is no backend of the VIP (node weight 0 in the policy): kube-proxy translates a
-//! connection once, so a connection it sent from that node to its own address could not then be
-//! translated again by the NodePort rules to a pod. member-1 so has one backend address (its second
-//! node) and member-2 two, which is what weights 100:200 need (one address in three is member-1's).
+//! That node is a backend too: on member-1 the hub server lists member-1's own backends as its
+//! ready pods, not as its node addresses with the node port, which kube-proxy would refuse from the
+//! node itself (it translates a connection once: VIP → own address and node port, and never again
+//! to a pod). Weights 100:200 over two nodes per member list one address of member-1 and two of
+//! member-2, so one request in three is member-1's.
 //!
 //! Failures are real: a member's kubelet hangs (SIGSTOP), the controller-manager marks its node
 //! NotReady after the playground's 16 s grace period, and with a survival ratio of 1 the member is
@@ -26,8 +27,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use multicluster_core::api::{MemberCluster, TrafficPolicy};
 use multicluster_tests::mcs::{api, create_namespace, export_service};
@@ -174,7 +176,7 @@ fn apply(pg: &Playground, context: &str, yaml: &str) {
     );
 }
 
-fn policy(name: &str, ns: &str, mode: &str, m1: &str, m2: &str, client_node: &str) -> String {
+fn policy(name: &str, ns: &str, mode: &str, m1: &str, m2: &str) -> String {
     [
         "apiVersion: multicluster.dev/v1alpha1".to_owned(),
         "kind: TrafficPolicy".to_owned(),
@@ -184,8 +186,7 @@ fn policy(name: &str, ns: &str, mode: &str, m1: &str, m2: &str, client_node: &st
         "  failbackAfterHealthyProbes: 2".to_owned(),
         "  services: [web]".to_owned(),
         "  members:".to_owned(),
-        // The node the requests leave from is no backend (see the module documentation).
-        format!("  - {{name: member-1, {m1}, nodes: [{{name: {client_node}, weight: 0}}]}}"),
+        format!("  - {{name: member-1, {m1}}}"),
         format!("  - {{name: member-2, {m2}}}"),
     ]
     .join("\n")
@@ -341,14 +342,7 @@ async fn member_1s_kube_proxy_spreads_the_vip_over_real_pods_of_both_members_by_
     apply(
         &pg,
         "hub",
-        &policy(
-            &name,
-            &ns,
-            "MultiActive",
-            "weight: 100",
-            "weight: 200",
-            &client.node,
-        ),
+        &policy(&name, &ns, "MultiActive", "weight: 100", "weight: 200"),
     );
     export_service(&m1, &ns, "web", PORT.into(), Some(30080), &pool).await;
     export_service(&m2, &ns, "web", PORT.into(), Some(30081), &pool).await;
@@ -371,6 +365,33 @@ async fn member_1s_kube_proxy_spreads_the_vip_over_real_pods_of_both_members_by_
     })
     .await;
     assert_spread(netns, vip, 1.0 / 3.0, "MultiActive 100:200").await;
+    // On member-1, member-1's own backend is one of its pods; member-2's are its node addresses.
+    let pod_ips: Vec<String> = Api::<Pod>::namespaced(m1.clone(), &ns)
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.status?.pod_ip)
+        .collect();
+    let listed: Vec<String> = Api::<EndpointSlice>::namespaced(m1.clone(), &ns)
+        .list(
+            &ListParams::default()
+                .labels("endpointslice.kubernetes.io/managed-by=multicluster.dev"),
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .flat_map(|s| s.endpoints.unwrap_or_default())
+        .flat_map(|e| e.addresses)
+        .collect();
+    assert_eq!(
+        listed.iter().filter(|a| pod_ips.contains(a)).count(),
+        1,
+        "member-1's pods {pod_ips:?}, listed on member-1: {listed:?}"
+    );
+    assert_eq!(listed.len(), 3, "{listed:?}");
 
     // member-2's second kubelet hangs. Its node leaving the backends alone would make the split
     // 1:1; only the member's health (one of two nodes not ready, below its ratio of 1) →
@@ -454,7 +475,6 @@ async fn member_1s_kube_proxy_spreads_the_vip_over_real_pods_of_both_members_by_
             "ActiveStandby",
             "weight: 100",
             "weight: 100, priority: 1, role: Standby",
-            &client.node,
         ),
     );
     until(netns, vip, "only the active member-1 answers", |s| {
@@ -462,9 +482,9 @@ async fn member_1s_kube_proxy_spreads_the_vip_over_real_pods_of_both_members_by_
     })
     .await;
     assert_spread(netns, vip, 1.0, "ActiveStandby, both healthy").await;
-    // The kubelet of member-1's first node hangs: that node is no backend, and member-1's one
-    // backend (its second node) stays ready, so only the member's health can move the traffic.
-    // The node's kube-proxy, which routes the requests, keeps running.
+    // The kubelet of member-1's first node hangs: its second node and the pod there stay ready, so
+    // only the member's health (survival ratio 1) can move all the traffic. The first node's
+    // kube-proxy, which routes the requests, keeps running.
     let failed = Instant::now();
     let hung = hang_kubelet(&pg, &m1, "member-1-node-1").await;
     until(netns, vip, "the standby member-2 takes over", |s| {

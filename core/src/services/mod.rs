@@ -10,11 +10,17 @@
 //! on: its load balancer's ingress addresses, else each ready node's InternalIP with the node port.
 //! [`endpoint_counts`] picks, per member, how many of them to list so that the shares come as close
 //! to the active weights as those addresses allow; a Gateway API data plane gets the exact weights.
+//!
+//! An exporting member is the exception in its own data plane: kube-proxy translates a connection
+//! once, so a connection it sent from a node to that node's own address and node port would never
+//! be translated again to a pod, and is refused. In the slices written on the exporting member
+//! itself, its own backends are its ready pod endpoints ([`local_backends`], [`listed_in`]).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::api::NodeWeight;
 
@@ -311,6 +317,56 @@ pub fn backends_of(service: &Service, nodes: &[Node]) -> Result<Vec<Backend>, St
         );
     }
     Ok(backends)
+}
+
+/// The ready pod endpoints of an exported Service in its own cluster, from the EndpointSlices that
+/// cluster's endpointslice controller keeps for it: how the exporting member itself reaches its
+/// pods through the multi-cluster VIP. Each carries the slice's port numbers (the pods' ports) by
+/// port name; an endpoint without a `ready` condition is ready, as the EndpointSlice API says.
+pub fn local_backends(slices: &[EndpointSlice]) -> Vec<Backend> {
+    let mut out: Vec<Backend> = slices
+        .iter()
+        .filter(|s| s.address_type == "IPv4")
+        .flat_map(|slice| {
+            let ports: BTreeMap<String, i32> = slice
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| Some((p.name.clone().unwrap_or_default(), p.port?)))
+                .collect();
+            slice
+                .endpoints
+                .iter()
+                .flatten()
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+                .filter_map(move |e| {
+                    Some(Backend {
+                        address: e.addresses.first()?.parse().ok()?,
+                        node: e.node_name.clone(),
+                        ports: ports.clone(),
+                    })
+                })
+        })
+        .collect();
+    out.sort_by_key(|b| b.address);
+    out.dedup_by_key(|b| b.address);
+    out
+}
+
+/// The backends `member` lists in its own data plane: as [`listed_backends`], but its own entries
+/// replaced by as many of its ready pod endpoints (`local`, at most as many as it lists now, so
+/// that its share of the traffic stays what the weights gave it).
+pub fn listed_in(
+    listed: &BTreeMap<String, Vec<Backend>>,
+    member: &str,
+    local: &[Backend],
+) -> BTreeMap<String, Vec<Backend>> {
+    let mut out = listed.clone();
+    if let Some(own) = out.get_mut(member) {
+        let count = own.len();
+        *own = local.iter().take(count).cloned().collect();
+    }
+    out
 }
 
 /// The exports of one name, merged as the MCS API asks: the union of their ports (by name; for a

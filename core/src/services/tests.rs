@@ -574,3 +574,50 @@ fn property_conflicts_are_named_on_every_export_and_the_oldest_value_wins() {
         "the oldest has none"
     );
 }
+
+/// An exporting member reaches its own pods through the VIP by their endpoints, not by its node
+/// addresses and node ports (kube-proxy would not translate a connection to its own node port a
+/// second time): its slice on itself lists as many ready pods as it lists node backends elsewhere.
+#[test]
+fn an_exporting_member_lists_its_own_ready_pods_in_its_own_data_plane() {
+    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web-abc"},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": ["10.200.1.7"], "nodeName": "n1", "conditions": {"ready": true}},
+            {"addresses": ["10.200.1.5"], "nodeName": "n1"},
+            {"addresses": ["10.200.2.9"], "nodeName": "n2", "conditions": {"ready": false}}
+        ]
+    }))
+    .unwrap();
+    let local = local_backends(&[slice]);
+    let addresses: Vec<String> = local.iter().map(|b| b.address.to_string()).collect();
+    assert_eq!(
+        addresses,
+        ["10.200.1.5", "10.200.1.7"],
+        "ready (or unset) only"
+    );
+    assert_eq!(
+        local[0].ports["http"], 8080,
+        "the pods' port, not a node port"
+    );
+
+    let node = |a: &str| Backend {
+        address: a.parse().unwrap(),
+        node: None,
+        ports: BTreeMap::from([("http".to_owned(), 30080)]),
+    };
+    let listed = BTreeMap::from([
+        ("member-1".to_owned(), vec![node("10.200.0.11")]),
+        (
+            "member-2".to_owned(),
+            vec![node("10.200.0.12"), node("10.200.0.13")],
+        ),
+    ]);
+    let own = listed_in(&listed, "member-1", &local);
+    assert_eq!(own["member-1"].len(), 1, "as many as it lists elsewhere");
+    assert_eq!(own["member-1"][0].address.to_string(), "10.200.1.5");
+    assert_eq!(own["member-2"], listed["member-2"], "the others' stay");
+    assert_eq!(listed_in(&listed, "member-3", &local), listed);
+}

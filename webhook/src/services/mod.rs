@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{
     DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
@@ -57,6 +58,8 @@ struct ExportSeen {
     pool: Option<String>,
     object: DynamicObject,
     service: Option<Service>,
+    /// The EndpointSlices the member's endpointslice controller keeps for that Service.
+    endpoint_slices: Vec<EndpointSlice>,
 }
 
 /// What the loop last read from one member.
@@ -461,15 +464,28 @@ impl LoopState {
             .as_ref()
             .map(|g| mcs::gateway_objects(&import, g, &ranked, &steering.weights))
             .unwrap_or_default();
+        // Each exporting member reaches its own backends by their pods (see `mcs::listed_in`).
+        let locals: BTreeMap<&str, Vec<Backend>> = seen
+            .iter()
+            .map(|(m, e)| (m.as_str(), mcs::local_backends(&e.endpoint_slices)))
+            .collect();
         for (member, view) in &self.views {
             if !view.namespaces.contains(ns) {
                 continue;
             }
             let gateway = if view.gateway_api { &gateway[..] } else { &[] };
-            for object in std::iter::once(&import_spec)
-                .chain(&data_plane)
-                .chain(gateway)
-            {
+            let own_plane;
+            let plane = match locals.get(member.as_str()) {
+                Some(local) if listed.contains_key(member) => {
+                    own_plane = mcs::data_plane(&Import {
+                        listed: &mcs::listed_in(&listed, member, local),
+                        ..import.clone()
+                    });
+                    &own_plane
+                }
+                _ => &data_plane,
+            };
+            for object in std::iter::once(&import_spec).chain(plane).chain(gateway) {
                 pass.desired.insert(key(Some(member), object));
                 pass.write(Some(member), object.clone(), false);
             }
@@ -993,7 +1009,11 @@ async fn read_member(
         Api::<Namespace>::all(client.clone()),
     );
     let routes_api = Api::<DynamicObject>::all_with(client.clone(), &http_route_resource());
-    let (exports, services, nodes, namespaces, gateway_api) = tokio::try_join!(
+    let slices_api = Api::<EndpointSlice>::all(client.clone());
+    // The member's own slices only: ours (managed-by multicluster.dev) are not its endpoints.
+    let own_slices = ListParams::default()
+        .labels("endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io");
+    let (exports, services, nodes, namespaces, gateway_api, slices) = tokio::try_join!(
         async {
             match exports_api.list(&lp).await {
                 Ok(l) => Ok(l.items),
@@ -1014,7 +1034,17 @@ async fn read_member(
                 Err(e) => Err(e),
             }
         },
+        slices_api.list(&own_slices),
     )?;
+    let mut slices_of: HashMap<(String, String), Vec<EndpointSlice>> = HashMap::new();
+    for slice in slices.items {
+        if let Some(service) = slice.labels().get("kubernetes.io/service-name") {
+            slices_of
+                .entry((slice.namespace().unwrap_or_default(), service.clone()))
+                .or_default()
+                .push(slice);
+        }
+    }
     let services: HashMap<(String, String), Service> = services
         .items
         .into_iter()
@@ -1028,6 +1058,9 @@ async fn read_member(
             let name = e.name_any();
             ExportSeen {
                 service: services.get(&(namespace.clone(), name.clone())).cloned(),
+                endpoint_slices: slices_of
+                    .remove(&(namespace.clone(), name.clone()))
+                    .unwrap_or_default(),
                 created: e
                     .metadata
                     .creation_timestamp
