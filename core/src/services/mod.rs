@@ -64,6 +64,8 @@ pub struct Backend {
     /// The node behind the address, when it is a node address (not a load balancer's).
     pub node: Option<String>,
     pub ports: BTreeMap<String, i32>,
+    /// A pod endpoint's hostname (a StatefulSet pod's name under a headless Service).
+    pub hostname: Option<String>,
 }
 
 /// What one member exports under a name.
@@ -94,6 +96,9 @@ pub struct ServiceProperties {
     pub internal_traffic_policy: Option<String>,
     /// For instance `PreferClose`.
     pub traffic_distribution: Option<String>,
+    /// A headless Service (`clusterIP: None`): imported as type `Headless`, with no clusterset IP;
+    /// other members reach its pods' own addresses.
+    pub headless: bool,
     /// The ServiceExport's `spec.exportedLabels`: carried to the ServiceImport.
     pub exported_labels: BTreeMap<String, String>,
     /// The ServiceExport's `spec.exportedAnnotations`: carried to the ServiceImport.
@@ -132,6 +137,14 @@ impl ServiceProperties {
                     ));
                 }
             };
+        let kind = |headless: bool| if headless { "Headless" } else { "ClusterSetIP" };
+        check(
+            self.headless != winner.headless,
+            "TypeConflict",
+            "type",
+            kind(self.headless).to_owned(),
+            kind(winner.headless).to_owned(),
+        );
         check(
             self.session_affinity != winner.session_affinity,
             "SessionAffinityConflict",
@@ -191,6 +204,7 @@ pub fn properties_of(service: &Service) -> ServiceProperties {
             .and_then(|c| serde_json::to_value(c).ok()),
         internal_traffic_policy: spec.internal_traffic_policy.clone(),
         traffic_distribution: spec.traffic_distribution.clone(),
+        headless: spec.cluster_ip.as_deref() == Some("None"),
         ..ServiceProperties::default()
     }
 }
@@ -275,6 +289,7 @@ pub fn backends_of(service: &Service, nodes: &[Node]) -> Result<Vec<Backend>, St
                 address,
                 node: None,
                 ports: by_name.clone(),
+                hostname: None,
             })
             .collect());
     }
@@ -307,6 +322,7 @@ pub fn backends_of(service: &Service, nodes: &[Node]) -> Result<Vec<Backend>, St
                 address,
                 node: n.metadata.name.clone(),
                 ports: node_ports.clone(),
+                hostname: None,
             })
         })
         .collect();
@@ -344,6 +360,7 @@ pub fn local_backends(slices: &[EndpointSlice]) -> Vec<Backend> {
                         address: e.addresses.first()?.parse().ok()?,
                         node: e.node_name.clone(),
                         ports: ports.clone(),
+                        hostname: e.hostname.clone(),
                     })
                 })
         })
@@ -859,6 +876,102 @@ fn endpoint_slice(
     })
 }
 
+/// The import side of a headless multi-cluster service (the MCS API's type `Headless`): a
+/// `ServiceImport` with no clusterset IP, and on every importing member one EndpointSlice per
+/// serving exporter listing its ready pod endpoints (with their hostnames, as a StatefulSet's pods
+/// have them) and the pods' ports it serves. Nothing routes a headless name: clients get the
+/// endpoints' addresses from DNS and connect to them directly, which needs pod addresses routable
+/// across the clusterset (the playground's are).
+pub fn headless_objects(
+    namespace: &str,
+    name: &str,
+    merged: &Merged,
+    endpoints: &BTreeMap<String, Vec<Backend>>,
+    cluster_ids: &BTreeMap<String, String>,
+) -> (serde_json::Value, serde_json::Value, Vec<serde_json::Value>) {
+    let mut spec = serde_json::json!({
+        "apiVersion": crate::vip::SERVICE_IMPORT_API_VERSION, "kind": "ServiceImport",
+        "metadata": {"name": name, "namespace": namespace, "labels": {SERVICE_LABEL: name}},
+        "spec": {"type": "Headless",
+                 "ports": merged.ports.iter().map(|p| port_json(p, p.port)).collect::<Vec<_>>()}
+    });
+    let properties = &merged.properties;
+    for (k, v) in &properties.exported_labels {
+        if k != SERVICE_LABEL {
+            spec["metadata"]["labels"][k] = v.clone().into();
+        }
+    }
+    for (k, v) in &properties.exported_annotations {
+        spec["metadata"]["annotations"][k] = v.clone().into();
+    }
+    for (field, value) in [
+        (
+            "sessionAffinity",
+            properties.session_affinity.clone().map(Into::into),
+        ),
+        (
+            "sessionAffinityConfig",
+            properties.session_affinity_config.clone(),
+        ),
+        (
+            "internalTrafficPolicy",
+            properties.internal_traffic_policy.clone().map(Into::into),
+        ),
+        (
+            "trafficDistribution",
+            properties.traffic_distribution.clone().map(Into::into),
+        ),
+    ] {
+        if let Some(value) = value {
+            spec["spec"][field] = value;
+        }
+    }
+    let status = serde_json::json!({
+        "apiVersion": crate::vip::SERVICE_IMPORT_API_VERSION, "kind": "ServiceImport",
+        "metadata": {"name": name, "namespace": namespace},
+        "status": {"clusters": merged.serving.iter().map(|m| serde_json::json!({"cluster": m})).collect::<Vec<_>>()}
+    });
+    let slices = merged
+        .serving
+        .iter()
+        .map(|member| {
+            let listed = endpoints.get(member).map_or(&[][..], Vec::as_slice);
+            let served = merged.serving_ports.get(member);
+            let ports: Vec<serde_json::Value> = merged
+                .ports
+                .iter()
+                .filter(|p| served.is_some_and(|names| names.contains(&p.name)))
+                .map(|p| {
+                    let port = listed
+                        .first()
+                        .and_then(|b| b.ports.get(&p.name))
+                        .copied()
+                        .unwrap_or(p.port);
+                    port_json(p, port)
+                })
+                .collect();
+            let cluster = cluster_ids.get(member).map_or(member.as_str(), String::as_str);
+            serde_json::json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": derived_name(&imported_service_name(name), member), "namespace": namespace,
+                             "labels": {"endpointslice.kubernetes.io/managed-by": ENDPOINTSLICE_MANAGER,
+                                        MCS_SERVICE_NAME_LABEL: name,
+                                        SOURCE_CLUSTER_LABEL: cluster, SERVICE_LABEL: name}},
+                "addressType": "IPv4",
+                "ports": ports,
+                "endpoints": listed.iter().map(|b| {
+                    let mut e = serde_json::json!({"addresses": [b.address.to_string()], "conditions": {"ready": true}});
+                    if let Some(h) = &b.hostname {
+                        e["hostname"] = h.clone().into();
+                    }
+                    e
+                }).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    (spec, status, slices)
+}
+
 /// For a Gateway API data plane (the policy names a `Gateway`): one selector-less Service per
 /// serving member listing all its ranked backends, and an `HTTPRoute` attached to the Gateway,
 /// for the service's hostname, whose `backendRefs` send to those Services with the active weights
@@ -921,7 +1034,7 @@ pub fn export_conditions(
     member: &str,
     export: &Export,
     merged: &Merged,
-    vip: Result<Ipv4Addr, &str>,
+    vip: Result<Option<Ipv4Addr>, &str>,
 ) -> Vec<Wanted> {
     let mut out = Vec::new();
     if let Err(invalid) = &export.valid {
@@ -997,12 +1110,21 @@ pub fn export_conditions(
             "Failed".to_owned(),
             "serves nothing while every port it exports conflicts with an older export".to_owned(),
         ),
-        (Ok(b), Ok(vip)) => (
+        (Ok(b), Ok(Some(vip))) => (
             "Ready",
             true,
             "Ready".to_owned(),
             format!(
                 "reachable from other members on {} address(es); multi-cluster VIP {vip}",
+                b.len()
+            ),
+        ),
+        (Ok(b), Ok(None)) => (
+            "Ready",
+            true,
+            "Ready".to_owned(),
+            format!(
+                "headless: other members reach its {} ready endpoint(s) by their own addresses",
                 b.len()
             ),
         ),

@@ -151,7 +151,8 @@ fn ports_are_the_union_and_a_port_conflict_is_named_on_every_export() {
     assert_eq!(merged.serving_ports["member-1"], ["http", "admin"]);
     assert_eq!(merged.serving_ports["member-2"], ["metrics"]);
     for (member, e) in [("member-1", &old), ("member-2", &new)] {
-        let conditions = export_conditions(member, e, &merged, Ok(Ipv4Addr::new(10, 0, 0, 1)));
+        let conditions =
+            export_conditions(member, e, &merged, Ok(Some(Ipv4Addr::new(10, 0, 0, 1))));
         let conflict = conditions.iter().find(|c| c.0 == "Conflict").unwrap();
         assert!(conflict.1, "{member}: {conflict:?}");
         assert_eq!(conflict.2, "PortConflict", "{member}");
@@ -171,6 +172,7 @@ fn ports_are_the_union_and_a_port_conflict_is_named_on_every_export() {
         address: "10.0.1.1".parse().unwrap(),
         node: None,
         ports: BTreeMap::from([(port.to_owned(), 30000)]),
+        hostname: None,
     };
     let listed = BTreeMap::from([
         ("member-1".to_owned(), vec![backend("http")]),
@@ -212,6 +214,7 @@ fn node_weights_order_backends_and_weight_zero_removes_one() {
         address: ip.parse().unwrap(),
         node: Some(n.to_owned()),
         ports: BTreeMap::new(),
+        hostname: None,
     };
     let nw = |name: &str, weight: u32, priority: u32| NodeWeight {
         name: name.to_owned(),
@@ -316,6 +319,7 @@ fn a_gateway_gets_exact_weights_over_one_service_per_member() {
         address: ip.parse().unwrap(),
         node: None,
         ports: BTreeMap::from([("http".to_owned(), 30080)]),
+        hostname: None,
     };
     let ports = [ServicePort {
         name: "http".to_owned(),
@@ -406,7 +410,7 @@ fn an_external_name_or_missing_service_is_not_valid_with_the_mcs_reasons_and_tak
     assert_eq!(merged.ports[0].port, 6432);
 
     let reasons = |member: &str, e: &Export| -> Vec<(String, bool, String)> {
-        export_conditions(member, e, &merged, Ok(Ipv4Addr::new(10, 0, 0, 1)))
+        export_conditions(member, e, &merged, Ok(Some(Ipv4Addr::new(10, 0, 0, 1))))
             .into_iter()
             .map(|(t, s, r, _)| (t.to_owned(), s, r))
             .collect()
@@ -482,6 +486,7 @@ fn endpoint_slices_name_the_service_and_the_source_cluster_by_its_id() {
         address: "10.0.1.1".parse().unwrap(),
         node: None,
         ports: BTreeMap::from([("http".to_owned(), 30080)]),
+        hostname: None,
     };
     let listed = BTreeMap::from([
         ("member-1".to_owned(), vec![backend.clone()]),
@@ -543,7 +548,8 @@ fn property_conflicts_are_named_on_every_export_and_the_oldest_value_wins() {
     let reasons: Vec<&str> = merged.property_conflicts.iter().map(|(r, _)| *r).collect();
     assert_eq!(reasons, ["SessionAffinityConflict", "LabelsConflict"]);
     for (member, e) in [("member-1", &old), ("member-2", &new)] {
-        let conditions = export_conditions(member, e, &merged, Ok(Ipv4Addr::new(10, 0, 0, 1)));
+        let conditions =
+            export_conditions(member, e, &merged, Ok(Some(Ipv4Addr::new(10, 0, 0, 1))));
         let conflict = conditions.iter().find(|c| c.0 == "Conflict").unwrap();
         assert!(conflict.1, "{member}: {conflict:?}");
         assert_eq!(conflict.2, "SessionAffinityConflict,LabelsConflict");
@@ -607,6 +613,7 @@ fn an_exporting_member_lists_its_own_ready_pods_in_its_own_data_plane() {
         address: a.parse().unwrap(),
         node: None,
         ports: BTreeMap::from([("http".to_owned(), 30080)]),
+        hostname: None,
     };
     let listed = BTreeMap::from([
         ("member-1".to_owned(), vec![node("10.200.0.11")]),
@@ -620,4 +627,70 @@ fn an_exporting_member_lists_its_own_ready_pods_in_its_own_data_plane() {
     assert_eq!(own["member-1"][0].address.to_string(), "10.200.1.5");
     assert_eq!(own["member-2"], listed["member-2"], "the others' stay");
     assert_eq!(listed_in(&listed, "member-3", &local), listed);
+}
+
+/// A headless Service is imported as type `Headless` with no clusterset IP, its exporters' pod
+/// endpoints (with their hostnames) in one slice each; an export that is not headless while the
+/// oldest is (or the other way round) is a `TypeConflict` on every export, and the oldest's type
+/// is imported.
+#[test]
+fn a_headless_export_is_imported_headless_with_its_pods_and_a_type_difference_is_a_conflict() {
+    let headless = service(
+        serde_json::json!({"spec": {"clusterIP": "None", "ports": [{"name": "db", "port": 5432}]}}),
+    );
+    let mut old = export("member-1", "2026-01-01T00:00:00Z", &[("db", 5432, "TCP")]);
+    old.properties = properties_of(&headless);
+    let new = export("member-2", "2026-02-01T00:00:00Z", &[("db", 5432, "TCP")]);
+    let merged = merge(&[new.clone(), old.clone()]);
+    assert!(merged.properties.headless, "the oldest export's type");
+    for (member, e) in [("member-1", &old), ("member-2", &new)] {
+        let conditions = export_conditions(member, e, &merged, Ok(None));
+        let conflict = conditions.iter().find(|c| c.0 == "Conflict").unwrap();
+        assert_eq!(
+            (conflict.1, conflict.2.as_str()),
+            (true, "TypeConflict"),
+            "{member}"
+        );
+        assert!(
+            conflict
+                .3
+                .contains("type ClusterSetIP (the oldest export has Headless)"),
+            "{}",
+            conflict.3
+        );
+        let ready = conditions.iter().find(|c| c.0 == "Ready").unwrap();
+        assert!(ready.1 && ready.3.starts_with("headless"), "{ready:?}");
+    }
+
+    let pod = |ip: &str, host: &str| Backend {
+        address: ip.parse().unwrap(),
+        node: Some("n1".to_owned()),
+        ports: BTreeMap::from([("db".to_owned(), 5432)]),
+        hostname: Some(host.to_owned()),
+    };
+    let endpoints = BTreeMap::from([
+        (
+            "member-1".to_owned(),
+            vec![pod("10.200.1.4", "db-0"), pod("10.200.1.5", "db-1")],
+        ),
+        ("member-2".to_owned(), vec![pod("10.200.2.4", "db-0")]),
+    ]);
+    let ids = BTreeMap::from([("member-1".to_owned(), "id-1".to_owned())]);
+    let (spec, status, slices) = headless_objects("shop", "db", &merged, &endpoints, &ids);
+    assert_eq!(spec["spec"]["type"], "Headless");
+    assert!(
+        spec["spec"]["ips"].is_null() && spec["spec"]["ipFamilies"].is_null(),
+        "{spec}"
+    );
+    assert_eq!(status["status"]["clusters"].as_array().unwrap().len(), 2);
+    assert_eq!(slices.len(), 2);
+    let first = &slices[0];
+    assert_eq!(first["metadata"]["labels"][SOURCE_CLUSTER_LABEL], "id-1");
+    assert_eq!(first["metadata"]["labels"][MCS_SERVICE_NAME_LABEL], "db");
+    assert_eq!(
+        first["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        ENDPOINTSLICE_MANAGER
+    );
+    assert_eq!(first["endpoints"][1]["hostname"], "db-1");
+    assert_eq!(first["ports"][0]["port"], 5432);
 }

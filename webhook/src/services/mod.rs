@@ -407,6 +407,11 @@ impl LoopState {
     ) {
         let exports = self.exports_of(ns, name, seen);
         let merged = mcs::merge(&exports);
+        if merged.properties.headless {
+            return self
+                .plan_headless(inputs, (ns, name), seen, (&exports, &merged), pass)
+                .await;
+        }
         // Nothing is imported, and no VIP handed out, for a name no valid export backs.
         let vip = if exports.iter().any(|e| e.valid.is_ok()) {
             vip_for(inputs, ns, name, seen).await
@@ -414,7 +419,7 @@ impl LoopState {
             Err("no valid export of this name".to_owned())
         };
         for ((member, seen_export), export) in seen.iter().zip(&exports) {
-            let vip_address = vip.as_ref().map(|v| v.0).map_err(String::as_str);
+            let vip_address = vip.as_ref().map(|v| Some(v.0)).map_err(String::as_str);
             let wanted = mcs::export_conditions(member, export, &merged, vip_address);
             let vip_now = vip.as_ref().ok().map(|(a, h)| (*a, h.as_str()));
             if let Some(patch) = export_patch(&seen_export.object, &wanted, vip_now) {
@@ -434,11 +439,7 @@ impl LoopState {
             mcs::weights_for(ns, name, inputs.policies, &merged.serving, inputs.clusters);
         let ranked = mcs::ranked_backends(&steering, &backends);
         let listed = mcs::listed_backends(&steering, &ranked);
-        let cluster_ids: BTreeMap<String, String> = inputs
-            .clusters
-            .iter()
-            .filter_map(|(member, c)| Some((member.clone(), c.spec.cluster_id.clone()?)))
-            .collect();
+        let cluster_ids = cluster_ids(inputs);
         let import = Import {
             namespace: ns,
             name,
@@ -493,6 +494,54 @@ impl LoopState {
         }
     }
 
+    /// A headless name (the oldest valid export's Service is headless): no VIP; every importing
+    /// member gets the `Headless` ServiceImport and one EndpointSlice per serving exporter with its
+    /// ready pods (`mcs::headless_objects`).
+    async fn plan_headless(
+        &self,
+        inputs: &PassInputs<'_>,
+        (ns, name): (&str, &str),
+        seen: &[(String, &ExportSeen)],
+        (exports, merged): (&[Export], &mcs::Merged),
+        pass: &mut Pass,
+    ) {
+        for ((member, seen_export), export) in seen.iter().zip(exports) {
+            let wanted = mcs::export_conditions(member, export, merged, Ok(None));
+            if let Some(patch) = export_patch(&seen_export.object, &wanted, None) {
+                pass.export_patches
+                    .push((member.clone(), seen_export.object.clone(), patch));
+            }
+        }
+        if merged.serving.is_empty() {
+            return;
+        }
+        // Every serving exporter's ready pods, also that of an export whose own Service is not
+        // headless (a TypeConflict: the oldest export's type is imported).
+        let endpoints: BTreeMap<String, Vec<Backend>> = seen
+            .iter()
+            .filter(|(member, _)| merged.serving.contains(member))
+            .map(|(member, e)| (member.clone(), mcs::local_backends(&e.endpoint_slices)))
+            .collect();
+        let (spec, status, slices) =
+            mcs::headless_objects(ns, name, merged, &endpoints, &cluster_ids(inputs));
+        if let Err(e) = ensure_hub_namespace(inputs.hub, ns, name).await {
+            tracing::warn!(namespace = ns, name, "headless service: {e}");
+            return;
+        }
+        pass.write(None, spec.clone(), false);
+        pass.write(None, status.clone(), true);
+        for (member, view) in &self.views {
+            if !view.namespaces.contains(ns) {
+                continue;
+            }
+            for object in std::iter::once(&spec).chain(&slices) {
+                pass.desired.insert(key(Some(member), object));
+                pass.write(Some(member), object.clone(), false);
+            }
+            pass.write(Some(member), status.clone(), true);
+        }
+    }
+
     /// The exports of one name as the merge reads them: ports and backends of each member's
     /// Service (an export without its Service has none, and says so).
     fn exports_of(&self, ns: &str, name: &str, seen: &[(String, &ExportSeen)]) -> Vec<Export> {
@@ -511,6 +560,15 @@ impl LoopState {
                         .unwrap_or_default()
                         .with_exported(&e.object.data["spec"]),
                     backends: match &e.service {
+                        // Headless: reached by its pods' own addresses.
+                        Some(svc) if mcs::properties_of(svc).headless => {
+                            let pods = mcs::local_backends(&e.endpoint_slices);
+                            if pods.is_empty() {
+                                Err("the headless Service has no ready endpoint".to_owned())
+                            } else {
+                                Ok(pods)
+                            }
+                        }
                         Some(svc) => mcs::backends_of(svc, nodes),
                         None => Err(format!(
                             "{} {ns}/{name} exists on {member}: create it, or delete the ServiceExport",
@@ -810,18 +868,7 @@ async fn create_hub_import(
             }
         }
     };
-    let namespaces: Api<Namespace> = Api::all(hub.clone());
-    if namespaces.get_opt(ns).await.ok().flatten().is_none() {
-        let object: Namespace = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": ns, "labels": {SERVICE_LABEL: name}}
-        }))
-        .map_err(|e| e.to_string())?;
-        match namespaces.create(&PostParams::default(), &object).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(format!("cannot create namespace {ns} on the hub: {e}")),
-        }
-    }
+    ensure_hub_namespace(hub, ns, name).await?;
     let object: DynamicObject = serde_json::from_value(serde_json::json!({
         "apiVersion": multicluster_core::vip::SERVICE_IMPORT_API_VERSION, "kind": "ServiceImport",
         "metadata": {"name": name, "namespace": ns, "labels": {SERVICE_LABEL: name, VIP_POOL: pool}},
@@ -849,6 +896,33 @@ async fn create_hub_import(
         "the hub's ServiceImport got no VIP: is the hub server's mutating webhook registered?"
             .to_owned()
     })
+}
+
+/// Creates namespace `ns` on the hub when it is missing (namespace sameness: the hub's
+/// ServiceImport lives in the exported Service's namespace).
+async fn ensure_hub_namespace(hub: &Client, ns: &str, name: &str) -> Result<(), String> {
+    let namespaces: Api<Namespace> = Api::all(hub.clone());
+    if namespaces.get_opt(ns).await.ok().flatten().is_none() {
+        let object: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": ns, "labels": {SERVICE_LABEL: name}}
+        }))
+        .map_err(|e| e.to_string())?;
+        match namespaces.create(&PostParams::default(), &object).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(format!("cannot create namespace {ns} on the hub: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Member → its cluster ID (`MemberCluster.spec.clusterId`), for the members that have one.
+fn cluster_ids(inputs: &PassInputs<'_>) -> BTreeMap<String, String> {
+    inputs
+        .clusters
+        .iter()
+        .filter_map(|(member, c)| Some((member.clone(), c.spec.cluster_id.clone()?)))
+        .collect()
 }
 
 /// The client of this pass for `member`.
