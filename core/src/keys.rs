@@ -50,6 +50,11 @@ pub const SOURCE_HASH: &str = "multicluster.dev/source-hash";
 /// (`member-1=2/3,member-2=0/1`), for `kubectl multicluster vip list`.
 pub const BACKENDS: &str = "multicluster.dev/backends";
 
+/// Annotation on the hub's `ServiceImport` of a multi-cluster service whose exports disagree: the
+/// Conflict condition's reasons and message as every export carries it
+/// (`PortConflict: exports disagree: …`), for `kubectl multicluster services list`.
+pub const CONFLICTS: &str = "multicluster.dev/conflicts";
+
 /// Annotation on a `StorageLocation` asking the hub server to check it now; the value is a token
 /// that the check copies into `status.lastCheckRequest` (`kubectl multicluster snapshot location
 /// check` waits for it).

@@ -78,6 +78,9 @@ pub enum Command {
     /// Load sharing and backup across members: create, show, set, drain and undrain TrafficPolicies
     #[command(subcommand)]
     Traffic(crate::traffic::TrafficCommand),
+    /// Multi-cluster services (ServiceExport → ServiceImport): type, IPs, exporters, conflicts
+    #[command(subcommand)]
+    Services(crate::services::ServicesCommand),
     /// List and show the virtual IPs handed out to Services
     #[command(subcommand)]
     Vip(crate::vip::VipCommand),
@@ -272,6 +275,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = hub_client(&cli.global).await?;
             let ns = namespace(&cli.global, &client);
             crate::traffic::run(cmd, client, &ns, format).await
+        }
+        Command::Services(cmd) => {
+            let namespace = cli.global.namespace.clone();
+            crate::services::run(cmd, hub_client(&cli.global).await?, namespace, format).await
         }
         Command::Vip(cmd) => crate::vip::run(cmd, hub_client(&cli.global).await?, format).await,
         Command::Snapshot(cmd) => {

@@ -6,6 +6,7 @@
 pub mod distribution;
 pub mod fencing;
 pub mod members;
+pub mod services;
 pub mod snapshot;
 pub mod traffic;
 pub mod vip;

@@ -162,7 +162,8 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
 
     // ... and one EndpointSlice per exporting member, with that member's node port. Equal member
     // weights (no TrafficPolicy) mean equal shares on kube-proxy, which spreads evenly over
-    // addresses: member-1 lists 1 of its 2 node addresses, member-2 its one.
+    // addresses: member-1 lists 1 of its 2 node addresses, member-2 its one (each on the other
+    // member; on itself, an exporter lists its ready pods).
     let node_port = async |member: &Client| {
         let service = Api::<Service>::namespaced(member.clone(), &ns)
             .get("web")
@@ -171,7 +172,7 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
         service.spec.unwrap().ports.unwrap()[0].node_port.unwrap()
     };
     let (m1_port, m2_port) = (node_port(&m1).await, node_port(&m2).await);
-    for member in [&m1, &m2] {
+    for (name, member) in [("member-1", &m1), ("member-2", &m2)] {
         let (addresses, port, labels) =
             eventually("member-1's backends listed", WAIT, async || {
                 slice_of(member, &ns, "member-1")
@@ -179,9 +180,15 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
                     .ok_or("no slice".to_owned())
             })
             .await;
-        assert_eq!(addresses.len(), 1, "{addresses:?}");
-        assert!(addresses[0] == "10.251.1.2" || addresses[0] == "10.251.1.3");
-        assert_eq!(port, m1_port);
+        if name == "member-1" {
+            // An exporter reaches its own backends by its ready pods, and this API-only cluster
+            // runs none (services_on_nodes.rs and data_plane.rs check the pods).
+            assert_eq!(addresses, Vec::<String>::new(), "{name}");
+        } else {
+            assert_eq!(addresses.len(), 1, "{addresses:?}");
+            assert!(addresses[0] == "10.251.1.2" || addresses[0] == "10.251.1.3");
+            assert_eq!(port, m1_port);
+        }
         assert_eq!(
             labels["endpointslice.kubernetes.io/managed-by"],
             "multicluster.dev"
@@ -199,7 +206,11 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
                 .ok_or("no slice".to_owned())
         })
         .await;
-        assert_eq!((addresses, port), (vec!["10.251.2.2".to_owned()], m2_port));
+        if name == "member-2" {
+            assert_eq!(addresses, Vec::<String>::new(), "{name}");
+        } else {
+            assert_eq!((addresses, port), (vec!["10.251.2.2".to_owned()], m2_port));
+        }
     }
 
     // `vip list` names the multi-cluster service and who serves it.
@@ -328,7 +339,8 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
         "kube-proxy's slices carry 300:100 as 2 addresses to 1",
         WAIT,
         async || {
-            let one = slice_of(&m1, &ns, "member-1").await.map(|s| s.0.len());
+            // Each as the other member lists it (an exporter lists its own pods on itself).
+            let one = slice_of(&m2, &ns, "member-1").await.map(|s| s.0.len());
             let two = slice_of(&m1, &ns, "member-2").await.map(|s| s.0.len());
             if (one, two) == (Some(2), Some(1)) {
                 Ok(())
@@ -393,6 +405,29 @@ async fn exports_on_two_members_with_played_nodes_become_one_service_with_its_vi
         },
     )
     .await;
+    // `kubectl multicluster services list` shows the service with its conflict, from the hub.
+    let listed = eventually("services list shows the PortConflict", WAIT, async || {
+        let out = run_ok(&mut pg.multicluster(&["services", "list", "-n", &ns, "-o", "json"]));
+        let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+        match rows.iter().find(|r| r["name"] == "web") {
+            Some(r)
+                if r["conflict"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("PortConflict: ")) =>
+            {
+                Ok(r.clone())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(listed["type"], "ClusterSetIP", "{listed}");
+    assert_eq!(listed["ports"][0], "http:80/TCP", "{listed}");
+    let table = run_ok(&mut pg.multicluster(&["services", "list", "-n", &ns]));
+    assert!(
+        table.contains("PortConflict") && table.contains("web"),
+        "{table}"
+    );
     eventually(
         "member-2's backends leave the data plane",
         WAIT,

@@ -178,6 +178,16 @@ async fn a_headless_statefulset_exported_from_two_members_is_imported_headless_w
         .await;
     }
 
+    // The hub lists it as a headless multi-cluster service exported by both, with no IPs.
+    let out = multicluster_tests::run_ok(
+        &mut pg.multicluster(&["services", "list", "-n", &ns, "-o", "json"]),
+    );
+    let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 1, "{out}");
+    assert_eq!(rows[0]["type"], "Headless", "{out}");
+    assert_eq!(rows[0]["ips"], serde_json::json!([]), "{out}");
+    assert_eq!(rows[0]["exporters"].as_array().unwrap().len(), 2, "{out}");
+
     // A pod of member-2 connects to member-1's pods by the addresses member-2's slice lists.
     let on_m2 = mcs_slices(&m2, &ns).await;
     let member1_pods = &on_m2.iter().find(|(s, _)| *s == id1).unwrap().1;

@@ -1024,6 +1024,35 @@ pub fn gateway_objects(
     out
 }
 
+/// What the exports of a name disagree on, as the MCS API's Conflict condition says it on every
+/// export of the name: each reason once, comma-joined, and what differs. `None`: they agree.
+pub fn conflict(merged: &Merged) -> Option<(String, String)> {
+    let mut reasons: Vec<&str> = Vec::new();
+    let mut what: Vec<String> = Vec::new();
+    if !merged.conflicts.is_empty() {
+        reasons.push("PortConflict");
+        what.extend(
+            merged
+                .conflicts
+                .iter()
+                .map(|(m, why)| format!("{m}: {why}")),
+        );
+    }
+    for (reason, differs) in &merged.property_conflicts {
+        reasons.push(reason);
+        what.push(differs.clone());
+    }
+    (!reasons.is_empty()).then(|| {
+        (
+            reasons.join(","),
+            format!(
+                "exports disagree: {}; the oldest export's values are imported",
+                what.join("; ")
+            ),
+        )
+    })
+}
+
 /// A condition the loop wants on a `ServiceExport`: type, status, reason, message.
 pub type Wanted = (&'static str, bool, String, String);
 
@@ -1065,39 +1094,15 @@ pub fn export_conditions(
         "the exported Service exists and may be exported".to_owned(),
     ));
     // The MCS API asks for the Conflict condition on every export of the name, whichever one
-    // differs: each reason once, comma-joined, and what differs.
-    let mut reasons: Vec<&str> = Vec::new();
-    let mut what: Vec<String> = Vec::new();
-    if !merged.conflicts.is_empty() {
-        reasons.push("PortConflict");
-        what.extend(
-            merged
-                .conflicts
-                .iter()
-                .map(|(m, why)| format!("{m}: {why}")),
-        );
-    }
-    for (reason, differs) in &merged.property_conflicts {
-        reasons.push(reason);
-        what.push(differs.clone());
-    }
-    out.push(if reasons.is_empty() {
-        (
+    // differs.
+    out.push(match conflict(merged) {
+        None => (
             "Conflict",
             false,
             "NoConflicts".to_owned(),
             "its ports and properties agree with every other export".to_owned(),
-        )
-    } else {
-        (
-            "Conflict",
-            true,
-            reasons.join(","),
-            format!(
-                "exports disagree: {}; the oldest export's values are imported",
-                what.join("; ")
-            ),
-        )
+        ),
+        Some((reasons, message)) => ("Conflict", true, reasons, message),
     });
     out.push(match (&export.backends, vip) {
         // Both said: a missing VIP is not to hide behind the missing backends.

@@ -457,6 +457,7 @@ impl LoopState {
         hub_spec["metadata"]["annotations"] = serde_json::json!({
             multicluster_core::keys::BACKENDS: mcs::backends_summary(&listed, &backends)
         });
+        annotate_conflict(&mut hub_spec, &merged);
         pass.write(None, hub_spec, false);
         pass.write(None, import_status.clone(), true);
         let data_plane = mcs::data_plane(&import);
@@ -528,7 +529,9 @@ impl LoopState {
             tracing::warn!(namespace = ns, name, "headless service: {e}");
             return;
         }
-        pass.write(None, spec.clone(), false);
+        let mut hub_spec = spec.clone();
+        annotate_conflict(&mut hub_spec, merged);
+        pass.write(None, hub_spec, false);
         pass.write(None, status.clone(), true);
         for (member, view) in &self.views {
             if !view.namespaces.contains(ns) {
@@ -914,6 +917,15 @@ async fn ensure_hub_namespace(hub: &Client, ns: &str, name: &str) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// Puts what the exports disagree on on the hub's copy of the ServiceImport, for
+/// `kubectl multicluster services list`; nothing when they agree (applying without it removes it).
+fn annotate_conflict(hub_spec: &mut serde_json::Value, merged: &mcs::Merged) {
+    if let Some((reasons, message)) = mcs::conflict(merged) {
+        hub_spec["metadata"]["annotations"][multicluster_core::keys::CONFLICTS] =
+            format!("{reasons}: {message}").into();
+    }
 }
 
 /// Member → its cluster ID (`MemberCluster.spec.clusterId`), for the members that have one.
