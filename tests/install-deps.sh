@@ -200,59 +200,33 @@ install_csi() {
     github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity
 }
 
-# KWOK: `go install` works (its go.mod has no replace directives).
-install_kwok() {
-  if [[ -x "$kwok_dir/kwok" ]]; then
-    log "kwok $KWOK_VERSION already in $kwok_dir"
+# A command of a module whose go.mod has no replace directives, so that `go install mod@v` works:
+#   go_install DEST_DIR PACKAGE VERSION "HOW LONG"
+go_install() {
+  local dest=$1 package=$2 version=$3 how_long=$4
+  local name=${package##*/}
+  [[ $name == v[0-9]* ]] && { name=${package%/*}; name=${name##*/}; }
+  if [[ -x "$dest/$name" ]]; then
+    log "$name $version already in $dest"
     return
   fi
-  command -v go >/dev/null || { log "go is required to build kwok"; exit 1; }
-  log "building kwok $KWOK_VERSION from the Go module proxy (about 2 min, once)"
-  mkdir -p "$kwok_dir"
-  GOBIN="$kwok_dir/.build" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
-    "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" >&2
-  mv "$kwok_dir/.build/kwok" "$kwok_dir/kwok"
-  rmdir "$kwok_dir/.build"
-}
-
-# CoreDNS: `go install` works (its go.mod has no replace directives).
-install_coredns() {
-  if [[ -x "$coredns_dir/coredns" ]]; then
-    log "coredns $COREDNS_VERSION already in $coredns_dir"
-    return
-  fi
-  command -v go >/dev/null || { log "go is required to build coredns"; exit 1; }
-  log "building coredns $COREDNS_VERSION from the Go module proxy (a few minutes, once)"
-  mkdir -p "$coredns_dir"
-  GOBIN="$coredns_dir/.build" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
-    "github.com/coredns/coredns@$COREDNS_VERSION" >&2
-  mv "$coredns_dir/.build/coredns" "$coredns_dir/coredns"
-  rmdir "$coredns_dir/.build"
-}
-
-# MinIO: the S3 server snapshot archives are written to in the end-to-end tests.
-install_minio() {
-  if [[ -x "$minio_dir/minio" ]]; then
-    log "minio $MINIO_VERSION already in $minio_dir"
-    return
-  fi
-  command -v go >/dev/null || { log "go is required to build minio"; exit 1; }
-  log "building minio $MINIO_VERSION from the Go module proxy (about 3 min on 2 cores, once)"
-  mkdir -p "$minio_dir"
-  GOBIN="$minio_dir/.build" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
-    "github.com/minio/minio@$MINIO_VERSION" >&2
-  mv "$minio_dir/.build/minio" "$minio_dir/minio"
-  rmdir "$minio_dir/.build"
-  log "minio: $("$minio_dir/minio" --version | head -1)"
+  command -v go >/dev/null || { log "go is required to build $name"; exit 1; }
+  log "building $name $version from the Go module proxy ($how_long, once)"
+  mkdir -p "$dest"
+  GOBIN="$dest/.build" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "$package@$version" >&2
+  mv "$dest/.build/$name" "$dest/$name"
+  rmdir "$dest/.build"
 }
 
 install_etcd
 install_kube_binaries kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
 install_debian_packages
 install_csi
-install_kwok
-install_coredns
-$playground_only || install_minio
+# KWOK keeps the simulated nodes alive; CoreDNS is the members' cluster DNS; MinIO is the S3 server
+# snapshot archives are written to in the end-to-end tests.
+go_install "$kwok_dir" sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" "about 2 min"
+go_install "$coredns_dir" github.com/coredns/coredns "$COREDNS_VERSION" "about 2 min"
+$playground_only || go_install "$minio_dir" github.com/minio/minio "$MINIO_VERSION" "about 3 min on 2 cores"
 # stdout: where the binaries are, one KEY=path a line, for scripts to source.
 echo "ETCD=$etcd_dir/etcd"
 for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do

@@ -199,6 +199,37 @@ impl Playground {
         cmd
     }
 
+    /// `kubectl multicluster restore create SNAPSHOT --to-cluster CLUSTER --to-namespace NAMESPACE
+    /// --name NAME -o json`, which must succeed with its progress followed through the Hydrating,
+    /// Restoring and Completed phases; the restore as it ended.
+    pub fn restore_followed(
+        &self,
+        snapshot: &str,
+        cluster: &str,
+        namespace: &str,
+        name: &str,
+    ) -> multicluster_core::api::NamespaceRestore {
+        let out = run(&mut self.multicluster(&[
+            "restore",
+            "create",
+            snapshot,
+            "--to-cluster",
+            cluster,
+            "--to-namespace",
+            namespace,
+            "--name",
+            name,
+            "-o",
+            "json",
+        ]));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        for phase in ["Hydrating:", "Restoring:", "Completed:"] {
+            assert!(stderr.contains(phase), "no {phase} in:\n{stderr}");
+        }
+        serde_json::from_slice(&out.stdout).expect("restore create -o json prints the restore")
+    }
+
     /// The process id of `cluster`'s API server (to stop it with SIGSTOP, as a hung host).
     pub fn apiserver_pid(&self, cluster: &str) -> i32 {
         let pid = self

@@ -94,25 +94,7 @@ async fn a_restore_into_an_empty_namespace_of_another_member_with_a_played_provi
     let target = unique_name("shop-restored");
     let provisioner = PlayedProvisioner::start(m2.clone(), &target);
     let restore = unique_name("r");
-    let out = run(&mut pg.multicluster(&[
-        "restore",
-        "create",
-        &snapshot,
-        "--to-cluster",
-        "member-2",
-        "--to-namespace",
-        &target,
-        "--name",
-        &restore,
-        "-o",
-        "json",
-    ]));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    for phase in ["Hydrating:", "Restoring:", "Completed:"] {
-        assert!(stderr.contains(phase), "no {phase} in:\n{stderr}");
-    }
-    let done: NamespaceRestore = serde_json::from_slice(&out.stdout).unwrap();
+    let done = pg.restore_followed(&snapshot, "member-2", &target, &restore);
     let status = done.status.unwrap();
     assert_eq!(status.objects_written, status.objects_total, "{status:?}");
     assert!(status.failures.is_empty(), "{:?}", status.failures);

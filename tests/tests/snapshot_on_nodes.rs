@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, ServiceAccount};
 use kube::api::{DynamicObject, ListParams, PostParams};
 use kube::{Api, Client};
-use multicluster_core::api::{HookStatus, NamespaceRestore, NamespaceSnapshot, SnapshotPhase};
+use multicluster_core::api::{HookStatus, NamespaceSnapshot, SnapshotPhase};
 use multicluster_core::playground::CSI_DRIVER;
 use multicluster_tests::csi::resource;
 use multicluster_tests::{eventually, playground_with_nodes, run, run_ok, unique_name};
@@ -186,25 +186,7 @@ async fn a_statefulset_whose_pods_wrote_data_is_cut_by_the_csi_driver_once_its_p
     // snapshots (new volumes, the snapshot's data copied in) before the StatefulSet exists.
     let target = unique_name("ledger-restored");
     let restore = unique_name("r");
-    let out = run(&mut pg.multicluster(&[
-        "restore",
-        "create",
-        &name,
-        "--to-cluster",
-        "member-1",
-        "--to-namespace",
-        &target,
-        "--name",
-        &restore,
-        "-o",
-        "json",
-    ]));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    for phase in ["Hydrating:", "Restoring:", "Completed:"] {
-        assert!(stderr.contains(phase), "no {phase} in:\n{stderr}");
-    }
-    let done: NamespaceRestore = serde_json::from_slice(&out.stdout).unwrap();
+    let done = pg.restore_followed(&name, "member-1", &target, &restore);
     let restored = done.status.unwrap();
     assert!(restored.failures.is_empty(), "{:?}", restored.failures);
     rollout(&target);

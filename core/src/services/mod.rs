@@ -751,23 +751,10 @@ fn port_json(p: &ServicePort, port: i32) -> serde_json::Value {
     v
 }
 
-/// The `ServiceImport` (spec and status) of a multi-cluster service, as the hub and every
-/// importing member hold it.
-pub fn service_import(import: &Import<'_>) -> (serde_json::Value, serde_json::Value) {
-    let spec = serde_json::json!({
-        "apiVersion": crate::vip::SERVICE_IMPORT_API_VERSION, "kind": "ServiceImport",
-        "metadata": {"name": import.name, "namespace": import.namespace,
-                     "labels": {SERVICE_LABEL: import.name},
-                     "annotations": {crate::keys::VIP: import.vip.to_string(), crate::keys::HOSTNAME: import.hostname}},
-        "spec": {"type": "ClusterSetIP", "ips": [import.vip.to_string()],
-                 // The pool hands out IPv4 VIPs only, so the one family agrees with `ips`.
-                 "ipFamilies": ["IPv4"],
-                 "ports": import.ports.iter().map(|p| port_json(p, p.port)).collect::<Vec<_>>()}
-    });
-    let mut spec = spec;
-    let properties = import.properties;
-    // The oldest export's exported labels and annotations; ours (which find and route the
-    // import) are not theirs to replace.
+/// Puts the imported properties on a ServiceImport: the oldest export's exported labels and
+/// annotations (ours, which find and route the import, are not theirs to replace), its session
+/// affinity and config, internal traffic policy and traffic distribution.
+fn carry_properties(spec: &mut serde_json::Value, properties: &ServiceProperties) {
     for (k, v) in &properties.exported_labels {
         if k != SERVICE_LABEL {
             spec["metadata"]["labels"][k] = v.clone().into();
@@ -800,6 +787,44 @@ pub fn service_import(import: &Import<'_>) -> (serde_json::Value, serde_json::Va
             spec["spec"][field] = value;
         }
     }
+}
+
+/// The ports of a member's EndpointSlice: those of `ports` it serves, each with the number its
+/// backends take it on (a node port, a pod's port), else the service port.
+fn slice_ports(
+    ports: &[ServicePort],
+    served: Option<&Vec<String>>,
+    backends: &[Backend],
+) -> Vec<serde_json::Value> {
+    ports
+        .iter()
+        .filter(|p| served.is_some_and(|names| names.contains(&p.name)))
+        .map(|p| {
+            let port = backends
+                .first()
+                .and_then(|b| b.ports.get(&p.name))
+                .copied()
+                .unwrap_or(p.port);
+            port_json(p, port)
+        })
+        .collect()
+}
+
+/// The `ServiceImport` (spec and status) of a multi-cluster service, as the hub and every
+/// importing member hold it.
+pub fn service_import(import: &Import<'_>) -> (serde_json::Value, serde_json::Value) {
+    let spec = serde_json::json!({
+        "apiVersion": crate::vip::SERVICE_IMPORT_API_VERSION, "kind": "ServiceImport",
+        "metadata": {"name": import.name, "namespace": import.namespace,
+                     "labels": {SERVICE_LABEL: import.name},
+                     "annotations": {crate::keys::VIP: import.vip.to_string(), crate::keys::HOSTNAME: import.hostname}},
+        "spec": {"type": "ClusterSetIP", "ips": [import.vip.to_string()],
+                 // The pool hands out IPv4 VIPs only, so the one family agrees with `ips`.
+                 "ipFamilies": ["IPv4"],
+                 "ports": import.ports.iter().map(|p| port_json(p, p.port)).collect::<Vec<_>>()}
+    });
+    let mut spec = spec;
+    carry_properties(&mut spec, import.properties);
     let status = serde_json::json!({
         "apiVersion": crate::vip::SERVICE_IMPORT_API_VERSION, "kind": "ServiceImport",
         "metadata": {"name": import.name, "namespace": import.namespace},
@@ -842,25 +867,7 @@ fn endpoint_slice(
 ) -> serde_json::Value {
     // Only the ports this member serves: kube-proxy sends a port's traffic to the endpoints of the
     // slices that list it, so a port exported differently goes only to the export imported.
-    let serves = |p: &&ServicePort| {
-        import
-            .serving_ports
-            .get(member)
-            .is_some_and(|names| names.contains(&p.name))
-    };
-    let ports: Vec<serde_json::Value> = import
-        .ports
-        .iter()
-        .filter(serves)
-        .map(|p| {
-            let port = backends
-                .first()
-                .and_then(|b| b.ports.get(&p.name))
-                .copied()
-                .unwrap_or(p.port);
-            port_json(p, port)
-        })
-        .collect();
+    let ports = slice_ports(import.ports, import.serving_ports.get(member), backends);
     serde_json::json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": slice, "namespace": import.namespace,
@@ -895,37 +902,7 @@ pub fn headless_objects(
         "spec": {"type": "Headless",
                  "ports": merged.ports.iter().map(|p| port_json(p, p.port)).collect::<Vec<_>>()}
     });
-    let properties = &merged.properties;
-    for (k, v) in &properties.exported_labels {
-        if k != SERVICE_LABEL {
-            spec["metadata"]["labels"][k] = v.clone().into();
-        }
-    }
-    for (k, v) in &properties.exported_annotations {
-        spec["metadata"]["annotations"][k] = v.clone().into();
-    }
-    for (field, value) in [
-        (
-            "sessionAffinity",
-            properties.session_affinity.clone().map(Into::into),
-        ),
-        (
-            "sessionAffinityConfig",
-            properties.session_affinity_config.clone(),
-        ),
-        (
-            "internalTrafficPolicy",
-            properties.internal_traffic_policy.clone().map(Into::into),
-        ),
-        (
-            "trafficDistribution",
-            properties.traffic_distribution.clone().map(Into::into),
-        ),
-    ] {
-        if let Some(value) = value {
-            spec["spec"][field] = value;
-        }
-    }
+    carry_properties(&mut spec, &merged.properties);
     let status = serde_json::json!({
         "apiVersion": crate::vip::SERVICE_IMPORT_API_VERSION, "kind": "ServiceImport",
         "metadata": {"name": name, "namespace": namespace},
@@ -936,20 +913,7 @@ pub fn headless_objects(
         .iter()
         .map(|member| {
             let listed = endpoints.get(member).map_or(&[][..], Vec::as_slice);
-            let served = merged.serving_ports.get(member);
-            let ports: Vec<serde_json::Value> = merged
-                .ports
-                .iter()
-                .filter(|p| served.is_some_and(|names| names.contains(&p.name)))
-                .map(|p| {
-                    let port = listed
-                        .first()
-                        .and_then(|b| b.ports.get(&p.name))
-                        .copied()
-                        .unwrap_or(p.port);
-                    port_json(p, port)
-                })
-                .collect();
+            let ports = slice_ports(&merged.ports, merged.serving_ports.get(member), listed);
             let cluster = cluster_ids.get(member).map_or(member.as_str(), String::as_str);
             serde_json::json!({
                 "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
