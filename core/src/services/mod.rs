@@ -394,8 +394,6 @@ pub struct Merged {
     pub ports: Vec<ServicePort>,
     /// The oldest valid export's properties (the MCS API: the oldest export's value wins).
     pub properties: ServiceProperties,
-    /// Members serving at least one imported port, in name order.
-    pub serving: Vec<String>,
     /// Member → the names of the imported ports it serves: those it exports exactly as imported.
     /// Traffic for a port goes only to the members that serve it.
     pub serving_ports: BTreeMap<String, Vec<String>>,
@@ -466,7 +464,6 @@ pub fn merge(exports: &[Export]) -> Merged {
             );
         }
         if !served.is_empty() {
-            merged.serving.push(export.member.clone());
             merged.serving_ports.insert(export.member.clone(), served);
         }
     }
@@ -486,8 +483,14 @@ pub fn merge(exports: &[Export]) -> Merged {
             }
         }
     }
-    merged.serving.sort();
     merged
+}
+
+impl Merged {
+    /// Members serving at least one imported port, in name order.
+    pub fn serving(&self) -> Vec<String> {
+        self.serving_ports.keys().cloned().collect()
+    }
 }
 
 /// Orders a member's backends by their node's priority (lower first), then weight (higher
@@ -906,11 +909,11 @@ pub fn headless_objects(
     let status = serde_json::json!({
         "apiVersion": crate::vip::SERVICE_IMPORT_API_VERSION, "kind": "ServiceImport",
         "metadata": {"name": name, "namespace": namespace},
-        "status": {"clusters": merged.serving.iter().map(|m| serde_json::json!({"cluster": m})).collect::<Vec<_>>()}
+        "status": {"clusters": merged.serving_ports.keys().map(|m| serde_json::json!({"cluster": m})).collect::<Vec<_>>()}
     });
     let slices = merged
-        .serving
-        .iter()
+        .serving_ports
+        .keys()
         .map(|member| {
             let listed = endpoints.get(member).map_or(&[][..], Vec::as_slice);
             let ports = slice_ports(&merged.ports, merged.serving_ports.get(member), listed);

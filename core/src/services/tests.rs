@@ -115,7 +115,7 @@ fn the_oldest_export_sets_the_ports_and_a_differing_one_is_a_named_conflict() {
     ]);
     assert_eq!(merged.ports.len(), 1);
     assert_eq!(merged.ports[0].port, 80);
-    assert_eq!(merged.serving, ["member-1", "member-3"]);
+    assert_eq!(merged.serving(), ["member-1", "member-3"]);
     let why = &merged.conflicts["member-2"];
     assert!(
         why.contains("http:8080/TCP differs from http:80/TCP exported first by member-1")
@@ -147,7 +147,7 @@ fn ports_are_the_union_and_a_port_conflict_is_named_on_every_export() {
         .map(|p| (p.name.as_str(), p.port))
         .collect();
     assert_eq!(ports, [("http", 80), ("admin", 9000), ("metrics", 9090)]);
-    assert_eq!(merged.serving, ["member-1", "member-2"]);
+    assert_eq!(merged.serving(), ["member-1", "member-2"]);
     assert_eq!(merged.serving_ports["member-1"], ["http", "admin"]);
     assert_eq!(merged.serving_ports["member-2"], ["metrics"]);
     for (member, e) in [("member-1", &old), ("member-2", &new)] {
@@ -405,7 +405,7 @@ fn an_external_name_or_missing_service_is_not_valid_with_the_mcs_reasons_and_tak
     old.valid = Err(invalid);
     let new = export("member-2", "2026-02-01T00:00:00Z", &[("db", 6432, "TCP")]);
     let merged = merge(&[old.clone(), new.clone()]);
-    assert_eq!(merged.serving, ["member-2"]);
+    assert_eq!(merged.serving(), ["member-2"]);
     assert!(merged.conflicts.is_empty(), "{:?}", merged.conflicts);
     assert_eq!(merged.ports[0].port, 6432);
 
@@ -541,7 +541,7 @@ fn property_conflicts_are_named_on_every_export_and_the_oldest_value_wins() {
     new.properties.session_affinity = Some("ClientIP".to_owned());
     let merged = merge(&[new.clone(), old.clone()]);
     assert_eq!(
-        merged.serving,
+        merged.serving(),
         ["member-1", "member-2"],
         "both keep serving"
     );

@@ -13,12 +13,9 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::ListParams;
-use kube::{Api, Client};
+use anyhow::Context;
+use kube::Client;
 use serde_json::{Value, json};
 
 /// The `kube-dns` Service's cluster IP: the tenth address of the Service range
@@ -30,9 +27,6 @@ pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
 const NAMESPACE: &str = "kube-system";
 const NAME: &str = "coredns";
-
-/// How long `local up` waits for CoreDNS to answer readiness once the nodes are Ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What CoreDNS serves. `ready` backs the pod's readiness probe: it answers only once the
 /// `kubernetes` plugin has synced its caches, so a Ready pod resolves every existing Service.
@@ -152,35 +146,6 @@ pub async fn install(client: &Client, binary: &Path) -> anyhow::Result<()> {
         .await
         .context("installing CoreDNS (the cluster DNS)")?;
     Ok(())
-}
-
-/// Waits until a CoreDNS pod is Ready: its `kubernetes` plugin has synced, so it answers for every
-/// Service. (The pod's Ready condition comes seconds before the Deployment's status says so.)
-pub async fn wait_ready(client: &Client, cluster: &str) -> anyhow::Result<()> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    let selector = ListParams::default().labels("k8s-app=kube-dns");
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let ready = pods.list(&selector).await.is_ok_and(|list| {
-            list.items.iter().any(|pod| {
-                pod.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-        });
-        if ready {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "CoreDNS of {cluster} was not ready after {}s: see \
-                 `kubectl --context {cluster} -n {NAMESPACE} describe pods -l k8s-app=kube-dns`",
-                READY_TIMEOUT.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[cfg(test)]

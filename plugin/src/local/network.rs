@@ -302,7 +302,9 @@ pub fn remove(plan: &NetworkPlan) -> Vec<String> {
 }
 
 /// The named network namespaces (containerd's `cni-…`) of the pods of the node in `netns`: those
-/// the node namespace has an id for, which its pods' veth pairs gave it.
+/// the node namespace has an id for, which its pods' veth pairs gave it. Pods' namespaces are now
+/// mounted under the node's containerd state directory (see `node`); this finds those of a
+/// playground started by an earlier release, which put them in `/run/netns`.
 pub fn pod_namespaces(netns: &str) -> Vec<String> {
     let Ok(ids) = ip(&["-n", netns, "netns", "list-id"]) else {
         return Vec::new();

@@ -432,11 +432,16 @@ impl LoopState {
         };
         let backends: BTreeMap<String, Vec<Backend>> = exports
             .iter()
-            .filter(|e| merged.serving.contains(&e.member))
+            .filter(|e| merged.serving_ports.contains_key(&e.member))
             .map(|e| (e.member.clone(), e.backends.clone().unwrap_or_default()))
             .collect();
-        let steering =
-            mcs::weights_for(ns, name, inputs.policies, &merged.serving, inputs.clusters);
+        let steering = mcs::weights_for(
+            ns,
+            name,
+            inputs.policies,
+            &merged.serving(),
+            inputs.clusters,
+        );
         let ranked = mcs::ranked_backends(&steering, &backends);
         let listed = mcs::listed_backends(&steering, &ranked);
         let cluster_ids = cluster_ids(inputs);
@@ -513,14 +518,14 @@ impl LoopState {
                     .push((member.clone(), seen_export.object.clone(), patch));
             }
         }
-        if merged.serving.is_empty() {
+        if merged.serving_ports.is_empty() {
             return;
         }
         // Every serving exporter's ready pods, also that of an export whose own Service is not
         // headless (a TypeConflict: the oldest export's type is imported).
         let endpoints: BTreeMap<String, Vec<Backend>> = seen
             .iter()
-            .filter(|(member, _)| merged.serving.contains(member))
+            .filter(|(member, _)| merged.serving_ports.contains_key(member))
             .map(|(member, e)| (member.clone(), mcs::local_backends(&e.endpoint_slices)))
             .collect();
         let (spec, status, slices) =
@@ -551,20 +556,20 @@ impl LoopState {
         seen.iter()
             .map(|(member, e)| {
                 let nodes = &self.views[member].nodes;
+                let properties = e
+                    .service
+                    .as_ref()
+                    .map(mcs::properties_of)
+                    .unwrap_or_default()
+                    .with_exported(&e.object.data["spec"]);
                 Export {
                     member: member.clone(),
                     created: e.created.clone(),
                     ports: e.service.as_ref().map(mcs::ports_of).unwrap_or_default(),
                     valid: mcs::validity(e.service.as_ref(), member, ns, name),
-                    properties: e
-                        .service
-                        .as_ref()
-                        .map(mcs::properties_of)
-                        .unwrap_or_default()
-                        .with_exported(&e.object.data["spec"]),
                     backends: match &e.service {
                         // Headless: reached by its pods' own addresses.
-                        Some(svc) if mcs::properties_of(svc).headless => {
+                        Some(_) if properties.headless => {
                             let pods = mcs::local_backends(&e.endpoint_slices);
                             if pods.is_empty() {
                                 Err("the headless Service has no ready endpoint".to_owned())
@@ -578,6 +583,7 @@ impl LoopState {
                             mcs::MISSING_SERVICE
                         )),
                     },
+                    properties,
                 }
             })
             .collect()
