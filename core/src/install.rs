@@ -351,7 +351,9 @@ pub fn to_yaml(objects: &[Value]) -> Result<String, serde_saphyr::ser::Error> {
 pub fn header() -> String {
     "# Generated from core/src/install.rs by `cargo xtask gen-crds`. Do not edit.\n\
      # install.yaml: the hub server (apply it, then either `kubectl multicluster init` for self-signed\n\
-     # certificates, or webhooks-cert-manager.yaml where cert-manager runs).\n"
+     # certificates, or webhooks-cert-manager.yaml where cert-manager runs).\n\
+     # clusterset-dns.yaml: on every member, the clusterset.local DNS server (then forward the zone\n\
+     # to its Service from the member's CoreDNS: docs/services.md, Clusterset DNS).\n"
         .to_owned()
 }
 
@@ -360,6 +362,10 @@ pub fn manifest_files() -> Vec<(&'static str, Vec<Value>)> {
     vec![
         ("install.yaml", hub_server_objects(&default_image(), 2)),
         ("webhooks-cert-manager.yaml", cert_manager_objects(false)),
+        (
+            "clusterset-dns.yaml",
+            crate::services::dns::server_objects(&default_image(), None),
+        ),
     ]
 }
 

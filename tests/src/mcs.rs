@@ -84,3 +84,59 @@ pub async fn export_service(
         .await
         .unwrap_or_else(|e| panic!("exporting {ns}/{name}: {e}"));
 }
+
+/// A headless Service `db` over a StatefulSet of `replicas` pods answering HTTP on 8080 with
+/// `member`, and its ServiceExport.
+pub fn headless_app(ns: &str, member: &str, replicas: u32) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: db, namespace: {ns}}}
+spec:
+  clusterIP: None
+  selector: {{app: db}}
+  ports: [{{name: http, port: 8080, protocol: TCP}}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db, namespace: {ns}}}
+spec:
+  replicas: {replicas}
+  serviceName: db
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: {image}
+        imagePullPolicy: Never
+        command: ["sh", "-c", "mkdir -p /www && echo {member} > /www/index.html && exec httpd -f -p 8080 -h /www"]
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata: {{name: db, namespace: {ns}}}
+"#,
+        image = kubectl_multicluster::local::image::IMAGE
+    )
+}
+
+/// The cluster ID (`id.k8s.io` ClusterProperty) of a member.
+pub async fn cluster_id(member: &Client) -> String {
+    let properties = Api::<DynamicObject>::all_with(
+        member.clone(),
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("about.k8s.io", "v1alpha1", "ClusterProperty"),
+            "clusterproperties",
+        ),
+    );
+    let id = properties
+        .get("id.k8s.io")
+        .await
+        .expect("the member's id.k8s.io ClusterProperty (written by join)");
+    id.data["spec"]["value"]
+        .as_str()
+        .expect("a cluster ID")
+        .to_owned()
+}

@@ -10,48 +10,11 @@ use std::time::Duration;
 
 use kube::api::{DeleteParams, DynamicObject, ListParams};
 use kube::{Api, Client};
-use multicluster_tests::mcs::{api, create_namespace};
+use multicluster_tests::mcs::{api, cluster_id, create_namespace, headless_app};
 use multicluster_tests::{eventually, fresh_namespace, playground_with_nodes, run};
 use serde_json::Value;
 
-const IMAGE: &str = kubectl_multicluster::local::image::IMAGE;
 const WAIT: Duration = Duration::from_secs(90);
-
-/// A headless Service `db` over a StatefulSet of `replicas` pods answering HTTP on 8080 with
-/// `member`, and its ServiceExport.
-fn headless_app(ns: &str, member: &str, replicas: u32) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: db, namespace: {ns}}}
-spec:
-  clusterIP: None
-  selector: {{app: db}}
-  ports: [{{name: http, port: 8080, protocol: TCP}}]
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {{name: db, namespace: {ns}}}
-spec:
-  replicas: {replicas}
-  serviceName: db
-  selector: {{matchLabels: {{app: db}}}}
-  template:
-    metadata: {{labels: {{app: db}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: web
-        image: {IMAGE}
-        imagePullPolicy: Never
-        command: ["sh", "-c", "mkdir -p /www && echo {member} > /www/index.html && exec httpd -f -p 8080 -h /www"]
----
-apiVersion: multicluster.x-k8s.io/v1alpha1
-kind: ServiceExport
-metadata: {{name: db, namespace: {ns}}}
-"#
-    )
-}
 
 /// The MCS EndpointSlices this project wrote in `ns` of `member` for `db`: source cluster →
 /// (address, hostname) of each endpoint.
@@ -89,21 +52,6 @@ async fn mcs_slices(member: &Client, ns: &str) -> Vec<(String, Vec<(String, Stri
         .collect();
     out.sort();
     out
-}
-
-/// The cluster ID (`id.k8s.io` ClusterProperty) of a member.
-async fn cluster_id(member: &Client) -> String {
-    let properties = Api::<DynamicObject>::all_with(
-        member.clone(),
-        &kube::api::ApiResource::from_gvk_with_plural(
-            &kube::api::GroupVersionKind::gvk("about.k8s.io", "v1alpha1", "ClusterProperty"),
-            "clusterproperties",
-        ),
-    );
-    properties.get("id.k8s.io").await.unwrap().data["spec"]["value"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 fn condition(export: &DynamicObject, type_: &str) -> Option<(String, String, String)> {

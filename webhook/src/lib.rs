@@ -48,6 +48,10 @@ pub enum Command {
     /// The local playground's CSI driver on one node (volumes as directories, snapshots as copies)
     #[command(name = "csi-driver")]
     CsiDriver(csi::CsiDriverArgs),
+    /// Answer `clusterset.local` on a member (its CoreDNS forwards the zone here), from the
+    /// member's ServiceImports and multi-cluster EndpointSlices
+    #[command(name = "clusterset-dns")]
+    ClustersetDns(services::dns::ClustersetDnsArgs),
 }
 
 /// Parses the command line and runs; errors go to stderr with their causes and exit code 1.
@@ -74,6 +78,7 @@ pub fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => server::serve(args).await,
             Command::CsiDriver(args) => csi::run(args).await,
+            Command::ClustersetDns(args) => services::dns::run(args).await,
         }
     });
     match result {

@@ -24,6 +24,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::api::NodeWeight;
 
+pub mod dns;
+
 /// Label on every object the hub server writes for a multi-cluster service (on the hub and on the
 /// members): the exported name. Clean-up finds its objects by it.
 pub const SERVICE_LABEL: &str = "multicluster.dev/multi-cluster-service";

@@ -22,6 +22,15 @@ use serde_json::{Value, json};
 /// (`--service-cluster-ip-range=10.96.0.0/16`), as kubeadm picks it.
 pub const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
+/// The clusterset DNS server's Service address (the next one), fixed so that CoreDNS's
+/// configuration can name it before the Service exists.
+pub const CLUSTERSET_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
+
+/// The host's C library directories (Debian's multiarch layout), mounted read-only into the
+/// clusterset DNS server's pod: the playground runs the hub server binary it was started with,
+/// which is linked dynamically against glibc, from the busybox image, which has none.
+const HOST_LIBRARIES: [&str; 2] = ["/lib/x86_64-linux-gnu", "/lib64"];
+
 /// The cluster's DNS domain.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
@@ -44,8 +53,48 @@ pub fn corefile() -> String {
     cache 30
     loadbalance
 }}
-"
+{clusterset}",
+        clusterset =
+            multicluster_core::services::dns::corefile_block(&CLUSTERSET_SERVICE_IP.to_string())
     )
+}
+
+/// The clusterset DNS server as every member runs it ([`multicluster_core::services::dns::server_objects`]),
+/// but running `hub_server`, the binary this playground's hub server is, from the busybox image:
+/// the binary and the host's C library mounted read-only. The release image would have to be
+/// built (musl, another full build of the hub server) and imported into every node on every
+/// `up`; this runs the very binary under test.
+pub fn clusterset_objects(hub_server: &Path) -> anyhow::Result<Vec<Value>> {
+    for dir in HOST_LIBRARIES {
+        anyhow::ensure!(
+            Path::new(dir).is_dir(),
+            "the playground's clusterset DNS server runs the hub server binary with this machine's C \
+             library from {dir}, which does not exist here (a Debian or Ubuntu layout is expected)"
+        );
+    }
+    let mut objects = multicluster_core::services::dns::server_objects(
+        super::image::IMAGE,
+        Some(&CLUSTERSET_SERVICE_IP.to_string()),
+    );
+    let deployment = objects
+        .iter_mut()
+        .find(|o| o["kind"] == "Deployment")
+        .context("the clusterset DNS server has a Deployment")?;
+    let pod = &mut deployment["spec"]["template"]["spec"];
+    let binary = "/usr/local/bin/multicluster-webhook";
+    pod["containers"][0]["imagePullPolicy"] = "Never".into();
+    pod["containers"][0]["command"] = json!([binary]);
+    let mut mounts = vec![json!({"name": "binary", "mountPath": binary, "readOnly": true})];
+    let mut volumes = vec![json!({"name": "binary",
+        "hostPath": {"path": hub_server.display().to_string(), "type": "File"}})];
+    for (i, dir) in HOST_LIBRARIES.iter().enumerate() {
+        mounts.push(json!({"name": format!("libraries-{i}"), "mountPath": dir, "readOnly": true}));
+        volumes.push(json!({"name": format!("libraries-{i}"),
+                            "hostPath": {"path": dir, "type": "Directory"}}));
+    }
+    pod["containers"][0]["volumeMounts"] = mounts.into();
+    pod["volumes"] = volumes.into();
+    Ok(objects)
 }
 
 /// Everything CoreDNS needs in a member: its account (read-only on what it serves), its
@@ -140,11 +189,15 @@ pub fn objects(binary: &Path) -> Vec<Value> {
     ]
 }
 
-/// Creates CoreDNS's objects in a member.
-pub async fn install(client: &Client, binary: &Path) -> anyhow::Result<()> {
-    crate::apply::apply_objects(client, &objects(binary))
+/// Creates CoreDNS's objects in a member (running `coredns`), and the clusterset DNS server it
+/// forwards `clusterset.local` to (running `hub_server`).
+pub async fn install(client: &Client, coredns: &Path, hub_server: &Path) -> anyhow::Result<()> {
+    crate::apply::apply_objects(client, &objects(coredns))
         .await
         .context("installing CoreDNS (the cluster DNS)")?;
+    crate::apply::apply_objects(client, &clusterset_objects(hub_server)?)
+        .await
+        .context("installing the clusterset DNS server")?;
     Ok(())
 }
 
@@ -171,10 +224,55 @@ mod tests {
             "/cache/coredns/v1.15.0"
         );
         let corefile = corefile();
-        assert!(corefile.contains("kubernetes cluster.local in-addr.arpa ip6.arpa"));
+        let (main, clusterset) = corefile
+            .split_once("clusterset.local:53")
+            .expect("a server block for the clusterset zone");
+        assert!(main.contains("kubernetes cluster.local in-addr.arpa ip6.arpa"));
         assert!(
-            !corefile.contains("forward"),
+            !main.contains("forward"),
             "the playground has no upstream resolver"
+        );
+        assert!(
+            clusterset.contains("forward . 10.96.0.11:53"),
+            "{clusterset}"
+        );
+    }
+
+    #[test]
+    fn the_clusterset_dns_server_runs_the_hub_server_binary_as_non_root_and_answers_on_the_fixed_address()
+     {
+        let objects =
+            clusterset_objects(Path::new("/build/multicluster-webhook")).expect("objects");
+        let service = objects
+            .iter()
+            .find(|o| o["kind"] == "Service")
+            .expect("a Service");
+        assert_eq!(service["spec"]["clusterIP"], "10.96.0.11");
+        assert_eq!(service["spec"]["ports"][0]["port"], 53);
+        let deployment = objects
+            .iter()
+            .find(|o| o["kind"] == "Deployment")
+            .expect("a Deployment");
+        let pod = &deployment["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+        assert_eq!(pod["containers"][0]["args"][0], "clusterset-dns");
+        assert_eq!(
+            pod["volumes"][0]["hostPath"]["path"],
+            "/build/multicluster-webhook"
+        );
+        let role = objects
+            .iter()
+            .find(|o| o["kind"] == "ClusterRole")
+            .expect("a ClusterRole");
+        let verbs: Vec<&Value> = role["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .flat_map(|r| r["verbs"].as_array().expect("verbs"))
+            .collect();
+        assert!(
+            verbs.iter().all(|v| *v == "list" || *v == "watch"),
+            "read-only: {verbs:?}"
         );
     }
 }

@@ -730,7 +730,7 @@ async fn start_and_wait(
                 })?;
             if !cluster.nodes.is_empty() {
                 // DNS first: its pod starts while the storage CRDs become Established.
-                dns::install(&client, &bins.coredns)
+                dns::install(&client, &bins.coredns, hub_server_bin)
                     .await
                     .with_context(|| format!("setting up cluster DNS on {}", cluster.name))?;
                 storage::install(&client)

@@ -10,6 +10,8 @@
 //! change since the last one are skipped. A member that does not answer keeps its objects and its
 //! last known exports: nothing is deleted because a member was unreachable.
 
+pub mod dns;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
