@@ -265,9 +265,16 @@ pub fn ports_of(service: &Service) -> Vec<ServicePort> {
     ports
 }
 
+/// The Kubernetes label that takes a node out of external load balancers' backends (the service
+/// controller honours it for cloud load balancers): set on a node that does not serve node ports
+/// (no kube-proxy, a node being drained), it is not a backend of a multi-cluster service either.
+pub const EXCLUDE_FROM_LOAD_BALANCERS_LABEL: &str =
+    "node.kubernetes.io/exclude-from-external-load-balancers";
+
 /// The addresses other clusters reach `service` on: its load balancer's ingress IPs (with the
-/// service ports), else the InternalIP of every ready node (with the node ports). A ClusterIP-only
-/// Service is reachable inside its own cluster only, which is the error.
+/// service ports), else the InternalIP of every ready node (with the node ports) that is not
+/// excluded from load balancers ([`EXCLUDE_FROM_LOAD_BALANCERS_LABEL`]). A ClusterIP-only Service
+/// is reachable inside its own cluster only, which is the error.
 pub fn backends_of(service: &Service, nodes: &[Node]) -> Result<Vec<Backend>, String> {
     let spec = service.spec.clone().unwrap_or_default();
     let ports = spec.ports.clone().unwrap_or_default();
@@ -309,6 +316,12 @@ pub fn backends_of(service: &Service, nodes: &[Node]) -> Result<Vec<Backend>, St
     let mut backends: Vec<Backend> = nodes
         .iter()
         .filter(|n| crate::members::health::node_is_ready(n))
+        .filter(|n| {
+            !n.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(EXCLUDE_FROM_LOAD_BALANCERS_LABEL))
+        })
         .filter_map(|n| {
             let address = n
                 .status
@@ -330,9 +343,10 @@ pub fn backends_of(service: &Service, nodes: &[Node]) -> Result<Vec<Backend>, St
         .collect();
     backends.sort_by_key(|b| b.address);
     if backends.is_empty() {
-        return Err(
-            "no ready node with an InternalIP address carries the Service's node ports".to_owned(),
-        );
+        return Err(format!(
+            "no ready node with an InternalIP address carries the Service's node ports (nodes \
+             labelled {EXCLUDE_FROM_LOAD_BALANCERS_LABEL} do not count)"
+        ));
     }
     Ok(backends)
 }

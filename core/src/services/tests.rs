@@ -45,17 +45,24 @@ fn a_node_port_service_is_reached_on_every_ready_node_with_the_node_port() {
     let svc = service(serde_json::json!({
         "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080}]}
     }));
+    let mut excluded = node("d", "10.0.0.4", true);
+    excluded.metadata.labels = Some(
+        [(EXCLUDE_FROM_LOAD_BALANCERS_LABEL.to_owned(), String::new())]
+            .into_iter()
+            .collect(),
+    );
     let nodes = [
         node("b", "10.0.0.2", true),
         node("a", "10.0.0.1", true),
         node("c", "10.0.0.3", false),
+        excluded,
     ];
     let backends = backends_of(&svc, &nodes).unwrap();
     let addresses: Vec<String> = backends.iter().map(|b| b.address.to_string()).collect();
     assert_eq!(
         addresses,
         ["10.0.0.1", "10.0.0.2"],
-        "the NotReady node is left out"
+        "the NotReady node and the one excluded from load balancers are left out"
     );
     assert_eq!(backends[0].ports[""], 30080);
     assert_eq!(backends[0].node.as_deref(), Some("a"));

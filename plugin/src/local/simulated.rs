@@ -61,7 +61,10 @@ pub fn node(name: &str) -> Value {
                 NODE_LABEL.0: NODE_LABEL.1,
                 "kubernetes.io/hostname": name,
                 "kubernetes.io/os": "linux",
-                "node.kubernetes.io/instance-type": "simulated"
+                "node.kubernetes.io/instance-type": "simulated",
+                // No kube-proxy runs for it: its address serves no node port, so it is no
+                // backend of a multi-cluster service (Kubernetes' own label for that).
+                multicluster_core::services::EXCLUDE_FROM_LOAD_BALANCERS_LABEL: ""
             },
             "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"}
         },
