@@ -529,3 +529,105 @@ async fn a_join_with_bad_credentials_or_too_few_permissions_says_which_and_creat
         );
     }
 }
+
+#[tokio::test]
+async fn join_starts_the_clusterset_dns_server_on_a_member_and_adds_the_zone_to_its_coredns_once() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{ConfigMap, Service};
+    let pg = playground();
+    pg.join_members();
+    let member = pg.client("member-1").await.unwrap();
+    // A CoreDNS configuration as kubeadm writes it (no CoreDNS runs on this API-only playground:
+    // join edits its ConfigMap, and the pod it starts for the DNS server cannot run without nodes).
+    let kubeadm =
+        ".:53 {\n    errors\n    kubernetes cluster.local in-addr.arpa ip6.arpa\n    reload\n}\n";
+    let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "coredns", "namespace": "kube-system"},
+        "data": {"Corefile": kubeadm}
+    }))
+    .unwrap();
+    let configmaps: Api<ConfigMap> = Api::namespaced(member.clone(), "kube-system");
+    configmaps
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+
+    let join = |what: &str| {
+        let out = run(&mut pg.multicluster(&[
+            "join",
+            "member-1",
+            "--member-context",
+            "member-1",
+            "--allow-rbac",
+            "--allow-hooks",
+        ]));
+        assert!(out.status.success(), "{what}: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = join("first join after CoreDNS appeared");
+    let deployment = Api::<Deployment>::namespaced(member.clone(), "multicluster-system")
+        .get("clusterset-dns")
+        .await
+        .unwrap();
+    let container = &deployment.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some(multicluster_core::install::default_image().as_str())
+    );
+    assert_eq!(container.args.as_ref().unwrap()[0], "clusterset-dns");
+    let ip = Api::<Service>::namespaced(member.clone(), "multicluster-system")
+        .get("clusterset-dns")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
+    let corefile = configmaps.get("coredns").await.unwrap().data.unwrap()["Corefile"].clone();
+    assert!(corefile.starts_with(kubeadm.trim_end()), "{corefile}");
+    assert!(
+        corefile.contains(&format!(
+            "clusterset.local:53 {{\n    errors\n    forward . {ip}:53\n}}"
+        )),
+        "{corefile}"
+    );
+    assert!(
+        first.contains(&format!("CoreDNS forwards clusterset.local to {ip}:53")),
+        "{first}"
+    );
+    // The server's account reads ServiceImports and EndpointSlices, nothing else.
+    let can = |verb: &str, what: &str| {
+        run(pg.kubectl().args([
+            "--context",
+            "member-1",
+            "auth",
+            "can-i",
+            verb,
+            what,
+            "-A",
+            "--as",
+            "system:serviceaccount:multicluster-system:clusterset-dns",
+        ]))
+        .status
+        .success()
+    };
+    assert!(
+        can("watch", "serviceimports.multicluster.x-k8s.io")
+            && can("list", "endpointslices.discovery.k8s.io")
+    );
+    assert!(!can("get", "secrets") && !can("create", "endpointslices.discovery.k8s.io"));
+
+    // Again: the server runs already, the zone is there once.
+    let second = join("joining again");
+    assert!(
+        second.contains("already runs")
+            && second.contains("CoreDNS already serves clusterset.local"),
+        "{second}"
+    );
+    let again = configmaps.get("coredns").await.unwrap().data.unwrap()["Corefile"].clone();
+    assert_eq!(again, corefile);
+    configmaps
+        .delete("coredns", &Default::default())
+        .await
+        .unwrap();
+}

@@ -541,6 +541,18 @@ pub fn corefile_block(server_ip: &str) -> String {
     )
 }
 
+/// A member's CoreDNS configuration with the clusterset zone forwarded to `server_ip`
+/// ([`corefile_block`] appended), or `None` when it already has a server block for the zone (ours
+/// or the admin's: never replaced).
+pub fn corefile_with_clusterset(corefile: &str, server_ip: &str) -> Option<String> {
+    let has_zone = corefile.lines().any(|line| {
+        let line = line.trim_start();
+        line.strip_prefix(ZONE)
+            .is_some_and(|rest| rest.starts_with([':', ' ', '{', '.']) || rest.is_empty())
+    });
+    (!has_zone).then(|| format!("{}\n{}", corefile.trim_end(), corefile_block(server_ip)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -726,6 +738,23 @@ mod tests {
                 .rcode,
             Rcode::NxDomain
         );
+    }
+
+    #[test]
+    fn the_zone_is_added_to_a_corefile_once_and_never_replaces_an_admins_block() {
+        let kubeadm = ".:53 {\n    errors\n    kubernetes cluster.local in-addr.arpa ip6.arpa\n    forward . /etc/resolv.conf\n    reload\n}\n";
+        let added = corefile_with_clusterset(kubeadm, "10.96.7.7").expect("added");
+        assert!(added.starts_with(kubeadm.trim_end()), "{added}");
+        assert!(
+            added.ends_with("clusterset.local:53 {\n    errors\n    forward . 10.96.7.7:53\n}\n"),
+            "{added}"
+        );
+        assert_eq!(corefile_with_clusterset(&added, "10.96.7.7"), None, "once");
+        let admins = format!("{kubeadm}clusterset.local {{\n    forward . 192.0.2.53\n}}\n");
+        assert_eq!(corefile_with_clusterset(&admins, "10.96.7.7"), None);
+        // A zone that merely starts with the name is another zone.
+        let other = format!("{kubeadm}clusterset.localdomain:53 {{\n}}\n");
+        assert!(corefile_with_clusterset(&other, "10.96.7.7").is_some());
     }
 
     #[test]

@@ -77,6 +77,13 @@ pub struct JoinArgs {
     /// Show what would be created where, and create nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Do not set up the clusterset.local DNS server on the member (by default join starts it
+    /// unless one runs, and has the member's CoreDNS forward the zone to it)
+    #[arg(long)]
+    pub no_clusterset_dns: bool,
+    /// The clusterset DNS server's image (the hub server's)
+    #[arg(long, value_name = "IMAGE", default_value_t = multicluster_core::install::default_image())]
+    pub clusterset_dns_image: String,
 }
 
 impl JoinArgs {
@@ -275,7 +282,10 @@ pub async fn join(
     let base = member::secret_name(name);
     let grants = args.grants()?;
     if args.dry_run {
-        return output::print(format, &join_plan(name, &url, &base, &grants));
+        return output::print(
+            format,
+            &join_plan(name, &url, &base, &grants, !args.no_clusterset_dns),
+        );
     }
 
     // 2. The hub's accounts on the member; removed again if anything after this fails.
@@ -356,6 +366,17 @@ pub async fn join(
         !c.is_some_and(|c| Capability::granted(&grants).contains(&c))
     })
     .await;
+    // 4. Clusterset DNS: the member works without it, so a failure is reported, not undone.
+    if !args.no_clusterset_dns {
+        match crate::services::dns::install(&member, &args.clusterset_dns_image).await {
+            Ok(report) => report.iter().for_each(|line| eprintln!("{line}")),
+            Err(e) => eprintln!(
+                "warning: the clusterset DNS server was not set up on {name}: {e:#}. The member is \
+                 joined; apply manifests/clusterset-dns.yaml there and forward clusterset.local to \
+                 it from its cluster DNS (docs/services.md, Clusterset DNS), or join again"
+            ),
+        }
+    }
     eprintln!(
         "Joined {name}; the hub server probes it and reports its health in `kubectl multicluster list`"
     );
@@ -439,7 +460,7 @@ fn parse_labels(flags: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 /// What `join --dry-run` says it would create, on the member and on the hub.
-fn join_plan(name: &str, url: &str, base: &str, grants: &Grants) -> Plan {
+fn join_plan(name: &str, url: &str, base: &str, grants: &Grants, clusterset_dns: bool) -> Plan {
     let mut rows: Vec<PlanRow> = member::member_objects(grants)
         .iter()
         .map(|o| PlanRow {
@@ -467,6 +488,16 @@ fn join_plan(name: &str, url: &str, base: &str, grants: &Grants) -> Plan {
         cluster: "hub".into(),
         object: format!("MemberCluster {name}"),
     });
+    if clusterset_dns {
+        rows.push(PlanRow {
+            cluster: format!("member {name}"),
+            object: format!(
+                "the {} DNS server ({SYSTEM_NAMESPACE}/{}) unless one runs, and its zone in kube-system/coredns",
+                multicluster_core::services::dns::ZONE,
+                multicluster_core::services::dns::SERVER_NAME
+            ),
+        });
+    }
     Plan(rows)
 }
 

@@ -3,6 +3,8 @@
 //! planes list now, and what the exports disagree on (the Conflict condition every export
 //! carries, which the hub server copies onto the hub's import).
 
+pub mod dns;
+
 use clap::Subcommand;
 use kube::api::{DynamicObject, ListParams};
 use kube::{Api, Client, ResourceExt};
