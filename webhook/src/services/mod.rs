@@ -3,7 +3,8 @@
 //! Every few seconds the loop reads each member's `ServiceExport`s, Services, nodes and
 //! namespaces (a *refresh*); on every change of a `MemberCluster` or `TrafficPolicy` on the hub it
 //! recomputes from what it last read (a *recompute*, no member reads, so a health transition
-//! reaches the data planes in one round of writes). Per exported name it keeps one hub
+//! reaches the data planes in one round of writes); a member whose exports or endpoints a watch saw
+//! change is read again at once ([`feeds`]). Per exported name it keeps one hub
 //! `ServiceImport` (whose VIP the mutating webhook hands out), and writes to every member holding
 //! the namespace the `ServiceImport`, the selector-less Service with the VIP and one EndpointSlice
 //! per serving member; exports get the VIP, hostname and conditions. Writes whose content did not
@@ -11,6 +12,7 @@
 //! last known exports: nothing is deleted because a member was unreachable.
 
 pub mod dns;
+mod feeds;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -95,6 +97,7 @@ pub async fn run(hub: Client, clients: MemberClients, run: crate::loops::Loop) {
     if members.wait_until_ready().await.is_err() || policies.wait_until_ready().await.is_err() {
         return;
     }
+    let mut feeds = feeds::MemberFeeds::new(changed.clone());
     let mut state = LoopState::new(run);
     let mut refresh = tokio::time::interval(REFRESH);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -116,9 +119,14 @@ pub async fn run(hub: Client, clients: MemberClients, run: crate::loops::Loop) {
             .iter()
             .map(|(name, m)| (name.clone(), probe_verdict(m)))
             .collect();
+        // Members whose exports or endpoints a watch saw change are read again now too.
+        feeds.follow(&hub, &clients, &clusters).await;
+        let watched = feeds.take_changed();
         let changed_members: BTreeMap<String, MemberCluster> = clusters
             .iter()
-            .filter(|(name, _)| probed.get(*name) != now_probed.get(*name))
+            .filter(|(name, _)| {
+                probed.get(*name) != now_probed.get(*name) || watched.contains(*name)
+            })
             .map(|(name, m)| (name.clone(), m.clone()))
             .collect();
         probed = now_probed;
