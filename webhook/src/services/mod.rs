@@ -4,7 +4,7 @@
 //! namespaces (a *refresh*); on every change of a `MemberCluster` or `TrafficPolicy` on the hub it
 //! recomputes from what it last read (a *recompute*, no member reads, so a health transition
 //! reaches the data planes in one round of writes); a member whose exports or endpoints a watch saw
-//! change is read again at once ([`feeds`]). Per exported name it keeps one hub
+//! change is read again at once (`feeds.rs`). Per exported name it keeps one hub
 //! `ServiceImport` (whose VIP the mutating webhook hands out), and writes to every member holding
 //! the namespace the `ServiceImport`, the selector-less Service with the VIP and one EndpointSlice
 //! per serving member; exports get the VIP, hostname and conditions. Writes whose content did not
