@@ -52,6 +52,9 @@ pub enum Command {
     /// member's ServiceImports and multi-cluster EndpointSlices
     #[command(name = "clusterset-dns")]
     ClustersetDns(services::dns::ClustersetDnsArgs),
+    /// Move one volume's files to a storage location (export) or back (import), in
+    /// content-defined, deduplicated, compressed chunks: the work of a snapshot's mover pod
+    Mover(snapshot::mover::MoverArgs),
 }
 
 /// Parses the command line and runs; errors go to stderr with their causes and exit code 1.
@@ -79,6 +82,7 @@ pub fn main() -> std::process::ExitCode {
             Command::Serve(args) => server::serve(args).await,
             Command::CsiDriver(args) => csi::run(args).await,
             Command::ClustersetDns(args) => services::dns::run(args).await,
+            Command::Mover(args) => snapshot::mover::run(args).await,
         }
     });
     match result {

@@ -5,6 +5,7 @@
 //! objects to these functions and act on their verdicts.
 
 pub mod archive;
+pub mod data;
 pub mod hooks;
 pub mod location;
 pub mod restore;

@@ -6,6 +6,7 @@
 //! decisions are `multicluster_core::snapshot`.
 
 pub mod hooks;
+pub mod mover;
 pub mod progress;
 pub mod restore;
 pub mod restore_admission;

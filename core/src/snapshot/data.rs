@@ -1,0 +1,256 @@
+//! Volume data in a storage location, as the data mover writes and reads it (issue 20): every
+//! file's bytes cut into content-defined chunks (FastCDC), each chunk stored once under the
+//! SHA-256 of its bytes, zstd-compressed; and one index per exported volume listing its files
+//! (kind, mode, owner, modification time, and for a file the chunks at their offsets), itself
+//! stored under its digest, which the snapshot's manifest records.
+//!
+//! A chunk already in the location is never uploaded again: a second snapshot of a volume that
+//! changed a little moves only the chunks around the change. A run of zeros as long as a chunk is
+//! a hole: not stored, not written back, so a sparse file stays sparse.
+//!
+//! Layout under the location's root (beside the snapshot archives):
+//! - `data/chunks/<first two hex digits>/<sha256>`: a chunk, zstd;
+//! - `data/indexes/<sha256>`: a volume index, JSON, zstd; the digest is of the uncompressed JSON.
+
+use serde::{Deserialize, Serialize};
+
+/// Chunk sizes (FastCDC's minimum, average and maximum): a change moves about one average chunk,
+/// and a large file costs one object per megabyte.
+pub const CHUNK_MIN: u32 = 256 * 1024;
+pub const CHUNK_AVG: u32 = 1024 * 1024;
+pub const CHUNK_MAX: u32 = 4 * 1024 * 1024;
+
+/// The index format this build writes and reads.
+pub const INDEX_FORMAT: u32 = 1;
+
+/// Where chunk `digest` is kept.
+pub fn chunk_key(digest: &str) -> String {
+    format!("data/chunks/{}/{digest}", digest.get(..2).unwrap_or("00"))
+}
+
+/// Where the index with `digest` is kept.
+pub fn index_key(digest: &str) -> String {
+    format!("data/indexes/{digest}")
+}
+
+/// One exported volume: what its files were when the volume snapshot was cut.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeIndex {
+    pub format: u32,
+    /// Parents before children; a hard link after the path it links to.
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    /// Relative to the volume's root, `/`-separated; never absolute, never `..`.
+    pub path: String,
+    /// Permission bits (with setuid, setgid, sticky).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    #[serde(flatten)]
+    pub kind: EntryKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum EntryKind {
+    Dir,
+    File {
+        size: u64,
+        /// Its stored chunks in offset order; the bytes between them are a hole (zeros).
+        chunks: Vec<ChunkRef>,
+    },
+    Symlink {
+        target: String,
+    },
+    /// Another name of the file at `to` (listed before it).
+    HardLink {
+        to: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkRef {
+    pub offset: u64,
+    pub len: u32,
+    /// SHA-256 of the chunk's bytes, lower-case hex.
+    pub digest: String,
+}
+
+/// Whether `data` is all zeros: a hole, never stored.
+pub fn is_hole(data: &[u8]) -> bool {
+    data.iter().all(|b| *b == 0)
+}
+
+/// Why an index read back from a location cannot be restored from; `None`: it can. A path that
+/// escapes the volume, chunks that overlap or run past the file's end, a hard link to a path not
+/// listed before it, or a digest that is not one: each named with its path.
+pub fn index_problem(index: &VolumeIndex) -> Option<String> {
+    if index.format != INDEX_FORMAT {
+        return Some(format!(
+            "the volume index has format {} and this build reads format {INDEX_FORMAT}: restore with the version that wrote it",
+            index.format
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for entry in &index.entries {
+        let path = &entry.path;
+        if path.is_empty()
+            || path.starts_with('/')
+            || path
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Some(format!(
+                "the volume index names the path {path:?}, which is not inside the volume"
+            ));
+        }
+        match &entry.kind {
+            EntryKind::File { size, chunks } => {
+                let mut end = 0u64;
+                for c in chunks {
+                    let valid_digest = c.digest.len() == 64
+                        && c.digest
+                            .bytes()
+                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                    if !valid_digest {
+                        return Some(format!(
+                            "file {path}: {:?} is not a SHA-256 digest",
+                            c.digest
+                        ));
+                    }
+                    if c.offset < end || c.offset + u64::from(c.len) > *size {
+                        return Some(format!(
+                            "file {path}: its chunk at offset {} ({} bytes) overlaps another or runs past its size {size}",
+                            c.offset, c.len
+                        ));
+                    }
+                    end = c.offset + u64::from(c.len);
+                }
+            }
+            EntryKind::HardLink { to } if !seen.contains(to.as_str()) => {
+                return Some(format!(
+                    "hard link {path} names {to}, which the index does not list before it"
+                ));
+            }
+            _ => {}
+        }
+        seen.insert(path.as_str());
+    }
+    None
+}
+
+/// What moving one volume's data did, in status and in the follow progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Moved {
+    /// The volume's index (export) or the index read (import).
+    pub index_digest: String,
+    pub files: u64,
+    /// Bytes of file data (holes not counted).
+    pub bytes: u64,
+    /// Bytes of chunk data sent to (export) or read from (import) the location, uncompressed;
+    /// on export, chunks the location already had are not counted.
+    pub bytes_transferred: u64,
+    /// Compressed bytes sent or read.
+    pub bytes_stored: u64,
+    pub chunks: u64,
+    pub chunks_transferred: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, size: u64, chunks: &[(u64, u32)]) -> Entry {
+        Entry {
+            path: path.into(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            kind: EntryKind::File {
+                size,
+                chunks: chunks
+                    .iter()
+                    .map(|(offset, len)| ChunkRef {
+                        offset: *offset,
+                        len: *len,
+                        digest: "ab".repeat(32),
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn an_index_that_escapes_the_volume_or_overlaps_its_chunks_is_refused_with_the_path() {
+        let ok = VolumeIndex {
+            format: INDEX_FORMAT,
+            entries: vec![file("a/b", 10, &[(0, 4), (6, 4)])],
+        };
+        assert_eq!(
+            index_problem(&ok),
+            None,
+            "a hole between two chunks is fine"
+        );
+        for (entries, want) in [
+            (vec![file("../etc/passwd", 1, &[])], "not inside the volume"),
+            (vec![file("/abs", 1, &[])], "not inside the volume"),
+            (vec![file("a//b", 1, &[])], "not inside the volume"),
+            (
+                vec![file("f", 10, &[(0, 6), (4, 4)])],
+                "file f: its chunk at offset 4",
+            ),
+            (vec![file("f", 10, &[(8, 4)])], "runs past its size 10"),
+        ] {
+            let problem = index_problem(&VolumeIndex {
+                format: INDEX_FORMAT,
+                entries,
+            })
+            .expect(want);
+            assert!(problem.contains(want), "{problem}");
+        }
+        let link = Entry {
+            kind: EntryKind::HardLink { to: "later".into() },
+            ..file("l", 0, &[])
+        };
+        let problem = index_problem(&VolumeIndex {
+            format: INDEX_FORMAT,
+            entries: vec![link],
+        })
+        .expect("refused");
+        assert!(problem.contains("hard link l names later"), "{problem}");
+        let newer = VolumeIndex {
+            format: INDEX_FORMAT + 1,
+            entries: Vec::new(),
+        };
+        assert!(index_problem(&newer).expect("refused").contains("format 2"));
+    }
+
+    #[test]
+    fn the_index_is_json_a_user_can_read() {
+        let index = VolumeIndex {
+            format: INDEX_FORMAT,
+            entries: vec![file("data/db", 5, &[(0, 5)])],
+        };
+        let json = serde_json::to_value(&index).expect("json");
+        assert_eq!(json["entries"][0]["type"], "file");
+        assert_eq!(json["entries"][0]["chunks"][0]["len"], 5);
+        assert_eq!(
+            serde_json::from_value::<VolumeIndex>(json).expect("back"),
+            index
+        );
+        assert_eq!(
+            chunk_key(&"ab".repeat(32)),
+            format!("data/chunks/ab/{}", "ab".repeat(32))
+        );
+    }
+}

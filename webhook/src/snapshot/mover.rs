@@ -1,0 +1,726 @@
+//! `multicluster-webhook mover`: moves one volume's files to a storage location and back, in the
+//! format of [`multicluster_core::snapshot::data`]. On a member it runs in a pod that mounts the
+//! volume (export: a claim made from the volume snapshot, read-only; import: the restored claim);
+//! this module is that pod's work, and needs nothing of Kubernetes.
+//!
+//! Export reads each file once, cutting it into content-defined chunks as it reads (FastCDC over
+//! a stream, so a file of any size takes a few chunks of memory), and uploads the chunks the
+//! location does not have yet, several at once; then the index. Import reads the index, checks it,
+//! writes every file's chunks at their offsets (holes stay holes), verifying each chunk's digest,
+//! then links, owners, modes and times, deepest first so that a directory's time is its own.
+//!
+//! Credentials never travel on the command line: an S3 location's keys come from the environment
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), which the pod takes from the job's Secret.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, FileTimes};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow, bail};
+use futures::StreamExt;
+use multicluster_core::snapshot::archive::sha256_hex;
+use multicluster_core::snapshot::data::{
+    CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, ChunkRef, Entry, EntryKind, INDEX_FORMAT, Moved, VolumeIndex,
+    chunk_key, index_key, index_problem, is_hole,
+};
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+/// Chunks uploaded or downloaded at once.
+const IN_FLIGHT: usize = 8;
+/// The granularity at which import leaves zeros unwritten (a file system block).
+const HOLE_BLOCK: usize = 4096;
+/// zstd level: fast (hundreds of MB/s per core), most of the ratio.
+const ZSTD_LEVEL: i32 = 3;
+
+#[derive(clap::Args, Debug)]
+pub struct MoverArgs {
+    #[command(subcommand)]
+    pub command: MoverCommand,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum MoverCommand {
+    /// Upload the files under SOURCE; prints what moved (JSON), with the index digest
+    Export {
+        #[arg(long)]
+        source: PathBuf,
+    },
+    /// Write the files of index DIGEST under TARGET, verifying every chunk; prints what moved
+    Import {
+        #[arg(long)]
+        target: PathBuf,
+        #[arg(long, value_name = "DIGEST")]
+        index: String,
+    },
+}
+
+/// Where the location is. An S3 location's keys come from `AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY` in the environment.
+#[derive(clap::Args, Debug)]
+pub struct StoreArgs {
+    /// A directory (a filesystem location mounted into the pod)
+    #[arg(long, conflicts_with = "s3_bucket")]
+    pub filesystem: Option<PathBuf>,
+    #[arg(long)]
+    pub s3_bucket: Option<String>,
+    #[arg(long, requires = "s3_bucket")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, default_value = "us-east-1")]
+    pub s3_region: String,
+    #[arg(long)]
+    pub s3_prefix: Option<String>,
+    #[arg(long)]
+    pub s3_path_style: bool,
+    /// PEM file of the CA that signs the S3 endpoint's certificate
+    #[arg(long)]
+    pub s3_ca_bundle: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    pub fn open(&self) -> anyhow::Result<Arc<dyn ObjectStore>> {
+        if let Some(dir) = &self.filesystem {
+            let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                .with_context(|| format!("opening directory {}", dir.display()))?
+                .with_automatic_cleanup(true);
+            return Ok(Arc::new(store));
+        }
+        let bucket = self
+            .s3_bucket
+            .as_deref()
+            .context("say where the location is: --filesystem DIR or --s3-bucket NAME")?;
+        let env = |key: &str| {
+            std::env::var(key).map_err(|_| {
+                anyhow!(
+                    "{key} is not set: the mover takes the location's keys from the environment"
+                )
+            })
+        };
+        let ca = match &self.s3_ca_bundle {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the CA bundle {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let mut builder = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region(&self.s3_region)
+            .with_access_key_id(env("AWS_ACCESS_KEY_ID")?)
+            .with_secret_access_key(env("AWS_SECRET_ACCESS_KEY")?)
+            .with_virtual_hosted_style_request(!self.s3_path_style)
+            .with_http_connector(super::storage::HyperConnector::new(ca.as_deref())?)
+            .with_retry(object_store::RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(60),
+                ..Default::default()
+            });
+        if let Some(endpoint) = &self.s3_endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        let store = builder.build().context("configuring the S3 client")?;
+        Ok(
+            match self.s3_prefix.as_deref().map(|p| p.trim_matches('/')) {
+                Some(prefix) if !prefix.is_empty() => {
+                    Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+                }
+                _ => Arc::new(store),
+            },
+        )
+    }
+}
+
+pub async fn run(args: MoverArgs) -> anyhow::Result<()> {
+    let store = args.store.open()?;
+    let moved = match args.command {
+        MoverCommand::Export { source } => export(&source, store).await?,
+        MoverCommand::Import { target, index } => import(&target, store, &index).await?,
+    };
+    println!("{}", serde_json::to_string(&moved)?);
+    Ok(())
+}
+
+/// What the walk found, before any byte is read.
+enum Found {
+    Dir,
+    File { size: u64 },
+    Symlink { target: String },
+    HardLink { to: String },
+}
+
+/// Every entry under `root`, parents first, in name order; hard links after their first name.
+fn walk(root: &Path) -> anyhow::Result<Vec<(String, std::fs::Metadata, Found)>> {
+    let mut out = Vec::new();
+    let mut first_names: BTreeMap<(u64, u64), String> = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(dir) = stack.pop() {
+        let mut names: Vec<_> = std::fs::read_dir(root.join(&dir))
+            .with_context(|| format!("reading directory {}", root.join(&dir).display()))?
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        let mut subdirs = Vec::new();
+        for name in names {
+            let rel = dir.join(&name);
+            let full = root.join(&rel);
+            let meta = std::fs::symlink_metadata(&full)
+                .with_context(|| format!("reading {}", full.display()))?;
+            let path = rel
+                .to_str()
+                .with_context(|| format!("{} is not UTF-8", full.display()))?
+                .to_owned();
+            let kind = meta.file_type();
+            let found = if kind.is_dir() {
+                subdirs.push(rel);
+                Found::Dir
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(&full)?;
+                Found::Symlink {
+                    target: target
+                        .to_str()
+                        .with_context(|| format!("the target of {} is not UTF-8", full.display()))?
+                        .to_owned(),
+                }
+            } else if kind.is_file() {
+                match first_names.get(&(meta.dev(), meta.ino())) {
+                    Some(first) if meta.nlink() > 1 => Found::HardLink { to: first.clone() },
+                    _ => {
+                        if meta.nlink() > 1 {
+                            first_names.insert((meta.dev(), meta.ino()), path.clone());
+                        }
+                        Found::File { size: meta.len() }
+                    }
+                }
+            } else {
+                // Sockets, pipes and devices carry no data a restore could use.
+                tracing::info!(path = %full.display(), "skipped: not a file, directory or link");
+                continue;
+            };
+            out.push((path, meta, found));
+        }
+        // Depth first, in name order: reversed onto the stack.
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(out)
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
+}
+
+/// Shared between the chunks of one export.
+struct Uploads {
+    store: Arc<dyn ObjectStore>,
+    /// Digests known to be in the location (found there or uploaded by this run).
+    present: Mutex<HashSet<String>>,
+    moved: Mutex<Moved>,
+}
+
+impl Uploads {
+    /// Puts chunk `data` (with `digest`) unless the location has it.
+    async fn put(&self, digest: &str, data: Vec<u8>) -> anyhow::Result<()> {
+        let known = self.present.lock().is_ok_and(|p| p.contains(digest));
+        if known {
+            return Ok(());
+        }
+        let key = StorePath::from(chunk_key(digest));
+        match self.store.head(&key).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => {
+                let len = data.len() as u64;
+                let compressed =
+                    tokio::task::spawn_blocking(move || zstd::bulk::compress(&data, ZSTD_LEVEL))
+                        .await??;
+                let stored = compressed.len() as u64;
+                self.store
+                    .put(&key, PutPayload::from(compressed))
+                    .await
+                    .with_context(|| format!("uploading chunk {digest}"))?;
+                if let Ok(mut m) = self.moved.lock() {
+                    m.bytes_transferred += len;
+                    m.bytes_stored += stored;
+                    m.chunks_transferred += 1;
+                }
+            }
+            Err(e) => return Err(e).with_context(|| format!("looking for chunk {digest}")),
+        }
+        if let Ok(mut p) = self.present.lock() {
+            p.insert(digest.to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// Exports the files under `source` to `store`; returns what moved, with the index's digest.
+pub async fn export(source: &Path, store: Arc<dyn ObjectStore>) -> anyhow::Result<Moved> {
+    let root = source.to_owned();
+    let found = tokio::task::spawn_blocking(move || walk(&root)).await??;
+    let uploads = Arc::new(Uploads {
+        store: store.clone(),
+        present: Mutex::default(),
+        moved: Mutex::default(),
+    });
+    let mut entries = Vec::with_capacity(found.len());
+    for (path, meta, found) in found {
+        let kind = match found {
+            Found::Dir => EntryKind::Dir,
+            Found::Symlink { target } => EntryKind::Symlink { target },
+            Found::HardLink { to } => EntryKind::HardLink { to },
+            Found::File { size } => {
+                let chunks = export_file(&source.join(&path), &uploads)
+                    .await
+                    .with_context(|| format!("exporting file {path}"))?;
+                if let Ok(mut m) = uploads.moved.lock() {
+                    m.files += 1;
+                    m.chunks += chunks.len() as u64;
+                    m.bytes += chunks.iter().map(|c| u64::from(c.len)).sum::<u64>();
+                }
+                EntryKind::File { size, chunks }
+            }
+        };
+        entries.push(Entry {
+            path,
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mtime_ns: mtime_ns(&meta),
+            kind,
+        });
+    }
+    let index = VolumeIndex {
+        format: INDEX_FORMAT,
+        entries,
+    };
+    let json = serde_json::to_vec(&index)?;
+    let digest = sha256_hex(&json);
+    let compressed = zstd::bulk::compress(&json, ZSTD_LEVEL)?;
+    store
+        .put(
+            &StorePath::from(index_key(&digest)),
+            PutPayload::from(compressed),
+        )
+        .await
+        .context("uploading the volume index")?;
+    let mut moved = uploads
+        .moved
+        .lock()
+        .map_err(|_| anyhow!("a chunk upload panicked"))?
+        .clone();
+    moved.index_digest = digest;
+    Ok(moved)
+}
+
+/// Cuts one file into chunks as it reads it and uploads those the location lacks; holes are left
+/// out of the returned list.
+async fn export_file(path: &Path, uploads: &Arc<Uploads>) -> anyhow::Result<Vec<ChunkRef>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<anyhow::Result<(u64, Vec<u8>)>>(IN_FLIGHT);
+    let reader = tokio::task::spawn_blocking(move || {
+        let chunker = fastcdc::v2020::StreamCDC::new(
+            std::io::BufReader::with_capacity(1 << 20, file),
+            CHUNK_MIN as usize,
+            CHUNK_AVG as usize,
+            CHUNK_MAX as usize,
+        );
+        for chunk in chunker {
+            let item = chunk
+                .map(|c| (c.offset, c.data))
+                .map_err(|e| anyhow!("reading: {e}"));
+            let failed = item.is_err();
+            if tx.blocking_send(item).is_err() || failed {
+                break;
+            }
+        }
+    });
+    let mut chunks: Vec<ChunkRef> = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|item| {
+            let uploads = uploads.clone();
+            async move {
+                let (offset, data) = item?;
+                if is_hole(&data) {
+                    return Ok(None);
+                }
+                let len = u32::try_from(data.len())?;
+                let (data, digest) = tokio::task::spawn_blocking(move || {
+                    let digest = sha256_hex(&data);
+                    (data, digest)
+                })
+                .await?;
+                uploads.put(&digest, data).await?;
+                anyhow::Ok(Some(ChunkRef {
+                    offset,
+                    len,
+                    digest,
+                }))
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .filter_map(Result::transpose)
+        .collect::<anyhow::Result<_>>()?;
+    reader.await?;
+    chunks.sort_by_key(|c| c.offset);
+    Ok(chunks)
+}
+
+/// Reads and checks the index with `digest`.
+async fn read_index(store: &dyn ObjectStore, digest: &str) -> anyhow::Result<VolumeIndex> {
+    let bytes = store
+        .get(&StorePath::from(index_key(digest)))
+        .await
+        .map_err(|e| match e {
+            object_store::Error::NotFound { .. } => {
+                anyhow!("the volume index {digest} is not in the location")
+            }
+            e => anyhow!(e).context(format!("reading the volume index {digest}")),
+        })?
+        .bytes()
+        .await?;
+    let json = zstd::bulk::decompress(&bytes, 64 << 20)
+        .map_err(|e| anyhow!("the volume index {digest} is corrupt: {e}"))?;
+    if sha256_hex(&json) != digest {
+        bail!("the volume index {digest} is corrupt: its content does not have that digest");
+    }
+    let index: VolumeIndex = serde_json::from_slice(&json)
+        .map_err(|e| anyhow!("the volume index {digest} is not one: {e}"))?;
+    if let Some(problem) = index_problem(&index) {
+        bail!("the volume index {digest} cannot be restored: {problem}");
+    }
+    Ok(index)
+}
+
+/// Writes the files of index `digest` under `target`, verifying every chunk; a missing or corrupt
+/// chunk fails the import naming the file.
+pub async fn import(
+    target: &Path,
+    store: Arc<dyn ObjectStore>,
+    digest: &str,
+) -> anyhow::Result<Moved> {
+    let index = read_index(store.as_ref(), digest).await?;
+    let mut moved = Moved {
+        index_digest: digest.to_owned(),
+        ..Moved::default()
+    };
+    std::fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
+    for entry in &index.entries {
+        let path = target.join(&entry.path);
+        match &entry.kind {
+            EntryKind::Dir => std::fs::create_dir_all(&path)
+                .with_context(|| format!("creating directory {}", entry.path))?,
+            EntryKind::Symlink { target: to } => {
+                let _ = std::fs::remove_file(&path);
+                std::os::unix::fs::symlink(to, &path)
+                    .with_context(|| format!("creating symlink {}", entry.path))?;
+            }
+            EntryKind::HardLink { to } => {
+                let _ = std::fs::remove_file(&path);
+                std::fs::hard_link(target.join(to), &path)
+                    .with_context(|| format!("linking {} to {to}", entry.path))?;
+            }
+            EntryKind::File { size, chunks } => {
+                let file =
+                    File::create(&path).with_context(|| format!("creating file {}", entry.path))?;
+                // The length first: what no chunk covers stays a hole.
+                file.set_len(*size)?;
+                let file = Arc::new(file);
+                futures::stream::iter(chunks.iter().cloned())
+                    .map(|chunk| {
+                        let (store, file, name) = (store.clone(), file.clone(), entry.path.clone());
+                        async move { import_chunk(store.as_ref(), &file, &name, &chunk).await }
+                    })
+                    .buffer_unordered(IN_FLIGHT)
+                    .collect::<Vec<_>>()
+                    .await
+                    .into_iter()
+                    .try_for_each(|r| r.map(|stored| moved.bytes_stored += stored))?;
+                moved.files += 1;
+                moved.chunks += chunks.len() as u64;
+                moved.chunks_transferred += chunks.len() as u64;
+                let bytes: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+                moved.bytes += bytes;
+                moved.bytes_transferred += bytes;
+            }
+        }
+    }
+    // Owners, modes and times, deepest first: writing into a directory changes its time.
+    for entry in index.entries.iter().rev() {
+        let path = target.join(&entry.path);
+        std::os::unix::fs::lchown(&path, Some(entry.uid), Some(entry.gid))
+            .with_context(|| format!("setting the owner of {}", entry.path))?;
+        if matches!(
+            entry.kind,
+            EntryKind::Symlink { .. } | EntryKind::HardLink { .. }
+        ) {
+            continue;
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(entry.mode))
+            .with_context(|| format!("setting the mode of {}", entry.path))?;
+        let mtime =
+            UNIX_EPOCH + Duration::from_nanos(u64::try_from(entry.mtime_ns).unwrap_or_default());
+        File::open(&path)
+            .and_then(|f| f.set_times(FileTimes::new().set_modified(mtime)))
+            .with_context(|| format!("setting the time of {}", entry.path))?;
+    }
+    Ok(moved)
+}
+
+/// Downloads, checks and writes one chunk; returns its stored (compressed) size.
+async fn import_chunk(
+    store: &dyn ObjectStore,
+    file: &File,
+    name: &str,
+    chunk: &ChunkRef,
+) -> anyhow::Result<u64> {
+    let what = || {
+        format!(
+            "file {name}: its chunk at offset {} ({} bytes, {})",
+            chunk.offset, chunk.len, chunk.digest
+        )
+    };
+    let bytes = store
+        .get(&StorePath::from(chunk_key(&chunk.digest)))
+        .await
+        .map_err(|e| match e {
+            object_store::Error::NotFound { .. } => {
+                anyhow!("{} is missing from the location", what())
+            }
+            e => anyhow!(e).context(format!("reading {}", what())),
+        })?
+        .bytes()
+        .await
+        .with_context(what)?;
+    let stored = bytes.len() as u64;
+    let data = zstd::bulk::decompress(&bytes, CHUNK_MAX as usize)
+        .map_err(|e| anyhow!("{} is corrupt: {e}", what()))?;
+    if data.len() != chunk.len as usize || sha256_hex(&data) != chunk.digest {
+        bail!(
+            "{} is corrupt: its content does not have that digest",
+            what()
+        );
+    }
+    // Zero blocks are not written: the file was sized first, so they read back as zeros and a
+    // sparse file stays sparse (a chunk around a hole holds some of its zeros).
+    let mut at = 0;
+    while at < data.len() {
+        let end = (at + HOLE_BLOCK).min(data.len());
+        if is_hole(&data[at..end]) {
+            at = end;
+            continue;
+        }
+        let mut run_end = end;
+        while run_end < data.len() {
+            let next = (run_end + HOLE_BLOCK).min(data.len());
+            if is_hole(&data[run_end..next]) {
+                break;
+            }
+            run_end = next;
+        }
+        file.write_all_at(&data[at..run_end], chunk.offset + at as u64)
+            .with_context(|| format!("writing {}", what()))?;
+        at = run_end;
+    }
+    Ok(stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A volume with what a database and its tools leave: nested directories, many small files, a
+    /// large file, a sparse file, a symlink, a hard link, odd modes and old times.
+    fn volume(root: &Path) {
+        let dir = root.join("db/tables");
+        std::fs::create_dir_all(&dir).expect("dirs");
+        for i in 0..50 {
+            std::fs::write(
+                dir.join(format!("t{i}")),
+                format!("row {i}\n").repeat(i + 1),
+            )
+            .expect("small");
+        }
+        let mut large = File::create(root.join("db/large")).expect("large");
+        let mut seed = 7u64;
+        let bytes: Vec<u8> = (0..6 << 20)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 56) as u8
+            })
+            .collect();
+        large.write_all(&bytes).expect("write");
+        let sparse = File::create(root.join("sparse")).expect("sparse");
+        sparse.set_len(64 << 20).expect("len");
+        sparse.write_all_at(b"head", 0).expect("head");
+        sparse.write_all_at(b"tail", (64 << 20) - 4).expect("tail");
+        std::os::unix::fs::symlink("db/large", root.join("link")).expect("symlink");
+        std::fs::hard_link(root.join("db/tables/t3"), root.join("hard")).expect("hard link");
+        std::fs::set_permissions(
+            root.join("db/tables/t1"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("mode");
+        let old = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        File::open(root.join("db/tables/t2"))
+            .expect("open")
+            .set_times(FileTimes::new().set_modified(old))
+            .expect("time");
+    }
+
+    fn store(dir: &Path) -> Arc<dyn ObjectStore> {
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir).expect("store"))
+    }
+
+    #[tokio::test]
+    async fn a_volume_comes_back_byte_for_byte_with_links_modes_times_and_holes_and_unchanged_chunks_move_once()
+     {
+        let (source, location, target) = (
+            tempfile::tempdir().expect("tmp"),
+            tempfile::tempdir().expect("tmp"),
+            tempfile::tempdir().expect("tmp"),
+        );
+        volume(source.path());
+        let first = export(source.path(), store(location.path()))
+            .await
+            .expect("export");
+        assert_eq!(
+            first.files, 52,
+            "50 small, the large and the sparse file (the hard link is no file of its own): {first:?}"
+        );
+        assert_eq!(
+            first.bytes_transferred, first.bytes,
+            "a new location gets every chunk once"
+        );
+        assert!(
+            first.bytes_stored < 7 << 20,
+            "the 64 MiB sparse file costs next to nothing: {first:?}"
+        );
+
+        let back = import(target.path(), store(location.path()), &first.index_digest)
+            .await
+            .expect("import");
+        assert_eq!(back.bytes, first.bytes);
+        for path in ["db/large", "db/tables/t7", "sparse", "hard"] {
+            assert_eq!(
+                std::fs::read(target.path().join(path)).expect("read"),
+                std::fs::read(source.path().join(path)).expect("read"),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_link(target.path().join("link")).expect("link"),
+            Path::new("db/large")
+        );
+        let meta = |root: &Path, p: &str| std::fs::symlink_metadata(root.join(p)).expect("meta");
+        assert_eq!(
+            meta(target.path(), "hard").ino(),
+            meta(target.path(), "db/tables/t3").ino(),
+            "still one file"
+        );
+        assert_eq!(meta(target.path(), "db/tables/t1").mode() & 0o7777, 0o600);
+        assert_eq!(meta(target.path(), "db/tables/t2").mtime(), 1_000_000_000);
+        assert_eq!(
+            meta(target.path(), "db").mtime(),
+            meta(source.path(), "db").mtime(),
+            "a directory keeps its own time"
+        );
+        let sparse = meta(target.path(), "sparse");
+        assert_eq!(sparse.len(), 64 << 20);
+        assert!(
+            sparse.blocks() * 512 < 1 << 20,
+            "the hole stays a hole: {} blocks",
+            sparse.blocks()
+        );
+
+        // One byte changed in the large file: only the chunk around it moves.
+        let large = std::fs::OpenOptions::new()
+            .write(true)
+            .open(source.path().join("db/large"))
+            .expect("open");
+        large.write_all_at(b"X", 3 << 20).expect("write");
+        let second = export(source.path(), store(location.path()))
+            .await
+            .expect("export again");
+        assert_ne!(second.index_digest, first.index_digest);
+        assert!(
+            second.chunks_transferred <= 2 && second.bytes_transferred <= u64::from(CHUNK_MAX) * 2,
+            "{second:?}"
+        );
+        assert!(
+            second.chunks_transferred == 1 && second.bytes_transferred < (6 << 20) / 2,
+            "one chunk, not the 6 MiB file: {second:?} after {first:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_or_missing_chunk_fails_the_import_naming_the_file() {
+        let (source, location) = (
+            tempfile::tempdir().expect("tmp"),
+            tempfile::tempdir().expect("tmp"),
+        );
+        std::fs::write(source.path().join("a"), b"alpha").expect("write");
+        std::fs::write(source.path().join("b"), b"bravo").expect("write");
+        let moved = export(source.path(), store(location.path()))
+            .await
+            .expect("export");
+        let index = read_index(store(location.path()).as_ref(), &moved.index_digest)
+            .await
+            .expect("index");
+        let chunk_of = |name: &str| match &index
+            .entries
+            .iter()
+            .find(|e| e.path == name)
+            .expect("entry")
+            .kind
+        {
+            EntryKind::File { chunks, .. } => chunks[0].digest.clone(),
+            other => panic!("{other:?}"),
+        };
+        // A flipped byte in b's chunk (compressed again, so only the digest can tell).
+        let b = location.path().join(chunk_key(&chunk_of("b")));
+        std::fs::write(&b, zstd::bulk::compress(b"brXvo", 3).expect("zstd")).expect("corrupt");
+        let target = tempfile::tempdir().expect("tmp");
+        let err = format!(
+            "{:#}",
+            import(target.path(), store(location.path()), &moved.index_digest)
+                .await
+                .expect_err("corrupt")
+        );
+        assert!(
+            err.contains("file b: its chunk at offset 0") && err.contains("is corrupt"),
+            "{err}"
+        );
+        std::fs::remove_file(&b).expect("remove");
+        let err = format!(
+            "{:#}",
+            import(target.path(), store(location.path()), &moved.index_digest)
+                .await
+                .expect_err("missing")
+        );
+        assert!(
+            err.contains("file b") && err.contains("missing from the location"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            import(target.path(), store(location.path()), &"0".repeat(64))
+                .await
+                .expect_err("no index")
+        );
+        assert!(err.contains("is not in the location"), "{err}");
+    }
+}
