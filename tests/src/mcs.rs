@@ -140,3 +140,19 @@ pub async fn cluster_id(member: &Client) -> String {
         .expect("a cluster ID")
         .to_owned()
 }
+
+/// member-1 and member-2 joined (once per playground), their clients, and a fresh namespace
+/// named from `prefix` on both (namespace sameness: an export is imported where the namespace is).
+pub async fn joined_with_namespace(
+    pg: &crate::Playground,
+    prefix: &str,
+) -> (Client, Client, String) {
+    pg.join_members();
+    let m1 = pg.client("member-1").await.expect("a client of member-1");
+    let m2 = pg.client("member-2").await.expect("a client of member-2");
+    let ns = crate::fresh_namespace(&m1, prefix)
+        .await
+        .expect("a fresh namespace on member-1");
+    create_namespace(&m2, &ns).await;
+    (m1, m2, ns)
+}

@@ -14,10 +14,10 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-use multicluster_tests::mcs::{api, cluster_id, create_namespace, export_service, headless_app};
-use multicluster_tests::{
-    Playground, eventually, fresh_namespace, playground_with_nodes, run, unique_name,
+use multicluster_tests::mcs::{
+    api, cluster_id, export_service, headless_app, joined_with_namespace,
 };
+use multicluster_tests::{Playground, eventually, playground_with_nodes, run, unique_name};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -123,11 +123,7 @@ async fn wait_ready_pods(
 async fn a_pod_resolves_clusterset_names_a_srv_and_per_pod_for_headless_services_of_both_members_and_cluster_local_stays_local()
  {
     let pg = playground_with_nodes();
-    pg.join_members();
-    let m1 = pg.client("member-1").await.unwrap();
-    let m2 = pg.client("member-2").await.unwrap();
-    let ns = fresh_namespace(&m1, "dns").await.unwrap();
-    create_namespace(&m2, &ns).await;
+    let (m1, m2, ns) = joined_with_namespace(pg, "dns").await;
     let (id1, id2) = (cluster_id(&m1).await, cluster_id(&m2).await);
 
     // A headless StatefulSet exported from both members (two pods on member-1, one on member-2),

@@ -40,6 +40,20 @@ fn moved(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Exports `source`; returns what moved and (bytes, bytes sent).
+fn export(minio: &Minio, ca: &Path, source: &Path) -> (Value, (u64, u64)) {
+    let out = moved(
+        &mover(minio, ca, &["export", "--source", source.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    let sizes = (
+        out["bytes"].as_u64().unwrap(),
+        out["bytesTransferred"].as_u64().unwrap(),
+    );
+    (out, sizes)
+}
+
 fn random_file(path: &Path, bytes: usize, seed: u64) {
     let mut state = seed;
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
@@ -78,15 +92,7 @@ fn a_volume_exported_to_minio_is_imported_elsewhere_byte_for_byte_and_a_second_e
     sparse.write_all_at(b"middle", 128 << 20).unwrap();
     std::os::unix::fs::symlink("data/large", source.join("current")).unwrap();
 
-    let first = moved(
-        &mover(
-            &minio,
-            &ca,
-            &["export", "--source", source.to_str().unwrap()],
-        )
-        .output()
-        .unwrap(),
-    );
+    let (first, _) = export(&minio, &ca, &source);
     let index = first["indexDigest"].as_str().unwrap().to_owned();
     assert_eq!(first["files"], 302, "{first}");
     assert!(
@@ -144,19 +150,7 @@ fn a_volume_exported_to_minio_is_imported_elsewhere_byte_for_byte_and_a_second_e
     large
         .write_all_at(&vec![7u8; (24 << 20) / 20], 10 << 20)
         .unwrap();
-    let second = moved(
-        &mover(
-            &minio,
-            &ca,
-            &["export", "--source", source.to_str().unwrap()],
-        )
-        .output()
-        .unwrap(),
-    );
-    let (all, sent) = (
-        second["bytes"].as_u64().unwrap(),
-        second["bytesTransferred"].as_u64().unwrap(),
-    );
+    let (second, (all, sent)) = export(&minio, &ca, &source);
     println!(
         "second export: {sent} of {all} bytes sent ({} of {} chunks)",
         second["chunksTransferred"], second["chunks"]
@@ -176,7 +170,7 @@ fn minio_stopped_in_the_middle_of_an_export_fails_it_and_the_next_export_uploads
     std::fs::create_dir_all(&source).unwrap();
     random_file(&source.join("large"), 96 << 20, 2);
 
-    let export = mover(
+    let running = mover(
         &minio,
         &ca,
         &["export", "--source", source.to_str().unwrap()],
@@ -204,7 +198,7 @@ fn minio_stopped_in_the_middle_of_an_export_fails_it_and_the_next_export_uploads
     );
     let data = minio.data_dir.clone();
     drop(minio);
-    let out = export.wait_with_output().unwrap();
+    let out = running.wait_with_output().unwrap();
     assert!(
         !out.status.success(),
         "an export whose location went away must fail: {out:?}"
@@ -219,19 +213,7 @@ fn minio_stopped_in_the_middle_of_an_export_fails_it_and_the_next_export_uploads
     // Back on the same drive: the chunks it already has are not sent again.
     let (minio, ca) = start(dir.path());
     assert_eq!(minio.data_dir, data);
-    let again = moved(
-        &mover(
-            &minio,
-            &ca,
-            &["export", "--source", source.to_str().unwrap()],
-        )
-        .output()
-        .unwrap(),
-    );
-    let (all, sent) = (
-        again["bytes"].as_u64().unwrap(),
-        again["bytesTransferred"].as_u64().unwrap(),
-    );
+    let (again, (all, sent)) = export(&minio, &ca, &source);
     println!("after the restart: {sent} of {all} bytes sent");
     assert!(
         sent < all,

@@ -13,10 +13,8 @@ use std::time::Duration;
 
 use kube::api::{DeleteParams, DynamicObject, ListParams};
 use kube::{Api, Client};
-use multicluster_tests::mcs::{api, cluster_id, create_namespace, headless_app};
-use multicluster_tests::{
-    Playground, eventually, fresh_namespace, playground_with_nodes, run, run_ok, unique_name,
-};
+use multicluster_tests::mcs::{api, cluster_id, headless_app, joined_with_namespace};
+use multicluster_tests::{Playground, eventually, playground_with_nodes, run, run_ok, unique_name};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -74,11 +72,7 @@ fn condition(export: &DynamicObject, type_: &str) -> Option<(String, String, Str
 async fn a_headless_statefulset_exported_from_two_members_is_imported_headless_with_each_pod_and_its_hostname_and_reached_pod_to_pod()
  {
     let pg = playground_with_nodes();
-    pg.join_members();
-    let m1 = pg.client("member-1").await.unwrap();
-    let m2 = pg.client("member-2").await.unwrap();
-    let ns = fresh_namespace(&m1, "db").await.unwrap();
-    create_namespace(&m2, &ns).await;
+    let (m1, m2, ns) = joined_with_namespace(pg, "db").await;
     for (context, member, replicas) in [("member-1", "member-1", 2), ("member-2", "member-2", 1)] {
         let out = pg.apply(context, &headless_app(&ns, member, replicas), &[]);
         assert!(out.status.success(), "{out:?}");
@@ -384,11 +378,7 @@ async fn wait_vip(member: &Client, ns: &str, name: &str) -> String {
 async fn the_clusterset_ip_reaches_only_the_exporters_pods_never_a_same_named_service_a_member_does_not_export()
  {
     let pg = playground_with_nodes();
-    pg.join_members();
-    let m1 = pg.client("member-1").await.unwrap();
-    let m2 = pg.client("member-2").await.unwrap();
-    let ns = fresh_namespace(&m1, "conn").await.unwrap();
-    create_namespace(&m2, &ns).await;
+    let (_, m2, ns) = joined_with_namespace(pg, "conn").await;
     let pool = pool(pg, "10.250.212.0/24");
     // member-1 exports `web`; member-2 has a Service `web` of its own and does not export it.
     apply_ok(
@@ -451,11 +441,7 @@ async fn the_clusterset_ip_reaches_only_the_exporters_pods_never_a_same_named_se
 async fn each_port_of_a_multi_cluster_service_reaches_only_the_members_that_export_it_as_imported()
 {
     let pg = playground_with_nodes();
-    pg.join_members();
-    let m1 = pg.client("member-1").await.unwrap();
-    let m2 = pg.client("member-2").await.unwrap();
-    let ns = fresh_namespace(&m1, "ports").await.unwrap();
-    create_namespace(&m2, &ns).await;
+    let (m1, m2, ns) = joined_with_namespace(pg, "ports").await;
     let pool = pool(pg, "10.250.213.0/24");
     // member-1 (the oldest export) serves `http` on 80 and `shared` on 9000; member-2 defines
     // `http` as 8080 (a PortConflict: the import keeps 80, member-1's) and `shared` the same.

@@ -334,11 +334,13 @@ mod tests {
     use super::*;
     use hickory_server::proto::op::{Message, Query};
 
-    /// The server on a loopback port, answering from `zone`.
-    async fn serve(zone: Zone) -> (SocketAddr, Server<Handler>) {
+    /// The server on a loopback port, answering from `zone` (`None`: its watches have not listed).
+    async fn serve(zone: Option<Zone>) -> (SocketAddr, Server<Handler>) {
         let shared = Arc::new(SharedZone::default());
-        shared.replace(zone);
-        shared.ready.store(true, Ordering::Release);
+        if let Some(zone) = zone {
+            shared.replace(zone);
+            shared.ready.store(true, Ordering::Release);
+        }
         let mut server = Server::new(Handler { zone: shared });
         let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
             .await
@@ -375,7 +377,7 @@ mod tests {
             "spec": {"type": "ClusterSetIP", "ips": ["10.240.0.7"],
                      "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
         });
-        let (address, _server) = serve(Zone::build(&[import], &[], 3)).await;
+        let (address, _server) = serve(Some(Zone::build(&[import], &[], 3))).await;
 
         let a = ask(address, "web.shop.svc.clusterset.local.", RecordType::A).await;
         assert_eq!(
@@ -420,13 +422,7 @@ mod tests {
 
     #[tokio::test]
     async fn until_the_watches_have_listed_every_question_fails_instead_of_answering_nxdomain() {
-        let shared = Arc::new(SharedZone::default());
-        let mut server = Server::new(Handler { zone: shared });
-        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("a port");
-        let address = udp.local_addr().expect("an address");
-        server.register_socket(udp);
+        let (address, _server) = serve(None).await;
         let answer = ask(address, "web.shop.svc.clusterset.local.", RecordType::A).await;
         assert_eq!(answer.metadata.response_code, ResponseCode::ServFail);
     }
