@@ -90,8 +90,11 @@ pub fn is_hole(data: &[u8]) -> bool {
 }
 
 /// Why an index read back from a location cannot be restored from; `None`: it can. A path that
-/// escapes the volume, chunks that overlap or run past the file's end, a hard link to a path not
-/// listed before it, or a digest that is not one: each named with its path.
+/// escapes the volume (`..`, absolute, or under anything but a directory listed before it, such
+/// as a symlink: `evil -> /etc` then `evil/passwd`), a path listed twice, chunks that overlap or
+/// run past the file's end, a hard link to anything but a file listed before it, or a digest that
+/// is not one: each named with its path. An index is data from outside the cluster; a forged one
+/// must not make the mover write outside the volume.
 pub fn index_problem(index: &VolumeIndex) -> Option<String> {
     if index.format != INDEX_FORMAT {
         return Some(format!(
@@ -99,7 +102,10 @@ pub fn index_problem(index: &VolumeIndex) -> Option<String> {
             index.format
         ));
     }
-    let mut seen = std::collections::BTreeSet::new();
+    // Path → Some(true) for a directory, Some(false) for a file, None for a link (neither a
+    // parent nor a hard link's target).
+    let mut seen: std::collections::BTreeMap<&str, Option<bool>> =
+        std::collections::BTreeMap::new();
     for entry in &index.entries {
         let path = &entry.path;
         if path.is_empty()
@@ -110,6 +116,16 @@ pub fn index_problem(index: &VolumeIndex) -> Option<String> {
         {
             return Some(format!(
                 "the volume index names the path {path:?}, which is not inside the volume"
+            ));
+        }
+        if seen.contains_key(path.as_str()) {
+            return Some(format!("the volume index lists {path} twice"));
+        }
+        if let Some((parent, _)) = path.rsplit_once('/')
+            && seen.get(parent) != Some(&Some(true))
+        {
+            return Some(format!(
+                "the volume index lists {path} under {parent}, which it does not list before as a directory"
             ));
         }
         match &entry.kind {
@@ -126,7 +142,7 @@ pub fn index_problem(index: &VolumeIndex) -> Option<String> {
                             c.digest
                         ));
                     }
-                    if c.offset < end || c.offset + u64::from(c.len) > *size {
+                    if c.offset < end || c.offset.saturating_add(u64::from(c.len)) > *size {
                         return Some(format!(
                             "file {path}: its chunk at offset {} ({} bytes) overlaps another or runs past its size {size}",
                             c.offset, c.len
@@ -135,14 +151,19 @@ pub fn index_problem(index: &VolumeIndex) -> Option<String> {
                     end = c.offset + u64::from(c.len);
                 }
             }
-            EntryKind::HardLink { to } if !seen.contains(to.as_str()) => {
+            EntryKind::HardLink { to } if seen.get(to.as_str()) != Some(&Some(false)) => {
                 return Some(format!(
-                    "hard link {path} names {to}, which the index does not list before it"
+                    "hard link {path} names {to}, which the index does not list before it as a file"
                 ));
             }
             _ => {}
         }
-        seen.insert(path.as_str());
+        let node = match entry.kind {
+            EntryKind::Dir => Some(true),
+            EntryKind::File { .. } => Some(false),
+            EntryKind::Symlink { .. } | EntryKind::HardLink { .. } => None,
+        };
+        seen.insert(path.as_str(), node);
     }
     None
 }
@@ -194,7 +215,7 @@ mod tests {
     fn an_index_that_escapes_the_volume_or_overlaps_its_chunks_is_refused_with_the_path() {
         let ok = VolumeIndex {
             format: INDEX_FORMAT,
-            entries: vec![file("a/b", 10, &[(0, 4), (6, 4)])],
+            entries: vec![file("b", 10, &[(0, 4), (6, 4)])],
         };
         assert_eq!(
             index_problem(&ok),
@@ -218,6 +239,37 @@ mod tests {
             .expect(want);
             assert!(problem.contains(want), "{problem}");
         }
+        // Through a symlink listed before: `evil -> /etc`, then `evil/passwd`.
+        let symlink = Entry {
+            kind: EntryKind::Symlink {
+                target: "/etc".into(),
+            },
+            ..file("evil", 0, &[])
+        };
+        let through = VolumeIndex {
+            format: INDEX_FORMAT,
+            entries: vec![symlink, file("evil/passwd", 1, &[])],
+        };
+        let problem = index_problem(&through).expect("refused");
+        assert!(
+            problem
+                .contains("evil/passwd under evil, which it does not list before as a directory"),
+            "{problem}"
+        );
+        let dir = Entry {
+            kind: EntryKind::Dir,
+            ..file("d", 0, &[])
+        };
+        let nested = VolumeIndex {
+            format: INDEX_FORMAT,
+            entries: vec![dir.clone(), file("d/f", 1, &[])],
+        };
+        assert_eq!(index_problem(&nested), None);
+        let twice = VolumeIndex {
+            format: INDEX_FORMAT,
+            entries: vec![dir.clone(), dir],
+        };
+        assert!(index_problem(&twice).expect("refused").contains("twice"));
         let link = Entry {
             kind: EntryKind::HardLink { to: "later".into() },
             ..file("l", 0, &[])
