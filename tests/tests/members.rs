@@ -19,6 +19,11 @@ use multicluster_tests::{playground, run, run_ok, set_nodes};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+/// Held by the tests that join member-1 with grants or settings of their own: a join with other
+/// grants takes accounts away (and resets the member's health settings) under another test's
+/// feet.
+static MEMBER_JOINS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// What `kubectl auth can-i` is asked with each stored token: each would make the token a key to
 /// the whole member (impersonating an admin, binding itself a role, reading every Secret, or
 /// intercepting every write with a webhook).
@@ -112,6 +117,7 @@ async fn credentials_of(hub: &Client, member: &str) -> Vec<StoredCredentials> {
 #[tokio::test]
 async fn joined_members_are_probed_against_the_survival_ratio_of_played_nodes_and_outages_are_seen()
 {
+    let _joins = MEMBER_JOINS.lock().await;
     let pg = playground();
     let hub = pg.client("hub").await.unwrap();
     let m2 = pg.client("member-2").await.unwrap();
@@ -534,6 +540,7 @@ async fn a_join_with_bad_credentials_or_too_few_permissions_says_which_and_creat
 async fn join_starts_the_clusterset_dns_server_on_a_member_and_adds_the_zone_to_its_coredns_once() {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::{ConfigMap, Service};
+    let _joins = MEMBER_JOINS.lock().await;
     let pg = playground();
     pg.join_members();
     let member = pg.client("member-1").await.unwrap();

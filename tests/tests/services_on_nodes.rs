@@ -3,7 +3,7 @@
 //! their own endpointslice controllers, and a pod of one member connects to the pods of another,
 //! by pod address or through the clusterset IP, which member-2's real kube-proxy routes (to
 //! member-1's node and node port, or to member-2's own pods). The simulated nodes carry
-//! `node.kubernetes.io/exclude-from-external-load-balancers` (no kube-proxy serves their node
+//! `multicluster.dev/no-node-ports` (no kube-proxy serves their node
 //! ports), so they are no backends. Nothing is played.
 
 // Test code: a failed unwrap is a failed test, with its message.

@@ -348,6 +348,10 @@ impl Zone {
                 let Some(svc) = self.service(namespace, service) else {
                     return self.nx();
                 };
+                // Nothing exists below a headless name without ready endpoints (NXDOMAIN).
+                if matches!(&svc.kind, Kind::Headless(endpoints) if endpoints.is_empty()) {
+                    return self.nx();
+                }
                 let Some(port) = svc.ports.iter().find(|p| {
                     !p.name.is_empty()
                         && p.name.eq_ignore_ascii_case(&port[1..])
@@ -369,15 +373,14 @@ impl Zone {
                 };
                 self.found(match &svc.kind {
                     Kind::ClusterSetIp(_) => vec![srv(port.number, base)],
+                    // Only the endpoints whose slice lists the port: an exporter that defines
+                    // the port differently serves it nowhere (its slice leaves it out).
                     Kind::Headless(endpoints) => endpoints
                         .iter()
-                        .map(|e| {
-                            let number = e
-                                .ports
-                                .get(&(port.name.clone(), port.protocol.clone()))
-                                .copied()
-                                .unwrap_or(port.number);
-                            srv(number, format!("{}.{}.{base}", e.hostname, e.cluster))
+                        .filter_map(|e| {
+                            let number =
+                                e.ports.get(&(port.name.clone(), port.protocol.clone()))?;
+                            Some(srv(*number, format!("{}.{}.{base}", e.hostname, e.cluster)))
                         })
                         .collect(),
                 })
@@ -545,12 +548,41 @@ pub fn corefile_block(server_ip: &str) -> String {
 /// ([`corefile_block`] appended), or `None` when it already has a server block for the zone (ours
 /// or the admin's: never replaced).
 pub fn corefile_with_clusterset(corefile: &str, server_ip: &str) -> Option<String> {
-    let has_zone = corefile.lines().any(|line| {
-        let line = line.trim_start();
-        line.strip_prefix(ZONE)
-            .is_some_and(|rest| rest.starts_with([':', ' ', '{', '.']) || rest.is_empty())
-    });
-    (!has_zone).then(|| format!("{}\n{}", corefile.trim_end(), corefile_block(server_ip)))
+    (!corefile_serves(corefile, ZONE))
+        .then(|| format!("{}\n{}", corefile.trim_end(), corefile_block(server_ip)))
+}
+
+/// Whether a server block of `corefile` serves `zone`: the keys before each top-level `{` (several
+/// zones on one line, with or without `dns://` and a port).
+fn corefile_serves(corefile: &str, zone: &str) -> bool {
+    let mut depth = 0usize;
+    let mut keys = String::new();
+    for c in corefile.chars() {
+        match c {
+            '{' => {
+                if depth == 0 {
+                    let serves = keys.split_whitespace().any(|key| {
+                        let key = key.strip_prefix("dns://").unwrap_or(key);
+                        let host = key.split(':').next().unwrap_or(key);
+                        host.trim_end_matches('.').eq_ignore_ascii_case(zone)
+                    });
+                    if serves {
+                        return true;
+                    }
+                }
+                depth += 1;
+                keys.clear();
+            }
+            '}' => {
+                depth = depth.saturating_sub(1);
+                keys.clear();
+            }
+            '\n' if depth > 0 => {}
+            _ if depth == 0 => keys.push(c),
+            _ => {}
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -752,6 +784,16 @@ mod tests {
         assert_eq!(corefile_with_clusterset(&added, "10.96.7.7"), None, "once");
         let admins = format!("{kubeadm}clusterset.local {{\n    forward . 192.0.2.53\n}}\n");
         assert_eq!(corefile_with_clusterset(&admins, "10.96.7.7"), None);
+        for shared in [
+            format!("{kubeadm}cluster.local clusterset.local:53 {{\n}}\n"),
+            format!("{kubeadm}dns://clusterset.local.:53 {{\n}}\n"),
+        ] {
+            assert_eq!(
+                corefile_with_clusterset(&shared, "10.96.7.7"),
+                None,
+                "{shared}"
+            );
+        }
         // A zone that merely starts with the name is another zone.
         let other = format!("{kubeadm}clusterset.localdomain:53 {{\n}}\n");
         assert!(corefile_with_clusterset(&other, "10.96.7.7").is_some());

@@ -265,15 +265,15 @@ pub fn ports_of(service: &Service) -> Vec<ServicePort> {
     ports
 }
 
-/// The Kubernetes label that takes a node out of external load balancers' backends (the service
-/// controller honours it for cloud load balancers): set on a node that does not serve node ports
-/// (no kube-proxy, a node being drained), it is not a backend of a multi-cluster service either.
-pub const EXCLUDE_FROM_LOAD_BALANCERS_LABEL: &str =
-    "node.kubernetes.io/exclude-from-external-load-balancers";
+/// A node with this label (any value) serves no node ports (no kube-proxy runs for it) and is no
+/// backend of a multi-cluster service. Ours, not Kubernetes'
+/// `node.kubernetes.io/exclude-from-external-load-balancers`: kubeadm and kind put that one on
+/// control-plane nodes, which do serve node ports and may be a member's only node.
+pub const NO_NODE_PORTS_LABEL: &str = "multicluster.dev/no-node-ports";
 
 /// The addresses other clusters reach `service` on: its load balancer's ingress IPs (with the
 /// service ports), else the InternalIP of every ready node (with the node ports) that is not
-/// excluded from load balancers ([`EXCLUDE_FROM_LOAD_BALANCERS_LABEL`]). A ClusterIP-only Service
+/// labelled [`NO_NODE_PORTS_LABEL`]. A ClusterIP-only Service
 /// is reachable inside its own cluster only, which is the error.
 pub fn backends_of(service: &Service, nodes: &[Node]) -> Result<Vec<Backend>, String> {
     let spec = service.spec.clone().unwrap_or_default();
@@ -320,7 +320,7 @@ pub fn backends_of(service: &Service, nodes: &[Node]) -> Result<Vec<Backend>, St
             !n.metadata
                 .labels
                 .as_ref()
-                .is_some_and(|l| l.contains_key(EXCLUDE_FROM_LOAD_BALANCERS_LABEL))
+                .is_some_and(|l| l.contains_key(NO_NODE_PORTS_LABEL))
         })
         .filter_map(|n| {
             let address = n
@@ -345,7 +345,7 @@ pub fn backends_of(service: &Service, nodes: &[Node]) -> Result<Vec<Backend>, St
     if backends.is_empty() {
         return Err(format!(
             "no ready node with an InternalIP address carries the Service's node ports (nodes \
-             labelled {EXCLUDE_FROM_LOAD_BALANCERS_LABEL} do not count)"
+             labelled {NO_NODE_PORTS_LABEL} do not count)"
         ));
     }
     Ok(backends)

@@ -47,7 +47,7 @@ fn a_node_port_service_is_reached_on_every_ready_node_with_the_node_port() {
     }));
     let mut excluded = node("d", "10.0.0.4", true);
     excluded.metadata.labels = Some(
-        [(EXCLUDE_FROM_LOAD_BALANCERS_LABEL.to_owned(), String::new())]
+        [(NO_NODE_PORTS_LABEL.to_owned(), String::new())]
             .into_iter()
             .collect(),
     );

@@ -20,6 +20,11 @@ pub const CHUNK_MIN: u32 = 256 * 1024;
 pub const CHUNK_AVG: u32 = 1024 * 1024;
 pub const CHUNK_MAX: u32 = 4 * 1024 * 1024;
 
+/// The largest volume index (uncompressed JSON) this build writes or reads: about 1.3 million
+/// files or chunks. An export that would write a larger one fails saying so, instead of leaving an
+/// index no restore could read.
+pub const INDEX_MAX_BYTES: usize = 256 << 20;
+
 /// The index format this build writes and reads.
 pub const INDEX_FORMAT: u32 = 1;
 

@@ -26,10 +26,17 @@ pub const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 /// configuration can name it before the Service exists.
 pub const CLUSTERSET_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
 
-/// The host's C library directories (Debian's multiarch layout), mounted read-only into the
-/// clusterset DNS server's pod: the playground runs the hub server binary it was started with,
-/// which is linked dynamically against glibc, from the busybox image, which has none.
-const HOST_LIBRARIES: [&str; 2] = ["/lib/x86_64-linux-gnu", "/lib64"];
+/// The host's C library directories (Debian's multiarch layout: `/lib/<arch>-linux-gnu`, and
+/// `/lib64` where the x86-64 loader lives), mounted read-only into the clusterset DNS server's
+/// pod: the playground runs the hub server binary it was started with, which is linked
+/// dynamically against glibc, from the busybox image, which has none.
+fn host_libraries() -> Vec<String> {
+    let mut dirs = vec![format!("/lib/{}-linux-gnu", std::env::consts::ARCH)];
+    if std::env::consts::ARCH == "x86_64" {
+        dirs.push("/lib64".to_owned());
+    }
+    dirs
+}
 
 /// The cluster's DNS domain.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
@@ -65,7 +72,8 @@ pub fn corefile() -> String {
 /// built (musl, another full build of the hub server) and imported into every node on every
 /// `up`; this runs the very binary under test.
 pub fn clusterset_objects(hub_server: &Path) -> anyhow::Result<Vec<Value>> {
-    for dir in HOST_LIBRARIES {
+    let libraries = host_libraries();
+    for dir in &libraries {
         anyhow::ensure!(
             Path::new(dir).is_dir(),
             "the playground's clusterset DNS server runs the hub server binary with this machine's C \
@@ -87,7 +95,7 @@ pub fn clusterset_objects(hub_server: &Path) -> anyhow::Result<Vec<Value>> {
     let mut mounts = vec![json!({"name": "binary", "mountPath": binary, "readOnly": true})];
     let mut volumes = vec![json!({"name": "binary",
         "hostPath": {"path": hub_server.display().to_string(), "type": "File"}})];
-    for (i, dir) in HOST_LIBRARIES.iter().enumerate() {
+    for (i, dir) in libraries.iter().enumerate() {
         mounts.push(json!({"name": format!("libraries-{i}"), "mountPath": dir, "readOnly": true}));
         volumes.push(json!({"name": format!("libraries-{i}"),
                             "hostPath": {"path": dir, "type": "Directory"}}));

@@ -63,8 +63,8 @@ pub fn node(name: &str) -> Value {
                 "kubernetes.io/os": "linux",
                 "node.kubernetes.io/instance-type": "simulated",
                 // No kube-proxy runs for it: its address serves no node port, so it is no
-                // backend of a multi-cluster service (Kubernetes' own label for that).
-                multicluster_core::services::EXCLUDE_FROM_LOAD_BALANCERS_LABEL: ""
+                // backend of a multi-cluster service.
+                multicluster_core::services::NO_NODE_PORTS_LABEL: "true"
             },
             "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"}
         },

@@ -42,11 +42,14 @@ pub async fn install(member: &Client, image: &str) -> anyhow::Result<Vec<String>
         .filter(|ip| !ip.is_empty() && ip != "None")
         .context("the clusterset DNS server's Service has no cluster IP")?;
     let configmaps: Api<ConfigMap> = Api::namespaced(member.clone(), COREDNS.0);
-    let corefile = configmaps
+    let coredns = configmaps
         .get_opt(COREDNS.1)
         .await
-        .context("reading CoreDNS's configuration")?
-        .and_then(|cm| cm.data?.get("Corefile").cloned());
+        .context("reading CoreDNS's configuration")?;
+    let version = coredns
+        .as_ref()
+        .and_then(|cm| cm.metadata.resource_version.clone());
+    let corefile = coredns.and_then(|cm| cm.data?.get("Corefile").cloned());
     match corefile {
         None => report.push(format!(
             "No {}/{} ConfigMap with a Corefile: have the member's cluster DNS forward {ZONE} to {ip}:53 \
@@ -56,7 +59,9 @@ pub async fn install(member: &Client, image: &str) -> anyhow::Result<Vec<String>
         Some(corefile) => match corefile_with_clusterset(&corefile, &ip) {
             None => report.push(format!("CoreDNS already serves {ZONE}: its configuration is left as it is")),
             Some(updated) => {
-                let patch = serde_json::json!({"data": {"Corefile": updated}});
+                // Only over the version read: an edit made meanwhile is a conflict, not lost.
+                let patch = serde_json::json!({"metadata": {"resourceVersion": version},
+                                               "data": {"Corefile": updated}});
                 configmaps
                     .patch(COREDNS.1, &PatchParams::default(), &Patch::Merge(&patch))
                     .await

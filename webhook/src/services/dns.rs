@@ -19,7 +19,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
-use hickory_server::proto::op::{Metadata, ResponseCode};
+use hickory_server::proto::op::{Edns, Metadata, ResponseCode};
 use hickory_server::proto::rr::rdata::{A, AAAA, SOA, SRV, TXT};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -269,7 +269,18 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let builder = MessageResponseBuilder::from_message_request(request);
+        // A client that speaks EDNS gets answers up to 1232 bytes over UDP (the DNS flag day's
+        // size), not the plain 512 that a headless service's SRV answer soon outgrows.
+        let edns = request.edns.as_ref().map(|asked| {
+            let mut edns = Edns::new();
+            edns.set_max_payload(asked.max_payload().clamp(512, 1232));
+            edns.set_version(0);
+            edns
+        });
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(edns) = &edns {
+            builder.edns(edns);
+        }
         let mut metadata = Metadata::response_from_request(&request.metadata);
         let answered = match request.request_info() {
             // Not one question: nothing a stub resolver sends.

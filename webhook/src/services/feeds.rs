@@ -37,10 +37,16 @@ struct Feed {
     _task: AbortOnDropHandle<()>,
 }
 
+/// Member → the Services it exports, (namespace, name), shared with the watches.
+type Exported = Arc<Mutex<BTreeMap<String, BTreeSet<(String, String)>>>>;
+
 /// The watches of every joined member, and the members they marked changed.
 pub struct MemberFeeds {
     feeds: HashMap<String, Feed>,
     changed_members: Arc<Mutex<BTreeSet<String>>>,
+    /// Member → the Services it exports (namespace, name), as the loop last read them: only their
+    /// slices wake it (a pod restarting in kube-system is none of its business).
+    exported: Exported,
     wake: Arc<Notify>,
 }
 
@@ -50,8 +56,17 @@ impl MemberFeeds {
         MemberFeeds {
             feeds: HashMap::new(),
             changed_members: Arc::default(),
+            exported: Arc::default(),
             wake,
         }
+    }
+
+    /// What `member` exports now (read by the loop): the slices that matter.
+    pub fn exported(&self, member: &str, services: BTreeSet<(String, String)>) {
+        self.exported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(member.to_owned(), services);
     }
 
     /// Starts a watch for every member in `clusters` that has none (or an outdated one) and stops
@@ -86,6 +101,7 @@ impl MemberFeeds {
                         client,
                         name.clone(),
                         self.changed_members.clone(),
+                        self.exported.clone(),
                         self.wake.clone(),
                     ));
                     self.feeds.insert(
@@ -121,12 +137,14 @@ fn target(member: &MemberCluster) -> (String, String) {
     )
 }
 
-/// Watches `member`'s ServiceExports and controller EndpointSlices until aborted; every event
+/// Watches `member`'s ServiceExports and controller EndpointSlices until aborted; an export's
+/// event, or a slice's of an exported Service (any slice while the exports are not known yet),
 /// marks it changed and wakes the loop (the initial listing too: one extra read at the start).
 async fn watch_member(
     client: Client,
     member: String,
     changed: Arc<Mutex<BTreeSet<String>>>,
+    exported: Exported,
     wake: Arc<Notify>,
 ) {
     let exports = Api::<PartialObjectMeta<DynamicObject>>::all_with(
@@ -136,20 +154,37 @@ async fn watch_member(
     let slices = Api::<PartialObjectMeta<EndpointSlice>>::all(client);
     let controller_slices = watcher::Config::default()
         .labels("endpointslice.kubernetes.io/managed-by=endpointslice-controller.k8s.io");
+    // Each event as whether it matters: every export's does; a slice's only when its Service is
+    // exported (or the exports are not known yet).
     let exports = watcher(exports, watcher::Config::default())
         .default_backoff()
         .touched_objects()
-        .map(|e| e.map(|o| o.name_any()))
+        .map(|e| e.map(|_| true))
         .boxed();
+    let member_name = member.clone();
     let slices = watcher(slices, controller_slices)
         .default_backoff()
         .touched_objects()
-        .map(|e| e.map(|o| o.name_any()))
+        .map(move |e| {
+            e.map(|slice| {
+                let service = slice.labels().get("kubernetes.io/service-name").cloned();
+                let key = (
+                    slice.namespace().unwrap_or_default(),
+                    service.unwrap_or_default(),
+                );
+                exported
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(&member_name)
+                    .is_none_or(|services| services.contains(&key))
+            })
+        })
         .boxed();
     futures::stream::select(exports, slices)
         .for_each(|event| {
             match event {
-                Ok(_) => {
+                Ok(false) => {}
+                Ok(true) => {
                     changed
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)

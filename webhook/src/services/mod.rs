@@ -138,6 +138,13 @@ pub async fn run(hub: Client, clients: MemberClients, run: crate::loops::Loop) {
         } else if !changed_members.is_empty() {
             state.refresh(&hub, &clients, &changed_members).await;
         }
+        for (name, view) in &state.views {
+            let services = view
+                .exports
+                .iter()
+                .map(|e| (e.namespace.clone(), e.name.clone()));
+            feeds.exported(name, services.collect());
+        }
         let policies: Vec<Arc<TrafficPolicy>> = policies.state();
         let started = Instant::now();
         let writes = state

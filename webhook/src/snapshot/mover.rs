@@ -20,11 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use multicluster_core::snapshot::archive::sha256_hex;
 use multicluster_core::snapshot::data::{
-    CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, ChunkRef, Entry, EntryKind, INDEX_FORMAT, Moved, VolumeIndex,
-    chunk_key, index_key, index_problem, is_hole,
+    CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, ChunkRef, Entry, EntryKind, INDEX_FORMAT, INDEX_MAX_BYTES,
+    Moved, VolumeIndex, chunk_key, index_key, index_problem, is_hole,
 };
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -303,6 +303,14 @@ pub async fn export(source: &Path, store: Arc<dyn ObjectStore>) -> anyhow::Resul
         entries,
     };
     let json = serde_json::to_vec(&index)?;
+    if json.len() > INDEX_MAX_BYTES {
+        bail!(
+            "the volume's index would be {} MiB, over the {} MiB a restore reads: the volume has too \
+             many files and chunks for one index",
+            json.len() >> 20,
+            INDEX_MAX_BYTES >> 20
+        );
+    }
     let digest = sha256_hex(&json);
     let compressed = zstd::bulk::compress(&json, ZSTD_LEVEL)?;
     store
@@ -365,12 +373,11 @@ async fn export_file(path: &Path, uploads: &Arc<Uploads>) -> anyhow::Result<Vec<
                 }))
             }
         })
+        // The first failure ends the export (the rest are not tried against a store that is down).
         .buffer_unordered(IN_FLIGHT)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .filter_map(Result::transpose)
-        .collect::<anyhow::Result<_>>()?;
+        .try_filter_map(|chunk| async move { Ok(chunk) })
+        .try_collect()
+        .await?;
     reader.await?;
     chunks.sort_by_key(|c| c.offset);
     Ok(chunks)
@@ -389,8 +396,12 @@ async fn read_index(store: &dyn ObjectStore, digest: &str) -> anyhow::Result<Vol
         })?
         .bytes()
         .await?;
-    let json = zstd::bulk::decompress(&bytes, 64 << 20)
-        .map_err(|e| anyhow!("the volume index {digest} is corrupt: {e}"))?;
+    let json = zstd::bulk::decompress(&bytes, INDEX_MAX_BYTES).map_err(|e| {
+        anyhow!(
+            "the volume index {digest} is corrupt or over {} MiB: {e}",
+            INDEX_MAX_BYTES >> 20
+        )
+    })?;
     if sha256_hex(&json) != digest {
         bail!("the volume index {digest} is corrupt: its content does not have that digest");
     }
@@ -415,6 +426,14 @@ pub async fn import(
         ..Moved::default()
     };
     std::fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
+    // Into an empty directory only: what is there already (a symlink above all) is not the index's
+    // and could lead writes out of the volume.
+    if std::fs::read_dir(target)?.next().is_some() {
+        bail!(
+            "{} is not empty: a volume is imported into an empty one (a new claim)",
+            target.display()
+        );
+    }
     for entry in &index.entries {
         let path = target.join(&entry.path);
         match &entry.kind {
@@ -442,10 +461,9 @@ pub async fn import(
                         async move { import_chunk(store.as_ref(), &file, &name, &chunk).await }
                     })
                     .buffer_unordered(IN_FLIGHT)
-                    .collect::<Vec<_>>()
+                    .try_fold(0u64, |sum, stored| async move { Ok(sum + stored) })
                     .await
-                    .into_iter()
-                    .try_for_each(|r| r.map(|stored| moved.bytes_stored += stored))?;
+                    .map(|stored| moved.bytes_stored += stored)?;
                 moved.files += 1;
                 moved.chunks += chunks.len() as u64;
                 moved.chunks_transferred += chunks.len() as u64;
@@ -707,9 +725,13 @@ mod tests {
         std::fs::remove_file(&b).expect("remove");
         let err = format!(
             "{:#}",
-            import(target.path(), store(location.path()), &moved.index_digest)
-                .await
-                .expect_err("missing")
+            import(
+                &target.path().join("second"),
+                store(location.path()),
+                &moved.index_digest
+            )
+            .await
+            .expect_err("missing")
         );
         assert!(
             err.contains("file b") && err.contains("missing from the location"),
@@ -717,10 +739,23 @@ mod tests {
         );
         let err = format!(
             "{:#}",
-            import(target.path(), store(location.path()), &"0".repeat(64))
-                .await
-                .expect_err("no index")
+            import(
+                &target.path().join("third"),
+                store(location.path()),
+                &"0".repeat(64)
+            )
+            .await
+            .expect_err("no index")
         );
         assert!(err.contains("is not in the location"), "{err}");
+        // Never into a directory that holds something already (a symlink there could lead
+        // writes out of the volume).
+        let err = format!(
+            "{:#}",
+            import(target.path(), store(location.path()), &moved.index_digest)
+                .await
+                .expect_err("not empty")
+        );
+        assert!(err.contains("is not empty"), "{err}");
     }
 }
