@@ -353,9 +353,12 @@ fn pod_of(pg: &Playground, ns: &str, app: &str) -> String {
         "-l",
         &format!("app={app}"),
         "-o",
-        "jsonpath={.items[0].metadata.name}",
+        // Every name (none yet is an empty answer, not an error): the Deployment has one pod.
+        "jsonpath={.items[*].metadata.name}",
     ]))
-    .trim()
+    .split_whitespace()
+    .next()
+    .unwrap_or_default()
     .to_owned()
 }
 
