@@ -145,6 +145,14 @@ impl Playground {
         cmd
     }
 
+    /// `kubectl --context CONTEXT exec -n NS POD -- COMMAND…`: a command in a real pod.
+    pub fn exec_in(&self, context: &str, ns: &str, pod: &str, command: &[&str]) -> Command {
+        let mut cmd = self.kubectl();
+        cmd.args(["--context", context, "exec", "-n", ns, pod, "--"])
+            .args(command);
+        cmd
+    }
+
     /// `kubectl --context CONTEXT apply -f - EXTRA…` with `manifest` on stdin; the caller asserts on
     /// the output (a rejected apply is often the point).
     pub fn apply(&self, context: &str, manifest: &str, extra: &[&str]) -> Output {

@@ -30,19 +30,8 @@ fn uptime() -> f64 {
 
 /// What `nslookup ARGS` prints in `pod` of member-2, and whether it succeeded.
 fn nslookup(pg: &Playground, ns: &str, pod: &str, args: &[&str]) -> (bool, String) {
-    let mut cmd = pg.kubectl();
-    cmd.args([
-        "--context",
-        "member-2",
-        "exec",
-        "-n",
-        ns,
-        pod,
-        "--",
-        "nslookup",
-    ]);
-    cmd.args(args);
-    let out = run(&mut cmd);
+    let mut cmd = pg.exec_in("member-2", ns, pod, &["nslookup"]);
+    let out = run(cmd.args(args));
     (
         out.status.success(),
         format!(
@@ -254,19 +243,12 @@ async fn a_pod_resolves_clusterset_names_a_srv_and_per_pod_for_headless_services
     // A change: member-2's StatefulSet grows a pod. The pod in member-2 asks for its name every
     // 50 ms from before the scale-up; the test notes when member-2's MCS slice first lists it.
     let new_pod = format!("db-1.{id2}.{db}");
-    let mut watcher = pg.kubectl();
-    watcher.args([
-        "--context",
+    let mut watcher = pg.exec_in(
         "member-2",
-        "exec",
-        "-n",
         &ns,
         "db-0",
-        "--",
-        "sh",
-        "-c",
-        &format!("until nslookup {new_pod} >/dev/null 2>&1; do sleep 0.05; done; cut -d' ' -f1 /proc/uptime"),
-    ]);
+        &["sh", "-c", &format!("until nslookup {new_pod} >/dev/null 2>&1; do sleep 0.05; done; cut -d' ' -f1 /proc/uptime")],
+    );
     watcher.stdout(std::process::Stdio::piped());
     let watcher = watcher.spawn().unwrap();
     let sets: Api<StatefulSet> = Api::namespaced(m2.clone(), &ns);

@@ -146,18 +146,7 @@ async fn a_headless_statefulset_exported_from_two_members_is_imported_headless_w
             &format!("member-2's db-0 reaches member-1's {host} at {address}"),
             WAIT,
             async || {
-                let out = run(pg.kubectl().args([
-                    "--context",
-                    "member-2",
-                    "exec",
-                    "-n",
-                    &ns,
-                    "db-0",
-                    "--",
-                    "sh",
-                    "-c",
-                    &script,
-                ]));
+                let out = run(&mut pg.exec_in("member-2", &ns, "db-0", &["sh", "-c", &script]));
                 let body = String::from_utf8_lossy(&out.stdout).trim().to_owned();
                 if body == "member-1" {
                     Ok(body)
@@ -319,18 +308,7 @@ fn requests_from_member_2(
     let script = format!(
         "for i in $(seq {count}); do printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port} | tail -n 1; echo; done"
     );
-    let out = run(pg.kubectl().args([
-        "--context",
-        "member-2",
-        "exec",
-        "-n",
-        ns,
-        pod,
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]));
+    let out = run(&mut pg.exec_in("member-2", ns, pod, &["sh", "-c", &script]));
     String::from_utf8_lossy(&out.stdout)
         .split('\n')
         .map(|l| l.trim().to_owned())

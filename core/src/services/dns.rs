@@ -176,8 +176,7 @@ fn slice_endpoints(slice: &EndpointSlice) -> Vec<Endpoint> {
         .endpoints
         .iter()
         .flatten()
-        // An endpoint without a `ready` condition is ready, as the EndpointSlice API says.
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .filter(|e| super::endpoint_ready(e))
         .filter_map(|e| {
             let addresses: Vec<IpAddr> =
                 e.addresses.iter().filter_map(|a| a.parse().ok()).collect();

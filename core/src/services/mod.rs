@@ -370,7 +370,7 @@ pub fn local_backends(slices: &[EndpointSlice]) -> Vec<Backend> {
                 .endpoints
                 .iter()
                 .flatten()
-                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+                .filter(|e| endpoint_ready(e))
                 .filter_map(move |e| {
                     Some(Backend {
                         address: e.addresses.first()?.parse().ok()?,
@@ -384,6 +384,12 @@ pub fn local_backends(slices: &[EndpointSlice]) -> Vec<Backend> {
     out.sort_by_key(|b| b.address);
     out.dedup_by_key(|b| b.address);
     out
+}
+
+/// Whether an EndpointSlice endpoint is ready: without a `ready` condition it is, as the
+/// EndpointSlice API says.
+pub fn endpoint_ready(endpoint: &k8s_openapi::api::discovery::v1::Endpoint) -> bool {
+    endpoint.conditions.as_ref().and_then(|c| c.ready) != Some(false)
 }
 
 /// The backends `member` lists in its own data plane: as [`listed_backends`], but its own entries

@@ -11,7 +11,7 @@
 //! of an update.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -165,13 +165,10 @@ pub fn watch_zone(
         if imports.wait_until_ready().await.is_err() || slices.wait_until_ready().await.is_err() {
             return;
         }
-        let serial = AtomicU32::new(0);
+        let mut serial: u32 = 0;
         loop {
-            let zone = build(
-                &imports,
-                &slices,
-                serial.fetch_add(1, Ordering::Relaxed) + 1,
-            );
+            serial = serial.wrapping_add(1);
+            let zone = build(&imports, &slices, serial);
             tracing::debug!(services = zone.len(), "zone rebuilt");
             shared.replace(zone);
             shared.ready.store(true, Ordering::Release);
