@@ -213,8 +213,10 @@ fn deployment(image: &str, replicas: u32) -> Value {
                     "containers": [{
                         "name": "webhook",
                         "image": image,
+                        // The data mover pods it runs on members are this very image.
                         "args": ["serve", "--listen=0.0.0.0:8443", "--health-listen=0.0.0.0:8080",
-                                 "--tls-cert-file=/tls/tls.crt", "--tls-key-file=/tls/tls.key"],
+                                 "--tls-cert-file=/tls/tls.crt", "--tls-key-file=/tls/tls.key",
+                                 format!("--mover-image={image}")],
                         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                                 {"name": "RUST_LOG", "value": "info"}],
                         "ports": [{"name": "https", "containerPort": 8443}, {"name": "http-health", "containerPort": 8080}],

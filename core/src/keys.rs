@@ -69,6 +69,9 @@ pub const QUIESCED_REPLICAS: &str = "multicluster.dev/quiesced-replicas";
 pub const SNAPSHOT_LABEL: &str = "multicluster.dev/snapshot";
 /// Annotation on every object a restore wrote: `<restore>` (the `NamespaceRestore` on the hub).
 pub const RESTORED_BY: &str = "multicluster.dev/restored-by";
+/// Annotation on a claim a restore filled from the location's copy of its data: the volume
+/// index it was hydrated from (a restore started over does not fill it twice).
+pub const HYDRATED_FROM: &str = "multicluster.dev/hydrated-from";
 /// Annotation on a finished `NamespaceRestore` asking the hub server to remove what it wrote
 /// (`restore delete --with-objects`); the value is a token the hub server echoes in
 /// `status.removal.request` when it is done.

@@ -1,7 +1,8 @@
 //! A real S3 server for end-to-end tests: MinIO (built by `tests/install-deps.sh` from the Go
-//! module proxy), serving HTTPS on 127.0.0.1 with a certificate from a CA made for the test, with
-//! one bucket. Stopped when dropped.
+//! module proxy), serving HTTPS on 127.0.0.1 (or an address the playground's pods reach) with a
+//! certificate from a CA made for the test, with one bucket. Stopped when dropped.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use multicluster_core::versions;
 
 #[derive(Debug)]
 pub struct Minio {
-    /// `https://127.0.0.1:PORT`
+    /// `https://ADDRESS:PORT`
     pub endpoint: String,
     /// The CA that signed the server's certificate (what a StorageLocation's `caBundle` trusts).
     pub ca_pem: String,
@@ -42,12 +43,22 @@ impl Minio {
     /// Starts MinIO in `dir` with bucket `bucket` (a directory on its drive, which MinIO serves as
     /// a bucket) and waits until it answers its health check.
     pub fn start(dir: &Path, bucket: &str) -> Self {
+        Self::start_on(dir, bucket, IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// Starts MinIO listening on `address` (the playground's bridge address, which pods on its
+    /// nodes reach; the certificate names it and 127.0.0.1).
+    pub fn start_on(dir: &Path, bucket: &str, address: IpAddr) -> Self {
         let data_dir = dir.join("data");
         let certs_dir = dir.join("certs");
         std::fs::create_dir_all(data_dir.join(bucket)).expect("create the MinIO drive and bucket");
         std::fs::create_dir_all(&certs_dir).expect("create the MinIO certs dir");
-        let certs = kubectl_multicluster::local::certs::generate_loopback_serving("minio", &[])
-            .expect("generate MinIO's serving certificate");
+        let certs = kubectl_multicluster::local::certs::generate_serving(
+            "minio",
+            &["localhost".to_owned()],
+            &[address, IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        )
+        .expect("generate MinIO's serving certificate");
         std::fs::write(certs_dir.join("public.crt"), &certs.cert).expect("write public.crt");
         std::fs::write(certs_dir.join("private.key"), &certs.key).expect("write private.key");
         let [port, console] = free_ports();
@@ -57,7 +68,7 @@ impl Minio {
         let child = Command::new(binary())
             .arg("server")
             .arg(&data_dir)
-            .args(["--address", &format!("127.0.0.1:{port}")])
+            .args(["--address", &format!("{address}:{port}")])
             .args(["--console-address", &format!("127.0.0.1:{console}")])
             .arg("--certs-dir")
             .arg(&certs_dir)
@@ -70,7 +81,7 @@ impl Minio {
             .spawn()
             .expect("start minio");
         let minio = Self {
-            endpoint: format!("https://127.0.0.1:{port}"),
+            endpoint: format!("https://{address}:{port}"),
             ca_pem: certs.ca_cert,
             bucket: bucket.to_owned(),
             access_key,
@@ -78,21 +89,43 @@ impl Minio {
             data_dir,
             child,
         };
-        minio.wait_listening(port, dir);
+        minio.wait_listening((address, port), dir);
         minio
     }
 
     /// MinIO opens its port once it serves; a TCP connect is enough to know (the test then speaks
     /// S3 through the product's own client).
-    fn wait_listening(&self, port: u16, dir: &Path) {
+    fn wait_listening(&self, (address, port): (IpAddr, u16), dir: &Path) {
         crate::eventually_blocking(
             &format!(
                 "MinIO listens on {port} (see {})",
                 dir.join("minio.log").display()
             ),
             Duration::from_secs(60),
-            || std::net::TcpStream::connect(("127.0.0.1", port)),
+            || std::net::TcpStream::connect((address, port)),
         );
+    }
+
+    /// The bucket through the hub server's own S3 code (to read or alter what the mover stored).
+    pub fn store(&self) -> std::sync::Arc<dyn object_store::ObjectStore> {
+        let location = multicluster_core::api::S3Location {
+            bucket: self.bucket.clone(),
+            endpoint: Some(self.endpoint.clone()),
+            region: "us-east-1".to_owned(),
+            prefix: None,
+            credentials_secret: multicluster_core::api::SecretRef {
+                name: String::new(),
+            },
+            force_path_style: true,
+            ca_bundle: Some(self.ca_pem.clone()),
+        };
+        multicluster_webhook::snapshot::storage::s3_store(
+            &location,
+            self.access_key.clone(),
+            self.secret_key.clone(),
+            object_store::RetryConfig::default(),
+        )
+        .expect("open the MinIO bucket")
     }
 
     /// The files MinIO keeps for the objects of its bucket, as object keys (MinIO stores an

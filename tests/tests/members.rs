@@ -352,6 +352,52 @@ async fn joined_members_are_probed_against_the_survival_ratio_of_played_nodes_an
         snapshots.can_i(&["create", "pods", "--subresource=exec", "-n", "default"]),
         "yes"
     );
+    // It creates pods (the data mover's), and the member's admission policy admits no other.
+    let any_pod = snapshots.kubectl(&[
+        "run",
+        "not-a-mover",
+        "-n",
+        "default",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sleep",
+        "1",
+    ]);
+    let refused = String::from_utf8_lossy(&any_pod.stderr);
+    assert!(
+        !any_pod.status.success() && refused.contains("data mover pods only"),
+        "the snapshots account ran a pod of its own: {any_pod:?}"
+    );
+    let mover = multicluster_core::snapshot::mover::pod(
+        &multicluster_core::snapshot::mover::Job::import("members-test", "default", "data", "0"),
+        &multicluster_core::api::S3Location {
+            bucket: "snapshots".into(),
+            endpoint: Some("https://s3.example:9000".into()),
+            region: "us-east-1".into(),
+            prefix: None,
+            credentials_secret: multicluster_core::api::SecretRef { name: "s3".into() },
+            force_path_style: true,
+            ca_bundle: Some("PEM".into()),
+        },
+        &multicluster_core::snapshot::mover::MoverImage {
+            image: multicluster_core::install::default_image(),
+            host_binary: None,
+        },
+    );
+    let manifest = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(manifest.path(), mover.to_string()).unwrap();
+    let created = snapshots.kubectl(&["create", "-f", manifest.path().to_str().unwrap()]);
+    assert!(
+        created.status.success(),
+        "a pod as the hub server makes data mover pods is admitted: {created:?}"
+    );
+    snapshots.kubectl(&[
+        "delete",
+        "-f",
+        manifest.path().to_str().unwrap(),
+        "--wait=false",
+    ]);
     assert_eq!(
         snapshots.can_i(&[
             "create",

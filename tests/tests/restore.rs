@@ -83,7 +83,14 @@ async fn a_restore_into_an_empty_namespace_of_another_member_with_a_played_provi
     let minio = Minio::start(&dir.path().join("minio"), "snapshots");
     let location = minio.add_location(pg, &hub, dir.path()).await;
     let snapshot = unique_name("shop-snap");
-    run_ok(&mut pg.snapshot_of_member_1(&ns, &location, &snapshot, &["--quiesce", "scale-down"]));
+    // Snapshots only: no node runs the data mover's pods on this playground; the played
+    // provisioner restores from the snapshot handles (`volume_data.rs` moves the data for real).
+    run_ok(&mut pg.snapshot_of_member_1(
+        &ns,
+        &location,
+        &snapshot,
+        &["--quiesce", "scale-down", "--volume-data", "snapshots-only"],
+    ));
     let taken: NamespaceSnapshot = Api::namespaced(hub.clone(), "multicluster-system")
         .get(&snapshot)
         .await

@@ -181,13 +181,21 @@ async fn a_namespace_snapshot_with_a_played_csi_snapshotter_quiesces_all_volumes
     let s3 = minio.add_location(pg, &hub, dir.path()).await;
     let (fs, fs_dir) = multicluster_tests::minio::add_directory_location(pg, dir.path());
 
-    // ScaleDown to MinIO.
+    // ScaleDown to MinIO. Snapshots only: this playground has no node to run the data mover's
+    // pods (`volume_data.rs` exports on real nodes).
     let name = unique_name("shop-snap");
     let out = run(&mut pg.snapshot_of_member_1(
         &ns,
         &s3,
         &name,
-        &["--quiesce", "scale-down", "-o", "json"],
+        &[
+            "--quiesce",
+            "scale-down",
+            "--volume-data",
+            "snapshots-only",
+            "-o",
+            "json",
+        ],
     ));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -390,7 +398,12 @@ async fn a_namespace_snapshot_with_a_played_csi_snapshotter_quiesces_all_volumes
     // The CSI driver fails a snapshot mid-way: Failed, never Completed; cassandra put back; the
     // failed snapshot's VolumeSnapshots removed.
     let broken = unique_name("shop-broken");
-    let out = run(&mut pg.snapshot_of_member_1(&ns, &s3, &broken, &["--quiesce", "scale-down"]));
+    let out = run(&mut pg.snapshot_of_member_1(
+        &ns,
+        &s3,
+        &broken,
+        &["--quiesce", "scale-down", "--volume-data", "snapshots-only"],
+    ));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(

@@ -72,6 +72,22 @@ pub struct ServeArgs {
     /// Starts of one restore (after restarts or leader changes half-way) before it fails
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub restore_max_attempts: u32,
+    /// The image of the data mover pods that export volumes to S3 locations and fill restored
+    /// claims (this server's own image: they run its `mover` subcommand)
+    #[arg(long, default_value_t = multicluster_core::install::default_image(), value_name = "IMAGE")]
+    pub mover_image: String,
+    /// Run the mover pods from this hub server binary on the node (mounted read-only with the
+    /// host's C library) instead of the image's: the local playground, whose nodes share this
+    /// machine's files
+    #[arg(long, value_name = "FILE")]
+    pub mover_host_binary: Option<PathBuf>,
+    /// Volumes one snapshot or restore moves at once
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub mover_parallel_volumes: usize,
+    /// A mover pod that does not start, or moves nothing, for this long fails its snapshot or
+    /// restore
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub mover_stall_timeout_seconds: u64,
     /// Answer the admission routes only for a client certificate this CA signed (the one the
     /// API server presents through its admission configuration's kubeConfigFile); without it
     /// they answer anyone who reaches the port
@@ -104,6 +120,21 @@ impl ServeArgs {
                 entries: self.restore_max_archive_entries,
             },
             max_attempts: self.restore_max_attempts.max(1),
+            mover: self.mover_settings(),
+        }
+    }
+
+    fn mover_settings(&self) -> crate::snapshot::transfers::Settings {
+        crate::snapshot::transfers::Settings {
+            image: multicluster_core::snapshot::mover::MoverImage {
+                image: self.mover_image.clone(),
+                host_binary: self
+                    .mover_host_binary
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+            },
+            parallel: self.mover_parallel_volumes.max(1),
+            stall_timeout: std::time::Duration::from_secs(self.mover_stall_timeout_seconds.max(1)),
         }
     }
 }
@@ -444,13 +475,13 @@ fn start_loops(
     while_leading(&leading, metrics, "storage-locations", move |run| {
         snapshot::storage::check_locations(h.clone(), run)
     });
-    let (h, m) = both();
+    let (h, m, mover) = (hub_only(), members.clone(), args.mover_settings());
     while_leading(&leading, metrics, "namespace-snapshots", move |run| {
-        snapshot::take::run(h.clone(), m.clone(), run)
+        snapshot::take::run(h.clone(), m.clone(), mover.clone(), run)
     });
     let (h, m, settings) = (hub_only(), members.clone(), args.restore_settings());
     while_leading(&leading, metrics, "namespace-restores", move |run| {
-        snapshot::restore::run(h.clone(), m.clone(), settings, run)
+        snapshot::restore::run(h.clone(), m.clone(), settings.clone(), run)
     });
     let (h, id) = (hub_only(), identity.clone());
     while_leading(&leading, metrics, "traffic", move |run| {

@@ -106,6 +106,23 @@ pub struct NamespaceSnapshotSpec {
     pub quiesce: QuiesceMethod,
     #[serde(default)]
     pub unsnapshottable_volumes: UnsnapshottablePolicy,
+    /// Whether the volumes' data is copied to the location (`Export`, the default, for object
+    /// store locations) or stays in the member's storage as CSI snapshots (`SnapshotsOnly`).
+    #[serde(default)]
+    pub volume_data: VolumeDataPolicy,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum VolumeDataPolicy {
+    /// Each volume snapshot's files go to the location (a mover pod on the member reads them
+    /// from a temporary claim made from the snapshot), so that a restore can hydrate a volume on
+    /// any member, whatever its storage. A filesystem location is a directory on the hub server,
+    /// which pods cannot reach: with one, the volumes stay `SnapshotsOnly` and the snapshot says so.
+    #[default]
+    Export,
+    /// Only the CSI snapshots are recorded: a restore needs the member's storage (or one that
+    /// shares it) to still hold them.
+    SnapshotsOnly,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -139,6 +156,8 @@ pub enum SnapshotPhase {
     /// The workloads are scaled back (or the post hooks run) once the last snapshot is cut; a
     /// snapshot found in this phase after a restart has its workloads put back first.
     Resuming,
+    /// Mover pods copy the volume snapshots' files to the location.
+    Exporting,
     Saving,
     Completed,
     Failed,
@@ -203,9 +222,38 @@ pub struct VolumeSnapshotStatus {
     pub restore_size: Option<String>,
     #[serde(default)]
     pub ready: bool,
-    /// Why the claim has no volume snapshot (not bound, not snapshottable and skipped).
+    /// Why the claim has no volume snapshot (not bound, not snapshottable and skipped), or why
+    /// its data was not exported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The export of the volume's files to the location (`volumeData: Export`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<VolumeDataStatus>,
+}
+
+/// One volume's files moving between a member and the location: the mover pod's progress, and
+/// what it moved once done.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeDataStatus {
+    /// The volume's index in the location (`sha256` hex), once exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// File bytes read (export) or written (import) so far.
+    #[serde(default)]
+    pub bytes_done: u64,
+    /// File bytes of the volume (holes not counted); 0 until the mover has listed the files.
+    #[serde(default)]
+    pub bytes_total: u64,
+    /// Chunk bytes sent to (export: only those the location lacked) or read from the location,
+    /// uncompressed.
+    #[serde(default)]
+    pub bytes_transferred: u64,
+    #[serde(default)]
+    pub files: u64,
+    /// `true` once the mover finished.
+    #[serde(default)]
+    pub done: bool,
 }
 
 /// An application as the conflict check sees it: a workload's identity and what makes it that app.
@@ -319,6 +367,21 @@ pub struct NamespaceRestoreStatus {
     /// What the last removal of the restored objects did (`restore delete --with-objects`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removal: Option<RestoreRemoval>,
+    /// The claims hydrated from the location's copy of their data (restores into another member
+    /// of a snapshot whose volume data was exported), with the mover's progress.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeHydrationStatus>,
+}
+
+/// One claim a restore fills from the location before any workload is written.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeHydrationStatus {
+    pub claim: String,
+    pub data: VolumeDataStatus,
+    /// Why hydrating it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The removal of what a restore wrote to its target.

@@ -200,7 +200,8 @@ fn distribution_rules(grants: &Grants) -> Vec<Value> {
 /// A namespace snapshot reads the namespaced kinds it knows (a kind it may not list is left out
 /// and named in the snapshot's status); a restore writes them back (and deletes them again on
 /// `restore delete --with-objects`), creates the target namespace,
-/// scales workloads (ScaleDown quiesce) and takes and removes CSI snapshots. No RBAC,
+/// scales workloads (ScaleDown quiesce), takes and removes CSI snapshots, and runs the data
+/// mover's pods (with a Secret and a claim per volume, deleted after). No RBAC,
 /// admissionregistration, apiregistration or token minting; `pods/exec` only with hooks.
 fn snapshot_rules(grants: &Grants) -> Vec<Value> {
     let rw = ["get", "list", "create", "patch", "delete"];
@@ -208,7 +209,10 @@ fn snapshot_rules(grants: &Grants) -> Vec<Value> {
         json!({"apiGroups": [""], "resources": ["configmaps", "secrets", "services", "serviceaccounts",
                                                 "persistentvolumeclaims", "limitranges", "resourcequotas"],
                "verbs": rw}),
-        json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}),
+        // Pods are read to quiesce, and the data mover's pods are run (and their progress read):
+        // see `snapshot::mover` for what those pods are.
+        json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "create", "delete"]}),
+        json!({"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}),
         // The volume each claim is bound to: its CSI driver picks the snapshot class.
         json!({"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": ["get"]}),
         json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "create"]}),
@@ -262,7 +266,7 @@ fn capability_objects(capability: Capability, grants: &Grants) -> Vec<Value> {
     let name = capability.account();
     let labels = labels(Some(capability));
     let subjects = json!([{"kind": "ServiceAccount", "name": name, "namespace": SYSTEM_NAMESPACE}]);
-    vec![
+    let mut objects = vec![
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
                "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE, "labels": labels}}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -280,7 +284,87 @@ fn capability_objects(capability: Capability, grants: &Grants) -> Vec<Value> {
                "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE, "labels": labels},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
                "subjects": subjects}),
-    ]
+    ];
+    if capability == Capability::Snapshots {
+        objects.extend([mover_policy(), mover_policy_binding()]);
+    }
+    objects
+}
+
+/// Name of the admission policy (and its binding) that confines the pods the snapshots account
+/// creates to data mover pods, and of the ConfigMap in `multicluster-system` holding its
+/// parameters (the mover image; on the playground the host paths its pods may mount).
+pub const MOVER_POLICY: &str = "multicluster-hub-snapshots-data-movers-only";
+/// The ConfigMap of the policy's parameters: `image`, and `hostPaths` (one per line).
+pub const MOVER_POLICY_PARAMS: &str = "multicluster-data-mover";
+
+/// A ValidatingAdmissionPolicy on the member: a pod the snapshots account creates is admitted only
+/// if it is a data mover pod as `snapshot::mover::pod` makes them (one container of the
+/// parameters' image running `mover`, no Kubernetes credential, no host namespaces, no privilege
+/// beyond the four file capabilities, the keys only from the Secret named like the pod, volumes
+/// only claims, that Secret and the parameters' host paths read-only). The account needs to create
+/// pods to move volume data; this keeps a stolen token from running anything else with them.
+pub fn mover_policy() -> Value {
+    let user = format!(
+        "system:serviceaccount:{SYSTEM_NAMESPACE}:{}",
+        Capability::Snapshots.account()
+    );
+    let caps = "['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID']";
+    let check =
+        |expression: String, message: &str| json!({"expression": expression, "message": message});
+    json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+    "metadata": {"name": MOVER_POLICY, "labels": labels(Some(Capability::Snapshots))},
+    "spec": {
+        "failurePolicy": "Fail",
+        "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+        "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                "resources": ["pods"], "operations": ["CREATE"]}]},
+        "matchConditions": [{"name": "snapshots-account", "expression": format!("request.userInfo.username == '{user}'")}],
+        "variables": [
+            {"name": "image", "expression": "has(params.data) && 'image' in params.data ? params.data.image : ''"},
+            {"name": "hostPaths", "expression": "has(params.data) && 'hostPaths' in params.data && params.data.hostPaths != '' ? params.data.hostPaths.split('\\n') : []"},
+            {"name": "volumes", "expression": "has(object.spec.volumes) ? object.spec.volumes : []"}
+        ],
+        "validations": [
+            check("has(object.metadata.labels) && 'app.kubernetes.io/component' in object.metadata.labels && object.metadata.labels['app.kubernetes.io/component'] == 'data-mover'".to_owned(),
+                  "the hub's snapshots account creates data mover pods only (label app.kubernetes.io/component=data-mover)"),
+            check("has(object.spec.automountServiceAccountToken) && object.spec.automountServiceAccountToken == false".to_owned(),
+                  "a data mover pod has no Kubernetes credential (automountServiceAccountToken: false)"),
+            check("!(has(object.spec.hostNetwork) && object.spec.hostNetwork) && !(has(object.spec.hostPID) && object.spec.hostPID) && !(has(object.spec.hostIPC) && object.spec.hostIPC)".to_owned(),
+                  "a data mover pod shares none of the node's namespaces"),
+            check("!has(object.spec.initContainers) && !has(object.spec.ephemeralContainers) && size(object.spec.containers) == 1".to_owned(),
+                  "a data mover pod has one container"),
+            check(format!("object.spec.containers.all(c, c.image == variables.image && has(c.args) && size(c.args) > 0 && c.args[0] == 'mover' && (!has(c.command) || (size(variables.hostPaths) > 0 && c.command == ['{host_binary}'])))",
+                          host_binary = crate::playground::HOST_BINARY_MOUNT),
+                  &format!("a data mover pod runs `mover` of the image in {SYSTEM_NAMESPACE}/{MOVER_POLICY_PARAMS} (join --mover-image)")),
+            check(format!("object.spec.containers.all(c, has(c.securityContext) && has(c.securityContext.allowPrivilegeEscalation) && c.securityContext.allowPrivilegeEscalation == false && !(has(c.securityContext.privileged) && c.securityContext.privileged) && (!has(c.securityContext.capabilities) || !has(c.securityContext.capabilities.add) || c.securityContext.capabilities.add.all(a, a in {caps})))"),
+                  "a data mover pod is not privileged and adds no capability but CHOWN, DAC_OVERRIDE, FOWNER and FSETID"),
+            check("object.spec.containers.all(c, !has(c.envFrom) && (!has(c.env) || c.env.all(e, !has(e.valueFrom) || (has(e.valueFrom.secretKeyRef) && e.valueFrom.secretKeyRef.name == object.metadata.name))))".to_owned(),
+                  "a data mover pod reads only its own job's Secret"),
+            check("variables.volumes.all(v, has(v.persistentVolumeClaim) || (has(v.secret) && v.secret.secretName == object.metadata.name) || (has(v.hostPath) && v.hostPath.path in variables.hostPaths))".to_owned(),
+                  &format!("a data mover pod mounts claims, its job's Secret and only the host paths in {SYSTEM_NAMESPACE}/{MOVER_POLICY_PARAMS}")),
+            check("object.spec.containers.all(c, !has(c.volumeMounts) || c.volumeMounts.all(m, (has(m.readOnly) && m.readOnly) || !variables.volumes.exists(v, v.name == m.name && has(v.hostPath))))".to_owned(),
+                  "a data mover pod mounts host paths read-only")
+        ]}})
+}
+
+/// Binds [`mover_policy`] to its parameters, denying what it rejects (a missing parameters
+/// ConfigMap denies every pod of the account).
+pub fn mover_policy_binding() -> Value {
+    json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+           "metadata": {"name": MOVER_POLICY, "labels": labels(Some(Capability::Snapshots))},
+           "spec": {"policyName": MOVER_POLICY, "validationActions": ["Deny"],
+                    "paramRef": {"name": MOVER_POLICY_PARAMS, "namespace": SYSTEM_NAMESPACE,
+                                 "parameterNotFoundAction": "Deny"}}})
+}
+
+/// The policy's parameters: the image data mover pods run, and host paths they may mount
+/// read-only (none but on the playground, whose pods run the hub server binary from the host).
+pub fn mover_policy_params(image: &str, host_paths: &[String]) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": MOVER_POLICY_PARAMS, "namespace": SYSTEM_NAMESPACE,
+                        "labels": labels(Some(Capability::Snapshots))},
+           "data": {"image": image, "hostPaths": host_paths.join("\n")}})
 }
 
 /// What a join before per-capability identities created on a member (one account for all of the

@@ -69,6 +69,21 @@ pub struct VolumeEntry {
     /// The `VolumeGroupSnapshot` it was cut in, when its driver snapshots groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The volume's files in the location, when they were exported: a restore into any member
+    /// hydrates a new claim from them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<VolumeData>,
+}
+
+/// A volume's files exported to the location (see [`crate::snapshot::data`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeData {
+    /// `sha256` hex of the volume's index: `data/indexes/<index>` in the location.
+    pub index: String,
+    /// File bytes (holes not counted).
+    pub bytes: u64,
+    pub files: u64,
 }
 
 /// A read archive: its manifest and resources, in the manifest's order.

@@ -8,6 +8,7 @@ pub mod archive;
 pub mod data;
 pub mod hooks;
 pub mod location;
+pub mod mover;
 pub mod restore;
 pub mod volumes;
 

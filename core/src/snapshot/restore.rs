@@ -101,6 +101,16 @@ pub struct RestorePlan {
     /// The rest, tier by tier: each tier only references earlier ones and is written at once.
     /// The last tier holds the workloads.
     pub tiers: Vec<Vec<Value>>,
+    /// Claims written empty and filled from the location's copy of their data by a mover pod
+    /// before any tier is written: restores into another member of exported volumes.
+    pub hydrations: Vec<Hydration>,
+}
+
+/// A claim a mover pod fills from the location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hydration {
+    pub claim: String,
+    pub data: crate::snapshot::archive::VolumeData,
 }
 
 impl RestorePlan {
@@ -142,12 +152,24 @@ pub fn plan(
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        if let Some(entry) = archive
+        let entry = archive
             .manifest
             .volume_snapshots
             .iter()
-            .find(|v| v.claim == claim)
+            .find(|v| v.claim == claim);
+        // Another member's storage cannot hold the snapshot's volumes: its claims are filled
+        // from the exported data. The source member restores through CSI, which is faster and
+        // holds the snapshots as long as the NamespaceSnapshot exists.
+        let exported = entry.and_then(|e| e.data.as_ref().map(|d| (e, d)));
+        if let Some((entry, data)) = exported
+            && archive.manifest.source_cluster != target.cluster
         {
+            volumes::claim_to_hydrate(&mut object, entry.restore_size.as_deref());
+            out.hydrations.push(Hydration {
+                claim: claim.clone(),
+                data: data.clone(),
+            });
+        } else if let Some(entry) = entry {
             // A group's VolumeSnapshots are named by the group snapshot controller, not by us:
             // restore those through pre-provisioned objects even in place.
             let source = if in_place && entry.group.is_none() {
@@ -377,6 +399,7 @@ mod tests {
                     restore_size: Some("10Gi".into()),
                     storage_class: Some("fast".into()),
                     group: None,
+                    data: None,
                 }],
             },
             resources,
@@ -479,6 +502,33 @@ mod tests {
         );
         assert!(binds_immediately(&claim(json!("")), &classes));
         assert!(binds_immediately(&claim(json!("unknown")), &[]));
+    }
+
+    #[test]
+    fn exported_volumes_are_hydrated_from_the_location_on_another_member_and_restored_by_csi_on_their_own()
+     {
+        let mut exported = archive();
+        exported.manifest.volume_snapshots[0].data = Some(crate::snapshot::archive::VolumeData {
+            index: "abc".into(),
+            bytes: 7,
+            files: 1,
+        });
+        let elsewhere = plan(&exported, target("member-2", "shop-2"), &[]).unwrap_or_default();
+        assert!(
+            elsewhere.snapshot_objects.is_empty(),
+            "no CSI snapshot is named"
+        );
+        assert_eq!(elsewhere.hydrations.len(), 1);
+        assert_eq!(elsewhere.hydrations[0].claim, "data-db-0");
+        assert_eq!(elsewhere.hydrations[0].data.index, "abc");
+        let claim = &elsewhere.claims[0];
+        assert!(claim["spec"]["dataSource"].is_null(), "{claim}");
+        assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "10Gi");
+        assert_eq!(claim["spec"]["storageClassName"], "fast");
+
+        let home = plan(&exported, target("member-1", "shop-copy"), &[]).unwrap_or_default();
+        assert!(home.hydrations.is_empty());
+        assert_eq!(home.claims[0]["spec"]["dataSource"]["name"], "r1-data-db-0");
     }
 
     #[test]

@@ -315,6 +315,24 @@ pub fn claim_from_snapshot(claim: &mut Value, volume_snapshot: &str, restore_siz
     }
 }
 
+/// A captured claim made to be filled by a mover pod: no data source, and at least the
+/// snapshot's restore size.
+pub fn claim_to_hydrate(claim: &mut Value, restore_size: Option<&str>) {
+    let Some(spec) = claim.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    spec.remove("dataSource");
+    spec.remove("dataSourceRef");
+    if let Some(size) = restore_size
+        && spec
+            .get("resources")
+            .and_then(|r| r["requests"]["storage"].as_str())
+            .is_none()
+    {
+        spec.insert("resources".into(), json!({"requests": {"storage": size}}));
+    }
+}
+
 /// Which claims a snapshot takes, and how: one by one, or together per driver and group class.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {

@@ -26,18 +26,6 @@ pub const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 /// configuration can name it before the Service exists.
 pub const CLUSTERSET_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 11);
 
-/// The host's C library directories (Debian's multiarch layout: `/lib/<arch>-linux-gnu`, and
-/// `/lib64` where the x86-64 loader lives), mounted read-only into the clusterset DNS server's
-/// pod: the playground runs the hub server binary it was started with, which is linked
-/// dynamically against glibc, from the busybox image, which has none.
-fn host_libraries() -> Vec<String> {
-    let mut dirs = vec![format!("/lib/{}-linux-gnu", std::env::consts::ARCH)];
-    if std::env::consts::ARCH == "x86_64" {
-        dirs.push("/lib64".to_owned());
-    }
-    dirs
-}
-
 /// The cluster's DNS domain.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
@@ -72,7 +60,7 @@ pub fn corefile() -> String {
 /// built (musl, another full build of the hub server) and imported into every node on every
 /// `up`; this runs the very binary under test.
 pub fn clusterset_objects(hub_server: &Path) -> anyhow::Result<Vec<Value>> {
-    let libraries = host_libraries();
+    let libraries = multicluster_core::playground::host_library_dirs();
     for dir in &libraries {
         anyhow::ensure!(
             Path::new(dir).is_dir(),
@@ -88,20 +76,11 @@ pub fn clusterset_objects(hub_server: &Path) -> anyhow::Result<Vec<Value>> {
         .iter_mut()
         .find(|o| o["kind"] == "Deployment")
         .context("the clusterset DNS server has a Deployment")?;
-    let pod = &mut deployment["spec"]["template"]["spec"];
-    let binary = "/usr/local/bin/multicluster-webhook";
-    pod["containers"][0]["imagePullPolicy"] = "Never".into();
-    pod["containers"][0]["command"] = json!([binary]);
-    let mut mounts = vec![json!({"name": "binary", "mountPath": binary, "readOnly": true})];
-    let mut volumes = vec![json!({"name": "binary",
-        "hostPath": {"path": hub_server.display().to_string(), "type": "File"}})];
-    for (i, dir) in libraries.iter().enumerate() {
-        mounts.push(json!({"name": format!("libraries-{i}"), "mountPath": dir, "readOnly": true}));
-        volumes.push(json!({"name": format!("libraries-{i}"),
-                            "hostPath": {"path": dir, "type": "Directory"}}));
-    }
-    pod["containers"][0]["volumeMounts"] = mounts.into();
-    pod["volumes"] = volumes.into();
+    multicluster_core::playground::run_from_host(
+        &mut deployment["spec"]["template"]["spec"],
+        &hub_server.display().to_string(),
+        &libraries,
+    );
     Ok(objects)
 }
 

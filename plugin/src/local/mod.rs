@@ -733,6 +733,13 @@ async fn start_and_wait(
                 dns::install(&client, &bins.coredns, hub_server_bin)
                     .await
                     .with_context(|| format!("setting up cluster DNS on {}", cluster.name))?;
+                // In the namespace the clusterset DNS server's objects created.
+                crate::apply::apply_objects(
+                    &client,
+                    &[storage::mover_policy_params(hub_server_bin)],
+                )
+                .await
+                .with_context(|| format!("recording the data mover's image on {}", cluster.name))?;
                 storage::install(&client)
                     .await
                     .with_context(|| format!("setting up storage on {}", cluster.name))?;
@@ -1204,6 +1211,10 @@ async fn start_hub_server(
         // As shipped: its own ServiceAccount with the RBAC `init` installs, not the admin.
         format!("--kubeconfig={}", own_kubeconfig.display()),
         "--context=hub".into(),
+        // The data mover pods run this very binary from the nodes (which share this machine's
+        // files), not a release image the nodes do not have.
+        format!("--mover-host-binary={}", bin.display()),
+        format!("--mover-image={}", image::IMAGE),
         // The playground releases VIPs of deleted Services within seconds, not the default minute.
         "--vip-gc-interval-seconds=2".into(),
         "--vip-claim-grace-seconds=5".into(),

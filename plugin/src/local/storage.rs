@@ -41,6 +41,16 @@ pub fn snapshot_crds() -> anyhow::Result<Vec<k8s_openapi::apiextensions_apiserve
     .collect()
 }
 
+/// What the member's data mover admission policy admits on the playground
+/// (`multicluster_core::members::join::mover_policy`): the busybox image running `hub_server`, the
+/// binary the playground's hub server is, from the host with the host's C library, as the hub
+/// server's `--mover-host-binary` has it. Written at `up`, before any join, which keeps it.
+pub fn mover_policy_params(hub_server: &Path) -> Value {
+    let mut paths = vec![hub_server.display().to_string()];
+    paths.extend(multicluster_core::playground::host_library_dirs());
+    multicluster_core::members::join::mover_policy_params(super::image::IMAGE, &paths)
+}
+
 /// The RBAC of [`CSI_USER`], the CSIDriver and the default classes.
 pub fn member_objects() -> Vec<Value> {
     let rw = [

@@ -84,6 +84,12 @@ pub struct JoinArgs {
     /// The clusterset DNS server's image (the hub server's)
     #[arg(long, value_name = "IMAGE", default_value_t = multicluster_core::install::default_image())]
     pub clusterset_dns_image: String,
+    /// The image the data mover pods of snapshots and restores run here (the hub server's
+    /// --mover-image): the only one the member admits for the hub's snapshots account. Recorded
+    /// in multicluster-system/multicluster-data-mover; without this flag a recorded image is kept,
+    /// and a new record names this release's image
+    #[arg(long, value_name = "IMAGE")]
+    pub mover_image: Option<String>,
 }
 
 impl JoinArgs {
@@ -292,6 +298,9 @@ pub async fn join(
     eprintln!("Creating the hub's accounts on member {name} ({url})");
     let result = async {
         crate::apply::apply_objects(&member, &member::member_objects(&grants)).await?;
+        if grants.snapshots {
+            record_mover_image(&member, args.mover_image.as_deref()).await?;
+        }
         let ca = config
             .root_cert
             .as_deref()
@@ -617,6 +626,37 @@ async fn leave_clusterset(member: &Client) {
     let _ = properties
         .delete(about::CLUSTERSET, &DeleteParams::default())
         .await;
+}
+
+/// Records the image the member's admission policy lets the hub's snapshots account run as data
+/// mover pods (`member::mover_policy`): created when missing, changed only when `--mover-image`
+/// names one, so that what the member's admin recorded (the playground records its own) stays.
+async fn record_mover_image(member: &Client, image: Option<&str>) -> anyhow::Result<()> {
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(member.clone(), SYSTEM_NAMESPACE);
+    let name = member::MOVER_POLICY_PARAMS;
+    let recorded = api
+        .get_opt(name)
+        .await
+        .with_context(|| format!("reading {SYSTEM_NAMESPACE}/{name}"))?;
+    match (recorded, image) {
+        (Some(_), None) => Ok(()),
+        (Some(_), Some(image)) => {
+            let patch = serde_json::json!({"data": {"image": image}});
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .with_context(|| {
+                    format!("recording the data mover image in {SYSTEM_NAMESPACE}/{name}")
+                })?;
+            Ok(())
+        }
+        (None, image) => {
+            let default = multicluster_core::install::default_image();
+            let params = member::mover_policy_params(image.unwrap_or(&default), &[]);
+            crate::apply::apply_objects(member, &[params]).await?;
+            Ok(())
+        }
+    }
 }
 
 async fn remove_remote(member: &Client) {

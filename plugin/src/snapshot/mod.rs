@@ -18,6 +18,7 @@ use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::api::{
     FilesystemLocation, NamespaceSnapshot, NamespaceSnapshotSpec, QuiesceMethod, S3Location,
     SecretRef, SnapshotPhase, StorageLocation, StorageLocationSpec, UnsnapshottablePolicy,
+    VolumeDataPolicy,
 };
 use multicluster_core::keys;
 use multicluster_core::snapshot::location::AVAILABLE;
@@ -62,12 +63,23 @@ pub struct CreateArgs {
     /// Skip claims that cannot be snapshotted instead of failing
     #[arg(long)]
     pub skip_unsnapshottable: bool,
+    /// export: copy each volume's files to the location too (an S3 location; mover pods on the
+    /// member), so that a restore can fill volumes on any member; snapshots-only: keep only the
+    /// CSI snapshots, in the member's storage
+    #[arg(long, value_enum, default_value_t = VolumeData::Export)]
+    pub volume_data: VolumeData,
     /// Create the snapshot and return without waiting
     #[arg(long)]
     pub no_wait: bool,
     /// How long to wait for the snapshot to complete
     #[arg(long, default_value = "30m", value_parser = multicluster_core::duration::parse)]
     pub timeout: Duration,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum VolumeData {
+    Export,
+    SnapshotsOnly,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -495,6 +507,7 @@ fn describe(s: &NamespaceSnapshot) -> String {
     let _ = writeln!(out, "Source:     {}/{}", s.spec.cluster, s.spec.namespace);
     let _ = writeln!(out, "Location:   {}", s.spec.location);
     let _ = writeln!(out, "Quiesce:    {:?}", s.spec.quiesce);
+    let _ = writeln!(out, "Data:       {:?}", s.spec.volume_data);
     let _ = writeln!(out, "Phase:      {:?}", status.phase);
     if let Some(m) = &status.message {
         let _ = writeln!(out, "Message:    {m}");
@@ -517,6 +530,7 @@ fn describe(s: &NamespaceSnapshot) -> String {
                     v.volume_snapshot.clone().unwrap_or_else(|| "-".into()),
                     v.snapshot_handle.clone().unwrap_or_else(|| "-".into()),
                     v.ready.to_string(),
+                    v.data.as_ref().map_or_else(|| "-".into(), data_cell),
                     v.message.clone().unwrap_or_default(),
                 ]
             })
@@ -529,6 +543,7 @@ fn describe(s: &NamespaceSnapshot) -> String {
                 "volume snapshot",
                 "handle",
                 "ready",
+                "data",
                 "message",
             ],
             &rows,
@@ -575,6 +590,26 @@ fn describe(s: &NamespaceSnapshot) -> String {
     out
 }
 
+/// A volume's data in a table: bytes moved of the total, and once done what was sent and the
+/// index it has in the location.
+pub(crate) fn data_cell(d: &multicluster_core::api::VolumeDataStatus) -> String {
+    let mib = |b: u64| format!("{:.1}", b as f64 / (1 << 20) as f64);
+    if !d.done {
+        return format!("{} of {} MiB", mib(d.bytes_done), mib(d.bytes_total));
+    }
+    let index = d
+        .index
+        .as_deref()
+        .map(|i| i.get(..12).unwrap_or(i))
+        .unwrap_or("-");
+    format!(
+        "{} MiB in {} files, {} MiB sent, index {index}",
+        mib(d.bytes_total),
+        d.files,
+        mib(d.bytes_transferred)
+    )
+}
+
 async fn get_snapshot(hub: &Client, name: &str) -> anyhow::Result<NamespaceSnapshot> {
     get_snapshot_from(&Api::namespaced(hub.clone(), SYSTEM_NAMESPACE), name).await
 }
@@ -610,6 +645,10 @@ async fn create(args: CreateArgs, hub: Client, format: OutputFormat) -> anyhow::
             UnsnapshottablePolicy::Skip
         } else {
             UnsnapshottablePolicy::Fail
+        },
+        volume_data: match args.volume_data {
+            VolumeData::Export => VolumeDataPolicy::Export,
+            VolumeData::SnapshotsOnly => VolumeDataPolicy::SnapshotsOnly,
         },
     };
     let api: Api<NamespaceSnapshot> = Api::namespaced(hub.clone(), SYSTEM_NAMESPACE);

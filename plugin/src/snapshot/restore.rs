@@ -375,6 +375,12 @@ fn describe(r: &NamespaceRestore) -> String {
     if !r.spec.transforms.is_empty() {
         let _ = writeln!(out, "Transforms: {}", r.spec.transforms.len());
     }
+    if !status.volumes.is_empty() {
+        let _ = writeln!(out, "Filled from the snapshot's data:");
+        for v in &status.volumes {
+            let _ = writeln!(out, "  {}: {}", v.claim, super::data_cell(&v.data));
+        }
+    }
     if !status.conflicts.is_empty() {
         let _ = writeln!(out, "Conflicts:");
         for c in &status.conflicts {

@@ -16,15 +16,20 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, FileTimes};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
 use futures::{StreamExt, TryStreamExt};
+use multicluster_core::api::{S3Location, SecretRef};
 use multicluster_core::snapshot::archive::sha256_hex;
 use multicluster_core::snapshot::data::{
     CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, ChunkRef, Entry, EntryKind, INDEX_FORMAT, INDEX_MAX_BYTES,
     Moved, VolumeIndex, chunk_key, index_key, index_problem, is_hole,
+};
+use multicluster_core::snapshot::mover::{
+    ACCESS_KEY_ENV, ProgressLine, SECRET_KEY_ENV, termination_message,
 };
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -42,6 +47,13 @@ pub struct MoverArgs {
     pub command: MoverCommand,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Also write the result (the JSON printed at the end) or the error to FILE: a pod's
+    /// termination message, which its status keeps
+    #[arg(long, value_name = "FILE")]
+    pub message_file: Option<PathBuf>,
+    /// Print `{"bytesDone":…,"bytesTotal":…}` every 2 s while moving
+    #[arg(long)]
+    pub progress: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -92,7 +104,7 @@ impl StoreArgs {
         }
         let bucket = self
             .s3_bucket
-            .as_deref()
+            .clone()
             .context("say where the location is: --filesystem DIR or --s3-bucket NAME")?;
         let env = |key: &str| {
             std::env::var(key).map_err(|_| {
@@ -101,50 +113,102 @@ impl StoreArgs {
                 )
             })
         };
-        let ca = match &self.s3_ca_bundle {
+        let ca_bundle = match &self.s3_ca_bundle {
             Some(path) => Some(
                 std::fs::read_to_string(path)
                     .with_context(|| format!("reading the CA bundle {}", path.display()))?,
             ),
             None => None,
         };
-        let mut builder = object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(bucket)
-            .with_region(&self.s3_region)
-            .with_access_key_id(env("AWS_ACCESS_KEY_ID")?)
-            .with_secret_access_key(env("AWS_SECRET_ACCESS_KEY")?)
-            .with_virtual_hosted_style_request(!self.s3_path_style)
-            .with_http_connector(super::storage::HyperConnector::new(ca.as_deref())?)
-            .with_retry(object_store::RetryConfig {
-                max_retries: 3,
-                retry_timeout: Duration::from_secs(60),
-                ..Default::default()
-            });
-        if let Some(endpoint) = &self.s3_endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"));
-        }
-        let store = builder.build().context("configuring the S3 client")?;
-        Ok(
-            match self.s3_prefix.as_deref().map(|p| p.trim_matches('/')) {
-                Some(prefix) if !prefix.is_empty() => {
-                    Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
-                }
-                _ => Arc::new(store),
+        let location = S3Location {
+            bucket,
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            prefix: self.s3_prefix.clone(),
+            // The keys come from the environment, not from a Secret the mover would read.
+            credentials_secret: SecretRef {
+                name: String::new(),
             },
-        )
+            force_path_style: self.s3_path_style,
+            ca_bundle,
+        };
+        // More patience than the hub server's checks: a transfer outlives a blip of the store.
+        let retry = object_store::RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(60),
+            ..Default::default()
+        };
+        super::storage::s3_store(&location, env(ACCESS_KEY_ENV)?, env(SECRET_KEY_ENV)?, retry)
+    }
+}
+
+/// Bytes done of bytes total in this run, for the progress lines.
+#[derive(Debug, Default)]
+pub struct Progress {
+    done: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Progress {
+    fn add_done(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn set_total(&self, n: u64) {
+        self.total.store(n, Ordering::Relaxed);
+    }
+
+    pub fn line(&self) -> ProgressLine {
+        ProgressLine {
+            bytes_done: self.done.load(Ordering::Relaxed),
+            bytes_total: self.total.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How often `--progress` prints a line.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Prints the progress as a JSON line every [`PROGRESS_EVERY`] (the hub server reads the last).
+async fn report(progress: Arc<Progress>) {
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    loop {
+        tick.tick().await;
+        if let Ok(line) = serde_json::to_string(&progress.line()) {
+            println!("{line}");
+        }
     }
 }
 
 pub async fn run(args: MoverArgs) -> anyhow::Result<()> {
-    let store = args.store.open()?;
-    let moved = match args.command {
-        MoverCommand::Export { source } => export(&source, store).await?,
-        MoverCommand::Import { target, index } => import(&target, store, &index).await?,
-    };
-    println!("{}", serde_json::to_string(&moved)?);
+    let result = transfer(&args).await;
+    if let Some(file) = &args.message_file {
+        let message = match &result {
+            Ok(moved) => serde_json::to_string(moved)?,
+            Err(e) => format!("{e:#}"),
+        };
+        if let Err(e) = std::fs::write(file, termination_message(&message)) {
+            tracing::warn!(file = %file.display(), error = %e, "writing the result to the message file");
+        }
+    }
+    println!("{}", serde_json::to_string(&result?)?);
     Ok(())
+}
+
+async fn transfer(args: &MoverArgs) -> anyhow::Result<Moved> {
+    let store = args.store.open()?;
+    let progress = Arc::new(Progress::default());
+    let reporter = args
+        .progress
+        .then(|| tokio::spawn(report(progress.clone())));
+    let moved = match &args.command {
+        MoverCommand::Export { source } => export(source, store, &progress).await,
+        MoverCommand::Import { target, index } => import(target, store, index, &progress).await,
+    };
+    if let Some(reporter) = reporter {
+        reporter.abort();
+    }
+    moved
 }
 
 /// What the walk found, before any byte is read.
@@ -225,6 +289,7 @@ struct Uploads {
     /// Digests known to be in the location (found there or uploaded by this run).
     present: Mutex<HashSet<String>>,
     moved: Mutex<Moved>,
+    progress: Arc<Progress>,
 }
 
 impl Uploads {
@@ -263,13 +328,27 @@ impl Uploads {
 }
 
 /// Exports the files under `source` to `store`; returns what moved, with the index's digest.
-pub async fn export(source: &Path, store: Arc<dyn ObjectStore>) -> anyhow::Result<Moved> {
+pub async fn export(
+    source: &Path,
+    store: Arc<dyn ObjectStore>,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<Moved> {
     let root = source.to_owned();
     let found = tokio::task::spawn_blocking(move || walk(&root)).await??;
+    progress.set_total(
+        found
+            .iter()
+            .map(|(_, _, f)| match f {
+                Found::File { size } => *size,
+                _ => 0,
+            })
+            .sum(),
+    );
     let uploads = Arc::new(Uploads {
         store: store.clone(),
         present: Mutex::default(),
         moved: Mutex::default(),
+        progress: progress.clone(),
     });
     let mut entries = Vec::with_capacity(found.len());
     for (path, meta, found) in found {
@@ -357,6 +436,7 @@ async fn export_file(path: &Path, uploads: &Arc<Uploads>) -> anyhow::Result<Vec<
             async move {
                 let (offset, data) = item?;
                 if is_hole(&data) {
+                    uploads.progress.add_done(data.len() as u64);
                     return Ok(None);
                 }
                 let len = u32::try_from(data.len())?;
@@ -366,6 +446,7 @@ async fn export_file(path: &Path, uploads: &Arc<Uploads>) -> anyhow::Result<Vec<
                 })
                 .await?;
                 uploads.put(&digest, data).await?;
+                uploads.progress.add_done(u64::from(len));
                 anyhow::Ok(Some(ChunkRef {
                     offset,
                     len,
@@ -384,7 +465,7 @@ async fn export_file(path: &Path, uploads: &Arc<Uploads>) -> anyhow::Result<Vec<
 }
 
 /// Reads and checks the index with `digest`.
-async fn read_index(store: &dyn ObjectStore, digest: &str) -> anyhow::Result<VolumeIndex> {
+pub async fn read_index(store: &dyn ObjectStore, digest: &str) -> anyhow::Result<VolumeIndex> {
     let bytes = store
         .get(&StorePath::from(index_key(digest)))
         .await
@@ -419,19 +500,35 @@ pub async fn import(
     target: &Path,
     store: Arc<dyn ObjectStore>,
     digest: &str,
+    progress: &Arc<Progress>,
 ) -> anyhow::Result<Moved> {
     let index = read_index(store.as_ref(), digest).await?;
+    progress.set_total(
+        index
+            .entries
+            .iter()
+            .map(|e| match &e.kind {
+                EntryKind::File { size, .. } => *size,
+                _ => 0,
+            })
+            .sum(),
+    );
     let mut moved = Moved {
         index_digest: digest.to_owned(),
         ..Moved::default()
     };
     std::fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
     // Into an empty directory only: what is there already (a symlink above all) is not the index's
-    // and could lead writes out of the volume.
-    if std::fs::read_dir(target)?.next().is_some() {
+    // and could lead writes out of the volume. A new ext4 or XFS volume holds an empty
+    // `lost+found`, which mkfs made, not a user.
+    if let Some(found) = std::fs::read_dir(target)?
+        .filter_map(Result::ok)
+        .find(|e| !is_empty_lost_found(e))
+    {
         bail!(
-            "{} is not empty: a volume is imported into an empty one (a new claim)",
-            target.display()
+            "{} is not empty (it holds {:?}): a volume is imported into an empty one (a new claim)",
+            target.display(),
+            found.file_name()
         );
     }
     for entry in &index.entries {
@@ -464,6 +561,7 @@ pub async fn import(
                     .try_fold(0u64, |sum, stored| async move { Ok(sum + stored) })
                     .await
                     .map(|stored| moved.bytes_stored += stored)?;
+                progress.add_done(*size);
                 moved.files += 1;
                 moved.chunks += chunks.len() as u64;
                 moved.chunks_transferred += chunks.len() as u64;
@@ -493,6 +591,13 @@ pub async fn import(
             .with_context(|| format!("setting the time of {}", entry.path))?;
     }
     Ok(moved)
+}
+
+/// An empty `lost+found` directory, as mkfs leaves in a new volume.
+fn is_empty_lost_found(entry: &std::fs::DirEntry) -> bool {
+    entry.file_name() == "lost+found"
+        && entry.file_type().is_ok_and(|t| t.is_dir())
+        && std::fs::read_dir(entry.path()).is_ok_and(|mut d| d.next().is_none())
 }
 
 /// Downloads, checks and writes one chunk; returns its stored (compressed) size.
@@ -612,7 +717,7 @@ mod tests {
             tempfile::tempdir().expect("tmp"),
         );
         volume(source.path());
-        let first = export(source.path(), store(location.path()))
+        let first = export(source.path(), store(location.path()), &Arc::default())
             .await
             .expect("export");
         assert_eq!(
@@ -628,9 +733,14 @@ mod tests {
             "the 64 MiB sparse file costs next to nothing: {first:?}"
         );
 
-        let back = import(target.path(), store(location.path()), &first.index_digest)
-            .await
-            .expect("import");
+        let back = import(
+            target.path(),
+            store(location.path()),
+            &first.index_digest,
+            &Arc::default(),
+        )
+        .await
+        .expect("import");
         assert_eq!(back.bytes, first.bytes);
         for path in ["db/large", "db/tables/t7", "sparse", "hard"] {
             assert_eq!(
@@ -670,7 +780,7 @@ mod tests {
             .open(source.path().join("db/large"))
             .expect("open");
         large.write_all_at(b"X", 3 << 20).expect("write");
-        let second = export(source.path(), store(location.path()))
+        let second = export(source.path(), store(location.path()), &Arc::default())
             .await
             .expect("export again");
         assert_ne!(second.index_digest, first.index_digest);
@@ -692,7 +802,7 @@ mod tests {
         );
         std::fs::write(source.path().join("a"), b"alpha").expect("write");
         std::fs::write(source.path().join("b"), b"bravo").expect("write");
-        let moved = export(source.path(), store(location.path()))
+        let moved = export(source.path(), store(location.path()), &Arc::default())
             .await
             .expect("export");
         let index = read_index(store(location.path()).as_ref(), &moved.index_digest)
@@ -714,9 +824,14 @@ mod tests {
         let target = tempfile::tempdir().expect("tmp");
         let err = format!(
             "{:#}",
-            import(target.path(), store(location.path()), &moved.index_digest)
-                .await
-                .expect_err("corrupt")
+            import(
+                target.path(),
+                store(location.path()),
+                &moved.index_digest,
+                &Arc::default()
+            )
+            .await
+            .expect_err("corrupt")
         );
         assert!(
             err.contains("file b: its chunk at offset 0") && err.contains("is corrupt"),
@@ -728,7 +843,8 @@ mod tests {
             import(
                 &target.path().join("second"),
                 store(location.path()),
-                &moved.index_digest
+                &moved.index_digest,
+                &Arc::default()
             )
             .await
             .expect_err("missing")
@@ -742,7 +858,8 @@ mod tests {
             import(
                 &target.path().join("third"),
                 store(location.path()),
-                &"0".repeat(64)
+                &"0".repeat(64),
+                &Arc::default()
             )
             .await
             .expect_err("no index")
@@ -752,9 +869,14 @@ mod tests {
         // writes out of the volume).
         let err = format!(
             "{:#}",
-            import(target.path(), store(location.path()), &moved.index_digest)
-                .await
-                .expect_err("not empty")
+            import(
+                target.path(),
+                store(location.path()),
+                &moved.index_digest,
+                &Arc::default()
+            )
+            .await
+            .expect_err("not empty")
         );
         assert!(err.contains("is not empty"), "{err}");
     }

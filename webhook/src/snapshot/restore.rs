@@ -25,19 +25,22 @@ use kube::{Api, Client, ResourceExt};
 use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::api::{
     MemberCluster, NamespaceRestore, NamespaceRestoreStatus, NamespaceSnapshot,
-    RestoreObjectFailure, RestorePhase, SnapshotPhase, StorageLocation,
+    RestoreObjectFailure, RestorePhase, SnapshotPhase, StorageLocation, VolumeDataStatus,
+    VolumeHydrationStatus,
 };
 use multicluster_core::cluster::{KindError, Kinds};
 use multicluster_core::keys;
 use multicluster_core::members::join::Capability;
 use multicluster_core::snapshot::archive::{self, Archive};
 use multicluster_core::snapshot::location::archive_key;
-use multicluster_core::snapshot::restore::{self, RestorePlan, RestoreTarget};
+use multicluster_core::snapshot::mover::Job;
+use multicluster_core::snapshot::restore::{self, Hydration, RestorePlan, RestoreTarget};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde_json::{Value, json};
 
 use crate::members::MemberClients;
+use crate::snapshot::transfers;
 
 mod removal;
 
@@ -57,14 +60,16 @@ pub(super) struct Context {
     pub(super) settings: Settings,
 }
 
-/// How much a restore may take of the hub server, from its flags.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How much a restore may take of the hub server, and how it hydrates volumes, from its flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// What of an archive is held in memory at most.
     pub limits: archive::Limits,
     /// Starts of one restore before it fails: one that stops the hub server every time (out of
     /// memory) would otherwise stop every replica in turn.
     pub max_attempts: u32,
+    /// How claims are filled from the location's copy of their data.
+    pub mover: transfers::Settings,
 }
 
 impl Default for Settings {
@@ -72,6 +77,7 @@ impl Default for Settings {
         Settings {
             limits: archive::Limits::default(),
             max_attempts: 3,
+            mover: transfers::Settings::default(),
         }
     }
 }
@@ -184,7 +190,15 @@ async fn run_restore(
             ),
         )
         .await?;
-    let waiting = hydrate(&member, &resources, &plan, restore, progress).await?;
+    let waiting = hydrate(
+        ctx,
+        &member,
+        &resources,
+        &plan,
+        (restore, &snapshot),
+        progress,
+    )
+    .await?;
     progress
         .step(RestorePhase::Restoring, restoring_message(&plan, &waiting))
         .await?;
@@ -280,14 +294,16 @@ async fn check_target_again(
     );
 }
 
-/// Creates the namespace, the volume snapshot objects and the claims from them, and waits for the
-/// claims to bind (hydrated) before any workload exists; returns the claims that bind only once
-/// their first pod is scheduled (`WaitForFirstConsumer`).
+/// Creates the namespace, the volume snapshot objects and the claims from them, fills the claims
+/// of exported volumes from the location, and waits for the claims to bind (hydrated) before any
+/// workload exists; returns the claims that bind only once their first pod is scheduled
+/// (`WaitForFirstConsumer`).
 async fn hydrate(
+    ctx: &Context,
     member: &Client,
     resources: &BTreeMap<(String, String), ApiResource>,
     plan: &RestorePlan,
-    restore: &NamespaceRestore,
+    (restore, snapshot): (&NamespaceRestore, &NamespaceSnapshot),
     progress: &mut Progress,
 ) -> anyhow::Result<Vec<String>> {
     let ns = restore.spec.target_namespace.as_str();
@@ -310,7 +326,128 @@ async fn hydrate(
     count_written(progress, 1).await?;
     write_all(member, resources, &plan.snapshot_objects, progress).await?;
     write_all(member, resources, &plan.claims, progress).await?;
-    wait_bound(member, ns, &plan.claims).await
+    fill_from_location(ctx, member, (restore, snapshot), &plan.hydrations, progress).await?;
+    // A filled claim is bound: its mover pod was its first consumer.
+    let others: Vec<Value> = plan
+        .claims
+        .iter()
+        .filter(|c| {
+            !plan
+                .hydrations
+                .iter()
+                .any(|h| c["metadata"]["name"] == h.claim.as_str())
+        })
+        .cloned()
+        .collect();
+    wait_bound(member, ns, &others).await
+}
+
+/// Fills each claim of `hydrations` (written empty) from the location's copy of its volume with
+/// a mover pod, every chunk checked against its digest; then marks it with the index it holds, so
+/// that a restore started over does not fill it again. A missing or corrupt chunk fails the restore
+/// here, naming the volume and the file, before any workload is written.
+async fn fill_from_location(
+    ctx: &Context,
+    member: &Client,
+    (restore, snapshot): (&NamespaceRestore, &NamespaceSnapshot),
+    hydrations: &[Hydration],
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    if hydrations.is_empty() {
+        return Ok(());
+    }
+    let (name, ns) = (restore.name_any(), restore.spec.target_namespace.as_str());
+    let location_name = &snapshot.spec.location;
+    let location = Api::<StorageLocation>::namespaced(ctx.hub.clone(), SYSTEM_NAMESPACE)
+        .get_opt(location_name)
+        .await?
+        .ok_or_else(|| anyhow!("StorageLocation {location_name} does not exist"))?;
+    let s3 = location.spec.s3.as_ref().ok_or_else(|| {
+        anyhow!(
+            "StorageLocation {location_name} is not an object store, so no pod can read the \
+             volumes' data from it; nothing but the claims was written"
+        )
+    })?;
+    let (access_key_id, secret_access_key) =
+        crate::snapshot::storage::s3_keys(&ctx.hub, s3).await?;
+    let target = transfers::Location {
+        s3,
+        access_key_id,
+        secret_access_key,
+    };
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(member.clone(), ns);
+    let mut jobs = Vec::new();
+    progress.status.volumes.clear();
+    for h in hydrations {
+        let filled = claims
+            .get_opt(&h.claim)
+            .await?
+            .and_then(|c| c.annotations().get(keys::HYDRATED_FROM).cloned());
+        let mut data = VolumeDataStatus {
+            bytes_total: h.data.bytes,
+            files: h.data.files,
+            index: Some(h.data.index.clone()),
+            ..Default::default()
+        };
+        if filled.as_deref() == Some(h.data.index.as_str()) {
+            data.bytes_done = h.data.bytes;
+            data.done = true;
+        } else {
+            jobs.push(Job::import(&name, ns, &h.claim, &h.data.index));
+        }
+        progress.status.volumes.push(VolumeHydrationStatus {
+            claim: h.claim.clone(),
+            data,
+            message: None,
+        });
+    }
+    let message = format!(
+        "filling {} claim(s) from {location_name} ({} MiB)",
+        jobs.len(),
+        hydrations.iter().map(|h| h.data.bytes).sum::<u64>() >> 20
+    );
+    progress.step(RestorePhase::Hydrating, message).await?;
+    let filled = transfers::run(
+        member,
+        &target,
+        &ctx.settings.mover,
+        jobs.clone(),
+        progress,
+        record_imports,
+    )
+    .await
+    .context("filling the claims from the snapshot's data; no workload was written")?;
+    for (job, moved) in jobs.iter().zip(filled) {
+        let patch = json!({"metadata": {"annotations": {keys::HYDRATED_FROM: moved.index_digest}}});
+        claims
+            .patch(&job.claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("marking claim {} as filled", job.claim))?;
+    }
+    Ok(())
+}
+
+/// Writes each import's progress into its claim's line, and the total into the message.
+fn record_imports(status: &mut NamespaceRestoreStatus, transfers: &[transfers::Transfer]) {
+    for t in transfers {
+        if let Some(v) = status.volumes.iter_mut().find(|v| v.claim == t.job.claim) {
+            v.data.bytes_done = t.data.bytes_done;
+            v.data.bytes_transferred = t.data.bytes_transferred;
+            v.data.done = t.data.done;
+            if t.data.bytes_total > 0 {
+                v.data.bytes_total = t.data.bytes_total;
+            }
+        }
+    }
+    let (done, total) = status.volumes.iter().fold((0, 0), |(d, t), v| {
+        (d + v.data.bytes_done, t + v.data.bytes_total)
+    });
+    status.message = Some(format!(
+        "filling {} claim(s) from the snapshot's data: {} of {} MiB written",
+        status.volumes.len(),
+        done >> 20,
+        total >> 20
+    ));
 }
 
 fn restoring_message(plan: &RestorePlan, waiting: &[String]) -> String {

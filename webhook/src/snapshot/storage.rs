@@ -55,8 +55,8 @@ pub async fn open(
     }
 }
 
-async fn open_s3(hub: &Client, s3: &S3Location) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    use object_store::aws::AmazonS3Builder;
+/// The access key ID and secret access key of S3 location `s3`, from its Secret on the hub.
+pub async fn s3_keys(hub: &Client, s3: &S3Location) -> anyhow::Result<(String, String)> {
     let secret_name = &s3.credentials_secret.name;
     let secret = Api::<Secret>::namespaced(hub.clone(), SYSTEM_NAMESPACE)
         .get_opt(secret_name)
@@ -73,20 +73,37 @@ async fn open_s3(hub: &Client, s3: &S3Location) -> anyhow::Result<Arc<dyn Object
             anyhow!("key {key} of Secret {SYSTEM_NAMESPACE}/{secret_name} is not UTF-8")
         })
     };
-    let mut builder = AmazonS3Builder::new()
+    Ok((value("accessKeyId")?, value("secretAccessKey")?))
+}
+
+async fn open_s3(hub: &Client, s3: &S3Location) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let (access_key_id, secret_access_key) = s3_keys(hub, s3).await?;
+    // A few quick retries: a check or a snapshot should say what is wrong within seconds, not
+    // back off for minutes against an endpoint that is down.
+    let retry = object_store::RetryConfig {
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(20),
+        ..Default::default()
+    };
+    s3_store(s3, access_key_id, secret_access_key, retry)
+}
+
+/// The store of S3 location `s3` with these keys: the hub server's (keys from the location's
+/// Secret on the hub) and the mover's (keys from its environment).
+pub fn s3_store(
+    s3: &S3Location,
+    access_key_id: String,
+    secret_access_key: String,
+    retry: object_store::RetryConfig,
+) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let mut builder = object_store::aws::AmazonS3Builder::new()
         .with_bucket_name(&s3.bucket)
         .with_region(&s3.region)
-        .with_access_key_id(value("accessKeyId")?)
-        .with_secret_access_key(value("secretAccessKey")?)
+        .with_access_key_id(access_key_id)
+        .with_secret_access_key(secret_access_key)
         .with_virtual_hosted_style_request(!s3.force_path_style)
         .with_http_connector(HyperConnector::new(s3.ca_bundle.as_deref())?)
-        // A few quick retries: a check or a snapshot should say what is wrong within seconds,
-        // not back off for minutes against an endpoint that is down.
-        .with_retry(object_store::RetryConfig {
-            max_retries: 2,
-            retry_timeout: Duration::from_secs(20),
-            ..Default::default()
-        });
+        .with_retry(retry);
     if let Some(endpoint) = &s3.endpoint {
         // Plain HTTP only when the user wrote an http:// endpoint themselves.
         builder = builder

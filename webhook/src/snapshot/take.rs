@@ -28,13 +28,14 @@ use kube::{Api, Client, ResourceExt};
 use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::api::{
     ArchiveRef, HookStatus, MemberCluster, NamespaceSnapshot, NamespaceSnapshotStatus,
-    QuiesceMethod, SnapshotPhase, StorageLocation, VolumeSnapshotStatus,
+    QuiesceMethod, SnapshotPhase, StorageLocation, VolumeDataPolicy, VolumeSnapshotStatus,
 };
 use multicluster_core::keys;
 use multicluster_core::members::join::Capability;
-use multicluster_core::snapshot::archive::{self, LeftOut, Manifest, VolumeEntry};
+use multicluster_core::snapshot::archive::{self, LeftOut, Manifest, VolumeData, VolumeEntry};
 use multicluster_core::snapshot::hooks::{self, HookPlan};
 use multicluster_core::snapshot::location::archive_key;
+use multicluster_core::snapshot::mover::{self, Job};
 use multicluster_core::snapshot::volumes::{self, VolumeAction, Workload};
 use multicluster_core::snapshot::{inventory, left_out_kind, left_out_object, strip};
 use object_store::path::Path;
@@ -42,6 +43,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use serde_json::{Value, json};
 
 use crate::members::MemberClients;
+use crate::snapshot::transfers;
 
 /// How long the CSI snapshotter may take to cut every snapshot (workloads stay stopped meanwhile).
 const CUT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -56,12 +58,24 @@ const PAGE: u32 = 500;
 pub(super) struct Context {
     pub(super) hub: Client,
     pub(super) members: MemberClients,
+    /// How the volumes' data is exported.
+    pub(super) mover: transfers::Settings,
 }
 
 /// Reconciles the hub's `NamespaceSnapshot`s, one at a time.
-pub async fn run(hub: Client, members: MemberClients, run: crate::loops::Loop) {
+pub async fn run(
+    hub: Client,
+    members: MemberClients,
+    mover: transfers::Settings,
+    run: crate::loops::Loop,
+) {
     let api: Api<NamespaceSnapshot> = Api::namespaced(hub.clone(), SYSTEM_NAMESPACE);
-    crate::loops::run_controller(api, reconcile, Arc::new(Context { hub, members }), run).await;
+    let ctx = Arc::new(Context {
+        hub,
+        members,
+        mover,
+    });
+    crate::loops::run_controller(api, reconcile, ctx, run).await;
 }
 
 /// Removes what a snapshot owns before its object goes: the archive and the volume snapshots.
@@ -126,6 +140,7 @@ pub(super) async fn remove_data(ctx: &Context, snapshot: &NamespaceSnapshot) {
             Err(e) => tracing::warn!(snapshot = %name, error = %format!("{e:#}"),
                 "deleted while quiescing, and putting the workloads back failed; scale them by hand"),
         }
+        remove_exports(&member, &spec.namespace, &name).await?;
         delete_volume_snapshots(&member, &spec.namespace, &name).await
     }
     .await;
@@ -297,12 +312,28 @@ async fn take(
         claims.len(),
     );
     progress.step(SnapshotPhase::Discovering, message).await?;
-    let entries = if cut.all_claims.is_empty() {
+    let mut entries = if cut.all_claims.is_empty() {
         Vec::new()
     } else {
         quiesce_and_cut(ctx, spec, &cut, &captured, &hooks, progress).await?
     };
     record_volume_snapshots(progress, &entries, &name);
+    let exported = export_data(
+        ctx,
+        snapshot,
+        (&location, &member),
+        &claims,
+        &mut entries,
+        progress,
+    )
+    .await;
+    if let Err(e) = exported {
+        // A failed snapshot leaves no volume snapshots behind.
+        if let Err(c) = delete_volume_snapshots(&member, ns, &name).await {
+            tracing::warn!(error = %format!("{c:#}"), "removing a failed snapshot's volume snapshots");
+        }
+        return Err(e);
+    }
     save(
         store.as_ref(),
         &location,
@@ -926,6 +957,7 @@ async fn resume_after_interruption(
 ) -> anyhow::Result<usize> {
     let member = member_client(ctx, &snapshot.spec.cluster).await?;
     let n = resume(&member, &snapshot.spec.namespace, &snapshot.name_any()).await?;
+    remove_exports(&member, &snapshot.spec.namespace, &snapshot.name_any()).await?;
     delete_volume_snapshots(&member, &snapshot.spec.namespace, &snapshot.name_any()).await?;
     Ok(n)
 }
@@ -1058,6 +1090,7 @@ async fn wait_ready(
             restore_size: vs["status"]["restoreSize"].as_str().map(str::to_owned),
             storage_class: plan.and_then(|p| p.storage_class.clone()),
             group: None,
+            data: None,
         });
     }
     if groups.is_empty() {
@@ -1099,6 +1132,7 @@ async fn wait_ready(
                 restore_size: size.clone(),
                 storage_class: plan.and_then(|p| p.storage_class.clone()),
                 group: Some(g.name.clone()),
+                data: None,
             });
         }
     }
@@ -1182,6 +1216,193 @@ async fn delete_volume_snapshots(member: &Client, ns: &str, snapshot: &str) -> a
                     anyhow::Error::new(e).context(format!("deleting the snapshot's {kind}s"))
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// Copies every volume snapshot's files to the location (`volumeData: Export`) with mover pods on
+/// the member, recording each volume's index in its entry and the progress in the status. A
+/// filesystem location is a directory on the hub server, which no pod can reach: the volumes are
+/// then kept as CSI snapshots only, and each says why.
+async fn export_data(
+    ctx: &Context,
+    snapshot: &NamespaceSnapshot,
+    (location, member): (&StorageLocation, &Client),
+    claims: &[Value],
+    entries: &mut [VolumeEntry],
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let spec = &snapshot.spec;
+    if spec.volume_data == VolumeDataPolicy::SnapshotsOnly || entries.is_empty() {
+        return Ok(());
+    }
+    let Some(s3) = &location.spec.s3 else {
+        let why = format!(
+            "data not exported: StorageLocation {} is a directory on the hub server, which pods on \
+             the member cannot reach; the data stays in the member's storage as a CSI snapshot (an \
+             S3 location takes the data too)",
+            spec.location
+        );
+        for v in &mut progress.status.volumes {
+            if entries.iter().any(|e| e.claim == v.claim) {
+                v.message = Some(why.clone());
+            }
+        }
+        return Ok(());
+    };
+    let (access_key_id, secret_access_key) =
+        crate::snapshot::storage::s3_keys(&ctx.hub, s3).await?;
+    let target = transfers::Location {
+        s3,
+        access_key_id,
+        secret_access_key,
+    };
+    let (ns, name) = (spec.namespace.as_str(), snapshot.name_any());
+    let (jobs, provisioned) = export_jobs(&name, ns, claims, entries);
+    create_provisioned(member, ns, &provisioned).await?;
+    let message = format!(
+        "exporting the data of {} volume(s) to {}",
+        jobs.len(),
+        spec.location
+    );
+    progress.step(SnapshotPhase::Exporting, message).await?;
+    let location_name = spec.location.clone();
+    let moved = transfers::run(
+        member,
+        &target,
+        &ctx.mover,
+        jobs,
+        progress,
+        move |status, transfers| record_exports(status, transfers, &location_name),
+    )
+    .await;
+    if let Err(e) = remove_exports(member, ns, &name).await {
+        tracing::warn!(snapshot = %name, error = %format!("{e:#}"),
+            "removing the volume snapshots made for the export");
+    }
+    for (entry, moved) in entries.iter_mut().zip(moved?) {
+        entry.data = Some(VolumeData {
+            index: moved.index_digest,
+            bytes: moved.bytes,
+            files: moved.files,
+        });
+    }
+    Ok(())
+}
+
+/// One export job per volume, and the pre-provisioned `VolumeSnapshotContent` and `VolumeSnapshot`
+/// (for its handle) that the temporary claim of a volume cut in a group is made from: the group
+/// controller names those volume snapshots, not this one.
+fn export_jobs(
+    snapshot: &str,
+    ns: &str,
+    claims: &[Value],
+    entries: &[VolumeEntry],
+) -> (Vec<Job>, Vec<Value>) {
+    let mut provisioned = Vec::new();
+    let jobs = entries
+        .iter()
+        .map(|entry| {
+            let source = match &entry.group {
+                None => volumes::volume_snapshot_name(snapshot, &entry.claim),
+                Some(_) => {
+                    let (mut content, mut vs) = volumes::restore_snapshot_objects(
+                        snapshot,
+                        ns,
+                        &entry.claim,
+                        &entry.driver,
+                        &entry.snapshot_handle,
+                    );
+                    // Labelled as the export's, not as the snapshot's own volume snapshots.
+                    let labels = json!({mover::EXPORT_LABEL: mover::label_value(snapshot)});
+                    content["metadata"]["labels"] = labels.clone();
+                    vs["metadata"]["labels"] = labels;
+                    let name = vs["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    provisioned.extend([content, vs]);
+                    name
+                }
+            };
+            // The claim's own request when the driver reported no restore size.
+            let requested = claims
+                .iter()
+                .find(|c| c["metadata"]["name"] == entry.claim.as_str())
+                .and_then(|c| c["spec"]["resources"]["requests"]["storage"].as_str());
+            let size = entry.restore_size.as_deref().or(requested).unwrap_or("1Gi");
+            Job::export(
+                snapshot,
+                ns,
+                &entry.claim,
+                &source,
+                size,
+                entry.storage_class.as_deref(),
+            )
+        })
+        .collect();
+    (jobs, provisioned)
+}
+
+/// Writes each export's progress into its volume's line, and the total into the message.
+fn record_exports(
+    status: &mut NamespaceSnapshotStatus,
+    transfers: &[transfers::Transfer],
+    location: &str,
+) {
+    for t in transfers {
+        if let Some(v) = status.volumes.iter_mut().find(|v| v.claim == t.job.claim) {
+            v.data = Some(t.data.clone());
+        }
+    }
+    let (done, total) = transfers.iter().fold((0, 0), |(d, t), x| {
+        (d + x.data.bytes_done, t + x.data.bytes_total)
+    });
+    status.message = Some(format!(
+        "exporting the data of {} volume(s) to {location}: {} of {} MiB read",
+        transfers.len(),
+        done >> 20,
+        total >> 20
+    ));
+}
+
+async fn create_provisioned(member: &Client, ns: &str, objects: &[Value]) -> anyhow::Result<()> {
+    for object in objects {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let api: Api<DynamicObject> = if kind == "VolumeSnapshotContent" {
+            Api::all_with(member.clone(), &csi_api(kind))
+        } else {
+            Api::namespaced_with(member.clone(), ns, &csi_api(kind))
+        };
+        let typed: DynamicObject = serde_json::from_value(object.clone())?;
+        api.create(&PostParams::default(), &typed)
+            .await
+            .with_context(|| format!("creating {kind} {} for the export", typed.name_any()))?;
+    }
+    Ok(())
+}
+
+/// Removes what exporting the snapshot's data created on the member: the mover pods, their Secrets
+/// and temporary claims, and the volume snapshots made for groups' volumes (retained contents:
+/// the group's own data stays).
+async fn remove_exports(member: &Client, ns: &str, snapshot: &str) -> anyhow::Result<()> {
+    let selector = mover::selector(true, snapshot);
+    transfers::remove(member, ns, &selector).await?;
+    let params = ListParams::default().labels(&selector);
+    let snapshots: Api<DynamicObject> =
+        Api::namespaced_with(member.clone(), ns, &csi_api("VolumeSnapshot"));
+    let contents: Api<DynamicObject> =
+        Api::all_with(member.clone(), &csi_api("VolumeSnapshotContent"));
+    for api in [snapshots, contents] {
+        match api
+            .delete_collection(&DeleteParams::default(), &params)
+            .await
+        {
+            Ok(_) => {}
+            // No CSI snapshot API on the member: nothing was made.
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e).context("deleting the export's volume snapshots"),
         }
     }
     Ok(())

@@ -195,6 +195,7 @@ async fn take_shop() -> Taken {
     let ctx = super::take::Context {
         hub: hub_client.clone(),
         members: members.clone(),
+        mover: super::transfers::Settings::default(),
     };
     super::take::take_once(Arc::new(snapshot), &ctx)
         .await
@@ -482,6 +483,7 @@ async fn deleting_a_snapshot_found_mid_quiesce_puts_its_workloads_back() {
     let ctx = super::take::Context {
         hub: hub.client(),
         members,
+        mover: super::transfers::Settings::default(),
     };
     super::take::remove_data(&ctx, &snapshot).await;
     let api = m1

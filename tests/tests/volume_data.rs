@@ -1,0 +1,327 @@
+//! A namespace's volume data leaves its member and comes back on another one (issue 20), on the
+//! playground with real nodes: nothing here is played. A StatefulSet's real pod writes files on a
+//! claim the real external-provisioner made through the playground CSI driver; the snapshot's
+//! volume snapshots are cut by the real csi-snapshotter; the hub server's mover pods run on
+//! member-1's node, read a claim made from the volume snapshot and upload to a real MinIO (listening
+//! on the playground's bridge, which the pods reach); the restore into member-2 fills a new claim on
+//! member-2's node (another node's storage) with a mover pod there before the StatefulSet exists,
+//! and the restored pod reads every file back against the checksums written at the source.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use kube::api::ListParams;
+use kube::{Api, Client};
+use multicluster_core::api::{NamespaceSnapshot, SnapshotPhase};
+use multicluster_tests::minio::Minio;
+use multicluster_tests::{Playground, eventually, playground_with_nodes, run, run_ok, unique_name};
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStoreExt, PutPayload};
+
+const IMAGE: &str = kubectl_multicluster::local::image::IMAGE;
+
+/// A StatefulSet whose pod, on its first start, writes about 200 MB to its claim: 2,000 small
+/// files, four large random ones, a sparse file of 1 GiB with two MiB of data, a symlink, a hard
+/// link, a file with another owner and mode, and `SUMS`, the SHA-256 of every file. Later starts
+/// (the restored pod) write nothing; the pod is ready once `SUMS` is there.
+fn writer(ns: &str) -> String {
+    let script = r#"set -e
+cd /data
+if [ ! -f SUMS ]; then
+  mkdir -p small big
+  i=0
+  while [ $i -lt 2000 ]; do
+    head -c $((i * 37 % 20000 + 100)) /dev/urandom > small/$i; i=$((i + 1))
+  done
+  for n in 1 2 3 4; do head -c 45000000 /dev/urandom > big/$n.bin; done
+  dd if=/dev/urandom of=sparse bs=1048576 count=1 seek=100 2>/dev/null
+  dd if=/dev/urandom of=sparse bs=1048576 count=1 seek=1023 conv=notrunc 2>/dev/null
+  ln -s big/1.bin current
+  ln big/2.bin big/2.link
+  echo secret > owned; chown 1234:5678 owned; chmod 640 owned
+  find . -type f ! -name 'SUMS*' | sort | xargs sha256sum > SUMS.tmp && mv SUMS.tmp SUMS
+fi
+exec sleep 3600"#;
+    let script = script.replace('\n', "\n          ");
+    format!(
+        r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: writer, namespace: {ns}}}
+spec:
+  replicas: 1
+  serviceName: writer
+  selector: {{matchLabels: {{app: writer}}}}
+  template:
+    metadata: {{labels: {{app: writer}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: writer
+        image: {IMAGE}
+        imagePullPolicy: Never
+        command:
+        - sh
+        - -c
+        - |
+          {script}
+        # Ready once every file and its checksum is written.
+        readinessProbe: {{exec: {{command: [test, -f, /data/SUMS]}}, periodSeconds: 1}}
+        volumeMounts: [{{name: data, mountPath: /data}}]
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 2Gi}}}}}}
+"#
+    )
+}
+
+fn in_pod(pg: &Playground, context: &str, ns: &str, script: &str) -> String {
+    run_ok(&mut pg.exec_in(context, ns, "writer-0", &["sh", "-c", script]))
+}
+
+fn rollout(pg: &Playground, context: &str, ns: &str) {
+    run_ok(pg.kubectl().args([
+        "--context",
+        context,
+        "-n",
+        ns,
+        "rollout",
+        "status",
+        "statefulset/writer",
+        "--timeout=300s",
+    ]));
+}
+
+/// Nothing of the data mover stays in `ns`: no pod, no Secret, no claim but `data-writer-0`.
+async fn no_mover_objects_left(member: &Client, ns: &str) {
+    eventually(
+        "the mover's pods, Secrets and temporary claims are removed",
+        Duration::from_secs(60),
+        async || {
+            let params = ListParams::default().labels("app.kubernetes.io/component=data-mover");
+            let pods = Api::<Pod>::namespaced(member.clone(), ns)
+                .list_metadata(&params)
+                .await
+                .unwrap()
+                .items
+                .len();
+            let secrets = Api::<Secret>::namespaced(member.clone(), ns)
+                .list_metadata(&params)
+                .await
+                .unwrap()
+                .items
+                .len();
+            let claims: Vec<String> = Api::<PersistentVolumeClaim>::namespaced(member.clone(), ns)
+                .list_metadata(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter_map(|c| c.metadata.name)
+                .filter(|c| c != "data-writer-0")
+                .collect();
+            if pods + secrets == 0 && claims.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{pods} pod(s), {secrets} Secret(s), claims {claims:?}"
+                ))
+            }
+        },
+    )
+    .await;
+}
+
+fn snapshot(pg: &Playground, ns: &str, location: &str) -> NamespaceSnapshot {
+    let name = unique_name("data-snap");
+    let out = run(&mut pg.snapshot_of_member_1(
+        ns,
+        location,
+        &name,
+        &["--quiesce", "scale-down", "-o", "json"],
+    ));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Exporting:"),
+        "the export was followed:\n{stderr}"
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volumes_files_go_to_minio_and_fill_a_claim_on_another_members_node_where_the_restored_pod_reads_every_checksum_and_a_corrupt_chunk_fails_the_restore_naming_the_file()
+ {
+    let pg = playground_with_nodes();
+    pg.join_members();
+    let hub = pg.client("hub").await.unwrap();
+    let m1 = pg.client("member-1").await.unwrap();
+    let m2 = pg.client("member-2").await.unwrap();
+    let gateway = pg
+        .state
+        .network
+        .as_ref()
+        .expect("a playground with nodes has a network")
+        .gateway;
+    let dir = tempfile::tempdir().unwrap();
+    let minio = Minio::start_on(&dir.path().join("minio"), "volumes", gateway.into());
+    let location = minio.add_location(pg, &hub, dir.path()).await;
+
+    let ns = multicluster_tests::fresh_namespace(&m1, "data")
+        .await
+        .unwrap();
+    let applied = pg.apply("member-1", &writer(&ns), &[]);
+    assert!(applied.status.success(), "{applied:?}");
+    rollout(pg, "member-1", &ns);
+    let sums = in_pod(pg, "member-1", &ns, "cat /data/SUMS");
+    // The small files, the large ones, the hard link, the sparse file and the owned one.
+    assert_eq!(sums.lines().count(), 2000 + 4 + 1 + 1 + 1, "{sums}");
+
+    // Snapshot: the files leave member-1 for MinIO.
+    let first = snapshot(pg, &ns, &location);
+    let status = first.status.clone().unwrap();
+    assert_eq!(status.phase, SnapshotPhase::Completed);
+    let volume = &status.volumes[0];
+    let data = volume.data.clone().expect("the volume's data was exported");
+    assert!(data.done, "{data:?}");
+    let index = data.index.clone().expect("an index digest");
+    assert!(
+        data.bytes_total > 190_000_000,
+        "about 200 MB of file data: {data:?}"
+    );
+    assert!(
+        data.bytes_transferred > data.bytes_total / 2,
+        "a first export sends the chunks: {data:?}"
+    );
+    assert!(
+        minio
+            .object_keys()
+            .contains(&format!("data/indexes/{index}")),
+        "the index is in the bucket"
+    );
+    println!(
+        "first snapshot: {} bytes in {} files, {} sent",
+        data.bytes_total, data.files, data.bytes_transferred
+    );
+    no_mover_objects_left(&m1, &ns).await;
+    rollout(pg, "member-1", &ns);
+
+    // Restore into member-2, whose node has storage of its own: the claim is filled from MinIO
+    // before the StatefulSet is written.
+    let target = unique_name("data-restored");
+    let restore = unique_name("r");
+    let done = pg.restore_followed(
+        &first.metadata.name.clone().unwrap(),
+        "member-2",
+        &target,
+        &restore,
+    );
+    let restored = done.status.unwrap();
+    assert!(restored.failures.is_empty(), "{:?}", restored.failures);
+    let filled = &restored.volumes;
+    assert_eq!(filled.len(), 1, "{filled:?}");
+    assert_eq!(filled[0].claim, "data-writer-0");
+    assert!(filled[0].data.done, "{filled:?}");
+    assert_eq!(filled[0].data.bytes_done, data.bytes_total);
+    rollout(pg, "member-2", &target);
+    let check = in_pod(
+        pg,
+        "member-2",
+        &target,
+        "cd /data && sha256sum -c SUMS | grep -vc ': OK$' || true; \
+         stat -c '%u:%g %a' owned; readlink current; \
+         stat -c '%i' big/2.bin big/2.link | uniq | wc -l; du -k sparse | cut -f1",
+    );
+    let lines: Vec<&str> = check.lines().collect();
+    assert_eq!(lines[0], "0", "every file matches its checksum: {check}");
+    assert_eq!(lines[1], "1234:5678 640", "owner and mode kept: {check}");
+    assert_eq!(lines[2], "big/1.bin", "the symlink kept: {check}");
+    assert_eq!(lines[3], "1", "the hard link is one file: {check}");
+    let sparse_kib: u64 = lines[4].trim().parse().unwrap();
+    assert!(
+        sparse_kib < 64 * 1024,
+        "1 GiB with 2 MiB of data stays sparse: {sparse_kib} KiB allocated"
+    );
+    no_mover_objects_left(&m2, &target).await;
+
+    // One file changed: the second snapshot sends about that file's changed chunks.
+    in_pod(
+        pg,
+        "member-1",
+        &ns,
+        "dd if=/dev/urandom of=/data/big/3.bin bs=1048576 count=1 seek=20 conv=notrunc 2>/dev/null",
+    );
+    let second = snapshot(pg, &ns, &location);
+    let again = second.status.unwrap().volumes[0].data.clone().unwrap();
+    println!(
+        "second snapshot after a 1 MiB change: {} of {} bytes sent",
+        again.bytes_transferred, again.bytes_total
+    );
+    assert!(
+        again.bytes_transferred < data.bytes_transferred / 10,
+        "only the chunks around the change move: {again:?}"
+    );
+
+    // A byte flipped in one chunk of big/4.bin: a restore of the first snapshot fails naming the
+    // volume and the file, and no workload is written.
+    let store = minio.store();
+    let volume_index = multicluster_webhook::snapshot::mover::read_index(store.as_ref(), &index)
+        .await
+        .unwrap();
+    let chunk = volume_index
+        .entries
+        .iter()
+        .find(|e| e.path == "big/4.bin")
+        .and_then(|e| match &e.kind {
+            multicluster_core::snapshot::data::EntryKind::File { chunks, .. } => {
+                chunks.first().cloned()
+            }
+            _ => None,
+        })
+        .expect("big/4.bin has chunks");
+    let key = StorePath::from(multicluster_core::snapshot::data::chunk_key(&chunk.digest));
+    let mut bytes = store
+        .get(&key)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    store.put(&key, PutPayload::from(bytes)).await.unwrap();
+    let broken = unique_name("data-broken");
+    let out = run(&mut pg.multicluster(&[
+        "restore",
+        "create",
+        &first.metadata.name.clone().unwrap(),
+        "--to-cluster",
+        "member-2",
+        "--to-namespace",
+        &broken,
+        "--name",
+        &unique_name("r"),
+    ]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a corrupt chunk must fail the restore"
+    );
+    assert!(
+        stderr.contains("volume data-writer-0") && stderr.contains("file big/4.bin"),
+        "the volume and the file are named:\n{stderr}"
+    );
+    assert!(
+        Api::<StatefulSet>::namespaced(m2.clone(), &broken)
+            .get_opt("writer")
+            .await
+            .unwrap()
+            .is_none(),
+        "no workload was written"
+    );
+    no_mover_objects_left(&m2, &broken).await;
+}
