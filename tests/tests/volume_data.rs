@@ -16,7 +16,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::api::ListParams;
 use kube::{Api, Client};
-use multicluster_core::api::{NamespaceSnapshot, SnapshotPhase};
+use multicluster_core::api::{NamespaceSnapshot, NamespaceSnapshotStatus, SnapshotPhase};
 use multicluster_tests::minio::Minio;
 use multicluster_tests::{Playground, eventually, playground_with_nodes, run, run_ok, unique_name};
 use object_store::path::Path as StorePath;
@@ -324,4 +324,98 @@ async fn a_volumes_files_go_to_minio_and_fill_a_claim_on_another_members_node_wh
         "no workload was written"
     );
     no_mover_objects_left(&m2, &broken).await;
+}
+
+/// The snapshot's status on the hub.
+async fn snapshot_status(hub: &Client, name: &str) -> NamespaceSnapshotStatus {
+    Api::<NamespaceSnapshot>::namespaced(hub.clone(), "multicluster-system")
+        .get(name)
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minio_stopped_in_the_middle_of_an_export_fails_the_snapshot_leaves_nothing_behind_and_the_next_snapshot_sends_only_what_is_missing()
+ {
+    let pg = playground_with_nodes();
+    pg.join_members();
+    let hub = pg.client("hub").await.unwrap();
+    let m1 = pg.client("member-1").await.unwrap();
+    let gateway = pg.state.network.as_ref().unwrap().gateway;
+    let dir = tempfile::tempdir().unwrap();
+    let minio_dir = dir.path().join("minio");
+    let minio = Minio::start_on(&minio_dir, "volumes", gateway.into());
+    let location = minio.add_location(pg, &hub, dir.path()).await;
+    let ns = multicluster_tests::fresh_namespace(&m1, "outage")
+        .await
+        .unwrap();
+    let applied = pg.apply("member-1", &writer(&ns), &[]);
+    assert!(applied.status.success(), "{applied:?}");
+    rollout(pg, "member-1", &ns);
+
+    // Stop MinIO once the export has sent some of the chunks.
+    let name = unique_name("outage-snap");
+    run_ok(&mut pg.snapshot_of_member_1(&ns, &location, &name, &["--no-wait"]));
+    eventually(
+        "the export has sent some chunks",
+        Duration::from_secs(300),
+        async || {
+            let chunks = minio
+                .object_keys()
+                .iter()
+                .filter(|k| k.starts_with("data/chunks/"))
+                .count();
+            if chunks >= 20 {
+                Ok(chunks)
+            } else {
+                Err(chunks)
+            }
+        },
+    )
+    .await;
+    drop(minio);
+    let failed = eventually("the snapshot fails", Duration::from_secs(300), async || {
+        let status = snapshot_status(&hub, &name).await;
+        match status.phase {
+            SnapshotPhase::Failed => Ok(status),
+            SnapshotPhase::Completed => panic!("completed without its location: {status:?}"),
+            phase => Err(format!("{phase:?}: {:?}", status.message)),
+        }
+    })
+    .await;
+    let message = failed.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("volume data-writer-0"),
+        "the volume is named: {message}"
+    );
+    assert!(failed.archive.is_none(), "no archive was written");
+    no_mover_objects_left(&m1, &ns).await;
+    rollout(pg, "member-1", &ns);
+
+    // MinIO back on the same drive (at another port, with a new certificate: the location is
+    // changed to it): the next snapshot sends only the chunks that were not in yet.
+    let minio = Minio::start_on(&minio_dir, "volumes", gateway.into());
+    let patch =
+        serde_json::json!({"spec": {"s3": {"endpoint": minio.endpoint, "caBundle": minio.ca_pem}}});
+    Api::<multicluster_core::api::StorageLocation>::namespaced(hub.clone(), "multicluster-system")
+        .patch(
+            &location,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let again = snapshot(pg, &ns, &location);
+    let data = again.status.unwrap().volumes[0].data.clone().unwrap();
+    println!(
+        "after MinIO came back: {} of {} bytes sent",
+        data.bytes_transferred, data.bytes_total
+    );
+    assert!(
+        data.bytes_transferred < data.bytes_total,
+        "the chunks sent before the outage stay: {data:?}"
+    );
+    no_mover_objects_left(&m1, &ns).await;
 }
