@@ -302,8 +302,11 @@ pub const MOVER_POLICY_PARAMS: &str = "multicluster-data-mover";
 /// if it is a data mover pod as `snapshot::mover::pod` makes them (one container of the
 /// parameters' image running `mover`, no Kubernetes credential, no host namespaces, no privilege
 /// beyond the four file capabilities, the keys only from the Secret named like the pod, volumes
-/// only claims, that Secret and the parameters' host paths read-only). The account needs to create
-/// pods to move volume data; this keeps a stolen token from running anything else with them.
+/// only claims, that Secret and the parameters' host paths read-only, no hooks, probes or
+/// sub-paths). The account needs to create pods to move volume data; this keeps the pods it creates
+/// itself to that shape. It does not confine the workloads a restore writes (Deployments,
+/// DaemonSets…, whose pods their controllers create): writing any workload is what restoring a
+/// namespace is, and why the account is opt-in.
 pub fn mover_policy() -> Value {
     let user = format!(
         "system:serviceaccount:{SYSTEM_NAMESPACE}:{}",
@@ -339,8 +342,13 @@ pub fn mover_policy() -> Value {
                   &format!("a data mover pod runs `mover` of the image in {SYSTEM_NAMESPACE}/{MOVER_POLICY_PARAMS} (join --mover-image)")),
             check(format!("object.spec.containers.all(c, has(c.securityContext) && has(c.securityContext.allowPrivilegeEscalation) && c.securityContext.allowPrivilegeEscalation == false && !(has(c.securityContext.privileged) && c.securityContext.privileged) && (!has(c.securityContext.capabilities) || !has(c.securityContext.capabilities.add) || c.securityContext.capabilities.add.all(a, a in {caps})))"),
                   "a data mover pod is not privileged and adds no capability but CHOWN, DAC_OVERRIDE, FOWNER and FSETID"),
-            check("object.spec.containers.all(c, !has(c.envFrom) && (!has(c.env) || c.env.all(e, !has(e.valueFrom) || (has(e.valueFrom.secretKeyRef) && e.valueFrom.secretKeyRef.name == object.metadata.name))))".to_owned(),
-                  "a data mover pod reads only its own job's Secret"),
+            check(format!("object.spec.containers.all(c, !has(c.envFrom) && (!has(c.env) || c.env.all(e, e.name in ['{}', '{}'] && has(e.valueFrom) && has(e.valueFrom.secretKeyRef) && e.valueFrom.secretKeyRef.name == object.metadata.name)))",
+                          crate::snapshot::mover::ACCESS_KEY_ENV, crate::snapshot::mover::SECRET_KEY_ENV),
+                  "a data mover pod's environment is the location's keys from its own job's Secret"),
+            check("object.spec.containers.all(c, !has(c.lifecycle) && !has(c.livenessProbe) && !has(c.readinessProbe) && !has(c.startupProbe) && has(c.securityContext) && has(c.securityContext.capabilities) && has(c.securityContext.capabilities.drop) && 'ALL' in c.securityContext.capabilities.drop)".to_owned(),
+                  "a data mover pod has no hooks or probes and drops every capability it does not add"),
+            check("!has(object.spec.nodeName) && object.spec.containers.all(c, !has(c.volumeMounts) || c.volumeMounts.all(m, !has(m.subPath) && !has(m.subPathExpr)))".to_owned(),
+                  "a data mover pod names no node and mounts no sub-path"),
             check("variables.volumes.all(v, has(v.persistentVolumeClaim) || (has(v.secret) && v.secret.secretName == object.metadata.name) || (has(v.hostPath) && v.hostPath.path in variables.hostPaths))".to_owned(),
                   &format!("a data mover pod mounts claims, its job's Secret and only the host paths in {SYSTEM_NAMESPACE}/{MOVER_POLICY_PARAMS}")),
             check("object.spec.containers.all(c, !has(c.volumeMounts) || c.volumeMounts.all(m, (has(m.readOnly) && m.readOnly) || !variables.volumes.exists(v, v.name == m.name && has(v.hostPath))))".to_owned(),

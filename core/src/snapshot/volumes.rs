@@ -305,14 +305,7 @@ pub fn claim_from_snapshot(claim: &mut Value, volume_snapshot: &str, restore_siz
     };
     spec.insert("dataSource".into(), source.clone());
     spec.insert("dataSourceRef".into(), source);
-    if let Some(size) = restore_size
-        && spec
-            .get("resources")
-            .and_then(|r| r["requests"]["storage"].as_str())
-            .is_none()
-    {
-        spec.insert("resources".into(), json!({"requests": {"storage": size}}));
-    }
+    request_at_least(spec, restore_size);
 }
 
 /// A captured claim made to be filled by a mover pod: no data source, and at least the
@@ -323,6 +316,11 @@ pub fn claim_to_hydrate(claim: &mut Value, restore_size: Option<&str>) {
     };
     spec.remove("dataSource");
     spec.remove("dataSourceRef");
+    request_at_least(spec, restore_size);
+}
+
+/// A claim that requests no size gets the snapshot's restore size.
+fn request_at_least(spec: &mut serde_json::Map<String, Value>, restore_size: Option<&str>) {
     if let Some(size) = restore_size
         && spec
             .get("resources")

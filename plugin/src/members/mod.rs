@@ -639,6 +639,22 @@ async fn record_mover_image(member: &Client, image: Option<&str>) -> anyhow::Res
         .get_opt(name)
         .await
         .with_context(|| format!("reading {SYSTEM_NAMESPACE}/{name}"))?;
+    let default = multicluster_core::install::default_image();
+    // A record of another release of our own image follows this release (the hub server runs
+    // this one after an upgrade); an image the admin chose stays.
+    let ours = |i: &str| {
+        i.strip_prefix(multicluster_core::install::IMAGE_REPOSITORY)
+            .is_some_and(|tag| tag.starts_with(':'))
+    };
+    let image = match (&recorded, image) {
+        (Some(found), None) => found
+            .data
+            .as_ref()
+            .and_then(|d| d.get("image"))
+            .filter(|i| ours(i) && **i != default)
+            .map(|_| default.as_str()),
+        (_, image) => image,
+    };
     match (recorded, image) {
         (Some(_), None) => Ok(()),
         (Some(_), Some(image)) => {
@@ -651,7 +667,6 @@ async fn record_mover_image(member: &Client, image: Option<&str>) -> anyhow::Res
             Ok(())
         }
         (None, image) => {
-            let default = multicluster_core::install::default_image();
             let params = member::mover_policy_params(image.unwrap_or(&default), &[]);
             crate::apply::apply_objects(member, &[params]).await?;
             Ok(())

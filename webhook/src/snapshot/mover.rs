@@ -518,6 +518,12 @@ pub async fn import(
         ..Moved::default()
     };
     std::fs::create_dir_all(target).with_context(|| format!("creating {}", target.display()))?;
+    // An earlier run of this same import that stopped half-way (its pod evicted, the restore
+    // started over) left its marker: what it wrote goes, and the import starts again.
+    let marker = target.join(IMPORT_MARKER);
+    if std::fs::read_to_string(&marker).is_ok_and(|d| d.trim() == digest) {
+        clear(target)?;
+    }
     // Into an empty directory only: what is there already (a symlink above all) is not the index's
     // and could lead writes out of the volume. A new ext4 or XFS volume holds an empty
     // `lost+found`, which mkfs made, not a user.
@@ -531,6 +537,7 @@ pub async fn import(
             found.file_name()
         );
     }
+    std::fs::write(&marker, digest).with_context(|| format!("writing {}", marker.display()))?;
     for entry in &index.entries {
         let path = target.join(&entry.path);
         match &entry.kind {
@@ -555,22 +562,29 @@ pub async fn import(
                 futures::stream::iter(chunks.iter().cloned())
                     .map(|chunk| {
                         let (store, file, name) = (store.clone(), file.clone(), entry.path.clone());
-                        async move { import_chunk(store.as_ref(), &file, &name, &chunk).await }
+                        let progress = progress.clone();
+                        async move {
+                            let stored = import_chunk(store.as_ref(), &file, &name, &chunk).await?;
+                            progress.add_done(u64::from(chunk.len));
+                            anyhow::Ok(stored)
+                        }
                     })
                     .buffer_unordered(IN_FLIGHT)
                     .try_fold(0u64, |sum, stored| async move { Ok(sum + stored) })
                     .await
                     .map(|stored| moved.bytes_stored += stored)?;
-                progress.add_done(*size);
                 moved.files += 1;
                 moved.chunks += chunks.len() as u64;
                 moved.chunks_transferred += chunks.len() as u64;
                 let bytes: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+                // The holes, which no chunk covers, are done too.
+                progress.add_done(size.saturating_sub(bytes));
                 moved.bytes += bytes;
                 moved.bytes_transferred += bytes;
             }
         }
     }
+    std::fs::remove_file(&marker).with_context(|| format!("removing {}", marker.display()))?;
     // Owners, modes and times, deepest first: writing into a directory changes its time.
     for entry in index.entries.iter().rev() {
         let path = target.join(&entry.path);
@@ -591,6 +605,27 @@ pub async fn import(
             .with_context(|| format!("setting the time of {}", entry.path))?;
     }
     Ok(moved)
+}
+
+/// The file an import keeps at the volume's root while it writes, holding the index digest.
+const IMPORT_MARKER: &str = ".multicluster-import-in-progress";
+
+/// Removes everything under `dir` but `lost+found` (never following a symlink).
+fn clear(dir: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name() == "lost+found" {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        }
+        .with_context(|| format!("removing {} from an interrupted import", path.display()))?;
+    }
+    Ok(())
 }
 
 /// An empty `lost+found` directory, as mkfs leaves in a new volume.
@@ -795,6 +830,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_import_started_again_replaces_what_its_interrupted_run_wrote_and_reports_every_byte()
+     {
+        let (source, location, target) = (
+            tempfile::tempdir().expect("tmp"),
+            tempfile::tempdir().expect("tmp"),
+            tempfile::tempdir().expect("tmp"),
+        );
+        volume(source.path());
+        let moved = export(source.path(), store(location.path()), &Arc::default())
+            .await
+            .expect("export");
+        // What an evicted run left: its marker, a half-written file, an empty lost+found.
+        std::fs::write(target.path().join(IMPORT_MARKER), &moved.index_digest).expect("marker");
+        std::fs::create_dir_all(target.path().join("db")).expect("dir");
+        std::fs::write(target.path().join("db/large"), b"half").expect("partial");
+        std::fs::create_dir(target.path().join("lost+found")).expect("lost+found");
+        let progress = Arc::new(Progress::default());
+        import(
+            target.path(),
+            store(location.path()),
+            &moved.index_digest,
+            &progress,
+        )
+        .await
+        .expect("an interrupted import of the same index starts again");
+        assert!(!target.path().join(IMPORT_MARKER).exists());
+        assert_eq!(
+            std::fs::read(target.path().join("db/large")).expect("read"),
+            std::fs::read(source.path().join("db/large")).expect("read")
+        );
+        let line = progress.line();
+        assert_eq!(line.bytes_done, line.bytes_total, "{line:?}");
+        // Another index's leftovers are not ours to remove.
+        let other = tempfile::tempdir().expect("tmp");
+        std::fs::write(other.path().join(IMPORT_MARKER), "another-index").expect("marker");
+        let err = import(
+            other.path(),
+            store(location.path()),
+            &moved.index_digest,
+            &Arc::default(),
+        )
+        .await
+        .expect_err("not ours");
+        assert!(format!("{err:#}").contains("is not empty"), "{err:#}");
+    }
+
+    #[tokio::test]
     async fn a_corrupt_or_missing_chunk_fails_the_import_naming_the_file() {
         let (source, location) = (
             tempfile::tempdir().expect("tmp"),
@@ -867,10 +949,12 @@ mod tests {
         assert!(err.contains("is not in the location"), "{err}");
         // Never into a directory that holds something already (a symlink there could lead
         // writes out of the volume).
+        let occupied = tempfile::tempdir().expect("tmp");
+        std::os::unix::fs::symlink("/etc", occupied.path().join("db")).expect("symlink");
         let err = format!(
             "{:#}",
             import(
-                target.path(),
+                occupied.path(),
                 store(location.path()),
                 &moved.index_digest,
                 &Arc::default()

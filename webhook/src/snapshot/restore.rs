@@ -129,6 +129,8 @@ pub(super) async fn reconcile(
             ctx.settings.max_attempts, restore.spec.target_cluster, restore.spec.target_namespace
         );
         tracing::warn!(restore = %name, %message, "namespace restore failed");
+        // The mover pods and Secrets an interrupted attempt left on the target go with it.
+        remove_imports(&ctx, &restore).await;
         progress.status.completion_time = Some(Time(Timestamp::now()));
         progress
             .claim(restore.resource_version(), RestorePhase::Failed, message)
@@ -325,6 +327,9 @@ async fn hydrate(
     }
     count_written(progress, 1).await?;
     write_all(member, resources, &plan.snapshot_objects, progress).await?;
+    if progress.status.attempts > 1 {
+        discard_unfilled_claims(member, restore, &plan.hydrations).await?;
+    }
     write_all(member, resources, &plan.claims, progress).await?;
     fill_from_location(ctx, member, (restore, snapshot), &plan.hydrations, progress).await?;
     // A filled claim is bound: its mover pod was its first consumer.
@@ -368,13 +373,7 @@ async fn fill_from_location(
              volumes' data from it; nothing but the claims was written"
         )
     })?;
-    let (access_key_id, secret_access_key) =
-        crate::snapshot::storage::s3_keys(&ctx.hub, s3).await?;
-    let target = transfers::Location {
-        s3,
-        access_key_id,
-        secret_access_key,
-    };
+    let target = transfers::Location::read(&ctx.hub, s3).await?;
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(member.clone(), ns);
     let mut jobs = Vec::new();
     progress.status.volumes.clear();
@@ -425,6 +424,63 @@ async fn fill_from_location(
             .with_context(|| format!("marking claim {} as filled", job.claim))?;
     }
     Ok(())
+}
+
+/// A restore started over: the claims an earlier attempt wrote to be filled and did not mark filled
+/// may hold part of their data, so they are deleted (after the mover pods that used them) and
+/// written again empty. Claims this restore did not write are left alone.
+async fn discard_unfilled_claims(
+    member: &Client,
+    restore: &NamespaceRestore,
+    hydrations: &[Hydration],
+) -> anyhow::Result<()> {
+    let (name, ns) = (restore.name_any(), restore.spec.target_namespace.as_str());
+    let selector = multicluster_core::snapshot::mover::selector(false, &name);
+    transfers::remove(member, ns, &selector).await?;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(member.clone(), ns);
+    let mut discarded = Vec::new();
+    for h in hydrations {
+        let Some(claim) = claims.get_opt(&h.claim).await? else {
+            continue;
+        };
+        let ours = claim.annotations().get(keys::RESTORED_BY) == Some(&name);
+        let filled = claim.annotations().get(keys::HYDRATED_FROM) == Some(&h.data.index);
+        if ours && !filled {
+            claims
+                .delete(&h.claim, &Default::default())
+                .await
+                .with_context(|| format!("deleting the half-filled claim {}", h.claim))?;
+            discarded.push(h.claim.clone());
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    for claim in &discarded {
+        while claims.get_opt(claim).await?.is_some() {
+            if tokio::time::Instant::now() >= deadline {
+                bail!("the half-filled claim {claim} of an earlier attempt is still being deleted");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    if !discarded.is_empty() {
+        tracing::info!(restore = %name, claims = ?discarded, "started over: claims an earlier attempt left half-filled are written again");
+    }
+    Ok(())
+}
+
+/// Removes the mover pods and Secrets of `restore`'s imports from its target (logged, never failing:
+/// a target that cannot be reached keeps them, labelled `multicluster.dev/data-import`).
+async fn remove_imports(ctx: &Context, restore: &NamespaceRestore) {
+    let selector = multicluster_core::snapshot::mover::selector(false, &restore.name_any());
+    let removed = async {
+        let member = target_member(ctx, &restore.spec.target_cluster).await?;
+        transfers::remove(&member, &restore.spec.target_namespace, &selector).await
+    }
+    .await;
+    if let Err(e) = removed {
+        tracing::warn!(restore = %restore.name_any(), %selector, error = %format!("{e:#}"),
+            "removing the data mover's pods and Secrets; delete them by that label");
+    }
 }
 
 /// Writes each import's progress into its claim's line, and the total into the message.

@@ -1251,37 +1251,57 @@ async fn export_data(
         }
         return Ok(());
     };
-    let (access_key_id, secret_access_key) =
-        crate::snapshot::storage::s3_keys(&ctx.hub, s3).await?;
-    let target = transfers::Location {
-        s3,
-        access_key_id,
-        secret_access_key,
-    };
+    let target = transfers::Location::read(&ctx.hub, s3).await?;
     let (ns, name) = (spec.namespace.as_str(), snapshot.name_any());
-    let (jobs, provisioned) = export_jobs(&name, ns, claims, entries);
-    create_provisioned(member, ns, &provisioned).await?;
-    let message = format!(
-        "exporting the data of {} volume(s) to {}",
-        jobs.len(),
-        spec.location
-    );
-    progress.step(SnapshotPhase::Exporting, message).await?;
+    // A raw block volume has no files for the mover to read (not exported yet: it stays a CSI
+    // snapshot, and its line says so).
+    let block: Vec<String> = claims
+        .iter()
+        .filter(|c| c["spec"]["volumeMode"] == "Block")
+        .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    for v in &mut progress.status.volumes {
+        if block.contains(&v.claim) {
+            v.message = Some(
+                "data not exported: a Block volume is kept as a CSI snapshot only (the mover reads \
+                 file systems)"
+                    .to_owned(),
+            );
+        }
+    }
+    let exported: Vec<&mut VolumeEntry> = entries
+        .iter_mut()
+        .filter(|e| !block.contains(&e.claim))
+        .collect();
+    if exported.is_empty() {
+        return Ok(());
+    }
+    let (jobs, provisioned) = export_jobs(&name, ns, claims, &exported);
     let location_name = spec.location.clone();
-    let moved = transfers::run(
-        member,
-        &target,
-        &ctx.mover,
-        jobs,
-        progress,
-        move |status, transfers| record_exports(status, transfers, &location_name),
-    )
+    let moved = async {
+        create_provisioned(member, ns, &provisioned).await?;
+        let message = format!(
+            "exporting the data of {} volume(s) to {location_name}",
+            jobs.len()
+        );
+        progress.step(SnapshotPhase::Exporting, message).await?;
+        transfers::run(
+            member,
+            &target,
+            &ctx.mover,
+            jobs,
+            progress,
+            move |status, transfers| record_exports(status, transfers, &location_name),
+        )
+        .await
+    }
     .await;
+    // Whatever happened: the pods, Secrets, temporary claims and volume snapshots made for it.
     if let Err(e) = remove_exports(member, ns, &name).await {
         tracing::warn!(snapshot = %name, error = %format!("{e:#}"),
-            "removing the volume snapshots made for the export");
+            "removing what the export made on the member");
     }
-    for (entry, moved) in entries.iter_mut().zip(moved?) {
+    for (entry, moved) in exported.into_iter().zip(moved?) {
         entry.data = Some(VolumeData {
             index: moved.index_digest,
             bytes: moved.bytes,
@@ -1298,7 +1318,7 @@ fn export_jobs(
     snapshot: &str,
     ns: &str,
     claims: &[Value],
-    entries: &[VolumeEntry],
+    entries: &[&mut VolumeEntry],
 ) -> (Vec<Job>, Vec<Value>) {
     let mut provisioned = Vec::new();
     let jobs = entries

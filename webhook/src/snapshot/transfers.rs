@@ -52,6 +52,18 @@ pub struct Location<'a> {
     pub secret_access_key: String,
 }
 
+impl<'a> Location<'a> {
+    /// `s3` with its keys, read from its Secret on the hub.
+    pub async fn read(hub: &Client, s3: &'a S3Location) -> anyhow::Result<Self> {
+        let (access_key_id, secret_access_key) = crate::snapshot::storage::s3_keys(hub, s3).await?;
+        Ok(Location {
+            s3,
+            access_key_id,
+            secret_access_key,
+        })
+    }
+}
+
 impl Debug for Location<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the keys.
@@ -109,8 +121,10 @@ where
         return Ok(Vec::new());
     };
     let (ns, selector) = (first.namespace.clone(), first.selector());
-    // What an earlier, interrupted run left would collide with this one's names.
+    // What an earlier, interrupted run left would collide with this one's names: removed, and
+    // gone (a pod takes its grace period, its claim waits for it) before anything is created.
     remove(member, &ns, &selector).await?;
+    wait_removed(member, &ns, &selector).await?;
     let mut transfers: Vec<Transfer> = jobs
         .into_iter()
         .map(|job| Transfer {
@@ -324,6 +338,40 @@ pub async fn remove(member: &Client, ns: &str, selector: &str) -> anyhow::Result
     )
     .await?;
     Ok(removed)
+}
+
+/// Waits until no pod, Secret or claim in `ns` is labelled with `selector`.
+async fn wait_removed(member: &Client, ns: &str, selector: &str) -> anyhow::Result<()> {
+    let params = ListParams::default().labels(selector);
+    let deadline = Instant::now() + ACCOUNT_WAIT;
+    loop {
+        let left = Api::<Pod>::namespaced(member.clone(), ns)
+            .list_metadata(&params)
+            .await?
+            .items
+            .len()
+            + Api::<Secret>::namespaced(member.clone(), ns)
+                .list_metadata(&params)
+                .await?
+                .items
+                .len()
+            + Api::<PersistentVolumeClaim>::namespaced(member.clone(), ns)
+                .list_metadata(&params)
+                .await?
+                .items
+                .len();
+        if left == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{left} object(s) of an earlier run ({selector}) are still being deleted in {ns} \
+                 after {}s; try again once they are gone",
+                ACCOUNT_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn delete_all<K>(api: &Api<K>, params: &ListParams) -> anyhow::Result<usize>
