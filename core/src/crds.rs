@@ -20,6 +20,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         StorageLocation::crd(),
         NamespaceSnapshot::crd(),
         NamespaceRestore::crd(),
+        SnapshotSchedule::crd(),
     ]
 }
 

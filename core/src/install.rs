@@ -127,16 +127,23 @@ pub fn hub_server_objects(image: &str, replicas: u32) -> Vec<Value> {
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
             // The members' credentials: read to probe, written when the hub renews a token.
             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "patch"]},
-            // Snapshots: locations checked, snapshots taken and restores made by the hub server;
-            // all three kinds live in this namespace only.
+            // Snapshots: locations checked and swept, snapshots taken (on demand or on a
+            // schedule) and restores made by the hub server; all four kinds live in this
+            // namespace only.
+            {"apiGroups": ["multicluster.dev"],
+             "resources": ["storagelocations", "namespacesnapshots", "namespacerestores", "snapshotschedules"],
+             "verbs": ["get", "list", "watch"]},
+            // The finalizers that remove a snapshot's archive and volume snapshots with it; the
+            // sweep a deleted snapshot asks for on its location.
             {"apiGroups": ["multicluster.dev"],
              "resources": ["storagelocations", "namespacesnapshots", "namespacerestores"],
-             "verbs": ["get", "list", "watch"]},
-            // The finalizers that remove a snapshot's archive and volume snapshots with it.
-            {"apiGroups": ["multicluster.dev"], "resources": ["namespacesnapshots", "namespacerestores"],
              "verbs": ["patch"]},
+            // A schedule's snapshots, and the expired ones its retention deletes.
+            {"apiGroups": ["multicluster.dev"], "resources": ["namespacesnapshots"],
+             "verbs": ["create", "delete"]},
             {"apiGroups": ["multicluster.dev"],
-             "resources": ["storagelocations/status", "namespacesnapshots/status", "namespacerestores/status"],
+             "resources": ["storagelocations/status", "namespacesnapshots/status",
+                           "namespacerestores/status", "snapshotschedules/status"],
              "verbs": ["patch"]},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
              "resourceNames": [LEASE_NAME], "verbs": ["get", "update"]}

@@ -60,6 +60,15 @@ pub const CONFLICTS: &str = "multicluster.dev/conflicts";
 /// check` waits for it).
 pub const CHECK_REQUESTED: &str = "multicluster.dev/check-requested";
 
+/// Annotation on a `StorageLocation` asking the hub server to sweep its volume data now; the value
+/// is a token the sweep copies into `status.lastCollection.request` (`kubectl multicluster
+/// snapshot location collect` waits for it). The hub server sets it itself when it deletes a
+/// snapshot whose data was exported.
+pub const COLLECT_REQUESTED: &str = "multicluster.dev/collect-requested";
+
+/// Label on the `NamespaceSnapshot`s a `SnapshotSchedule` created: the schedule's name.
+pub const SCHEDULE_LABEL: &str = "multicluster.dev/schedule";
+
 /// Annotations on a workload a `ScaleDown` snapshot scaled to 0: the snapshot, and the replicas to
 /// put back. Recorded in the same write that scales it down, so that an interrupted snapshot can
 /// always put it back.

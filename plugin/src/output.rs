@@ -68,6 +68,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `bytes` in MiB with one decimal, e.g. `12.3 MiB`.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

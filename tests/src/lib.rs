@@ -657,3 +657,20 @@ pub fn csi_sanity_binary() -> PathBuf {
         .join(multicluster_core::versions::csi_test())
         .join("csi-sanity")
 }
+
+/// The status of the `NamespaceSnapshot` `name` on the hub (the default before the hub server
+/// wrote one).
+pub async fn snapshot_status(
+    hub: &Client,
+    name: &str,
+) -> multicluster_core::api::NamespaceSnapshotStatus {
+    Api::<multicluster_core::api::NamespaceSnapshot>::namespaced(
+        hub.clone(),
+        multicluster_core::SYSTEM_NAMESPACE,
+    )
+    .get(name)
+    .await
+    .expect("read the NamespaceSnapshot")
+    .status
+    .unwrap_or_default()
+}

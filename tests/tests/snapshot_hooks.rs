@@ -14,7 +14,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use multicluster_core::api::{HookStatus, NamespaceSnapshot, SnapshotPhase};
+use multicluster_core::api::{HookStatus, SnapshotPhase};
 use multicluster_tests::{playground, run, unique_name};
 use serde_json::{Value, json};
 
@@ -66,15 +66,8 @@ fn snapshot_with_hooks(ns: &str, location: &str, name: &str) -> std::process::Ou
 
 /// The status of the NamespaceSnapshot `name` on the hub.
 async fn snapshot_status(name: &str) -> multicluster_core::api::NamespaceSnapshotStatus {
-    Api::<NamespaceSnapshot>::namespaced(
-        playground().client("hub").await.unwrap(),
-        "multicluster-system",
-    )
-    .get(name)
-    .await
-    .unwrap()
-    .status
-    .unwrap()
+    let hub = playground().client("hub").await.unwrap();
+    multicluster_tests::snapshot_status(&hub, name).await
 }
 
 fn hook<'a>(statuses: &'a [HookStatus], when: &str, pod: &str) -> &'a HookStatus {

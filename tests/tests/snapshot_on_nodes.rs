@@ -23,7 +23,9 @@ use kube::{Api, Client};
 use multicluster_core::api::{HookStatus, NamespaceSnapshot, SnapshotPhase};
 use multicluster_core::playground::CSI_DRIVER;
 use multicluster_tests::csi::resource;
-use multicluster_tests::{eventually, playground_with_nodes, run, run_ok, unique_name};
+use multicluster_tests::{
+    eventually, playground_with_nodes, run, run_ok, snapshot_status, unique_name,
+};
 use serde_json::{Value, json};
 
 const IMAGE: &str = kubectl_multicluster::local::image::IMAGE;
@@ -287,18 +289,6 @@ fn hook<'a>(statuses: &'a [HookStatus], when: &str, pod: &str) -> &'a HookStatus
         .iter()
         .find(|h| h.when == when && h.pod == pod)
         .unwrap_or_else(|| panic!("no {when} hook of {pod} in {statuses:?}"))
-}
-
-async fn snapshot_status(
-    hub: &Client,
-    name: &str,
-) -> multicluster_core::api::NamespaceSnapshotStatus {
-    Api::<NamespaceSnapshot>::namespaced(hub.clone(), "multicluster-system")
-        .get(name)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

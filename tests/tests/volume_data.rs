@@ -16,9 +16,11 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::api::ListParams;
 use kube::{Api, Client};
-use multicluster_core::api::{NamespaceSnapshot, NamespaceSnapshotStatus, SnapshotPhase};
+use multicluster_core::api::{NamespaceSnapshot, SnapshotPhase};
 use multicluster_tests::minio::Minio;
-use multicluster_tests::{Playground, eventually, playground_with_nodes, run, run_ok, unique_name};
+use multicluster_tests::{
+    Playground, eventually, playground_with_nodes, run, run_ok, snapshot_status, unique_name,
+};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutPayload};
 
@@ -326,16 +328,6 @@ async fn a_volumes_files_go_to_minio_and_fill_a_claim_on_another_members_node_wh
     no_mover_objects_left(&m2, &broken).await;
 }
 
-/// The snapshot's status on the hub.
-async fn snapshot_status(hub: &Client, name: &str) -> NamespaceSnapshotStatus {
-    Api::<NamespaceSnapshot>::namespaced(hub.clone(), "multicluster-system")
-        .get(name)
-        .await
-        .unwrap()
-        .status
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minio_stopped_in_the_middle_of_an_export_fails_the_snapshot_leaves_nothing_behind_and_the_next_snapshot_sends_only_what_is_missing()
  {
@@ -418,4 +410,263 @@ async fn minio_stopped_in_the_middle_of_an_export_fails_the_snapshot_leaves_noth
         "the chunks sent before the outage stay: {data:?}"
     );
     no_mover_objects_left(&m1, &ns).await;
+}
+
+/// A StatefulSet whose pod writes a new 3 MB random file every 2 s in place of the last: every
+/// snapshot of its claim holds chunks no other snapshot has.
+fn ticker(ns: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: writer, namespace: {ns}}}
+spec:
+  replicas: 1
+  serviceName: writer
+  selector: {{matchLabels: {{app: writer}}}}
+  template:
+    metadata: {{labels: {{app: writer}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: writer
+        image: {IMAGE}
+        imagePullPolicy: Never
+        command: [sh, -c, 'while true; do head -c 3000000 /dev/urandom > /data/now.tmp && mv /data/now.tmp /data/now; sleep 2; done']
+        volumeMounts: [{{name: data, mountPath: /data}}]
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
+"#
+    )
+}
+
+/// The schedule's snapshots on the hub: name → phase.
+async fn scheduled(
+    hub: &Client,
+    schedule: &str,
+) -> std::collections::BTreeMap<String, SnapshotPhase> {
+    Api::<NamespaceSnapshot>::namespaced(hub.clone(), "multicluster-system")
+        .list(&ListParams::default().labels(&format!("multicluster.dev/schedule={schedule}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .map(|s| {
+            let phase = s.status.map(|st| st.phase).unwrap_or_default();
+            (s.metadata.name.unwrap(), phase)
+        })
+        .collect()
+}
+
+/// `snapshot location collect LOCATION -o json`, which must succeed: what the sweep did.
+fn collect(pg: &Playground, location: &str) -> serde_json::Value {
+    let out =
+        run_ok(&mut pg.multicluster(&["snapshot", "location", "collect", location, "-o", "json"]));
+    serde_json::from_str(&out).unwrap()
+}
+
+/// The chunks and indexes in the bucket, by digest.
+fn stored_data(
+    minio: &Minio,
+) -> (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+) {
+    let keys = minio.object_keys();
+    let digests = |prefix: &str| {
+        keys.iter()
+            .filter(|k| k.starts_with(prefix))
+            .map(|k| k.rsplit('/').next().unwrap().to_owned())
+            .collect()
+    };
+    (digests("data/chunks/"), digests("data/indexes/"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_keeps_exactly_its_newest_snapshots_and_the_sweep_leaves_no_chunk_that_no_snapshot_references()
+ {
+    let pg = playground_with_nodes();
+    pg.join_members();
+    let hub = pg.client("hub").await.unwrap();
+    let m1 = pg.client("member-1").await.unwrap();
+    let gateway = pg.state.network.as_ref().unwrap().gateway;
+    let dir = tempfile::tempdir().unwrap();
+    let minio = Minio::start_on(&dir.path().join("minio"), "volumes", gateway.into());
+    let location = minio.add_location(pg, &hub, dir.path()).await;
+    let ns = multicluster_tests::fresh_namespace(&m1, "ticks")
+        .await
+        .unwrap();
+    let applied = pg.apply("member-1", &ticker(&ns), &[]);
+    assert!(applied.status.success(), "{applied:?}");
+    rollout(pg, "member-1", &ns);
+
+    // Every 15 s, keeping the last 2.
+    let schedule = unique_name("ticks");
+    let created = run(&mut pg.multicluster(&[
+        "snapshot",
+        "schedule",
+        "create",
+        &schedule,
+        "--schedule",
+        "*/15 * * * * *",
+        "--namespace",
+        &ns,
+        "--cluster",
+        "member-1",
+        "--location",
+        &location,
+        "--keep-last",
+        "2",
+    ]));
+    assert!(created.status.success(), "{created:?}");
+    assert!(
+        String::from_utf8_lossy(&created.stderr).contains("first snapshot at"),
+        "{created:?}"
+    );
+    // A bad expression is refused before anything is written.
+    let refused = run(&mut pg.multicluster(&[
+        "snapshot",
+        "schedule",
+        "create",
+        &unique_name("bad"),
+        "--schedule",
+        "every night",
+        "--namespace",
+        &ns,
+        "--cluster",
+        "member-1",
+        "--location",
+        &location,
+    ]));
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is not a cron expression"),
+        "{refused:?}"
+    );
+
+    // Four snapshots taken: from then on exactly the newest two stay.
+    let mut seen = std::collections::BTreeSet::new();
+    eventually(
+        "the schedule took 4 snapshots and kept the last 2",
+        Duration::from_secs(420),
+        async || {
+            let now = scheduled(&hub, &schedule).await;
+            seen.extend(now.keys().cloned());
+            let completed = now
+                .values()
+                .filter(|p| **p == SnapshotPhase::Completed)
+                .count();
+            if let Some((name, _)) = now.iter().find(|(_, p)| **p == SnapshotPhase::Failed) {
+                panic!(
+                    "scheduled snapshot {name} failed: {:?}",
+                    snapshot_status(&hub, name).await
+                );
+            }
+            if seen.len() >= 4 && completed == 2 && now.len() == 2 {
+                Ok(())
+            } else {
+                Err(format!("seen {}: {now:?}", seen.len()))
+            }
+        },
+    )
+    .await;
+    let patch = serde_json::json!({"spec": {"suspend": true}});
+    Api::<multicluster_core::api::SnapshotSchedule>::namespaced(hub.clone(), "multicluster-system")
+        .patch(
+            &schedule,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let kept = eventually(
+        "suspended, the schedule keeps its last 2 completed snapshots",
+        Duration::from_secs(180),
+        async || {
+            let now = scheduled(&hub, &schedule).await;
+            if now.len() == 2 && now.values().all(|p| *p == SnapshotPhase::Completed) {
+                Ok(now)
+            } else {
+                Err(format!("{now:?}"))
+            }
+        },
+    )
+    .await;
+    println!("{} snapshots taken, {:?} kept", seen.len(), kept.keys());
+    let listed = run_ok(&mut pg.multicluster(&["snapshot", "schedule", "list"]));
+    assert!(
+        listed.contains(&schedule) && listed.contains("last 2"),
+        "{listed}"
+    );
+    let shown = run_ok(&mut pg.multicluster(&["snapshot", "schedule", "show", &schedule]));
+    for name in kept.keys() {
+        assert!(shown.contains(name.as_str()), "{shown}");
+    }
+    let archives: Vec<String> = minio
+        .object_keys()
+        .into_iter()
+        .filter(|k| k.ends_with(".tar.gz") && k.contains(&schedule))
+        .collect();
+    assert_eq!(
+        archives.len(),
+        2,
+        "the expired snapshots' archives are gone: {archives:?}"
+    );
+
+    // Past the playground's 10 s grace, a sweep leaves exactly what the two snapshots reference.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let swept = collect(pg, &location);
+    assert_eq!(swept["swept"], true, "{swept}");
+    assert_eq!(swept["waiting"], 0, "{swept}");
+    let store = minio.store();
+    let mut indexes = std::collections::BTreeSet::new();
+    let mut chunks = std::collections::BTreeSet::new();
+    for name in kept.keys() {
+        let status = snapshot_status(&hub, name).await;
+        let index = status.volumes[0].data.clone().unwrap().index.unwrap();
+        let read = multicluster_webhook::snapshot::mover::read_index(store.as_ref(), &index)
+            .await
+            .unwrap();
+        chunks.extend(read.chunk_digests().map(str::to_owned));
+        indexes.insert(index);
+    }
+    let (stored_chunks, stored_indexes) = stored_data(&minio);
+    assert_eq!(
+        stored_indexes, indexes,
+        "only the kept snapshots' indexes stay"
+    );
+    assert_eq!(
+        stored_chunks, chunks,
+        "only the kept snapshots' chunks stay"
+    );
+    println!(
+        "{} chunks kept for 2 snapshots; sweep: {swept}",
+        chunks.len()
+    );
+
+    // The schedule deleted with its snapshots: nothing of them stays in the bucket.
+    run_ok(&mut pg.multicluster(&[
+        "snapshot",
+        "schedule",
+        "delete",
+        &schedule,
+        "--with-snapshots",
+    ]));
+    assert!(scheduled(&hub, &schedule).await.is_empty());
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let swept = collect(pg, &location);
+    assert_eq!(swept["indexesReferenced"], 0, "{swept}");
+    let (stored_chunks, stored_indexes) = stored_data(&minio);
+    assert!(
+        stored_chunks.is_empty() && stored_indexes.is_empty(),
+        "{} chunks and {} indexes left",
+        stored_chunks.len(),
+        stored_indexes.len()
+    );
+    assert!(
+        !minio.object_keys().iter().any(|k| k.ends_with(".tar.gz")),
+        "{:?}",
+        minio.object_keys()
+    );
 }

@@ -88,6 +88,14 @@ pub struct ServeArgs {
     /// restore
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub mover_stall_timeout_seconds: u64,
+    /// How often each storage location's volume data is swept of the chunks and indexes no
+    /// snapshot references (a deleted snapshot, retention included, asks for a sweep at once)
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    pub data_collection_interval_seconds: u64,
+    /// Unreferenced volume data younger than this stays (an export in progress uploads chunks
+    /// before the index and the snapshot that reference them)
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    pub data_collection_grace_seconds: u64,
     /// Answer the admission routes only for a client certificate this CA signed (the one the
     /// API server presents through its admission configuration's kubeConfigFile); without it
     /// they answer anyone who reaches the port
@@ -121,6 +129,13 @@ impl ServeArgs {
             },
             max_attempts: self.restore_max_attempts.max(1),
             mover: self.mover_settings(),
+        }
+    }
+
+    fn collection_settings(&self) -> crate::snapshot::collect::Settings {
+        crate::snapshot::collect::Settings {
+            interval: std::time::Duration::from_secs(self.data_collection_interval_seconds.max(1)),
+            grace: std::time::Duration::from_secs(self.data_collection_grace_seconds),
         }
     }
 
@@ -475,9 +490,24 @@ fn start_loops(
     while_leading(&leading, metrics, "storage-locations", move |run| {
         snapshot::storage::check_locations(h.clone(), run)
     });
-    let (h, m, mover) = (hub_only(), members.clone(), args.mover_settings());
+    // Exports to a location and its sweep never overlap.
+    let data_locks = snapshot::collect::DataLocks::default();
+    let (h, m, mover, locks) = (
+        hub_only(),
+        members.clone(),
+        args.mover_settings(),
+        data_locks.clone(),
+    );
     while_leading(&leading, metrics, "namespace-snapshots", move |run| {
-        snapshot::take::run(h.clone(), m.clone(), mover.clone(), run)
+        snapshot::take::run(h.clone(), m.clone(), mover.clone(), locks.clone(), run)
+    });
+    let h = hub_only();
+    while_leading(&leading, metrics, "snapshot-schedules", move |run| {
+        snapshot::schedule::run(h.clone(), run)
+    });
+    let (h, settings) = (hub_only(), args.collection_settings());
+    while_leading(&leading, metrics, "volume-data-sweeps", move |run| {
+        snapshot::collect::run(h.clone(), settings.clone(), data_locks.clone(), run)
     });
     let (h, m, settings) = (hub_only(), members.clone(), args.restore_settings());
     while_leading(&leading, metrics, "namespace-restores", move |run| {

@@ -76,6 +76,46 @@ pub struct StorageLocationStatus {
     /// `snapshot location check` knows its request was served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check_request: Option<String>,
+    /// The last sweep of the volume data no snapshot references any more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_collection: Option<DataCollection>,
+}
+
+/// What a sweep of a location's volume data did: the chunks and indexes that no remaining snapshot
+/// (on the hub or as an archive in the location) references and that are older than the hub
+/// server's grace period are deleted; younger ones wait for the next sweep, since an export may be
+/// about to reference them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataCollection {
+    pub time: Option<Time>,
+    /// The `multicluster.dev/collect-requested` token this sweep answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// Volume indexes the remaining snapshots reference.
+    #[serde(default)]
+    pub indexes_referenced: u64,
+    #[serde(default)]
+    pub chunks_kept: u64,
+    /// Stored (compressed) bytes of the chunks kept.
+    #[serde(default)]
+    pub bytes_kept: u64,
+    #[serde(default)]
+    pub chunks_removed: u64,
+    #[serde(default)]
+    pub bytes_removed: u64,
+    #[serde(default)]
+    pub indexes_removed: u64,
+    /// Unreferenced chunks and indexes kept because they are younger than the grace period.
+    #[serde(default)]
+    pub waiting: u64,
+    /// `true` when the sweep ran to the end; else `message` says why not, and the next one is
+    /// tried within [`SWEEP_RETRY`](crate::snapshot::location::SWEEP_RETRY).
+    #[serde(default)]
+    pub swept: bool,
+    /// Why the sweep did not run, or stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A snapshot of one namespace of one member: its volumes (CSI snapshots) and its resources.
@@ -285,6 +325,87 @@ pub struct ArchiveRef {
     /// `sha256:<hex>` of the whole archive.
     pub checksum: String,
     pub size_bytes: u64,
+}
+
+/// Snapshots of one namespace taken on a cron schedule, and the retention that deletes the
+/// expired ones (their archives and volume snapshots with them; the location's chunks that no
+/// remaining snapshot references go at the next sweep).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "multicluster.dev",
+    version = "v1alpha1",
+    kind = "SnapshotSchedule",
+    namespaced,
+    shortname = "nssched",
+    category = "multicluster",
+    status = "SnapshotScheduleStatus",
+    // The snapshots it creates are named `<schedule>-<YYYYMMDDHHMMSS>` and labelled with the
+    // schedule's name, which a label value bounds to 63 characters.
+    validation = Rule::new("size(self.metadata.name) <= 48").message("a schedule's name has at most 48 characters"),
+    printcolumn = r#"{"name":"Schedule","type":"string","jsonPath":".spec.schedule"}"#,
+    printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".spec.snapshot.cluster"}"#,
+    printcolumn = r#"{"name":"Namespace","type":"string","jsonPath":".spec.snapshot.namespace"}"#,
+    printcolumn = r#"{"name":"Suspended","type":"boolean","jsonPath":".spec.suspend"}"#,
+    printcolumn = r#"{"name":"Last","type":"date","jsonPath":".status.lastScheduleTime"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotScheduleSpec {
+    /// A cron expression in UTC: five fields (minute hour day-of-month month day-of-week, as a
+    /// CronJob's) or six with seconds first; `@daily`, `@hourly`… too.
+    #[schemars(length(min = 1, max = 100))]
+    pub schedule: String,
+    /// What each snapshot takes, as a `NamespaceSnapshot`'s spec.
+    pub snapshot: NamespaceSnapshotSpec,
+    /// Which of its completed snapshots to keep; without it, all are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    /// No new snapshot while set (retention still applies).
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+/// Which completed snapshots of a schedule stay, as restic's `forget` keeps them: a snapshot stays
+/// when any rule keeps it. The newest failed snapshot stays while no completed one is newer (so
+/// that its message can be read); older failed ones go. Snapshots still running always stay.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.keepLast) ? self.keepLast : 0) + (has(self.keepDaily) ? self.keepDaily : 0) + (has(self.keepWeekly) ? self.keepWeekly : 0) > 0").message("keep at least one snapshot: set keepLast, keepDaily or keepWeekly"))]
+pub struct Retention {
+    /// The N newest.
+    #[serde(default)]
+    #[schemars(range(max = 1000))]
+    pub keep_last: u32,
+    /// The newest of each of the N latest days (UTC) that have one.
+    #[serde(default)]
+    #[schemars(range(max = 1000))]
+    pub keep_daily: u32,
+    /// The newest of each of the N latest ISO weeks that have one.
+    #[serde(default)]
+    #[schemars(range(max = 1000))]
+    pub keep_weekly: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotScheduleStatus {
+    /// The time of the last run the schedule came to (taken or skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time: Option<Time>,
+    /// The snapshot the last run created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_snapshot: Option<String>,
+    /// Its snapshots on the hub, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<String>,
+    /// What the last pass did or why it could not (a bad expression, a run skipped because the
+    /// previous snapshot still runs, snapshots deleted by retention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
 }
 
 /// A restore of a snapshot into a namespace of a member, blocked at admission when that namespace

@@ -191,9 +191,131 @@ pub struct Moved {
     pub chunks_transferred: u64,
 }
 
+/// Where the data mover's objects are kept under a location's root: everything a sweep considers.
+pub const DATA_PREFIX: &str = "data/";
+
+impl VolumeIndex {
+    /// The digests of every chunk the index's files use.
+    pub fn chunk_digests(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().flat_map(|e| match &e.kind {
+            EntryKind::File { chunks, .. } => chunks.iter().map(|c| c.digest.as_str()).collect(),
+            _ => Vec::new(),
+        })
+    }
+}
+
+/// An object under [`DATA_PREFIX`], as a listing of the location gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub key: String,
+    /// Stored (compressed) bytes.
+    pub size: u64,
+    pub last_modified: jiff::Timestamp,
+}
+
+/// What a sweep of a location's data does: the keys to delete, and its counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sweep {
+    pub remove: Vec<String>,
+    pub chunks_kept: u64,
+    pub bytes_kept: u64,
+    pub chunks_removed: u64,
+    pub bytes_removed: u64,
+    pub indexes_removed: u64,
+    /// Unreferenced objects younger than the grace period, kept for now.
+    pub waiting: u64,
+}
+
+/// Which of the `stored` chunks and indexes a sweep deletes at `now`: those neither in `indexes`
+/// nor in `chunks` (what the remaining snapshots reference) and last written before
+/// `now - grace`. The grace period covers an export at work: its chunks are uploaded before the
+/// index that references them, and its index before the snapshot that records it. Keys that are
+/// neither chunks nor indexes are left alone.
+pub fn sweep(
+    stored: &[Stored],
+    indexes: &std::collections::BTreeSet<String>,
+    chunks: &std::collections::BTreeSet<String>,
+    now: jiff::Timestamp,
+    grace: std::time::Duration,
+) -> Sweep {
+    let cutoff = jiff::SignedDuration::try_from(grace)
+        .ok()
+        .and_then(|g| now.checked_sub(g).ok())
+        .unwrap_or(jiff::Timestamp::MIN);
+    let mut out = Sweep::default();
+    for object in stored {
+        let digest = object.key.rsplit('/').next().unwrap_or_default();
+        let (is_chunk, referenced) = if object.key.starts_with("data/chunks/") {
+            (true, chunks.contains(digest))
+        } else if object.key.starts_with("data/indexes/") {
+            (false, indexes.contains(digest))
+        } else {
+            continue;
+        };
+        if referenced {
+            if is_chunk {
+                out.chunks_kept += 1;
+                out.bytes_kept += object.size;
+            }
+        } else if object.last_modified > cutoff {
+            out.waiting += 1;
+        } else {
+            out.remove.push(object.key.clone());
+            if is_chunk {
+                out.chunks_removed += 1;
+                out.bytes_removed += object.size;
+            } else {
+                out.indexes_removed += 1;
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sweep_removes_only_unreferenced_data_older_than_the_grace_period() {
+        let now: jiff::Timestamp = "2026-12-07T12:00:00Z".parse().unwrap();
+        let old = now
+            .checked_sub(jiff::SignedDuration::from_secs(7200))
+            .unwrap();
+        let young = now
+            .checked_sub(jiff::SignedDuration::from_secs(60))
+            .unwrap();
+        let at = |key: &str, size, last_modified| Stored {
+            key: key.to_owned(),
+            size,
+            last_modified,
+        };
+        let stored = [
+            at(&chunk_key("aa01"), 10, old),
+            at(&chunk_key("aa02"), 20, old),
+            at(&chunk_key("bb03"), 30, young),
+            at(&index_key("i1"), 5, old),
+            at(&index_key("i2"), 5, old),
+            at("ns/snap.tar.gz", 100, old),
+        ];
+        let indexes = ["i1".to_owned()].into();
+        let chunks = ["aa01".to_owned()].into();
+        let grace = std::time::Duration::from_secs(3600);
+        let sweep = sweep(&stored, &indexes, &chunks, now, grace);
+        assert_eq!(
+            sweep.remove,
+            [chunk_key("aa02"), index_key("i2")],
+            "the archive, the referenced and the young stay"
+        );
+        assert_eq!(
+            (sweep.chunks_kept, sweep.bytes_kept, sweep.chunks_removed),
+            (1, 10, 1)
+        );
+        assert_eq!(
+            (sweep.bytes_removed, sweep.indexes_removed, sweep.waiting),
+            (20, 1, 1)
+        );
+    }
 
     fn file(path: &str, size: u64, chunks: &[(u64, u32)]) -> Entry {
         Entry {

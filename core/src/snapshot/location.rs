@@ -68,6 +68,38 @@ pub fn check_due(location: &StorageLocation, now: Timestamp) -> Option<Duration>
         .filter(|left| !left.is_zero())
 }
 
+/// How soon a sweep that did not run to the end (an export at work, the location unreachable) is
+/// tried again.
+pub const SWEEP_RETRY: Duration = Duration::from_secs(30);
+
+/// When the location's volume data must be swept: `None` now (never swept, or a sweep was asked
+/// for with `multicluster.dev/collect-requested`, which the hub server also sets when it deletes a
+/// snapshot), else how long until the last sweep is `interval` old ([`SWEEP_RETRY`] when it did
+/// not run to the end).
+pub fn collection_due(
+    location: &StorageLocation,
+    now: Timestamp,
+    interval: Duration,
+) -> Option<Duration> {
+    let last = location.status.as_ref()?.last_collection.as_ref()?;
+    let requested = location
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(keys::COLLECT_REQUESTED));
+    if requested.is_some() && requested != last.request.as_ref() {
+        return None;
+    }
+    let at = last.time.as_ref()?;
+    let age = now.duration_since(at.0).unsigned_abs();
+    let interval = if last.swept {
+        interval
+    } else {
+        interval.min(SWEEP_RETRY)
+    };
+    interval.checked_sub(age).filter(|left| !left.is_zero())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,8 +153,44 @@ mod tests {
             }],
             last_check_time: Some(Time(at)),
             last_check_request: request.map(str::to_owned),
+            last_collection: None,
         });
         location
+    }
+
+    #[test]
+    fn a_location_is_swept_when_never_swept_asked_or_due() {
+        let hour = Duration::from_secs(3600);
+        let at: Timestamp = "2026-12-07T12:00:00Z".parse().unwrap();
+        let mut location = checked(1, at, None);
+        assert_eq!(collection_due(&location, at, hour), None, "never swept");
+        let swept = |request: Option<&str>| crate::api::DataCollection {
+            time: Some(Time(at)),
+            request: request.map(str::to_owned),
+            swept: true,
+            ..Default::default()
+        };
+        location.status.as_mut().unwrap().last_collection = Some(swept(None));
+        let later = at
+            .checked_add(jiff::SignedDuration::from_secs(600))
+            .unwrap();
+        assert_eq!(
+            collection_due(&location, later, hour),
+            Some(Duration::from_secs(3000))
+        );
+        let much_later = at
+            .checked_add(jiff::SignedDuration::from_secs(3600))
+            .unwrap();
+        assert_eq!(collection_due(&location, much_later, hour), None);
+        location.metadata.annotations =
+            Some([(keys::COLLECT_REQUESTED.to_owned(), "t1".to_owned())].into());
+        assert_eq!(collection_due(&location, later, hour), None, "asked");
+        location.status.as_mut().unwrap().last_collection = Some(swept(Some("t1")));
+        assert!(collection_due(&location, later, hour).is_some(), "answered");
+        let mut failed = swept(Some("t1"));
+        failed.swept = false;
+        location.status.as_mut().unwrap().last_collection = Some(failed);
+        assert_eq!(collection_due(&location, later, hour), None, "retried");
     }
 
     #[test]

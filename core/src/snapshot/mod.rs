@@ -10,6 +10,7 @@ pub mod hooks;
 pub mod location;
 pub mod mover;
 pub mod restore;
+pub mod schedule;
 pub mod volumes;
 
 use std::collections::BTreeMap;

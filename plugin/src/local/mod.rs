@@ -1218,6 +1218,8 @@ async fn start_hub_server(
         // The playground releases VIPs of deleted Services within seconds, not the default minute.
         "--vip-gc-interval-seconds=2".into(),
         "--vip-claim-grace-seconds=5".into(),
+        // ... and sweeps a location's unreferenced volume data 10 s after its snapshot went.
+        "--data-collection-grace-seconds=10".into(),
         // The admission routes answer the hub's API server only (its admission client
         // certificate, see `write_admission_config`).
         format!(

@@ -3,6 +3,7 @@
 //! objects, ask, and wait for its answer.
 
 pub mod restore;
+pub mod schedule;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,9 +38,12 @@ pub enum SnapshotCommand {
     Show { name: String },
     /// Delete a snapshot with its archive and its volume snapshots
     Delete { name: String },
-    /// Where snapshots are saved: add, list and check storage locations
+    /// Where snapshots are saved: add, list, check and sweep storage locations
     #[command(subcommand)]
     Location(LocationCommand),
+    /// Snapshots taken on a cron schedule, and how many are kept
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
 }
 
 #[derive(Args, Debug)]
@@ -55,6 +59,19 @@ pub struct CreateArgs {
     /// The snapshot's name (default: NAMESPACE-YYYYMMDDHHMMSS)
     #[arg(long)]
     pub name: Option<String>,
+    #[command(flatten)]
+    pub options: SnapshotOptions,
+    /// Create the snapshot and return without waiting
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the snapshot to complete
+    #[arg(long, default_value = "30m", value_parser = multicluster_core::duration::parse)]
+    pub timeout: Duration,
+}
+
+/// How a snapshot is taken: `snapshot create`'s and `snapshot schedule create`'s.
+#[derive(Args, Debug)]
+pub struct SnapshotOptions {
     /// How to quiesce the volumes: none (crash-consistent), scale-down (stop the workloads that
     /// mount them, all at once, and put them back when the last snapshot is cut), hooks (run the
     /// pre/post commands pods name in multicluster.dev/pre-hook-command… or Velero's annotations)
@@ -68,12 +85,31 @@ pub struct CreateArgs {
     /// CSI snapshots, in the member's storage
     #[arg(long, value_enum, default_value_t = VolumeData::Export)]
     pub volume_data: VolumeData,
-    /// Create the snapshot and return without waiting
-    #[arg(long)]
-    pub no_wait: bool,
-    /// How long to wait for the snapshot to complete
-    #[arg(long, default_value = "30m", value_parser = multicluster_core::duration::parse)]
-    pub timeout: Duration,
+}
+
+impl SnapshotOptions {
+    /// The spec of a snapshot of `namespace` on `cluster` to `location`, taken this way.
+    pub fn spec(&self, cluster: &str, namespace: &str, location: &str) -> NamespaceSnapshotSpec {
+        NamespaceSnapshotSpec {
+            cluster: cluster.to_owned(),
+            namespace: namespace.to_owned(),
+            location: location.to_owned(),
+            quiesce: match self.quiesce {
+                Quiesce::None => QuiesceMethod::None,
+                Quiesce::ScaleDown => QuiesceMethod::ScaleDown,
+                Quiesce::Hooks => QuiesceMethod::Hooks,
+            },
+            unsnapshottable_volumes: if self.skip_unsnapshottable {
+                UnsnapshottablePolicy::Skip
+            } else {
+                UnsnapshottablePolicy::Fail
+            },
+            volume_data: match self.volume_data {
+                VolumeData::Export => VolumeDataPolicy::Export,
+                VolumeData::SnapshotsOnly => VolumeDataPolicy::SnapshotsOnly,
+            },
+        }
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -101,6 +137,14 @@ pub enum LocationCommand {
     /// Every storage location with where it points and the verdict of its last check
     #[command(visible_alias = "ls")]
     List,
+    /// Ask the hub server to sweep the location's volume data now (the chunks and indexes no
+    /// snapshot references, older than its grace period), and print what went
+    Collect {
+        name: String,
+        /// How long to wait for the hub server's answer
+        #[arg(long, default_value = "5m", value_parser = multicluster_core::duration::parse)]
+        timeout: Duration,
+    },
     /// Ask the hub server to write, read back and delete a probe object now, and print the verdict
     Check {
         name: String,
@@ -258,6 +302,19 @@ pub async fn run(cmd: SnapshotCommand, hub: Client, format: OutputFormat) -> any
             let location = check_location(&hub, &name, timeout).await?;
             report_check(&location, format)
         }
+        SnapshotCommand::Location(LocationCommand::Collect { name, timeout }) => {
+            let location = ask_location(&hub, &name, keys::COLLECT_REQUESTED, timeout, |l| {
+                l.status
+                    .as_ref()?
+                    .last_collection
+                    .as_ref()?
+                    .request
+                    .as_deref()
+            })
+            .await?;
+            report_collection(&location, format)
+        }
+        SnapshotCommand::Schedule(cmd) => schedule::run(cmd, hub, format).await,
     }
 }
 
@@ -358,16 +415,30 @@ async fn store_credentials_from_env(hub: &Client, location: &str) -> anyhow::Res
     Ok(name)
 }
 
-/// Asks the hub server for a check (a fresh token in `multicluster.dev/check-requested`) and waits
-/// until the status answers that token.
+/// Asks the hub server for a check and waits for its verdict.
 async fn check_location(
     hub: &Client,
     name: &str,
     timeout: Duration,
 ) -> anyhow::Result<StorageLocation> {
+    ask_location(hub, name, keys::CHECK_REQUESTED, timeout, |l| {
+        l.status.as_ref()?.last_check_request.as_deref()
+    })
+    .await
+}
+
+/// Asks the hub server for a check or a sweep of location `name` (a fresh token in annotation
+/// `request`) and waits until `answered` reads that token from its status.
+async fn ask_location(
+    hub: &Client,
+    name: &str,
+    request: &str,
+    timeout: Duration,
+    answered: impl Fn(&StorageLocation) -> Option<&str>,
+) -> anyhow::Result<StorageLocation> {
     let api: Api<StorageLocation> = Api::namespaced(hub.clone(), SYSTEM_NAMESPACE);
     let token = Timestamp::now().as_millisecond().to_string();
-    let patch = serde_json::json!({"metadata": {"annotations": {keys::CHECK_REQUESTED: token}}});
+    let patch = serde_json::json!({"metadata": {"annotations": {request: token}}});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| match e {
@@ -376,21 +447,17 @@ async fn check_location(
                     "no StorageLocation {name} (see `kubectl multicluster snapshot location list`)"
                 )
             }
-            e => anyhow::Error::new(e).context(format!("asking for a check of {name}")),
+            e => anyhow::Error::new(e).context(format!("asking the hub server about {name}")),
         })?;
     let deadline = Instant::now() + timeout;
     loop {
         let location = api.get(name).await?;
-        let served = location
-            .status
-            .as_ref()
-            .and_then(|s| s.last_check_request.as_deref());
-        if served == Some(token.as_str()) {
+        if answered(&location) == Some(token.as_str()) {
             return Ok(location);
         }
         if Instant::now() >= deadline {
             bail!(
-                "the hub server did not check StorageLocation {name} within {}s: is \
+                "the hub server did not answer for StorageLocation {name} within {}s: is \
                  multicluster-webhook running? (kubectl -n {SYSTEM_NAMESPACE} get pods, or \
                  `kubectl multicluster local status`)",
                 timeout.as_secs()
@@ -398,6 +465,54 @@ async fn check_location(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// What the last sweep of a location did, as `snapshot location collect` prints it.
+#[derive(Serialize, Debug)]
+#[serde(transparent)]
+pub struct CollectionReport(pub multicluster_core::api::DataCollection);
+
+impl Tabular for CollectionReport {
+    fn headers(&self) -> Vec<&'static str> {
+        vec!["removed", "kept", "waiting", "message"]
+    }
+    fn rows(&self) -> Vec<Vec<String>> {
+        let c = &self.0;
+        vec![vec![
+            format!(
+                "{} chunks ({}), {} indexes",
+                c.chunks_removed,
+                output::mib(c.bytes_removed),
+                c.indexes_removed
+            ),
+            format!(
+                "{} chunks ({}) of {} indexes",
+                c.chunks_kept,
+                output::mib(c.bytes_kept),
+                c.indexes_referenced
+            ),
+            c.waiting.to_string(),
+            c.message.clone().unwrap_or_default(),
+        ]]
+    }
+}
+
+fn report_collection(location: &StorageLocation, format: OutputFormat) -> anyhow::Result<()> {
+    let collection = location
+        .status
+        .as_ref()
+        .and_then(|s| s.last_collection.clone())
+        .unwrap_or_default();
+    let (swept, message) = (collection.swept, collection.message.clone());
+    output::print(format, &CollectionReport(collection))?;
+    if !swept {
+        bail!(
+            "storage location {} was not swept: {}",
+            location.name_any(),
+            message.unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 fn report_check(location: &StorageLocation, format: OutputFormat) -> anyhow::Result<()> {
@@ -593,9 +708,9 @@ fn describe(s: &NamespaceSnapshot) -> String {
 /// A volume's data in a table: bytes moved of the total, and once done what was sent and the
 /// index it has in the location.
 pub(crate) fn data_cell(d: &multicluster_core::api::VolumeDataStatus) -> String {
-    let mib = |b: u64| format!("{:.1}", b as f64 / (1 << 20) as f64);
+    use output::mib;
     if !d.done {
-        return format!("{} of {} MiB", mib(d.bytes_done), mib(d.bytes_total));
+        return format!("{} of {}", mib(d.bytes_done), mib(d.bytes_total));
     }
     let index = d
         .index
@@ -603,7 +718,7 @@ pub(crate) fn data_cell(d: &multicluster_core::api::VolumeDataStatus) -> String 
         .map(|i| i.get(..12).unwrap_or(i))
         .unwrap_or("-");
     format!(
-        "{} MiB in {} files, {} MiB sent, index {index}",
+        "{} in {} files, {} sent, index {index}",
         mib(d.bytes_total),
         d.files,
         mib(d.bytes_transferred)
@@ -632,25 +747,9 @@ async fn create(args: CreateArgs, hub: Client, format: OutputFormat) -> anyhow::
             Timestamp::now().strftime("%Y%m%d%H%M%S")
         )
     });
-    let spec = NamespaceSnapshotSpec {
-        cluster: args.cluster.clone(),
-        namespace: args.namespace.clone(),
-        location: args.location.clone(),
-        quiesce: match args.quiesce {
-            Quiesce::None => QuiesceMethod::None,
-            Quiesce::ScaleDown => QuiesceMethod::ScaleDown,
-            Quiesce::Hooks => QuiesceMethod::Hooks,
-        },
-        unsnapshottable_volumes: if args.skip_unsnapshottable {
-            UnsnapshottablePolicy::Skip
-        } else {
-            UnsnapshottablePolicy::Fail
-        },
-        volume_data: match args.volume_data {
-            VolumeData::Export => VolumeDataPolicy::Export,
-            VolumeData::SnapshotsOnly => VolumeDataPolicy::SnapshotsOnly,
-        },
-    };
+    let spec = args
+        .options
+        .spec(&args.cluster, &args.namespace, &args.location);
     let api: Api<NamespaceSnapshot> = Api::namespaced(hub.clone(), SYSTEM_NAMESPACE);
     api.create(&PostParams::default(), &NamespaceSnapshot::new(&name, spec))
         .await

@@ -198,6 +198,8 @@ async fn check_one(
         )],
         last_check_time: Some(Time(now)),
         last_check_request: location.annotations().get(keys::CHECK_REQUESTED).cloned(),
+        // Not the sweep's record: absent from the merge patch, so it stays as the sweep wrote it.
+        last_collection: None,
     };
     Api::<StorageLocation>::namespaced((*hub).clone(), SYSTEM_NAMESPACE)
         .patch_status(

@@ -60,6 +60,8 @@ pub(super) struct Context {
     pub(super) members: MemberClients,
     /// How the volumes' data is exported.
     pub(super) mover: transfers::Settings,
+    /// Held for reading while an export writes to a location, so that its sweep waits.
+    pub(super) locks: crate::snapshot::collect::DataLocks,
 }
 
 /// Reconciles the hub's `NamespaceSnapshot`s, one at a time.
@@ -67,6 +69,7 @@ pub async fn run(
     hub: Client,
     members: MemberClients,
     mover: transfers::Settings,
+    locks: crate::snapshot::collect::DataLocks,
     run: crate::loops::Loop,
 ) {
     let api: Api<NamespaceSnapshot> = Api::namespaced(hub.clone(), SYSTEM_NAMESPACE);
@@ -74,6 +77,7 @@ pub async fn run(
         hub,
         members,
         mover,
+        locks,
     });
     crate::loops::run_controller(api, reconcile, ctx, run).await;
 }
@@ -120,6 +124,15 @@ pub(super) async fn remove_data(ctx: &Context, snapshot: &NamespaceSnapshot) {
             }
         }
         .await;
+        // Its volume data goes at the location's next sweep, asked for now.
+        let exported = snapshot
+            .status
+            .iter()
+            .flat_map(|s| s.volumes.iter())
+            .any(|v| v.data.as_ref().is_some_and(|d| d.index.is_some()));
+        if exported {
+            crate::snapshot::collect::request(&ctx.hub, &spec.location).await;
+        }
         match removed {
             Ok(()) => tracing::info!(snapshot = %name, url = %archive.url, "archive deleted"),
             Err(e) => {
@@ -1252,6 +1265,10 @@ async fn export_data(
         return Ok(());
     };
     let target = transfers::Location::read(&ctx.hub, s3).await?;
+    // No sweep of the location while its chunks are sent (one may be there already, unreferenced,
+    // and about to be referenced again).
+    let lock = ctx.locks.of(&spec.location);
+    let _exporting = lock.read().await;
     let (ns, name) = (spec.namespace.as_str(), snapshot.name_any());
     // A raw block volume has no files for the mover to read (not exported yet: it stays a CSI
     // snapshot, and its line says so).

@@ -196,6 +196,7 @@ async fn take_shop() -> Taken {
         hub: hub_client.clone(),
         members: members.clone(),
         mover: super::transfers::Settings::default(),
+        locks: Default::default(),
     };
     super::take::take_once(Arc::new(snapshot), &ctx)
         .await
@@ -484,6 +485,7 @@ async fn deleting_a_snapshot_found_mid_quiesce_puts_its_workloads_back() {
         hub: hub.client(),
         members,
         mover: super::transfers::Settings::default(),
+        locks: Default::default(),
     };
     super::take::remove_data(&ctx, &snapshot).await;
     let api = m1
