@@ -3,8 +3,8 @@
 //! last one the word being completed) and reads cobra's `__complete` answer: one candidate per
 //! line, then `:<directive>`. The `kubectl_complete-multicluster` script shipped beside the plugin
 //! runs `kubectl-multicluster __complete WORDS…`, answered here: subcommands and flags from the
-//! clap definition, and the names of members, snapshots, restores, storage locations and traffic
-//! policies read from the hub.
+//! clap definition, and the names of members, snapshots, snapshot schedules, restores, storage
+//! locations and traffic policies read from the hub.
 
 use std::time::Duration;
 
@@ -13,7 +13,8 @@ use kube::api::{ListParams, PartialObjectMeta};
 use kube::{Api, Client};
 use multicluster_core::SYSTEM_NAMESPACE;
 use multicluster_core::api::{
-    MemberCluster, NamespaceRestore, NamespaceSnapshot, StorageLocation, TrafficPolicy,
+    MemberCluster, NamespaceRestore, NamespaceSnapshot, SnapshotSchedule, StorageLocation,
+    TrafficPolicy,
 };
 
 /// The hidden first argument that asks for completions (cobra's name for it).
@@ -29,6 +30,7 @@ pub enum Names {
     Snapshots,
     Restores,
     Locations,
+    Schedules,
     TrafficPolicies,
 }
 
@@ -103,7 +105,15 @@ pub fn complete(root: &clap::Command, words: &[String]) -> Completion {
         (["status"] | ["unjoin"], 0) => Some(Names::Members),
         (["snapshot", "show" | "delete"] | ["restore", "create"], 0) => Some(Names::Snapshots),
         (["restore", "show" | "delete"], 0) => Some(Names::Restores),
-        (["snapshot", "location", "check"], 0) => Some(Names::Locations),
+        (["snapshot", "location", "check" | "collect"], 0) => Some(Names::Locations),
+        (
+            [
+                "snapshot",
+                "schedule",
+                "show" | "suspend" | "resume" | "delete",
+            ],
+            0,
+        ) => Some(Names::Schedules),
         (["traffic", "show" | "set" | "drain" | "undrain"], 0) => Some(Names::TrafficPolicies),
         _ => None,
     };
@@ -182,6 +192,7 @@ async fn read_names(client: Client, names: Names) -> Result<Vec<String>, kube::E
         Names::Snapshots => names_in(Api::<NamespaceSnapshot>::namespaced(client, ns)).await,
         Names::Restores => names_in(Api::<NamespaceRestore>::namespaced(client, ns)).await,
         Names::Locations => names_in(Api::<StorageLocation>::namespaced(client, ns)).await,
+        Names::Schedules => names_in(Api::<SnapshotSchedule>::namespaced(client, ns)).await,
         Names::TrafficPolicies => {
             let ns = client.default_namespace().to_owned();
             names_in(Api::<TrafficPolicy>::namespaced(client, &ns)).await

@@ -81,10 +81,10 @@ pub struct StorageLocationStatus {
     pub last_collection: Option<DataCollection>,
 }
 
-/// What a sweep of a location's volume data did: the chunks and indexes that no remaining snapshot
-/// (on the hub or as an archive in the location) references and that are older than the hub
+/// What a sweep of a location's volume data did: the chunks and indexes that no snapshot on the hub
+/// references (those being deleted and failed ones do not count) and that are older than the hub
 /// server's grace period are deleted; younger ones wait for the next sweep, since an export may be
-/// about to reference them.
+/// about to reference them. Archives in the location are not read: a location belongs to one hub.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DataCollection {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::api::{
     NamespaceSnapshot, Retention, SnapshotSchedule, SnapshotScheduleSpec,
@@ -35,6 +35,10 @@ pub enum ScheduleCommand {
     List,
     /// One schedule: its spec, its runs and its snapshots with their phase
     Show { name: String },
+    /// Stop taking snapshots (retention still applies)
+    Suspend { name: String },
+    /// Take snapshots again; a run that came due while suspended is taken at once
+    Resume { name: String },
     /// Delete a schedule; its snapshots stay unless --with-snapshots
     Delete {
         name: String,
@@ -46,14 +50,15 @@ pub enum ScheduleCommand {
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
-    /// The schedule's name (its snapshots are NAME-YYYYMMDDHHMMSS); at most 48 characters
-    pub name: String,
+    /// The namespace to snapshot, on --cluster
+    pub namespace: String,
     /// When to snapshot: a cron expression in UTC, e.g. "0 2 * * *"
     #[arg(long)]
     pub schedule: String,
-    /// The namespace to snapshot, on --cluster
-    #[arg(long, short = 'n')]
-    pub namespace: String,
+    /// The schedule's name, at most 48 characters; its snapshots are NAME-YYYYMMDDHHMMSS
+    /// (default: NAMESPACE-CLUSTER)
+    #[arg(long)]
+    pub name: Option<String>,
     /// The member the namespace is on
     #[arg(long)]
     pub cluster: String,
@@ -100,6 +105,8 @@ pub async fn run(cmd: ScheduleCommand, hub: Client, format: OutputFormat) -> any
                 _ => output::print(format, &Whole(found)),
             }
         }
+        ScheduleCommand::Suspend { name } => set_suspended(&api, &name, true).await,
+        ScheduleCommand::Resume { name } => set_suspended(&api, &name, false).await,
         ScheduleCommand::Delete {
             name,
             with_snapshots,
@@ -114,10 +121,14 @@ async fn create(
 ) -> anyhow::Result<()> {
     // Refused here with the reason rather than accepted and reported later in its status.
     let cron = schedule::parse(&args.schedule).map_err(|e| anyhow!("--schedule: {e}"))?;
-    if args.name.len() > 48 {
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", args.namespace, args.cluster));
+    if name.len() > 48 {
         bail!(
-            "a schedule's name has at most 48 characters (its snapshots add a timestamp): {}",
-            args.name
+            "a schedule's name has at most 48 characters (its snapshots add a timestamp): {name} \
+             (give a shorter --name)"
         );
     }
     let retention = Retention {
@@ -136,37 +147,50 @@ async fn create(
         suspend: args.suspend,
     };
     let created = api
-        .create(
-            &PostParams::default(),
-            &SnapshotSchedule::new(&args.name, spec),
-        )
+        .create(&PostParams::default(), &SnapshotSchedule::new(&name, spec))
         .await
         .map_err(|e| match e {
             kube::Error::Api(s) if s.code == 409 => anyhow!(
-                "schedule {} already exists (delete it first, or `kubectl edit snapshotschedule -n \
-                 {SYSTEM_NAMESPACE} {}`)",
-                args.name,
-                args.name
+                "schedule {name} already exists (delete it first, or `kubectl edit \
+                 snapshotschedule -n {SYSTEM_NAMESPACE} {name}`)"
             ),
             e => anyhow::Error::new(e).context("creating the SnapshotSchedule on the hub"),
         })?;
-    let next = schedule::next_run(&cron, Timestamp::now());
-    match (args.suspend, next) {
-        (true, _) => eprintln!("schedule {} created, suspended", args.name),
+    match (args.suspend, schedule::next_run(&cron, Timestamp::now())) {
+        (true, _) => eprintln!("schedule {name} created, suspended"),
         (false, Some(next)) => eprintln!(
-            "schedule {} created ({}); first snapshot at {next}",
-            args.name,
+            "schedule {name} created ({}); first snapshot at {next}",
             cron.describe()
         ),
         (false, None) => eprintln!(
-            "schedule {} created, but {:?} names no time to come",
-            args.name, args.schedule
+            "schedule {name} created, but {:?} names no time to come",
+            args.schedule
         ),
     }
     match format {
         OutputFormat::Table => Ok(()),
         _ => output::print(format, &Whole(created)),
     }
+}
+
+async fn set_suspended(
+    api: &Api<SnapshotSchedule>,
+    name: &str,
+    suspend: bool,
+) -> anyhow::Result<()> {
+    get(api, name).await?;
+    let patch = serde_json::json!({"spec": {"suspend": suspend}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .context("changing the SnapshotSchedule")?;
+    if suspend {
+        eprintln!(
+            "schedule {name} suspended: no new snapshot until `snapshot schedule resume {name}`"
+        );
+    } else {
+        eprintln!("schedule {name} resumed");
+    }
+    Ok(())
 }
 
 async fn get(api: &Api<SnapshotSchedule>, name: &str) -> anyhow::Result<SnapshotSchedule> {

@@ -159,7 +159,7 @@ async fn collect(
         phase(s) == SnapshotPhase::Exporting && s.spec.volume_data == VolumeDataPolicy::Export
     }) {
         return Ok(Outcome::Waiting(format!(
-            "not swept: snapshot {} is exporting to this location",
+            "snapshot {} is exporting to this location; the sweep runs once it ends",
             busy.name_any()
         )));
     }
