@@ -123,10 +123,14 @@ check() {
 mover() {
   "$MOVER" mover --s3-bucket mover --s3-endpoint "$endpoint" --s3-path-style "$@"
 }
+# mover_export OUT [PARENT]: with PARENT (an earlier run's OUT), each volume's export gets its
+# parent index, as the hub server passes the previous snapshot's.
 mover_export() {
-  local out=$1 pids=()
+  local out=$1 parent=${2:-} pids=()
   for v in large small db; do
-    mover export --source "$data/$v" >"$out.$v" &
+    local args=()
+    [[ -n $parent ]] && args=(--parent "$(jq -r .indexDigest "$parent.$v")")
+    mover export --source "$data/$v" "${args[@]}" >"$out.$v" &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done
@@ -190,7 +194,7 @@ rm -rf "$work/floor-restore"
 # --- 5 % changed: second snapshots ------------------------------------------------------------
 change
 drop_caches
-t=$(now); m_sent2=$(mover_export "$work/mover-2"); m_t2=$(since "$t")
+t=$(now); m_sent2=$(mover_export "$work/mover-2" "$work/mover-1"); m_t2=$(since "$t")
 drop_caches
 t=$(now); r_sent2=$(restic_backup); r_t2=$(since "$t")
 drop_caches

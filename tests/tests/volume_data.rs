@@ -48,7 +48,35 @@ if [ ! -f SUMS ]; then
   find . -type f ! -name 'SUMS*' | sort | xargs sha256sum > SUMS.tmp && mv SUMS.tmp SUMS
 fi
 exec sleep 3600"#;
+    stateful_set(ns, script, Some("/data/SUMS"), "2Gi")
+}
+
+fn in_pod(pg: &Playground, context: &str, ns: &str, script: &str) -> String {
+    run_ok(&mut pg.exec_in(context, ns, "writer-0", &["sh", "-c", script]))
+}
+
+fn rollout(pg: &Playground, context: &str, ns: &str) {
+    run_ok(pg.kubectl().args([
+        "--context",
+        context,
+        "-n",
+        ns,
+        "rollout",
+        "status",
+        "statefulset/writer",
+        "--timeout=300s",
+    ]));
+}
+
+/// The `writer` StatefulSet of namespace `ns`: one pod running `script` (a shell script) with a
+/// claim at `/data`; ready once `ready_file` exists (at once without one).
+fn stateful_set(ns: &str, script: &str, ready_file: Option<&str>, storage: &str) -> String {
     let script = script.replace('\n', "\n          ");
+    let probe = ready_file
+        .map(|f| {
+            format!("readinessProbe: {{exec: {{command: [test, -f, {f}]}}, periodSeconds: 1}}")
+        })
+        .unwrap_or_default();
     format!(
         r#"apiVersion: apps/v1
 kind: StatefulSet
@@ -70,31 +98,13 @@ spec:
         - -c
         - |
           {script}
-        # Ready once every file and its checksum is written.
-        readinessProbe: {{exec: {{command: [test, -f, /data/SUMS]}}, periodSeconds: 1}}
+        {probe}
         volumeMounts: [{{name: data, mountPath: /data}}]
   volumeClaimTemplates:
   - metadata: {{name: data}}
-    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 2Gi}}}}}}
+    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: {storage}}}}}}}
 "#
     )
-}
-
-fn in_pod(pg: &Playground, context: &str, ns: &str, script: &str) -> String {
-    run_ok(&mut pg.exec_in(context, ns, "writer-0", &["sh", "-c", script]))
-}
-
-fn rollout(pg: &Playground, context: &str, ns: &str) {
-    run_ok(pg.kubectl().args([
-        "--context",
-        context,
-        "-n",
-        ns,
-        "rollout",
-        "status",
-        "statefulset/writer",
-        "--timeout=300s",
-    ]));
 }
 
 /// Nothing of the data mover stays in `ns`: no pod, no Secret, no claim but `data-writer-0`.
@@ -415,29 +425,8 @@ async fn minio_stopped_in_the_middle_of_an_export_fails_the_snapshot_leaves_noth
 /// A StatefulSet whose pod writes a new 3 MB random file every 2 s in place of the last: every
 /// snapshot of its claim holds chunks no other snapshot has.
 fn ticker(ns: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: StatefulSet
-metadata: {{name: writer, namespace: {ns}}}
-spec:
-  replicas: 1
-  serviceName: writer
-  selector: {{matchLabels: {{app: writer}}}}
-  template:
-    metadata: {{labels: {{app: writer}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: writer
-        image: {IMAGE}
-        imagePullPolicy: Never
-        command: [sh, -c, 'while true; do head -c 3000000 /dev/urandom > /data/now.tmp && mv /data/now.tmp /data/now; sleep 2; done']
-        volumeMounts: [{{name: data, mountPath: /data}}]
-  volumeClaimTemplates:
-  - metadata: {{name: data}}
-    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
-"#
-    )
+    let script = "while true; do head -c 3000000 /dev/urandom > /data/now.tmp && mv /data/now.tmp /data/now; sleep 2; done";
+    stateful_set(ns, script, None, "1Gi")
 }
 
 /// The schedule's snapshots on the hub: name → phase.
@@ -466,7 +455,7 @@ fn collect(pg: &Playground, location: &str) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
-/// The chunks and indexes in the bucket, by digest.
+/// The chunk and pack objects in the bucket, by key, and its indexes, by digest.
 fn stored_data(
     minio: &Minio,
 ) -> (
@@ -474,13 +463,17 @@ fn stored_data(
     std::collections::BTreeSet<String>,
 ) {
     let keys = minio.object_keys();
-    let digests = |prefix: &str| {
-        keys.iter()
-            .filter(|k| k.starts_with(prefix))
-            .map(|k| k.rsplit('/').next().unwrap().to_owned())
-            .collect()
-    };
-    (digests("data/chunks/"), digests("data/indexes/"))
+    let objects = keys
+        .iter()
+        .filter(|k| k.starts_with("data/chunks/") || k.starts_with("data/packs/"))
+        .cloned()
+        .collect();
+    let indexes = keys
+        .iter()
+        .filter_map(|k| k.strip_prefix("data/indexes/"))
+        .map(str::to_owned)
+        .collect();
+    (objects, indexes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -628,7 +621,7 @@ async fn a_schedule_keeps_exactly_its_newest_snapshots_and_the_sweep_leaves_no_c
         let read = multicluster_webhook::snapshot::mover::read_index(store.as_ref(), &index)
             .await
             .unwrap();
-        chunks.extend(read.chunk_digests().map(str::to_owned));
+        chunks.extend(read.object_keys());
         indexes.insert(index);
     }
     let (stored_chunks, stored_indexes) = stored_data(&minio);
@@ -638,10 +631,10 @@ async fn a_schedule_keeps_exactly_its_newest_snapshots_and_the_sweep_leaves_no_c
     );
     assert_eq!(
         stored_chunks, chunks,
-        "only the kept snapshots' chunks stay"
+        "only the kept snapshots' chunks and packs stay"
     );
     println!(
-        "{} chunks kept for 2 snapshots; sweep: {swept}",
+        "{} chunk and pack objects kept for 2 snapshots; sweep: {swept}",
         chunks.len()
     );
 

@@ -95,11 +95,13 @@ pub struct DataCollection {
     /// Volume indexes the remaining snapshots reference.
     #[serde(default)]
     pub indexes_referenced: u64,
+    /// Chunk objects kept: chunks of their own and packs of small chunks, each counting one.
     #[serde(default)]
     pub chunks_kept: u64,
-    /// Stored (compressed) bytes of the chunks kept.
+    /// Stored (compressed) bytes of the chunk objects kept.
     #[serde(default)]
     pub bytes_kept: u64,
+    /// Chunk objects removed (chunks and packs).
     #[serde(default)]
     pub chunks_removed: u64,
     #[serde(default)]

@@ -8,8 +8,15 @@
 //! changed a little moves only the chunks around the change. A run of zeros as long as a chunk is
 //! a hole: not stored, not written back, so a sparse file stays sparse.
 //!
+//! A chunk shorter than [`PACK_BELOW`] (a small file, the tail of a large one) is not an object of
+//! its own: small chunks are packed, each compressed on its own, into objects of about
+//! [`PACK_TARGET`], as restic packs its blobs. A volume of 10,000 small files is then a few dozen
+//! objects to write and read, not 10,000. The index says where in which pack each one is.
+//!
 //! Layout under the location's root (beside the snapshot archives):
 //! - `data/chunks/<first two hex digits>/<sha256>`: a chunk, zstd;
+//! - `data/packs/<first two hex digits>/<id>`: small chunks, each zstd on its own, one after
+//!   another; the id is random (128 bits), so two exports never write the same pack;
 //! - `data/indexes/<sha256>`: a volume index, JSON, zstd; the digest is of the uncompressed JSON.
 
 use serde::{Deserialize, Serialize};
@@ -25,12 +32,33 @@ pub const CHUNK_MAX: u32 = 4 * 1024 * 1024;
 /// index no restore could read.
 pub const INDEX_MAX_BYTES: usize = 256 << 20;
 
-/// The index format this build writes and reads.
-pub const INDEX_FORMAT: u32 = 1;
+/// The index format this build writes: 2 has packed chunks. It reads [`INDEX_FORMATS_READ`].
+pub const INDEX_FORMAT: u32 = 2;
+/// The index formats this build reads (1 has no packs, and reads as 2).
+pub const INDEX_FORMATS_READ: std::ops::RangeInclusive<u32> = 1..=INDEX_FORMAT;
+
+/// A chunk shorter than this (bytes of file data) goes into a pack.
+pub const PACK_BELOW: u32 = CHUNK_MIN;
+/// A pack is written once it holds this many (compressed) bytes.
+pub const PACK_TARGET: usize = 8 << 20;
 
 /// Where chunk `digest` is kept.
 pub fn chunk_key(digest: &str) -> String {
     format!("data/chunks/{}/{digest}", digest.get(..2).unwrap_or("00"))
+}
+
+/// Where pack `id` is kept.
+pub fn pack_key(id: &str) -> String {
+    format!("data/packs/{}/{id}", id.get(..2).unwrap_or("00"))
+}
+
+/// Where a chunk stored in a pack is: `stored` compressed bytes at `at` in pack `pack`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Packed {
+    pub pack: String,
+    pub at: u64,
+    pub stored: u32,
 }
 
 /// Where the index with `digest` is kept.
@@ -87,6 +115,19 @@ pub struct ChunkRef {
     pub len: u32,
     /// SHA-256 of the chunk's bytes, lower-case hex.
     pub digest: String,
+    /// In a pack; otherwise the chunk is its own object, [`chunk_key`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packed: Option<Packed>,
+}
+
+impl ChunkRef {
+    /// The key of the object the chunk is in: its own, or its pack's.
+    pub fn object_key(&self) -> String {
+        match &self.packed {
+            Some(p) => pack_key(&p.pack),
+            None => chunk_key(&self.digest),
+        }
+    }
 }
 
 /// Whether `data` is all zeros: a hole, never stored.
@@ -101,10 +142,12 @@ pub fn is_hole(data: &[u8]) -> bool {
 /// is not one: each named with its path. An index is data from outside the cluster; a forged one
 /// must not make the mover write outside the volume.
 pub fn index_problem(index: &VolumeIndex) -> Option<String> {
-    if index.format != INDEX_FORMAT {
+    if !INDEX_FORMATS_READ.contains(&index.format) {
         return Some(format!(
-            "the volume index has format {} and this build reads format {INDEX_FORMAT}: restore with the version that wrote it",
-            index.format
+            "the volume index has format {} and this build reads formats {} to {}: restore with the version that wrote it",
+            index.format,
+            INDEX_FORMATS_READ.start(),
+            INDEX_FORMATS_READ.end()
         ));
     }
     // Path → Some(true) for a directory, Some(false) for a file, None for a link (neither a
@@ -146,6 +189,11 @@ pub fn index_problem(index: &VolumeIndex) -> Option<String> {
                             "file {path}: {:?} is not a SHA-256 digest",
                             c.digest
                         ));
+                    }
+                    if let Some(p) = &c.packed
+                        && !is_pack_id(&p.pack)
+                    {
+                        return Some(format!("file {path}: {:?} is not a pack id", p.pack));
                     }
                     if c.offset < end || c.offset.saturating_add(u64::from(c.len)) > *size {
                         return Some(format!(
@@ -194,13 +242,27 @@ pub struct Moved {
 /// Where the data mover's objects are kept under a location's root: everything a sweep considers.
 pub const DATA_PREFIX: &str = "data/";
 
+/// Whether `id` is a pack id as exports make them: 32 lower-case hex digits.
+pub fn is_pack_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 impl VolumeIndex {
-    /// The digests of every chunk the index's files use.
-    pub fn chunk_digests(&self) -> impl Iterator<Item = &str> {
+    /// Every chunk the index's files use.
+    pub fn chunks(&self) -> impl Iterator<Item = &ChunkRef> {
         self.entries.iter().flat_map(|e| match &e.kind {
-            EntryKind::File { chunks, .. } => chunks.iter().map(|c| c.digest.as_str()).collect(),
-            _ => Vec::new(),
+            EntryKind::File { chunks, .. } => chunks.as_slice(),
+            _ => &[],
         })
+    }
+
+    /// The keys of the objects (chunks and packs) the index's files use; a pack once per chunk
+    /// in it.
+    pub fn object_keys(&self) -> impl Iterator<Item = String> + '_ {
+        self.chunks().map(ChunkRef::object_key)
     }
 }
 
@@ -226,15 +288,16 @@ pub struct Sweep {
     pub waiting: u64,
 }
 
-/// Which of the `stored` chunks and indexes a sweep deletes at `now`: those neither in `indexes`
-/// nor in `chunks` (what the remaining snapshots reference) and last written before
-/// `now - grace`. The grace period covers an export at work: its chunks are uploaded before the
-/// index that references them, and its index before the snapshot that records it. Keys that are
-/// neither chunks nor indexes are left alone.
+/// Which of the `stored` chunks, packs and indexes a sweep deletes at `now`: indexes whose digest
+/// is not in `indexes` and chunks and packs whose key is not in `objects` (what the remaining
+/// snapshots reference), last written before `now - grace`. A pack goes only once none of its
+/// chunks is referenced. The grace period covers an export at work: its chunks and packs are
+/// uploaded before the index that references them, and its index before the snapshot that records
+/// it. Keys that are none of these are left alone.
 pub fn sweep(
     stored: &[Stored],
     indexes: &std::collections::BTreeSet<String>,
-    chunks: &std::collections::BTreeSet<String>,
+    objects: &std::collections::BTreeSet<String>,
     now: jiff::Timestamp,
     grace: std::time::Duration,
 ) -> Sweep {
@@ -244,16 +307,16 @@ pub fn sweep(
         .unwrap_or(jiff::Timestamp::MIN);
     let mut out = Sweep::default();
     for object in stored {
-        let digest = object.key.rsplit('/').next().unwrap_or_default();
-        let (is_chunk, referenced) = if object.key.starts_with("data/chunks/") {
-            (true, chunks.contains(digest))
-        } else if object.key.starts_with("data/indexes/") {
-            (false, indexes.contains(digest))
-        } else {
-            continue;
-        };
+        let (is_data, referenced) =
+            if object.key.starts_with("data/chunks/") || object.key.starts_with("data/packs/") {
+                (true, objects.contains(&object.key))
+            } else if let Some(digest) = object.key.strip_prefix("data/indexes/") {
+                (false, indexes.contains(digest))
+            } else {
+                continue;
+            };
         if referenced {
-            if is_chunk {
+            if is_data {
                 out.chunks_kept += 1;
                 out.bytes_kept += object.size;
             }
@@ -261,7 +324,7 @@ pub fn sweep(
             out.waiting += 1;
         } else {
             out.remove.push(object.key.clone());
-            if is_chunk {
+            if is_data {
                 out.chunks_removed += 1;
                 out.bytes_removed += object.size;
             } else {
@@ -297,23 +360,29 @@ mod tests {
             at(&index_key("i1"), 5, old),
             at(&index_key("i2"), 5, old),
             at("ns/snap.tar.gz", 100, old),
+            at(&pack_key(&"1".repeat(32)), 1000, old),
+            at(&pack_key(&"2".repeat(32)), 2000, old),
         ];
         let indexes = ["i1".to_owned()].into();
-        let chunks = ["aa01".to_owned()].into();
+        let objects = [chunk_key("aa01"), pack_key(&"1".repeat(32))].into();
         let grace = std::time::Duration::from_secs(3600);
-        let sweep = sweep(&stored, &indexes, &chunks, now, grace);
+        let sweep = sweep(&stored, &indexes, &objects, now, grace);
         assert_eq!(
             sweep.remove,
-            [chunk_key("aa02"), index_key("i2")],
+            [
+                chunk_key("aa02"),
+                index_key("i2"),
+                pack_key(&"2".repeat(32))
+            ],
             "the archive, the referenced and the young stay"
         );
         assert_eq!(
             (sweep.chunks_kept, sweep.bytes_kept, sweep.chunks_removed),
-            (1, 10, 1)
+            (2, 1010, 2)
         );
         assert_eq!(
             (sweep.bytes_removed, sweep.indexes_removed, sweep.waiting),
-            (20, 1, 1)
+            (2020, 1, 1)
         );
     }
 
@@ -332,6 +401,7 @@ mod tests {
                         offset: *offset,
                         len: *len,
                         digest: "ab".repeat(32),
+                        packed: None,
                     })
                     .collect(),
             },
@@ -366,6 +436,24 @@ mod tests {
             .expect(want);
             assert!(problem.contains(want), "{problem}");
         }
+        let mut packed = file("p", 10, &[(0, 4)]);
+        if let EntryKind::File { chunks, .. } = &mut packed.kind {
+            chunks[0].packed = Some(Packed {
+                pack: "../../x".into(),
+                at: 0,
+                stored: 4,
+            });
+        }
+        let problem = index_problem(&VolumeIndex {
+            format: INDEX_FORMAT,
+            entries: vec![packed],
+        });
+        assert!(problem.expect("refused").contains("not a pack id"));
+        let older = VolumeIndex {
+            format: 1,
+            entries: vec![file("b", 10, &[(0, 4)])],
+        };
+        assert_eq!(index_problem(&older), None, "format 1 reads as 2");
         // Through a symlink listed before: `evil -> /etc`, then `evil/passwd`.
         let symlink = Entry {
             kind: EntryKind::Symlink {
@@ -411,7 +499,7 @@ mod tests {
             format: INDEX_FORMAT + 1,
             entries: Vec::new(),
         };
-        assert!(index_problem(&newer).expect("refused").contains("format 2"));
+        assert!(index_problem(&newer).expect("refused").contains("format 3"));
     }
 
     #[test]

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{StorageLocation, StorageLocationSpec};
+use crate::api::{
+    DataCollection, NamespaceRestore, NamespaceSnapshot, RestorePhase, StorageLocation,
+    StorageLocationSpec,
+};
 use crate::keys;
 
 /// How long a check's verdict stands before the hub server checks the location again.
@@ -68,6 +71,68 @@ pub fn check_due(location: &StorageLocation, now: Timestamp) -> Option<Duration>
         .filter(|left| !left.is_zero())
 }
 
+/// Whether two locations keep their objects in the same place: one directory, or one bucket (at
+/// one endpoint) with the same prefix. (A prefix inside another's is another place: a location
+/// only ever touches keys under its own prefix, and its data under `data/` there.)
+pub fn same_store(a: &StorageLocationSpec, b: &StorageLocationSpec) -> bool {
+    let prefix = |p: &Option<String>| {
+        p.as_deref()
+            .map(|p| p.trim_matches('/'))
+            .filter(|p| !p.is_empty())
+            .map(|p| format!("{p}/"))
+            .unwrap_or_default()
+    };
+    match (a, b) {
+        (
+            StorageLocationSpec {
+                filesystem: Some(x),
+                ..
+            },
+            StorageLocationSpec {
+                filesystem: Some(y),
+                ..
+            },
+        ) => x.path.trim_end_matches('/') == y.path.trim_end_matches('/'),
+        (StorageLocationSpec { s3: Some(x), .. }, StorageLocationSpec { s3: Some(y), .. }) => {
+            let endpoint = |e: &Option<String>| {
+                e.as_deref()
+                    .map(|e| e.trim_end_matches('/').to_ascii_lowercase())
+            };
+            x.bucket == y.bucket
+                && endpoint(&x.endpoint) == endpoint(&y.endpoint)
+                && prefix(&x.prefix) == prefix(&y.prefix)
+        }
+        _ => false,
+    }
+}
+
+/// The first unfinished restore that may be reading `location`'s chunks with no snapshot keeping
+/// them referenced, which a sweep of the location must wait for: one still `Pending` or
+/// `Hydrating` whose snapshot of this location is being deleted, or one `Hydrating` whose snapshot
+/// is gone (its location unknown: it read the manifest before). A restore of a live snapshot holds
+/// nothing up, as that snapshot references every chunk it reads; nor does a `Pending` one whose
+/// snapshot is gone, which fails as it starts.
+pub fn restore_holding_data<'a>(
+    location: &str,
+    restores: &'a [NamespaceRestore],
+    snapshots: &[NamespaceSnapshot],
+) -> Option<&'a NamespaceRestore> {
+    restores.iter().find(|restore| {
+        let phase = restore.status.as_ref().map(|s| s.phase).unwrap_or_default();
+        if !matches!(phase, RestorePhase::Pending | RestorePhase::Hydrating) {
+            return false;
+        }
+        let snapshot = snapshots.iter().find(|s| {
+            s.metadata.name.as_deref() == Some(restore.spec.snapshot.as_str())
+                && s.metadata.namespace == restore.metadata.namespace
+        });
+        match snapshot {
+            Some(s) => s.spec.location == location && s.metadata.deletion_timestamp.is_some(),
+            None => phase == RestorePhase::Hydrating,
+        }
+    })
+}
+
 /// How soon a sweep that did not run to the end (an export at work, the location unreachable) is
 /// tried again.
 pub const SWEEP_RETRY: Duration = Duration::from_secs(30);
@@ -92,12 +157,19 @@ pub fn collection_due(
     }
     let at = last.time.as_ref()?;
     let age = now.duration_since(at.0).unsigned_abs();
-    let interval = if last.swept {
+    sweep_interval(last, interval)
+        .checked_sub(age)
+        .filter(|left| !left.is_zero())
+}
+
+/// How long after sweep `last` the next one is due: `interval`, or [`SWEEP_RETRY`] when it did not
+/// run to the end.
+pub fn sweep_interval(last: &DataCollection, interval: Duration) -> Duration {
+    if last.swept {
         interval
     } else {
         interval.min(SWEEP_RETRY)
-    };
-    interval.checked_sub(age).filter(|left| !left.is_zero())
+    }
 }
 
 #[cfg(test)]
@@ -156,6 +228,91 @@ mod tests {
             last_collection: None,
         });
         location
+    }
+
+    #[test]
+    fn locations_on_one_bucket_and_prefix_share_a_store() {
+        assert!(same_store(&s3(None), &s3(None)));
+        assert!(same_store(&s3(Some("a/")), &s3(Some("/a"))));
+        assert!(!same_store(&s3(None), &s3(Some("team"))), "its own keys");
+        assert!(!same_store(&s3(Some("team-a")), &s3(Some("team-b"))));
+        let dir = |path: &str| StorageLocationSpec {
+            filesystem: Some(FilesystemLocation { path: path.into() }),
+            s3: None,
+        };
+        assert!(same_store(&dir("/backups/"), &dir("/backups")));
+        assert!(!same_store(&dir("/backups"), &s3(None)));
+    }
+
+    #[test]
+    fn a_sweep_waits_only_for_restores_no_snapshot_keeps_referenced() {
+        use crate::api::{NamespaceRestoreSpec, NamespaceRestoreStatus, NamespaceSnapshotSpec};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let snapshot = |name: &str, location: &str, deleting: bool| {
+            let mut s = NamespaceSnapshot::new(
+                name,
+                serde_json::from_value::<NamespaceSnapshotSpec>(serde_json::json!({
+                    "cluster": "member-1", "namespace": "shop", "location": location
+                }))
+                .unwrap(),
+            );
+            s.metadata.namespace = Some("multicluster-system".into());
+            if deleting {
+                s.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+            }
+            s
+        };
+        let restore = |name: &str, of: &str, phase: RestorePhase| {
+            let mut r = NamespaceRestore::new(
+                name,
+                serde_json::from_value::<NamespaceRestoreSpec>(serde_json::json!({
+                    "snapshot": of, "targetCluster": "member-2", "targetNamespace": "shop"
+                }))
+                .unwrap(),
+            );
+            r.metadata.namespace = Some("multicluster-system".into());
+            r.status = Some(NamespaceRestoreStatus {
+                phase,
+                ..Default::default()
+            });
+            r
+        };
+        let snapshots = [
+            snapshot("live", "minio", false),
+            snapshot("going", "minio", true),
+            snapshot("elsewhere", "other", true),
+        ];
+        let holding = |restores: &[NamespaceRestore]| {
+            restore_holding_data("minio", restores, &snapshots)
+                .and_then(|r| r.metadata.name.clone())
+        };
+        assert_eq!(
+            holding(&[restore("a", "live", RestorePhase::Hydrating)]),
+            None
+        );
+        assert_eq!(
+            holding(&[restore("a", "elsewhere", RestorePhase::Hydrating)]),
+            None
+        );
+        assert_eq!(
+            holding(&[restore("a", "going", RestorePhase::Restoring)]),
+            None
+        );
+        assert_eq!(
+            holding(&[restore("a", "gone", RestorePhase::Pending)]),
+            None
+        );
+        assert_eq!(
+            holding(&[
+                restore("a", "live", RestorePhase::Pending),
+                restore("b", "going", RestorePhase::Pending),
+            ]),
+            Some("b".into())
+        );
+        assert_eq!(
+            holding(&[restore("c", "gone", RestorePhase::Hydrating)]),
+            Some("c".into())
+        );
     }
 
     #[test]

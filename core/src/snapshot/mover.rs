@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::api::{S3Location, VolumeDataStatus};
+use crate::api::{NamespaceSnapshot, S3Location, SnapshotPhase, VolumeDataStatus};
 use crate::snapshot::archive::sha256_hex;
 use crate::snapshot::data::Moved;
 
@@ -46,6 +46,8 @@ pub enum Direction {
         /// The claim's size: the snapshot's restore size.
         size: String,
         storage_class: Option<String>,
+        /// The index of this claim's data in the snapshot before ([`parent_index`]).
+        parent: Option<String>,
     },
     /// From the location into the (empty) claim, as index `index` lists the files.
     Import { index: String },
@@ -72,12 +74,14 @@ impl Job {
         volume_snapshot: &str,
         size: &str,
         storage_class: Option<&str>,
+        parent: Option<&str>,
     ) -> Self {
         Job {
             direction: Direction::Export {
                 volume_snapshot: volume_snapshot.to_owned(),
                 size: size.to_owned(),
                 storage_class: storage_class.map(str::to_owned),
+                parent: parent.map(str::to_owned),
             },
             owner: owner.to_owned(),
             namespace: namespace.to_owned(),
@@ -129,6 +133,40 @@ impl Job {
             }
         })
     }
+}
+
+/// The parent of `claim`'s export in `snapshot`: its index in the newest completed snapshot of the
+/// same namespace of the same member in the same location, if that one exported it. The mover
+/// reads again only the files changed since, and looks for none of the parent's chunks.
+pub fn parent_index<'a>(
+    snapshots: &'a [NamespaceSnapshot],
+    snapshot: &NamespaceSnapshot,
+    claim: &str,
+) -> Option<&'a str> {
+    snapshots
+        .iter()
+        .filter(|s| {
+            s.metadata.name != snapshot.metadata.name
+                && s.metadata.deletion_timestamp.is_none()
+                && s.spec.cluster == snapshot.spec.cluster
+                && s.spec.namespace == snapshot.spec.namespace
+                && s.spec.location == snapshot.spec.location
+        })
+        .filter_map(|s| {
+            let status = s.status.as_ref()?;
+            let index = status
+                .volumes
+                .iter()
+                .find(|v| v.claim == claim)?
+                .data
+                .as_ref()?
+                .index
+                .as_deref()?;
+            (status.phase == SnapshotPhase::Completed)
+                .then_some((status.completion_time.as_ref().map(|t| t.0), index))
+        })
+        .max_by_key(|(completed, _)| *completed)
+        .map(|(_, index)| index)
 }
 
 /// The label selector of the export (or import) jobs of snapshot (or restore) `owner`.
@@ -183,6 +221,7 @@ pub fn temporary_claim(job: &Job) -> Option<Value> {
         volume_snapshot,
         size,
         storage_class,
+        ..
     } = &job.direction
     else {
         return None;
@@ -233,8 +272,9 @@ pub fn pod(job: &Job, s3: &S3Location, image: &MoverImage) -> Value {
     args.push(format!("--message-file={TERMINATION_LOG}"));
     args.push("--progress".into());
     let read_only = match &job.direction {
-        Direction::Export { .. } => {
+        Direction::Export { parent, .. } => {
             args.extend(["export".into(), format!("--source={VOLUME_MOUNT}")]);
+            args.extend(parent.iter().map(|p| format!("--parent={p}")));
             true
         }
         Direction::Import { index } => {
@@ -446,7 +486,68 @@ mod tests {
             "nightly-data-db-0",
             "1Gi",
             Some("fast"),
+            Some("0f0f"),
         )
+    }
+
+    #[test]
+    fn an_export_s_parent_is_the_claim_s_index_in_the_newest_completed_snapshot_of_its_place() {
+        use crate::api::{NamespaceSnapshotStatus, VolumeSnapshotStatus};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let snapshot = |name: &str, location: &str, phase, completed: i64, index: Option<&str>| {
+            let mut s: NamespaceSnapshot = serde_json::from_value(json!({
+                "apiVersion": "multicluster.dev/v1alpha1", "kind": "NamespaceSnapshot",
+                "metadata": {"name": name},
+                "spec": {"cluster": "member-1", "namespace": "shop", "location": location}
+            }))
+            .unwrap();
+            s.status = Some(NamespaceSnapshotStatus {
+                phase,
+                completion_time: Some(Time(
+                    k8s_openapi::jiff::Timestamp::from_second(completed).unwrap(),
+                )),
+                volumes: vec![VolumeSnapshotStatus {
+                    claim: "data-db-0".into(),
+                    data: index.map(|i| VolumeDataStatus {
+                        index: Some(i.into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+            s
+        };
+        let this = snapshot("now", "minio", SnapshotPhase::Exporting, 0, None);
+        let all = [
+            snapshot("old", "minio", SnapshotPhase::Completed, 100, Some("i-old")),
+            snapshot(
+                "newer",
+                "minio",
+                SnapshotPhase::Completed,
+                200,
+                Some("i-newer"),
+            ),
+            snapshot(
+                "failed",
+                "minio",
+                SnapshotPhase::Failed,
+                300,
+                Some("i-failed"),
+            ),
+            snapshot(
+                "elsewhere",
+                "other",
+                SnapshotPhase::Completed,
+                400,
+                Some("i-other"),
+            ),
+            snapshot("csi-only", "minio", SnapshotPhase::Completed, 500, None),
+            this.clone(),
+        ];
+        assert_eq!(parent_index(&all, &this, "data-db-0"), Some("i-newer"));
+        assert_eq!(parent_index(&all, &this, "data-db-1"), None);
+        assert_eq!(parent_index(&all[2..], &this, "data-db-0"), None);
     }
 
     #[test]
@@ -502,7 +603,10 @@ mod tests {
         assert!(args.contains(&"--s3-prefix=team-a"));
         assert!(args.contains(&"--s3-path-style"));
         assert!(args.contains(&"--s3-ca-bundle=/etc/multicluster-mover/ca.pem"));
-        assert_eq!(&args[args.len() - 2..], ["export", "--source=/volume"]);
+        assert_eq!(
+            &args[args.len() - 3..],
+            ["export", "--source=/volume", "--parent=0f0f"]
+        );
         // The keys come from the job's Secret, never from the arguments.
         assert!(!args.iter().any(|a| a.contains("minio")));
         assert_eq!(c["env"][0]["valueFrom"]["secretKeyRef"]["name"], job.name);

@@ -233,24 +233,29 @@ async fn delete(
         return Ok(());
     }
     let snapshots_api: Api<NamespaceSnapshot> = Api::namespaced(hub.clone(), SYSTEM_NAMESPACE);
-    for s in &snapshots {
-        match snapshots_api
-            .delete(&s.name_any(), &DeleteParams::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!("deleting {}", s.name_any())));
-            }
-        }
-    }
-    // The hub server removes each one's archive and volume snapshots, then the object goes.
+    // The hub server removes each one's archive and volume snapshots, then the object goes. Each
+    // look deletes what is not being deleted yet: a pass of the schedule that was under way when it
+    // was deleted may still create one.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let left = snapshots_of(hub, name).await?;
         if left.is_empty() {
             break;
+        }
+        for s in left
+            .iter()
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
+        {
+            match snapshots_api
+                .delete(&s.name_any(), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("deleting {}", s.name_any())));
+                }
+            }
         }
         if Instant::now() >= deadline {
             let names: Vec<String> = left.iter().map(ResourceExt::name_any).collect();

@@ -26,10 +26,13 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt};
 use multicluster_core::api::{
-    DataCollection, NamespaceSnapshot, SnapshotPhase, StorageLocation, VolumeDataPolicy,
+    DataCollection, NamespaceRestore, NamespaceSnapshot, SnapshotPhase, StorageLocation,
+    VolumeDataPolicy,
 };
 use multicluster_core::snapshot::data::{self, DATA_PREFIX, Stored, index_key};
-use multicluster_core::snapshot::location::collection_due;
+use multicluster_core::snapshot::location::{
+    collection_due, restore_holding_data, same_store, sweep_interval,
+};
 use multicluster_core::{SYSTEM_NAMESPACE, keys};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -82,9 +85,13 @@ async fn sweep_one(location: Arc<StorageLocation>, ctx: Arc<Ctx>) -> Result<Acti
     }
     let name = location.name_any();
     let lock = ctx.locks.of(&name);
-    let outcome = {
-        let _sweeping = lock.write().await;
-        collect(&ctx.hub, &location, ctx.settings.grace).await
+    // An export at work answers at once (and the sweep is tried again within SWEEP_RETRY)
+    // instead of holding `snapshot location collect` until it ends.
+    let outcome = match lock.try_write() {
+        Ok(_sweeping) => collect(&ctx.hub, &location, ctx.settings.grace).await,
+        Err(_) => Ok(Outcome::Waiting(
+            "an export to this location is at work; the sweep runs once it ends".to_owned(),
+        )),
     };
     let collection = match outcome {
         Ok(Outcome::Swept(c)) => {
@@ -119,18 +126,11 @@ async fn sweep_one(location: Arc<StorageLocation>, ctx: Arc<Ctx>) -> Result<Acti
             &Patch::Merge(serde_json::json!({ "status": { "lastCollection": record } })),
         )
         .await?;
-    let next = collection_due(
-        &StorageLocation {
-            status: Some(multicluster_core::api::StorageLocationStatus {
-                last_collection: Some(collection),
-                ..Default::default()
-            }),
-            ..(*location).clone()
-        },
-        Timestamp::now(),
+    // The request, if any, is now answered: the next sweep is due after the interval.
+    Ok(Action::requeue(sweep_interval(
+        &collection,
         ctx.settings.interval,
-    );
-    Ok(Action::requeue(next.unwrap_or(ctx.settings.interval)))
+    )))
 }
 
 enum Outcome {
@@ -145,15 +145,47 @@ async fn collect(
     grace: Duration,
 ) -> anyhow::Result<Outcome> {
     let name = location.name_any();
-    let snapshots: Vec<NamespaceSnapshot> =
+    // Another location on the same bucket and prefix (or directory) has snapshots this sweep
+    // would not see: their chunks would look unreferenced.
+    let locations = Api::<StorageLocation>::namespaced(hub.clone(), SYSTEM_NAMESPACE)
+        .list(&ListParams::default())
+        .await
+        .context("listing the StorageLocations")?
+        .items;
+    if let Some(twin) = locations
+        .iter()
+        .find(|l| l.name_any() != name && same_store(&l.spec, &location.spec))
+    {
+        return Ok(Outcome::Waiting(format!(
+            "not swept: StorageLocation {} points at the same storage, and a sweep of one would \
+             delete the other's data; give each location its own bucket or prefix",
+            twin.name_any()
+        )));
+    }
+    let all_snapshots: Vec<NamespaceSnapshot> =
         Api::<NamespaceSnapshot>::namespaced(hub.clone(), SYSTEM_NAMESPACE)
             .list(&ListParams::default())
             .await
             .context("listing the NamespaceSnapshots")?
-            .items
-            .into_iter()
-            .filter(|s| s.spec.location == name && s.metadata.deletion_timestamp.is_none())
-            .collect();
+            .items;
+    // A restore filling volumes from a snapshot deleted since it started reads chunks no
+    // snapshot keeps referenced.
+    let restores = Api::<NamespaceRestore>::namespaced(hub.clone(), SYSTEM_NAMESPACE)
+        .list(&ListParams::default())
+        .await
+        .context("listing the NamespaceRestores")?
+        .items;
+    if let Some(filling) = restore_holding_data(&name, &restores, &all_snapshots) {
+        return Ok(Outcome::Waiting(format!(
+            "restore {} may be filling volumes from a deleted snapshot's data here; the sweep \
+             runs once it is past that",
+            filling.name_any()
+        )));
+    }
+    let snapshots: Vec<NamespaceSnapshot> = all_snapshots
+        .into_iter()
+        .filter(|s| s.spec.location == name && s.metadata.deletion_timestamp.is_none())
+        .collect();
     let phase = |s: &NamespaceSnapshot| s.status.as_ref().map(|st| st.phase).unwrap_or_default();
     if let Some(busy) = snapshots.iter().find(|s| {
         phase(s) == SnapshotPhase::Exporting && s.spec.volume_data == VolumeDataPolicy::Export
@@ -171,7 +203,7 @@ async fn collect(
         .filter_map(|v| v.data.as_ref().and_then(|d| d.index.clone()))
         .collect();
     let store = crate::snapshot::storage::open(hub, location).await?;
-    let mut chunks = BTreeSet::new();
+    let mut objects = BTreeSet::new();
     for index in &indexes {
         match store.head(&Path::from(index_key(index))).await {
             // Its data cannot be restored anyway; what it named is no one's.
@@ -183,10 +215,10 @@ async fn collect(
             Ok(_) => {}
         }
         let read = crate::snapshot::mover::read_index(store.as_ref(), index).await?;
-        chunks.extend(read.chunk_digests().map(str::to_owned));
+        objects.extend(read.object_keys());
     }
     let stored = list_data(store.as_ref()).await?;
-    let sweep = data::sweep(&stored, &indexes, &chunks, Timestamp::now(), grace);
+    let sweep = data::sweep(&stored, &indexes, &objects, Timestamp::now(), grace);
     futures::stream::iter(sweep.remove.clone())
         .map(|key| {
             let store = store.clone();

@@ -5,14 +5,17 @@
 //!
 //! Export reads each file once, cutting it into content-defined chunks as it reads (FastCDC over
 //! a stream, so a file of any size takes a few chunks of memory), and uploads the chunks the
-//! location does not have yet, several at once; then the index. Import reads the index, checks it,
-//! writes every file's chunks at their offsets (holes stay holes), verifying each chunk's digest,
-//! then links, owners, modes and times, deepest first so that a directory's time is its own.
+//! location does not have yet; then the index. Files unchanged since the parent index (size and
+//! modification time) are not read at all. Import reads the index, checks it, writes every file's
+//! chunks at their offsets (holes stay holes), verifying each chunk's digest, then links, owners,
+//! modes and times, deepest first so that a directory's time is its own. Both move many files at
+//! once under one bound on the chunks in memory: a volume of small files is as many small objects,
+//! and one at a time would leave the store idle between them.
 //!
 //! Credentials never travel on the command line: an S3 location's keys come from the environment
 //! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), which the pod takes from the job's Secret.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, FileTimes};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -26,16 +29,30 @@ use multicluster_core::api::{S3Location, SecretRef};
 use multicluster_core::snapshot::archive::sha256_hex;
 use multicluster_core::snapshot::data::{
     CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, ChunkRef, Entry, EntryKind, INDEX_FORMAT, INDEX_MAX_BYTES,
-    Moved, VolumeIndex, chunk_key, index_key, index_problem, is_hole,
+    Moved, PACK_BELOW, PACK_TARGET, Packed, VolumeIndex, chunk_key, index_key, index_problem,
+    is_hole, pack_key,
 };
 use multicluster_core::snapshot::mover::{
     ACCESS_KEY_ENV, ProgressLine, SECRET_KEY_ENV, termination_message,
 };
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Chunks uploaded or downloaded at once.
-const IN_FLIGHT: usize = 8;
+/// Files read at once in an export, or written at once in an import: a volume of small files keeps
+/// the store busy only with many files in flight, each being one small object.
+const FILES_IN_FLIGHT: usize = 16;
+/// Chunks in memory at once across all the files of one volume (each up to `CHUNK_MAX`, 4 MiB):
+/// read and not yet stored, or downloading and not yet written. With the readers' buffers (5 MiB
+/// per large file being read) and full packs on their way (8 MiB each), an export stays near
+/// 300 MiB at worst, inside the pod's 1 GiB limit.
+const CHUNKS_IN_FLIGHT: usize = 16;
+/// How close to the parent's newest modification time a file's must be for it to be read again
+/// although unchanged by size and time: more than any file system's clock tick (ext4 and XFS
+/// stamp with the kernel's coarse clock, a few milliseconds).
+const RACY_WINDOW_NS: i64 = 2_000_000_000;
+/// Packs read at once in an import (each up to a few `PACK_TARGET`s of memory).
+const PACKS_IN_FLIGHT: usize = 4;
 /// The granularity at which import leaves zeros unwritten (a file system block).
 const HOLE_BLOCK: usize = 4096;
 /// zstd level: fast (hundreds of MB/s per core), most of the ratio.
@@ -62,6 +79,10 @@ pub enum MoverCommand {
     Export {
         #[arg(long)]
         source: PathBuf,
+        /// The index of this volume's previous export: files whose size and modification time
+        /// are unchanged are not read again, and its chunks are not looked for
+        #[arg(long, value_name = "DIGEST")]
+        parent: Option<String>,
     },
     /// Write the files of index DIGEST under TARGET, verifying every chunk; prints what moved
     Import {
@@ -202,7 +223,20 @@ async fn transfer(args: &MoverArgs) -> anyhow::Result<Moved> {
         .progress
         .then(|| tokio::spawn(report(progress.clone())));
     let moved = match &args.command {
-        MoverCommand::Export { source } => export(source, store, &progress).await,
+        MoverCommand::Export { source, parent } => {
+            let parent = match parent {
+                // Without it the export is whole, not wrong: every file is read and every chunk
+                // looked for in the location.
+                Some(digest) => read_index(store.as_ref(), digest)
+                    .await
+                    .inspect_err(|e| {
+                        tracing::warn!(error = %format!("{e:#}"), "the parent index cannot be read; every file is read again");
+                    })
+                    .ok(),
+                None => None,
+            };
+            export(source, store, &progress, parent.as_ref()).await
+        }
         MoverCommand::Import { target, index } => import(target, store, index, &progress).await,
     };
     if let Some(reporter) = reporter {
@@ -283,22 +317,57 @@ fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
         .saturating_add(meta.mtime_nsec())
 }
 
-/// Shared between the chunks of one export.
+/// Shared between the files and chunks of one export.
 struct Uploads {
     store: Arc<dyn ObjectStore>,
-    /// Digests known to be in the location (found there or uploaded by this run).
-    present: Mutex<HashSet<String>>,
+    /// Chunks known to be in the location (the parent index's, found there, or sent by this run):
+    /// digest → where, `None` for a chunk that is its own object.
+    present: Mutex<HashMap<String, Option<Packed>>>,
+    /// The pack being filled, written once it holds [`PACK_TARGET`] bytes (and the last at the
+    /// end, before the index).
+    open_pack: Mutex<Option<Pack>>,
     moved: Mutex<Moved>,
     progress: Arc<Progress>,
+    /// One per chunk in memory (read and not yet uploaded): [`CHUNKS_IN_FLIGHT`].
+    slots: Arc<Semaphore>,
+}
+
+/// A pack being filled: its random id and its bytes so far.
+struct Pack {
+    id: String,
+    bytes: Vec<u8>,
+}
+
+impl Pack {
+    fn new() -> anyhow::Result<Self> {
+        let mut id = [0u8; 16];
+        rustls::crypto::ring::default_provider()
+            .secure_random
+            .fill(&mut id)
+            .map_err(|_| anyhow!("no random bytes for a pack id"))?;
+        Ok(Pack {
+            id: id.iter().map(|b| format!("{b:02x}")).collect(),
+            bytes: Vec::with_capacity(PACK_TARGET + (PACK_BELOW as usize)),
+        })
+    }
 }
 
 impl Uploads {
-    /// Puts chunk `data` (with `digest`) unless the location has it.
-    async fn put(&self, digest: &str, data: Vec<u8>) -> anyhow::Result<()> {
-        let known = self.present.lock().is_ok_and(|p| p.contains(digest));
-        if known {
-            return Ok(());
+    /// Where chunk `digest` is, if the location has it (as far as this export knows).
+    fn known(&self, digest: &str) -> Option<Option<Packed>> {
+        self.present.lock().ok()?.get(digest).cloned()
+    }
+
+    fn count_sent(&self, len: u64, stored: u64) {
+        if let Ok(mut m) = self.moved.lock() {
+            m.bytes_transferred += len;
+            m.bytes_stored += stored;
+            m.chunks_transferred += 1;
         }
+    }
+
+    /// Puts chunk `data` (with `digest`) as an object of its own unless the location has it.
+    async fn put(&self, digest: &str, data: Vec<u8>) -> anyhow::Result<()> {
         let key = StorePath::from(chunk_key(digest));
         match self.store.head(&key).await {
             Ok(_) => {}
@@ -312,26 +381,123 @@ impl Uploads {
                     .put(&key, PutPayload::from(compressed))
                     .await
                     .with_context(|| format!("uploading chunk {digest}"))?;
-                if let Ok(mut m) = self.moved.lock() {
-                    m.bytes_transferred += len;
-                    m.bytes_stored += stored;
-                    m.chunks_transferred += 1;
-                }
+                self.count_sent(len, stored);
             }
             Err(e) => return Err(e).with_context(|| format!("looking for chunk {digest}")),
         }
         if let Ok(mut p) = self.present.lock() {
-            p.insert(digest.to_owned());
+            p.insert(digest.to_owned(), None);
         }
         Ok(())
+    }
+
+    /// Adds small chunk `data` to the open pack; writes the pack once full. (A small chunk is not
+    /// looked for in the location: that would cost a request per small file, which packing
+    /// saves. A small chunk neither the parent nor this run has is stored again.)
+    async fn pack(&self, digest: &str, data: Vec<u8>) -> anyhow::Result<Packed> {
+        let len = data.len() as u64;
+        let compressed =
+            tokio::task::spawn_blocking(move || zstd::bulk::compress(&data, ZSTD_LEVEL)).await??;
+        let (packed, full) = {
+            let mut open = self
+                .open_pack
+                .lock()
+                .map_err(|_| anyhow!("a pack upload panicked"))?;
+            if open.is_none() {
+                *open = Some(Pack::new()?);
+            }
+            let pack = open.as_mut().context("a pack is open")?;
+            let packed = Packed {
+                pack: pack.id.clone(),
+                at: pack.bytes.len() as u64,
+                stored: u32::try_from(compressed.len())?,
+            };
+            pack.bytes.extend_from_slice(&compressed);
+            let full = if pack.bytes.len() >= PACK_TARGET {
+                open.take()
+            } else {
+                None
+            };
+            (packed, full)
+        };
+        self.count_sent(len, compressed.len() as u64);
+        if let Ok(mut p) = self.present.lock() {
+            p.insert(digest.to_owned(), Some(packed.clone()));
+        }
+        if let Some(full) = full {
+            self.write_pack(full).await?;
+        }
+        Ok(packed)
+    }
+
+    async fn write_pack(&self, pack: Pack) -> anyhow::Result<()> {
+        self.store
+            .put(
+                &StorePath::from(pack_key(&pack.id)),
+                PutPayload::from(pack.bytes),
+            )
+            .await
+            .with_context(|| format!("uploading pack {}", pack.id))?;
+        Ok(())
+    }
+
+    /// Writes the pack still open, if any: before the index that references it.
+    async fn finish(&self) -> anyhow::Result<()> {
+        let last = self
+            .open_pack
+            .lock()
+            .map_err(|_| anyhow!("a pack upload panicked"))?
+            .take();
+        match last {
+            Some(pack) => self.write_pack(pack).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Hashes and stores one chunk read at `offset` (a hole is neither); returns its reference.
+    async fn chunk(&self, offset: u64, data: Vec<u8>) -> anyhow::Result<Option<ChunkRef>> {
+        let len = u32::try_from(data.len())?;
+        if is_hole(&data) {
+            self.progress.add_done(u64::from(len));
+            return Ok(None);
+        }
+        let (data, digest) = tokio::task::spawn_blocking(move || {
+            let digest = sha256_hex(&data);
+            (data, digest)
+        })
+        .await?;
+        let packed = match self.known(&digest) {
+            Some(packed) => packed,
+            None if len < PACK_BELOW => Some(self.pack(&digest, data).await?),
+            None => {
+                self.put(&digest, data).await?;
+                None
+            }
+        };
+        self.progress.add_done(u64::from(len));
+        Ok(Some(ChunkRef {
+            offset,
+            len,
+            digest,
+            packed,
+        }))
     }
 }
 
 /// Exports the files under `source` to `store`; returns what moved, with the index's digest.
+///
+/// With `parent` (this volume's index in the snapshot before), a file whose size and modification
+/// time (to the nanosecond) are the parent's is not read again: its chunks are the parent's, as
+/// rsync decides (the temporary claim is a new copy of the volume, whose inode numbers and change
+/// times need not be the source's, so restic's further checks would fail every file), except the
+/// files written last before the parent was cut ([`RACY_WINDOW_NS`]). And the parent's chunks are
+/// known to be in the location without asking it: they are referenced by a snapshot that exists,
+/// and no sweep of the location runs while an export does.
 pub async fn export(
     source: &Path,
     store: Arc<dyn ObjectStore>,
     progress: &Arc<Progress>,
+    parent: Option<&VolumeIndex>,
 ) -> anyhow::Result<Moved> {
     let root = source.to_owned();
     let found = tokio::task::spawn_blocking(move || walk(&root)).await??;
@@ -344,42 +510,96 @@ pub async fn export(
             })
             .sum(),
     );
+    let mut unchanged: HashMap<&str, (u64, i64, &[ChunkRef])> = HashMap::new();
+    let mut present = HashMap::new();
+    let parent_files = parent
+        .iter()
+        .flat_map(|p| p.entries.iter())
+        .filter_map(|e| match &e.kind {
+            EntryKind::File { size, chunks } => Some((e, *size, chunks)),
+            _ => None,
+        });
+    // A file written again within a tick of the file system's clock after the parent's volume
+    // snapshot was cut keeps the time the parent recorded (git's "racily clean" file). Its time
+    // is then within that tick of the cut, so at or after the parent's newest time less the
+    // tick: such files are read again whatever their time says.
+    let racy_from = parent_files
+        .clone()
+        .map(|(e, _, _)| e.mtime_ns)
+        .max()
+        .unwrap_or(i64::MAX)
+        .saturating_sub(RACY_WINDOW_NS);
+    for (entry, size, chunks) in parent_files {
+        present.extend(chunks.iter().map(|c| (c.digest.clone(), c.packed.clone())));
+        if entry.mtime_ns < racy_from {
+            unchanged.insert(entry.path.as_str(), (size, entry.mtime_ns, chunks));
+        }
+    }
     let uploads = Arc::new(Uploads {
         store: store.clone(),
-        present: Mutex::default(),
+        present: Mutex::new(present),
+        open_pack: Mutex::default(),
         moved: Mutex::default(),
         progress: progress.clone(),
+        slots: Arc::new(Semaphore::new(CHUNKS_IN_FLIGHT)),
     });
-    let mut entries = Vec::with_capacity(found.len());
-    for (path, meta, found) in found {
-        let kind = match found {
-            Found::Dir => EntryKind::Dir,
-            Found::Symlink { target } => EntryKind::Symlink { target },
-            Found::HardLink { to } => EntryKind::HardLink { to },
-            Found::File { size } => {
-                let chunks = export_file(&source.join(&path), &uploads)
-                    .await
-                    .with_context(|| format!("exporting file {path}"))?;
-                if let Ok(mut m) = uploads.moved.lock() {
-                    m.files += 1;
-                    m.chunks += chunks.len() as u64;
-                    m.bytes += chunks.iter().map(|c| u64::from(c.len)).sum::<u64>();
-                }
-                EntryKind::File { size, chunks }
+    // Files at once, in any order (a large one does not hold up the small ones behind it); the
+    // index lists them in the walk's order.
+    let mut entries: Vec<(usize, Entry)> = futures::stream::iter(found.into_iter().enumerate())
+        .map(|(at, (path, meta, found))| {
+            let reuse = match &found {
+                Found::File { size } => unchanged
+                    .get(path.as_str())
+                    .filter(|(s, mtime, _)| s == size && *mtime == mtime_ns(&meta))
+                    .map(|(_, _, chunks)| chunks.to_vec()),
+                _ => None,
+            };
+            let (uploads, full) = (uploads.clone(), source.join(&path));
+            async move {
+                let kind = match found {
+                    Found::Dir => EntryKind::Dir,
+                    Found::Symlink { target } => EntryKind::Symlink { target },
+                    Found::HardLink { to } => EntryKind::HardLink { to },
+                    Found::File { size } => {
+                        let chunks = match reuse {
+                            Some(chunks) => {
+                                uploads.progress.add_done(size);
+                                chunks
+                            }
+                            None => export_file(full, size, &uploads)
+                                .await
+                                .with_context(|| format!("exporting file {path}"))?,
+                        };
+                        if let Ok(mut m) = uploads.moved.lock() {
+                            m.files += 1;
+                            m.chunks += chunks.len() as u64;
+                            m.bytes += chunks.iter().map(|c| u64::from(c.len)).sum::<u64>();
+                        }
+                        EntryKind::File { size, chunks }
+                    }
+                };
+                anyhow::Ok((
+                    at,
+                    Entry {
+                        path,
+                        mode: meta.mode() & 0o7777,
+                        uid: meta.uid(),
+                        gid: meta.gid(),
+                        mtime_ns: mtime_ns(&meta),
+                        kind,
+                    },
+                ))
             }
-        };
-        entries.push(Entry {
-            path,
-            mode: meta.mode() & 0o7777,
-            uid: meta.uid(),
-            gid: meta.gid(),
-            mtime_ns: mtime_ns(&meta),
-            kind,
-        });
-    }
+        })
+        // The first failure ends the export (the rest are not tried against a store that is down).
+        .buffer_unordered(FILES_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    uploads.finish().await?;
+    entries.sort_by_key(|(at, _)| *at);
     let index = VolumeIndex {
         format: INDEX_FORMAT,
-        entries,
+        entries: entries.into_iter().map(|(_, e)| e).collect(),
     };
     let json = serde_json::to_vec(&index)?;
     if json.len() > INDEX_MAX_BYTES {
@@ -408,21 +628,62 @@ pub async fn export(
     Ok(moved)
 }
 
-/// Cuts one file into chunks as it reads it and uploads those the location lacks; holes are left
-/// out of the returned list.
-async fn export_file(path: &Path, uploads: &Arc<Uploads>) -> anyhow::Result<Vec<ChunkRef>> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<anyhow::Result<(u64, Vec<u8>)>>(IN_FLIGHT);
+/// Cuts one file into chunks and uploads those the location lacks; holes are left out of the
+/// returned list. A file that fits in one chunk's memory is read whole; a larger one is cut as it
+/// is read, each chunk taking a slot before it is read, so that what waits holds no data.
+async fn export_file(
+    path: PathBuf,
+    size: u64,
+    uploads: &Arc<Uploads>,
+) -> anyhow::Result<Vec<ChunkRef>> {
+    if size <= u64::from(CHUNK_MAX) {
+        let _slot = uploads.slots.acquire().await?;
+        let data = tokio::task::spawn_blocking(move || {
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+        })
+        .await??;
+        let cuts: Vec<(u64, usize)> = fastcdc::v2020::FastCDC::new(
+            &data,
+            CHUNK_MIN as usize,
+            CHUNK_AVG as usize,
+            CHUNK_MAX as usize,
+        )
+        .map(|c| (c.offset as u64, c.length))
+        .collect();
+        let mut chunks = Vec::with_capacity(cuts.len());
+        for (offset, length) in cuts {
+            let at = offset as usize;
+            if let Some(chunk) = uploads
+                .chunk(offset, data[at..at + length].to_vec())
+                .await?
+            {
+                chunks.push(chunk);
+            }
+        }
+        return Ok(chunks);
+    }
+    let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let slots = uploads.slots.clone();
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<anyhow::Result<(u64, Vec<u8>, OwnedSemaphorePermit)>>(1);
     let reader = tokio::task::spawn_blocking(move || {
-        let chunker = fastcdc::v2020::StreamCDC::new(
+        let mut chunker = fastcdc::v2020::StreamCDC::new(
             std::io::BufReader::with_capacity(1 << 20, file),
             CHUNK_MIN as usize,
             CHUNK_AVG as usize,
             CHUNK_MAX as usize,
         );
-        for chunk in chunker {
+        loop {
+            let Ok(slot) = futures::executor::block_on(slots.clone().acquire_owned()) else {
+                // Never closed; were it, the file must not end short without an error.
+                let _ = tx.blocking_send(Err(anyhow!("reading: the export was given up")));
+                break;
+            };
+            let Some(chunk) = chunker.next() else {
+                break;
+            };
             let item = chunk
-                .map(|c| (c.offset, c.data))
+                .map(|c| (c.offset, c.data, slot))
                 .map_err(|e| anyhow!("reading: {e}"));
             let failed = item.is_err();
             if tx.blocking_send(item).is_err() || failed {
@@ -434,28 +695,11 @@ async fn export_file(path: &Path, uploads: &Arc<Uploads>) -> anyhow::Result<Vec<
         .map(|item| {
             let uploads = uploads.clone();
             async move {
-                let (offset, data) = item?;
-                if is_hole(&data) {
-                    uploads.progress.add_done(data.len() as u64);
-                    return Ok(None);
-                }
-                let len = u32::try_from(data.len())?;
-                let (data, digest) = tokio::task::spawn_blocking(move || {
-                    let digest = sha256_hex(&data);
-                    (data, digest)
-                })
-                .await?;
-                uploads.put(&digest, data).await?;
-                uploads.progress.add_done(u64::from(len));
-                anyhow::Ok(Some(ChunkRef {
-                    offset,
-                    len,
-                    digest,
-                }))
+                let (offset, data, _slot) = item?;
+                uploads.chunk(offset, data).await
             }
         })
-        // The first failure ends the export (the rest are not tried against a store that is down).
-        .buffer_unordered(IN_FLIGHT)
+        .buffer_unordered(CHUNKS_IN_FLIGHT)
         .try_filter_map(|chunk| async move { Ok(chunk) })
         .try_collect()
         .await?;
@@ -538,6 +782,9 @@ pub async fn import(
         );
     }
     std::fs::write(&marker, digest).with_context(|| format!("writing {}", marker.display()))?;
+    // Directories and symlinks first, in the index's order (parents first); then the files, several
+    // at once; then the hard links to them. (`index_problem` refused an index whose paths go
+    // through a link, so no write below can leave the volume.)
     for entry in &index.entries {
         let path = target.join(&entry.path);
         match &entry.kind {
@@ -548,40 +795,54 @@ pub async fn import(
                 std::os::unix::fs::symlink(to, &path)
                     .with_context(|| format!("creating symlink {}", entry.path))?;
             }
-            EntryKind::HardLink { to } => {
-                let _ = std::fs::remove_file(&path);
-                std::fs::hard_link(target.join(to), &path)
-                    .with_context(|| format!("linking {} to {to}", entry.path))?;
+            EntryKind::HardLink { .. } | EntryKind::File { .. } => {}
+        }
+    }
+    let slots = Arc::new(Semaphore::new(CHUNKS_IN_FLIGHT));
+    let files = index.entries.iter().filter_map(|e| match &e.kind {
+        EntryKind::File { size, chunks } => Some((e.path.as_str(), *size, chunks.as_slice())),
+        _ => None,
+    });
+    let written: Vec<(u64, u64, u64)> = futures::stream::iter(files)
+        .map(|(name, size, chunks)| {
+            import_file(target, &store, (name, size, chunks), progress, &slots)
+        })
+        .buffer_unordered(FILES_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    for (chunks, bytes, stored) in written {
+        moved.files += 1;
+        moved.chunks += chunks;
+        moved.chunks_transferred += chunks;
+        moved.bytes += bytes;
+        moved.bytes_transferred += bytes;
+        moved.bytes_stored += stored;
+    }
+    // The small chunks, a pack at a time: one read of the part of each pack this volume uses.
+    let mut packs: BTreeMap<&str, Vec<(&str, &ChunkRef)>> = BTreeMap::new();
+    for entry in &index.entries {
+        if let EntryKind::File { chunks, .. } = &entry.kind {
+            for chunk in chunks {
+                if let Some(p) = &chunk.packed {
+                    packs
+                        .entry(p.pack.as_str())
+                        .or_default()
+                        .push((entry.path.as_str(), chunk));
+                }
             }
-            EntryKind::File { size, chunks } => {
-                let file =
-                    File::create(&path).with_context(|| format!("creating file {}", entry.path))?;
-                // The length first: what no chunk covers stays a hole.
-                file.set_len(*size)?;
-                let file = Arc::new(file);
-                futures::stream::iter(chunks.iter().cloned())
-                    .map(|chunk| {
-                        let (store, file, name) = (store.clone(), file.clone(), entry.path.clone());
-                        let progress = progress.clone();
-                        async move {
-                            let stored = import_chunk(store.as_ref(), &file, &name, &chunk).await?;
-                            progress.add_done(u64::from(chunk.len));
-                            anyhow::Ok(stored)
-                        }
-                    })
-                    .buffer_unordered(IN_FLIGHT)
-                    .try_fold(0u64, |sum, stored| async move { Ok(sum + stored) })
-                    .await
-                    .map(|stored| moved.bytes_stored += stored)?;
-                moved.files += 1;
-                moved.chunks += chunks.len() as u64;
-                moved.chunks_transferred += chunks.len() as u64;
-                let bytes: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
-                // The holes, which no chunk covers, are done too.
-                progress.add_done(size.saturating_sub(bytes));
-                moved.bytes += bytes;
-                moved.bytes_transferred += bytes;
-            }
+        }
+    }
+    moved.bytes_stored += futures::stream::iter(packs)
+        .map(|(pack, chunks)| import_pack(target, store.as_ref(), pack, chunks, progress))
+        .buffer_unordered(PACKS_IN_FLIGHT)
+        .try_fold(0u64, |sum, stored| async move { Ok(sum + stored) })
+        .await?;
+    for entry in &index.entries {
+        if let EntryKind::HardLink { to } = &entry.kind {
+            let path = target.join(&entry.path);
+            let _ = std::fs::remove_file(&path);
+            std::fs::hard_link(target.join(to), &path)
+                .with_context(|| format!("linking {} to {to}", entry.path))?;
         }
     }
     std::fs::remove_file(&marker).with_context(|| format!("removing {}", marker.display()))?;
@@ -635,18 +896,128 @@ fn is_empty_lost_found(entry: &std::fs::DirEntry) -> bool {
         && std::fs::read_dir(entry.path()).is_ok_and(|mut d| d.next().is_none())
 }
 
+/// Writes one file of the index: its length first (what no chunk covers stays a hole), then its
+/// chunks, each taking a slot before it is downloaded. Returns its chunks, bytes and stored bytes.
+async fn import_file(
+    target: &Path,
+    store: &Arc<dyn ObjectStore>,
+    (name, size, chunks): (&str, u64, &[ChunkRef]),
+    progress: &Arc<Progress>,
+    slots: &Arc<Semaphore>,
+) -> anyhow::Result<(u64, u64, u64)> {
+    let file = File::create(target.join(name)).with_context(|| format!("creating file {name}"))?;
+    file.set_len(size)?;
+    let file = Arc::new(file);
+    // Its chunks of their own here; those in packs go with their packs (`import_pack`).
+    let own = chunks.iter().filter(|c| c.packed.is_none()).cloned();
+    let stored = futures::stream::iter(own)
+        .map(|chunk| {
+            let (store, file, progress) = (store.clone(), file.clone(), progress.clone());
+            async move {
+                let _slot = slots.acquire().await?;
+                let stored = import_chunk(store.as_ref(), file, name, chunk.clone()).await?;
+                progress.add_done(u64::from(chunk.len));
+                anyhow::Ok(stored)
+            }
+        })
+        .buffer_unordered(CHUNKS_IN_FLIGHT)
+        .try_fold(0u64, |sum, stored| async move { Ok(sum + stored) })
+        .await?;
+    let bytes: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+    // The holes, which no chunk covers, are done too.
+    progress.add_done(size.saturating_sub(bytes));
+    Ok((chunks.len() as u64, bytes, stored))
+}
+
+/// Reads the span of pack `id` that `chunks` (each with its file's name) occupy, then checks and
+/// writes each; returns the stored bytes read. The files exist already, at their sizes.
+async fn import_pack(
+    target: &Path,
+    store: &dyn ObjectStore,
+    id: &str,
+    chunks: Vec<(&str, &ChunkRef)>,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<u64> {
+    let span = |c: &ChunkRef| {
+        c.packed
+            .as_ref()
+            .map(|p| (p.at, p.at.saturating_add(u64::from(p.stored))))
+            .unwrap_or_default()
+    };
+    let start = chunks.iter().map(|(_, c)| span(c).0).min().unwrap_or(0);
+    let end = chunks.iter().map(|(_, c)| span(c).1).max().unwrap_or(0);
+    let (first_file, first) = chunks[0];
+    let what = |name: &str, c: &ChunkRef| {
+        format!(
+            "file {name}: its chunk at offset {} ({} bytes, {}, in pack {id})",
+            c.offset, c.len, c.digest
+        )
+    };
+    if end - start > (PACK_TARGET as u64) * 4 {
+        bail!(
+            "{}: the index places chunks over {} MiB of the pack, more than a pack holds",
+            what(first_file, first),
+            (end - start) >> 20
+        );
+    }
+    let bytes = store
+        .get_range(&StorePath::from(pack_key(id)), start..end)
+        .await
+        .map_err(|e| match e {
+            object_store::Error::NotFound { .. } => {
+                anyhow!("{} is missing from the location", what(first_file, first))
+            }
+            e => anyhow!(e).context(format!("reading {}", what(first_file, first))),
+        })?;
+    let jobs: Vec<(PathBuf, String, ChunkRef)> = chunks
+        .iter()
+        .map(|(name, c)| (target.join(name), what(name, c), (*c).clone()))
+        .collect();
+    let progress = progress.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut stored = 0u64;
+        for (path, what, chunk) in jobs {
+            let (at, until) = span(&chunk);
+            let part = usize::try_from(at - start)
+                .ok()
+                .zip(usize::try_from(until - start).ok())
+                .and_then(|(a, b)| bytes.get(a..b))
+                .ok_or_else(|| anyhow!("{what} is corrupt: the pack is shorter"))?;
+            let data = zstd::bulk::decompress(part, CHUNK_MAX as usize)
+                .map_err(|e| anyhow!("{what} is corrupt: {e}"))?;
+            if data.len() != chunk.len as usize || sha256_hex(&data) != chunk.digest {
+                bail!("{what} is corrupt: its content does not have that digest");
+            }
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            write_skipping_holes(&file, &data, chunk.offset)
+                .with_context(|| format!("writing {what}"))?;
+            stored += part.len() as u64;
+            progress.add_done(u64::from(chunk.len));
+        }
+        anyhow::Ok(stored)
+    })
+    .await?
+}
+
 /// Downloads, checks and writes one chunk; returns its stored (compressed) size.
 async fn import_chunk(
     store: &dyn ObjectStore,
-    file: &File,
+    file: Arc<File>,
     name: &str,
-    chunk: &ChunkRef,
+    chunk: ChunkRef,
 ) -> anyhow::Result<u64> {
-    let what = || {
-        format!(
-            "file {name}: its chunk at offset {} ({} bytes, {})",
-            chunk.offset, chunk.len, chunk.digest
-        )
+    let what = {
+        let name = name.to_owned();
+        let chunk = chunk.clone();
+        move || {
+            format!(
+                "file {name}: its chunk at offset {} ({} bytes, {})",
+                chunk.offset, chunk.len, chunk.digest
+            )
+        }
     };
     let bytes = store
         .get(&StorePath::from(chunk_key(&chunk.digest)))
@@ -659,18 +1030,27 @@ async fn import_chunk(
         })?
         .bytes()
         .await
-        .with_context(what)?;
+        .with_context(what.clone())?;
     let stored = bytes.len() as u64;
-    let data = zstd::bulk::decompress(&bytes, CHUNK_MAX as usize)
-        .map_err(|e| anyhow!("{} is corrupt: {e}", what()))?;
-    if data.len() != chunk.len as usize || sha256_hex(&data) != chunk.digest {
-        bail!(
-            "{} is corrupt: its content does not have that digest",
-            what()
-        );
-    }
-    // Zero blocks are not written: the file was sized first, so they read back as zeros and a
-    // sparse file stays sparse (a chunk around a hole holds some of its zeros).
+    tokio::task::spawn_blocking(move || {
+        let data = zstd::bulk::decompress(&bytes, CHUNK_MAX as usize)
+            .map_err(|e| anyhow!("{} is corrupt: {e}", what()))?;
+        if data.len() != chunk.len as usize || sha256_hex(&data) != chunk.digest {
+            bail!(
+                "{} is corrupt: its content does not have that digest",
+                what()
+            );
+        }
+        write_skipping_holes(&file, &data, chunk.offset)
+            .with_context(|| format!("writing {}", what()))
+    })
+    .await??;
+    Ok(stored)
+}
+
+/// Writes `data` at `offset` but its zero blocks: the file was sized first, so they read back as
+/// zeros and a sparse file stays sparse (a chunk around a hole holds some of its zeros).
+fn write_skipping_holes(file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
     let mut at = 0;
     while at < data.len() {
         let end = (at + HOLE_BLOCK).min(data.len());
@@ -686,11 +1066,10 @@ async fn import_chunk(
             }
             run_end = next;
         }
-        file.write_all_at(&data[at..run_end], chunk.offset + at as u64)
-            .with_context(|| format!("writing {}", what()))?;
+        file.write_all_at(&data[at..run_end], offset + at as u64)?;
         at = run_end;
     }
-    Ok(stored)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -752,7 +1131,7 @@ mod tests {
             tempfile::tempdir().expect("tmp"),
         );
         volume(source.path());
-        let first = export(source.path(), store(location.path()), &Arc::default())
+        let first = export(source.path(), store(location.path()), &Arc::default(), None)
             .await
             .expect("export");
         assert_eq!(
@@ -766,6 +1145,21 @@ mod tests {
         assert!(
             first.bytes_stored < 7 << 20,
             "the 64 MiB sparse file costs next to nothing: {first:?}"
+        );
+        let objects = |kind: &str| {
+            std::fs::read_dir(location.path().join("data").join(kind))
+                .map(|d| {
+                    d.flatten()
+                        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten())
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        assert_eq!(objects("packs"), 1, "the 50 small files are one object");
+        assert!(
+            objects("chunks") <= 8,
+            "{} chunk objects",
+            objects("chunks")
         );
 
         let back = import(
@@ -815,9 +1209,17 @@ mod tests {
             .open(source.path().join("db/large"))
             .expect("open");
         large.write_all_at(b"X", 3 << 20).expect("write");
-        let second = export(source.path(), store(location.path()), &Arc::default())
+        let parent = read_index(store(location.path()).as_ref(), &first.index_digest)
             .await
-            .expect("export again");
+            .expect("index");
+        let second = export(
+            source.path(),
+            store(location.path()),
+            &Arc::default(),
+            Some(&parent),
+        )
+        .await
+        .expect("export again");
         assert_ne!(second.index_digest, first.index_digest);
         assert!(
             second.chunks_transferred <= 2 && second.bytes_transferred <= u64::from(CHUNK_MAX) * 2,
@@ -830,6 +1232,101 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn with_its_parent_an_export_reads_only_files_whose_size_or_time_changed() {
+        let (source, location) = (
+            tempfile::tempdir().expect("tmp"),
+            tempfile::tempdir().expect("tmp"),
+        );
+        volume(source.path());
+        // Everything written an hour ago but `recent`, written last before the parent was cut.
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for dir in ["db/tables", "db", ""] {
+            for entry in std::fs::read_dir(source.path().join(dir))
+                .expect("dir")
+                .flatten()
+            {
+                if entry.file_type().expect("type").is_file() {
+                    File::open(entry.path())
+                        .and_then(|f| f.set_times(FileTimes::new().set_modified(hour_ago)))
+                        .expect("time");
+                }
+            }
+        }
+        std::fs::write(source.path().join("recent"), "v1").expect("write");
+        let first = export(source.path(), store(location.path()), &Arc::default(), None)
+            .await
+            .expect("export");
+        let parent = read_index(store(location.path()).as_ref(), &first.index_digest)
+            .await
+            .expect("parent index");
+        let keep_time = |path: &Path, write: &dyn Fn(&Path)| {
+            let mtime = std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .expect("mtime");
+            write(path);
+            File::open(path)
+                .and_then(|f| f.set_times(FileTimes::new().set_modified(mtime)))
+                .expect("time");
+        };
+        // Same size, same time, other bytes: what the quick check cannot see, and why it reads
+        // nothing here (as rsync would not).
+        keep_time(&source.path().join("db/tables/t9"), &|p| {
+            std::fs::write(p, "ROW 9\n".repeat(10)).expect("write")
+        });
+        // The same for the file written last before the parent: it may have been written again
+        // within the clock's tick, so it is read again, and its change moves.
+        keep_time(&source.path().join("recent"), &|p| {
+            std::fs::write(p, "v2").expect("write")
+        });
+        // A new time: read again, and only its new chunk moves.
+        std::fs::write(source.path().join("db/tables/t8"), "row 8 changed\n").expect("write");
+        let progress = Arc::new(Progress::default());
+        let second = export(
+            source.path(),
+            store(location.path()),
+            &progress,
+            Some(&parent),
+        )
+        .await
+        .expect("export with its parent");
+        assert_eq!(second.files, first.files);
+        assert_eq!(
+            (second.chunks_transferred, second.bytes_transferred),
+            (2, 14 + 2),
+            "only t8's and recent's new content: {second:?}"
+        );
+        let line = progress.line();
+        assert_eq!(
+            line.bytes_done, line.bytes_total,
+            "unchanged files count as done"
+        );
+        let index = read_index(store(location.path()).as_ref(), &second.index_digest)
+            .await
+            .expect("index");
+        let chunks_of = |index: &VolumeIndex, name: &str| {
+            index
+                .entries
+                .iter()
+                .find(|e| e.path == name)
+                .map(|e| e.kind.clone())
+                .expect("listed")
+        };
+        assert_eq!(
+            chunks_of(&index, "db/tables/t9"),
+            chunks_of(&parent, "db/tables/t9")
+        );
+        assert_ne!(chunks_of(&index, "recent"), chunks_of(&parent, "recent"));
+        assert_ne!(
+            chunks_of(&index, "db/tables/t8"),
+            chunks_of(&parent, "db/tables/t8")
+        );
+        assert_eq!(
+            chunks_of(&index, "db/large"),
+            chunks_of(&parent, "db/large")
+        );
+    }
+
+    #[tokio::test]
     async fn an_import_started_again_replaces_what_its_interrupted_run_wrote_and_reports_every_byte()
      {
         let (source, location, target) = (
@@ -838,7 +1335,7 @@ mod tests {
             tempfile::tempdir().expect("tmp"),
         );
         volume(source.path());
-        let moved = export(source.path(), store(location.path()), &Arc::default())
+        let moved = export(source.path(), store(location.path()), &Arc::default(), None)
             .await
             .expect("export");
         // What an evicted run left: its marker, a half-written file, an empty lost+found.
@@ -884,7 +1381,12 @@ mod tests {
         );
         std::fs::write(source.path().join("a"), b"alpha").expect("write");
         std::fs::write(source.path().join("b"), b"bravo").expect("write");
-        let moved = export(source.path(), store(location.path()), &Arc::default())
+        // Over PACK_BELOW: an object of its own.
+        let c: Vec<u8> = (0..300u32 << 10)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(source.path().join("c"), &c).expect("write");
+        let moved = export(source.path(), store(location.path()), &Arc::default(), None)
             .await
             .expect("export");
         let index = read_index(store(location.path()).as_ref(), &moved.index_digest)
@@ -897,44 +1399,70 @@ mod tests {
             .expect("entry")
             .kind
         {
-            EntryKind::File { chunks, .. } => chunks[0].digest.clone(),
+            EntryKind::File { chunks, .. } => chunks[0].clone(),
             other => panic!("{other:?}"),
         };
-        // A flipped byte in b's chunk (compressed again, so only the digest can tell).
-        let b = location.path().join(chunk_key(&chunk_of("b")));
-        std::fs::write(&b, zstd::bulk::compress(b"brXvo", 3).expect("zstd")).expect("corrupt");
-        let target = tempfile::tempdir().expect("tmp");
-        let err = format!(
-            "{:#}",
-            import(
-                target.path(),
+        let targets = tempfile::tempdir().expect("tmp");
+        let import_into = |dir: &str| {
+            let (target, store, digest) = (
+                targets.path().join(dir),
                 store(location.path()),
-                &moved.index_digest,
-                &Arc::default()
-            )
-            .await
-            .expect_err("corrupt")
+                moved.index_digest.clone(),
+            );
+            async move {
+                format!(
+                    "{:#}",
+                    import(&target, store, &digest, &Arc::default())
+                        .await
+                        .expect_err("must fail")
+                )
+            }
+        };
+        let (a, b) = (chunk_of("a"), chunk_of("b"));
+        let packed = b.packed.clone().expect("a small file is packed");
+        assert_eq!(
+            a.packed.as_ref().map(|p| &p.pack),
+            Some(&packed.pack),
+            "one pack"
         );
+        assert!(chunk_of("c").packed.is_none());
+        // A flipped byte in b's part of the pack.
+        let pack = location.path().join(pack_key(&packed.pack));
+        let good = std::fs::read(&pack).expect("pack");
+        let mut bad = good.clone();
+        bad[(packed.at + u64::from(packed.stored) - 1) as usize] ^= 0xff;
+        std::fs::write(&pack, &bad).expect("corrupt");
+        let err = import_into("flipped").await;
         assert!(
             err.contains("file b: its chunk at offset 0") && err.contains("is corrupt"),
             "{err}"
         );
-        std::fs::remove_file(&b).expect("remove");
-        let err = format!(
-            "{:#}",
-            import(
-                &target.path().join("second"),
-                store(location.path()),
-                &moved.index_digest,
-                &Arc::default()
-            )
-            .await
-            .expect_err("missing")
-        );
+        std::fs::remove_file(&pack).expect("remove");
+        let err = import_into("no-pack").await;
         assert!(
-            err.contains("file b") && err.contains("missing from the location"),
+            err.contains("file a")
+                && err.contains("in pack")
+                && err.contains("missing from the location"),
             "{err}"
         );
+        std::fs::write(&pack, &good).expect("mend");
+        // c's chunk compressed again from other bytes: only the digest can tell.
+        let own = location.path().join(chunk_key(&chunk_of("c").digest));
+        let mut other = c.clone();
+        other[7] ^= 1;
+        std::fs::write(&own, zstd::bulk::compress(&other, 3).expect("zstd")).expect("corrupt");
+        let err = import_into("other").await;
+        assert!(
+            err.contains("file c: its chunk at offset 0") && err.contains("is corrupt"),
+            "{err}"
+        );
+        std::fs::remove_file(&own).expect("remove");
+        let err = import_into("no-chunk").await;
+        assert!(
+            err.contains("file c") && err.contains("missing from the location"),
+            "{err}"
+        );
+        let target = tempfile::tempdir().expect("tmp");
         let err = format!(
             "{:#}",
             import(

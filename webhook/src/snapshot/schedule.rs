@@ -7,7 +7,7 @@
 //! `multicluster_core::snapshot::schedule`'s decisions. Deleting a schedule keeps its snapshots, as
 //! deleting a Velero schedule keeps its backups: they carry no owner reference.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt};
-use multicluster_core::api::{NamespaceSnapshot, SnapshotSchedule, SnapshotScheduleStatus};
+use multicluster_core::api::{
+    NamespaceRestore, NamespaceSnapshot, RestorePhase, SnapshotSchedule, SnapshotScheduleStatus,
+};
 use multicluster_core::snapshot::schedule::{
     self, Decision, Taken, decide, expired, finished, next_run, snapshot_name,
 };
@@ -73,8 +75,24 @@ async fn reconcile(
                 phase: *phase,
             })
             .collect();
+        // A snapshot an unfinished restore reads stays until that restore is done with it.
+        let restoring: BTreeSet<String> =
+            Api::<NamespaceRestore>::namespaced((*hub).clone(), SYSTEM_NAMESPACE)
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|r| {
+                    !matches!(
+                        r.status.as_ref().map(|s| s.phase).unwrap_or_default(),
+                        RestorePhase::Completed | RestorePhase::Failed
+                    )
+                })
+                .map(|r| r.spec.snapshot)
+                .collect();
         let gone: Vec<String> = expired(&taken, retention)
             .into_iter()
+            .filter(|name| !restoring.contains(*name))
             .map(str::to_owned)
             .collect();
         for snapshot in &gone {
@@ -153,9 +171,8 @@ async fn reconcile(
         snapshots.iter().map(|(n, (t, _))| (n, t)).collect();
     newest_first.sort_by(|a, b| b.1.cmp(a.1).then(b.0.cmp(a.0)));
     status.snapshots = newest_first.into_iter().map(|(n, _)| n.clone()).collect();
-    if !notes.is_empty() {
-        status.message = Some(notes.join("; "));
-    }
+    // What this pass did or found; a pass that did nothing clears an earlier error or suspension.
+    status.message = (!notes.is_empty()).then(|| notes.join("; "));
     if status != previous {
         Api::<SnapshotSchedule>::namespaced((*hub).clone(), SYSTEM_NAMESPACE)
             .patch_status(
@@ -163,7 +180,7 @@ async fn reconcile(
                 &PatchParams::default(),
                 &Patch::Merge(serde_json::json!({ "status": super::replacing(
                     &status,
-                    &["nextScheduleTime", "snapshots"]
+                    &["nextScheduleTime", "snapshots", "message"]
                 ) })),
             )
             .await?;

@@ -124,15 +124,6 @@ pub(super) async fn remove_data(ctx: &Context, snapshot: &NamespaceSnapshot) {
             }
         }
         .await;
-        // Its volume data goes at the location's next sweep, asked for now.
-        let exported = snapshot
-            .status
-            .iter()
-            .flat_map(|s| s.volumes.iter())
-            .any(|v| v.data.as_ref().is_some_and(|d| d.index.is_some()));
-        if exported {
-            crate::snapshot::collect::request(&ctx.hub, &spec.location).await;
-        }
         match removed {
             Ok(()) => tracing::info!(snapshot = %name, url = %archive.url, "archive deleted"),
             Err(e) => {
@@ -140,6 +131,16 @@ pub(super) async fn remove_data(ctx: &Context, snapshot: &NamespaceSnapshot) {
                 "could not delete the archive; remove it from the storage by hand")
             }
         }
+    }
+    // Its volume data (all of it, or what an export that failed had sent) goes at the location's
+    // next sweep, asked for now.
+    let exported = snapshot
+        .status
+        .iter()
+        .flat_map(|s| s.volumes.iter())
+        .any(|v| v.data.is_some());
+    if exported {
+        crate::snapshot::collect::request(&ctx.hub, &spec.location).await;
     }
     let removed = async {
         let member = member_client(ctx, &spec.cluster).await?;
@@ -1293,7 +1294,17 @@ async fn export_data(
     if exported.is_empty() {
         return Ok(());
     }
-    let (jobs, provisioned) = export_jobs(&name, ns, claims, &exported);
+    // Each volume's parent: the mover reads only what changed since.
+    let snapshots = Api::<NamespaceSnapshot>::namespaced(ctx.hub.clone(), SYSTEM_NAMESPACE)
+        .list(&ListParams::default())
+        .await
+        .context("listing the NamespaceSnapshots for each volume's previous export")?
+        .items;
+    let parents: Vec<Option<&str>> = exported
+        .iter()
+        .map(|e| mover::parent_index(&snapshots, snapshot, &e.claim))
+        .collect();
+    let (jobs, provisioned) = export_jobs(&name, ns, claims, &exported, &parents);
     let location_name = spec.location.clone();
     let moved = async {
         create_provisioned(member, ns, &provisioned).await?;
@@ -1336,11 +1347,13 @@ fn export_jobs(
     ns: &str,
     claims: &[Value],
     entries: &[&mut VolumeEntry],
+    parents: &[Option<&str>],
 ) -> (Vec<Job>, Vec<Value>) {
     let mut provisioned = Vec::new();
     let jobs = entries
         .iter()
-        .map(|entry| {
+        .zip(parents)
+        .map(|(entry, parent)| {
             let source = match &entry.group {
                 None => volumes::volume_snapshot_name(snapshot, &entry.claim),
                 Some(_) => {
@@ -1376,6 +1389,7 @@ fn export_jobs(
                 &source,
                 size,
                 entry.storage_class.as_deref(),
+                *parent,
             )
         })
         .collect();
