@@ -371,7 +371,15 @@ spec:
     let gone = run(kubectl(&kc, "member-1").args(["get", "namespace", "doomed"]));
     assert!(!gone.status.success(), "the namespace is gone");
 
-    // `local down` stops everything, with pods still running, and leaves the machine as it was.
+    // `local down` stops everything, with pods still running, and leaves the machine as it was:
+    // the containers' processes too, which carry no marker of the playground (found here as the
+    // children of its nodes' shims).
+    let shims: Vec<u32> = nodes
+        .iter()
+        .flat_map(|n| kubectl_multicluster::local::node::shim_pids(&n.containerd_socket))
+        .collect();
+    let containers = kubectl_multicluster::local::node::container_pids(&shims);
+    assert!(!containers.is_empty(), "pods are running");
     run_ok(
         Command::new(plugin_bin())
             .args(["local", "down", "--dir"])
@@ -380,5 +388,19 @@ spec:
     let after = machine_state(&dir);
     let left: Vec<&String> = after.difference(&before).collect();
     assert!(left.is_empty(), "left behind by the playground: {left:#?}");
+    let running: Vec<&u32> = containers
+        .iter()
+        .filter(|pid| {
+            // Alive: listed, and not a zombie waiting for its parent.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(false)
+        })
+        .collect();
+    assert!(running.is_empty(), "containers left running: {running:?}");
     assert!(!dir.exists());
 }

@@ -1395,6 +1395,8 @@ fn stop_processes(state: &PlaygroundState) -> Vec<u32> {
         .flat_map(|n| node::shim_pids(&n.containerd_socket))
         .collect();
     let shim_sockets = node::shim_sockets(&shims);
+    // The containers first: killing a shim leaves its containers running, orphaned.
+    process::kill(&node::container_pids(&shims));
     process::terminate_all(&shims, &marker, Duration::ZERO);
     let containerds: Vec<u32> = nodes.iter().map(|n| n.containerd.pid).collect();
     killed.extend(process::terminate_all(

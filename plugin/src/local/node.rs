@@ -464,6 +464,30 @@ pub fn shim_pids(socket: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// The processes the shims `shims` started: each container's first process, whose parent the shim
+/// is (it is their subreaper). Killing a shim leaves them running, with init as their parent; in
+/// its own PID namespace, a container ends with its first process.
+pub fn container_pids(shims: &[u32]) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid …`: the command may hold spaces and parentheses.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            shims.contains(&ppid).then_some(pid)
+        })
+        .collect()
+}
+
 /// What containerd and the kubelet write outside the playground's directory, at paths they do not
 /// let one configure: the shims' sockets (`/run/containerd/s/…`), the CNI result cache
 /// (`/var/lib/cni/results/…`) and the container log links (`/var/log/containers/…`). They go when

@@ -102,6 +102,14 @@ pub fn terminate_all(pids: &[u32], marker: &str, grace: Duration) -> Vec<u32> {
     stubborn
 }
 
+/// SIGKILLs `pids` at once, without looking for a marker: for processes found by their parent
+/// (the containers of the playground's shims), which carry none.
+pub fn kill(pids: &[u32]) {
+    for &pid in pids {
+        signal(pid, true);
+    }
+}
+
 /// The last `lines` lines of a log file, for error messages.
 pub fn log_tail(log: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
