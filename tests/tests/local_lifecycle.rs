@@ -12,21 +12,7 @@ use std::process::Command;
 
 use kube::config::Kubeconfig;
 use kubectl_multicluster::local::PlaygroundState;
-use multicluster_tests::{plugin_bin, run, run_ok, start_playground};
-
-/// Independent of the code under test: a pid runs when /proc has it and it is not a zombie.
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            !stat
-                .rsplit_once(')')
-                .unwrap()
-                .1
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
-}
+use multicluster_tests::{plugin_bin, run, run_ok, running, start_playground};
 
 fn pids(state: &PlaygroundState) -> Vec<u32> {
     state

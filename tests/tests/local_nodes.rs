@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use multicluster_tests::{eventually_blocking, plugin_bin, run, run_ok, start_playground};
+use multicluster_tests::{eventually_blocking, plugin_bin, run, run_ok, running, start_playground};
 
 const IMAGE: &str = kubectl_multicluster::local::image::IMAGE;
 
@@ -388,19 +388,7 @@ spec:
     let after = machine_state(&dir);
     let left: Vec<&String> = after.difference(&before).collect();
     assert!(left.is_empty(), "left behind by the playground: {left:#?}");
-    let running: Vec<&u32> = containers
-        .iter()
-        .filter(|pid| {
-            // Alive: listed, and not a zombie waiting for its parent.
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-                })
-                .unwrap_or(false)
-        })
-        .collect();
+    let running: Vec<&u32> = containers.iter().filter(|pid| running(**pid)).collect();
     assert!(running.is_empty(), "containers left running: {running:?}");
     assert!(!dir.exists());
 }

@@ -448,18 +448,16 @@ pub fn unmount_under(dir: &Path) -> Vec<PathBuf> {
 /// re-parented when containerd stops and outlive it.
 pub fn shim_pids(socket: &Path) -> Vec<u32> {
     let socket = socket.display().to_string();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+    super::process::all_pids()
+        .filter(|pid| {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
             let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
             let is_shim = words
                 .first()
                 .is_some_and(|w| w.ends_with(b"containerd-shim-runc-v2"));
-            (is_shim && words.contains(&socket.as_bytes())).then_some(pid)
+            is_shim && words.contains(&socket.as_bytes())
         })
         .collect()
 }
@@ -468,22 +466,9 @@ pub fn shim_pids(socket: &Path) -> Vec<u32> {
 /// is (it is their subreaper). Killing a shim leaves them running, with init as their parent; in
 /// its own PID namespace, a container ends with its first process.
 pub fn container_pids(shims: &[u32]) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            // `pid (comm) state ppid …`: the command may hold spaces and parentheses.
-            let ppid: u32 = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            shims.contains(&ppid).then_some(pid)
+    super::process::all_pids()
+        .filter(|pid| {
+            super::process::state_and_parent(*pid).is_some_and(|(_, ppid)| shims.contains(&ppid))
         })
         .collect()
 }

@@ -56,23 +56,38 @@ fn signal(pid: u32, kill: bool) {
 #[cfg(not(unix))]
 fn signal(_pid: u32, _kill: bool) {}
 
+/// The pids of every process, as `/proc` lists them.
+pub fn all_pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+}
+
+/// A process's state letter and parent pid, from `/proc/PID/stat` (`pid (comm) state ppid …`:
+/// the command may hold spaces and parentheses, so the fields are read after the last `)`).
+pub fn state_and_parent(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.next()?.parse().ok()?))
+}
+
+/// Whether `pid` runs: listed, and not a zombie waiting for its parent.
+pub fn is_alive(pid: u32) -> bool {
+    state_and_parent(pid).is_some_and(|(state, _)| state != 'Z')
+}
+
 /// Whether `pid` is alive, not a zombie, and started with `marker` (the playground directory) in
 /// its command line.
 pub fn is_ours(pid: u32, marker: &str) -> bool {
-    let proc_dir = Path::new("/proc").join(pid.to_string());
-    let Ok(cmdline) = std::fs::read(proc_dir.join("cmdline")) else {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
-    // A zombie (exited, not yet reaped by its parent) has an empty command line; this also
-    // reads its state to be sure.
-    let zombie = std::fs::read_to_string(proc_dir.join("stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false);
-    !zombie && String::from_utf8_lossy(&cmdline).contains(marker)
+    // A zombie (exited, not yet reaped by its parent) has an empty command line; its state is
+    // read to be sure.
+    is_alive(pid) && String::from_utf8_lossy(&cmdline).contains(marker)
 }
 
 /// Sends SIGTERM to every pid that is still ours, waits up to `grace` for all of them to exit,

@@ -983,17 +983,11 @@ async fn import_pack(
                 .zip(usize::try_from(until - start).ok())
                 .and_then(|(a, b)| bytes.get(a..b))
                 .ok_or_else(|| anyhow!("{what} is corrupt: the pack is shorter"))?;
-            let data = zstd::bulk::decompress(part, CHUNK_MAX as usize)
-                .map_err(|e| anyhow!("{what} is corrupt: {e}"))?;
-            if data.len() != chunk.len as usize || sha256_hex(&data) != chunk.digest {
-                bail!("{what} is corrupt: its content does not have that digest");
-            }
             let file = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&path)
                 .with_context(|| format!("opening {}", path.display()))?;
-            write_skipping_holes(&file, &data, chunk.offset)
-                .with_context(|| format!("writing {what}"))?;
+            check_and_write(&file, part, &chunk, &what)?;
             stored += part.len() as u64;
             progress.add_done(u64::from(chunk.len));
         }
@@ -1009,43 +1003,36 @@ async fn import_chunk(
     name: &str,
     chunk: ChunkRef,
 ) -> anyhow::Result<u64> {
-    let what = {
-        let name = name.to_owned();
-        let chunk = chunk.clone();
-        move || {
-            format!(
-                "file {name}: its chunk at offset {} ({} bytes, {})",
-                chunk.offset, chunk.len, chunk.digest
-            )
-        }
-    };
+    let what = format!(
+        "file {name}: its chunk at offset {} ({} bytes, {})",
+        chunk.offset, chunk.len, chunk.digest
+    );
     let bytes = store
         .get(&StorePath::from(chunk_key(&chunk.digest)))
         .await
         .map_err(|e| match e {
             object_store::Error::NotFound { .. } => {
-                anyhow!("{} is missing from the location", what())
+                anyhow!("{what} is missing from the location")
             }
-            e => anyhow!(e).context(format!("reading {}", what())),
+            e => anyhow!(e).context(format!("reading {what}")),
         })?
         .bytes()
         .await
-        .with_context(what.clone())?;
+        .with_context(|| what.clone())?;
     let stored = bytes.len() as u64;
-    tokio::task::spawn_blocking(move || {
-        let data = zstd::bulk::decompress(&bytes, CHUNK_MAX as usize)
-            .map_err(|e| anyhow!("{} is corrupt: {e}", what()))?;
-        if data.len() != chunk.len as usize || sha256_hex(&data) != chunk.digest {
-            bail!(
-                "{} is corrupt: its content does not have that digest",
-                what()
-            );
-        }
-        write_skipping_holes(&file, &data, chunk.offset)
-            .with_context(|| format!("writing {}", what()))
-    })
-    .await??;
+    tokio::task::spawn_blocking(move || check_and_write(&file, &bytes, &chunk, &what)).await??;
     Ok(stored)
+}
+
+/// Decompresses `stored`, checks it is `chunk` (length and digest) and writes it into `file` at its
+/// offset; `what` names the file and chunk in the error.
+fn check_and_write(file: &File, stored: &[u8], chunk: &ChunkRef, what: &str) -> anyhow::Result<()> {
+    let data = zstd::bulk::decompress(stored, CHUNK_MAX as usize)
+        .map_err(|e| anyhow!("{what} is corrupt: {e}"))?;
+    if data.len() != chunk.len as usize || sha256_hex(&data) != chunk.digest {
+        bail!("{what} is corrupt: its content does not have that digest");
+    }
+    write_skipping_holes(file, &data, chunk.offset).with_context(|| format!("writing {what}"))
 }
 
 /// Writes `data` at `offset` but its zero blocks: the file was sized first, so they read back as
